@@ -1,0 +1,232 @@
+"""The machinery shared by both environments: batched dynamics, and the single and native
+vector Gymnasium environments built on them.
+
+Each environment module defines its dynamics once, as a :class:`BatchDynamics` that advances
+a batch of environments with numpy. The single environment is that batch with one member;
+the native vector environment is the batch with ``num_envs`` members plus Gymnasium's
+autoreset and time limit. Both read the same per-environment random streams (see
+``_rng.py``), so the vector env with seed ``s`` produces exactly the transitions of single
+envs seeded ``s, s + 1, ...``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from lam_envs._validate import check_int
+
+Info = dict[str, np.ndarray]
+
+
+class BatchDynamics(ABC):
+    """State and update rule of ``num_envs`` environments, advanced together.
+
+    ``index`` arguments are integer arrays of the environments concerned, or ``None`` for
+    all of them (the fast path: no gathering or scattering).
+    """
+
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Space
+    render_fps: int = 4
+
+    def __init__(self, num_envs: int):
+        self.num_envs = num_envs
+
+    @abstractmethod
+    def reset(self, index: np.ndarray, rngs: list[np.random.Generator]) -> Info:
+        """Draw start states for the given envs from their streams; return their info."""
+
+    @abstractmethod
+    def step(
+        self, actions: np.ndarray, rngs: list[np.random.Generator], index: np.ndarray | None
+    ) -> tuple[np.ndarray, Info]:
+        """Advance the given envs by ``actions`` (one row each); return (rewards, info)."""
+
+    @abstractmethod
+    def observations(self, index: np.ndarray | None = None) -> np.ndarray:
+        """A fresh copy of the current observations of the given envs."""
+
+    @abstractmethod
+    def render_ansi(self, i: int) -> str: ...
+
+    @abstractmethod
+    def render_rgb(self, i: int) -> np.ndarray: ...
+
+    def render(self, mode: str | None, i: int) -> Any:
+        if mode == "ansi":
+            return self.render_ansi(i)
+        if mode == "rgb_array":
+            return self.render_rgb(i)
+        return None
+
+
+class BatchEnv(gym.Env):
+    """A single Gymnasium environment: a :class:`BatchDynamics` of one member.
+
+    Subclasses set ``dynamics_class`` and document the environment.
+    """
+
+    dynamics_class: type[BatchDynamics]
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, **params: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"unknown render_mode {render_mode!r}; allowed: None, "
+                + ", ".join(map(repr, self.metadata["render_modes"]))
+            )
+        self.render_mode = render_mode
+        self.dynamics = self.dynamics_class(num_envs=1, **params)
+        self.config = self.dynamics.config
+        self.observation_space = self.dynamics.observation_space
+        self.action_space = self.dynamics.action_space
+        self._index = np.zeros(1, dtype=np.int64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        info = self.dynamics.reset(self._index, [self.np_random])
+        return self.dynamics.observations()[0], _first(info)
+
+    def step(self, action):
+        actions = np.asarray(action)[None]
+        rewards, info = self.dynamics.step(actions, [self.np_random], None)
+        obs = self.dynamics.observations()[0]
+        # The process never ends by itself; episodes are cut by TimeLimit (max_episode_steps).
+        return obs, float(rewards[0]), False, False, _first(info)
+
+    def render(self):
+        return self.dynamics.render(self.render_mode, 0)
+
+
+class BatchVectorEnv(VectorEnv):
+    """The native vector environment: ``num_envs`` members of a :class:`BatchDynamics`.
+
+    Follows Gymnasium's conventions: ``reset(seed=s)`` seeds member i with ``s + i``;
+    autoreset is ``NEXT_STEP`` (the step after an episode ends resets that member, ignores
+    its action and returns its first observation with reward 0); ``max_episode_steps``
+    truncates episodes. Every info key is present for every member on every call, with a
+    leading ``num_envs`` axis, so no ``_key`` masks are needed.
+    """
+
+    dynamics_class: type[BatchDynamics]
+    metadata: dict[str, Any] = {
+        "render_modes": ["ansi", "rgb_array"],
+        "render_fps": 4,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+        **params: Any,
+    ):
+        self.num_envs = check_int("num_envs", num_envs, low=1)
+        if max_episode_steps is not None:
+            max_episode_steps = check_int("max_episode_steps", max_episode_steps, low=1)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"unknown render_mode {render_mode!r}; allowed: None, "
+                + ", ".join(map(repr, self.metadata["render_modes"]))
+            )
+        self.max_episode_steps = max_episode_steps
+        self.render_mode = render_mode
+        self.dynamics = self.dynamics_class(num_envs=self.num_envs, **params)
+        self.config = self.dynamics.config
+        self.single_observation_space = self.dynamics.observation_space
+        self.single_action_space = self.dynamics.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._rngs: list[np.random.Generator] = [None] * self.num_envs  # type: ignore[list-item]
+        self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+        self._all = np.arange(self.num_envs)
+
+    @property
+    def env_rngs(self) -> list[np.random.Generator]:
+        """The per-member generators (member i's equals a single env's ``np_random``)."""
+        return self._rngs
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options=None):
+        super().reset(seed=seed if isinstance(seed, int) else None)
+        index = self._all
+        if options is not None and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)
+            if mask.shape != (self.num_envs,):
+                raise ValueError(
+                    f"options['reset_mask'] must have shape ({self.num_envs},), got {mask.shape}"
+                )
+            index = np.flatnonzero(mask)
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, int | np.integer):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(
+                    f"seed must be an int or a list of {self.num_envs} seeds, got {len(seeds)}"
+                )
+        for i in index:
+            if seeds[i] is not None or self._rngs[i] is None:
+                self._rngs[i], _ = seeding.np_random(seeds[i])
+        reset_info = self.dynamics.reset(index, self._rngs)
+        self._elapsed[index] = 0
+        self._needs_reset[index] = False
+        if len(index) == self.num_envs:
+            return self.dynamics.observations(), reset_info
+        info = _zeros_like_batch(reset_info, self.num_envs)
+        _scatter(info, index, reset_info)
+        return self.dynamics.observations(), info
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        resetting = np.flatnonzero(self._needs_reset)
+        n = self.num_envs
+        if resetting.size == 0:
+            rewards, info = self.dynamics.step(actions, self._rngs, None)
+            self._elapsed += 1
+        else:
+            active = np.flatnonzero(~self._needs_reset)
+            reset_info = self.dynamics.reset(resetting, self._rngs)
+            step_rewards, step_info = self.dynamics.step(actions[active], self._rngs, active)
+            rewards = np.zeros(n, dtype=np.float64)
+            rewards[active] = step_rewards
+            info = _zeros_like_batch(reset_info, n)
+            _scatter(info, resetting, reset_info)
+            _scatter(info, active, step_info)
+            self._elapsed[active] += 1
+            self._elapsed[resetting] = 0
+        terminated = np.zeros(n, dtype=bool)
+        if self.max_episode_steps is None:
+            truncated = np.zeros(n, dtype=bool)
+        else:
+            truncated = self._elapsed >= self.max_episode_steps
+        self._needs_reset = terminated | truncated
+        return self.dynamics.observations(), rewards, terminated, truncated, info
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        return tuple(self.dynamics.render(self.render_mode, i) for i in range(self.num_envs))
+
+
+def _first(info: Info) -> dict[str, np.ndarray]:
+    return {key: value[0] for key, value in info.items()}
+
+
+def _zeros_like_batch(info: Info, n: int) -> Info:
+    return {key: np.zeros((n, *value.shape[1:]), dtype=value.dtype) for key, value in info.items()}
+
+
+def _scatter(target: Info, index: np.ndarray, source: Info) -> None:
+    for key, value in source.items():
+        target[key][index] = value

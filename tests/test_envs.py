@@ -1,0 +1,131 @@
+"""Every registered id: Gymnasium's checker, rendering, pickling, seeding, vector twin."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import lam_envs
+from lam_envs.policies import make_policy
+
+OUR_IDS = sorted(
+    spec.id for spec in gym.registry.values() if str(spec.entry_point).startswith("lam_envs.")
+)
+
+
+def test_every_id_of_the_package_is_registered():
+    assert set(OUR_IDS) == set(lam_envs.ENV_IDS)
+
+
+@pytest.mark.parametrize("env_id", OUR_IDS)
+@pytest.mark.parametrize("render_mode", [None, "ansi", "rgb_array"])
+def test_check_env(env_id, render_mode):
+    env = gym.make(env_id, render_mode=render_mode)
+    with warnings.catch_warnings():
+        # Box(-inf, inf) is the honest space of the linear process (a ~ N(0, I)).
+        warnings.filterwarnings("ignore", message=".*(infinity|symmetric and normalized).*")
+        check_env(env.unwrapped, skip_render_check=False)
+    env.reset(seed=0)
+    frame = env.render()
+    if render_mode == "ansi":
+        assert isinstance(frame, str) and frame
+    elif render_mode == "rgb_array":
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+        assert min(frame.shape[:2]) >= 64  # big enough for a person to read
+    env.close()
+
+
+def _rollout(env, seed, steps=25):
+    policy = make_policy("random", env)
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    trace = [obs, *info.values()]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(policy(obs[None], rng)[0])
+        trace += [obs, reward, terminated, truncated, *info.values()]
+    return trace
+
+
+def _assert_same(trace_a, trace_b):
+    assert len(trace_a) == len(trace_b)
+    for x, y in zip(trace_a, trace_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("env_id", OUR_IDS)
+def test_same_seed_same_episode_and_pickle(env_id):
+    env = gym.make(env_id)
+    _assert_same(_rollout(env, 3), _rollout(gym.make(env_id), 3))
+    different = _rollout(gym.make(env_id), 4)
+    assert not np.array_equal(_rollout(env, 3)[0], different[0])
+    clone = pickle.loads(pickle.dumps(env))
+    _assert_same(_rollout(env, 5), _rollout(clone, 5))
+
+
+@pytest.mark.parametrize("env_id", OUR_IDS)
+def test_spec_round_trip(env_id):
+    env = gym.make(env_id)
+    again = gym.make(gym.envs.registration.EnvSpec.from_json(env.spec.to_json()))
+    assert again.unwrapped.config == env.unwrapped.config
+
+
+VECTOR_CASES = [
+    ("LinearLAM-v0", {"sigma_iid": 0.3, "sigma_exo": 1.0, "distractor_correlation": 0.5}),
+    ("LinearLAM-v0", {"d_o": 16, "d_a": 4, "d_b": 2, "sigma_iid": 0.1}),
+    ("LinearLAM-OtherAgents-v0", {}),
+    ("GridLAM-HighNoise-v0", {}),
+    ("GridLAM-v0", {"distractor_correlation": 0.3}),
+    ("GridLAM-NoNoise-v0", {}),
+]
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), VECTOR_CASES)
+def test_native_vector_env_equals_single_envs(env_id, kwargs):
+    """Same seeds: the native vector env gives exactly the transitions of N single envs,
+    through autoresets (episodes of 7 steps, 40 steps)."""
+    n = 3
+    native = gym.make_vec(env_id, num_envs=n, max_episode_steps=7, **kwargs)
+    assert type(native).__name__.endswith("VectorEnv")
+    assert native.spec.vector_entry_point is not None
+    singles = gym.make_vec(
+        env_id, num_envs=n, vectorization_mode="sync", max_episode_steps=7, **kwargs
+    )
+    policy = make_policy("random", native)
+    rng = np.random.default_rng(0)
+    obs, info = native.reset(seed=11)
+    obs_s, info_s = singles.reset(seed=11)
+    np.testing.assert_array_equal(obs, obs_s)
+    for key in info:
+        np.testing.assert_array_equal(info[key], info_s[key])
+    for _ in range(40):
+        actions = policy(obs, rng)
+        out, out_s = native.step(actions), singles.step(actions)
+        for x, y in zip(out[:4], out_s[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        for key in out[4]:
+            np.testing.assert_array_equal(out[4][key], out_s[4][key])
+        obs = out[0]
+
+
+def test_vector_env_reset_mask_and_seed_list():
+    env = gym.make_vec("GridLAM-v0", num_envs=4)
+    obs, _ = env.reset(seed=[1, 2, 3, 4])
+    single = gym.make("GridLAM-v0")
+    np.testing.assert_array_equal(obs[2], single.reset(seed=3)[0])
+    env.step(np.zeros(4, dtype=np.int64))
+    mask = np.array([False, True, False, False])
+    obs2, info = env.reset(seed=[None, 9, None, None], options={"reset_mask": mask})
+    np.testing.assert_array_equal(obs2[1], single.reset(seed=9)[0])
+    assert info["position"].shape == (4, 2)
+
+
+def test_vector_env_renders_every_member():
+    env = gym.make_vec("GridLAM-v0", num_envs=2, render_mode="rgb_array")
+    env.reset(seed=0)
+    frames = env.render()
+    assert len(frames) == 2 and frames[0].shape == (128, 128, 3)
