@@ -1,0 +1,1 @@
+"""Latent action models (LAMs), their trainers, probes and metrics."""

@@ -1,0 +1,290 @@
+"""python -m lam_envs.collect: Minari round trips, the label contract, determinism,
+atomicity, recipes and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import minari
+import numpy as np
+import pytest
+
+from lam_envs.collect import CollectConfig, LabelChooser, collect, main
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT_DIR / "datasets").glob("*.toml"))
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """A fresh Minari root, also set as MINARI_DATASETS_PATH for minari's own API."""
+    folder = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(folder))
+    return folder
+
+
+def _collect(root, **kwargs):
+    kwargs.setdefault("episodes", 6)
+    kwargs.setdefault("episode_length", 20)
+    return collect(CollectConfig(**kwargs), root=root, progress=False)
+
+
+def test_cli_default_snaking_and_minari_reads_it(root, capsys):
+    assert main(["--policy", "snaking", "--root", str(root), "--quiet", "--episodes", "20"]) == 0
+    out = capsys.readouterr().out
+    for word in (
+        "dataset lam-envs/",
+        "transitions  4,000 in 20 episodes",
+        "labelled     40 ",
+        "throughput",
+    ):
+        assert word in out
+    dataset_id = out.split()[1]
+    data = minari.load_dataset(dataset_id)
+    assert data.total_episodes == 20 and data.total_steps == 4000
+    episode = data[0]
+    assert episode.observations.shape == (201, 1, 4, 4)
+    assert set(episode.infos) == {"label_mask", "oracle"}
+    env = data.recover_environment()
+    assert env.spec.id == "GridLAM-v0" and env.spec.max_episode_steps == 200
+    minari_cli = Path(sys.executable).parent / "minari"
+    shown = subprocess.run(
+        [str(minari_cli), "show", dataset_id], capture_output=True, text=True, check=True
+    )
+    assert "Total Steps" in shown.stdout and "100000" not in shown.stdout
+    assert dataset_id in minari.list_local_datasets()
+
+
+def test_recovered_linear_env_has_the_same_structure(root):
+    summary = _collect(
+        root, env="LinearLAM-v0", env_kwargs={"sigma_exo": 1.0, "d_o": 32, "structure_seed": 7}
+    )
+    env = minari.load_dataset(summary.dataset_id).recover_environment()
+    direct = gym.make("LinearLAM-v0", sigma_exo=1.0, d_o=32, structure_seed=7).unwrapped.dynamics
+    np.testing.assert_array_equal(env.unwrapped.dynamics.X, direct.X)
+    np.testing.assert_array_equal(env.unwrapped.dynamics.Y, direct.Y)
+    # the stored transitions obey the recovered env's equation o' = o + X a + eps
+    episode = minari.load_dataset(summary.dataset_id)[0]
+    oracle = episode.infos["oracle"]
+    o, a = episode.observations, oracle["action"][1:]
+    np.testing.assert_allclose(o[1:], o[:-1] + a @ direct.X.T + oracle["eps"][1:], atol=1e-4)
+
+
+@pytest.mark.parametrize("env", ["GridLAM-v0", "LinearLAM-v0"])
+@pytest.mark.parametrize(
+    ("fraction", "unit"),
+    [(0.1, "transition"), (0.0005, "transition"), (0.34, "episode"), (0.0, "transition")],
+)
+def test_partial_labels_contract(root, env, fraction, unit):
+    summary = _collect(root, env=env, label_fraction=fraction, label_unit=unit, seed=3)
+    data = minari.load_dataset(summary.dataset_id)
+    n_units = 6 * 20 if unit == "transition" else 6
+    expected = 0 if fraction == 0 else max(1, round(fraction * n_units))
+    mask, actions, truth = [], [], []
+    for episode in data.iterate_episodes():
+        # a learner's fields: nothing but these, and no trace of hidden actions in them
+        assert set(episode.infos) == {"label_mask", "oracle"}
+        m = episode.infos["label_mask"]
+        assert m.shape == (21,) and not m[0]  # row 0 is the reset
+        mask.append(m[1:])
+        actions.append(episode.actions)
+        truth.append(episode.infos["oracle"]["action"][1:])
+        if unit == "episode":
+            assert m[1:].all() or not m[1:].any()
+    mask, actions, truth = np.concatenate(mask), np.concatenate(actions), np.concatenate(truth)
+    labelled_units = mask.sum() if unit == "transition" else mask.sum() // 20
+    assert labelled_units == expected
+    assert summary.labelled == mask.sum()
+    np.testing.assert_array_equal(actions[mask], truth[mask])
+    if env == "GridLAM-v0":
+        assert (actions[~mask] == -1).all() and (truth >= 0).all()
+    else:
+        assert np.isnan(actions[~mask]).all() and not np.isnan(truth).any()
+
+
+def test_full_labels_export_keeps_every_action_and_the_mask(root):
+    partial = _collect(root, label_fraction=0.05, seed=1)
+    full = _collect(root, label_fraction=0.05, seed=1, full_labels=True)
+    a, b = minari.load_dataset(partial.dataset_id), minari.load_dataset(full.dataset_id)
+    for x, y in zip(a.iterate_episodes(), b.iterate_episodes(), strict=True):
+        np.testing.assert_array_equal(x.observations, y.observations)
+        np.testing.assert_array_equal(y.actions, y.infos["oracle"]["action"][1:])
+        np.testing.assert_array_equal(x.infos["label_mask"], y.infos["label_mask"])
+
+
+def test_label_chooser_exact_and_uniform():
+    counts = np.zeros(50)
+    for seed in range(400):
+        chooser = LabelChooser(50, 0.1, np.random.default_rng(seed))
+        mask = np.concatenate([chooser.next(m) for m in (7, 13, 30)])
+        assert mask.sum() == 5
+        counts += mask
+    # each unit labelled with probability 0.1: 40 of 400 on average, sd ~6
+    assert counts.min() > 15 and counts.max() < 70
+
+
+def _digest(root, dataset_id):
+    h = hashlib.sha256()
+    with h5py.File(Path(root, dataset_id, "data", "main_data.hdf5")) as f:
+        f.visititems(
+            lambda name, obj: (
+                h.update(name.encode() + obj[()].tobytes())
+                if isinstance(obj, h5py.Dataset)
+                else None
+            )
+        )
+    return h.hexdigest()
+
+
+def test_same_arguments_same_data(tmp_path):
+    args = {
+        "env": "LinearLAM-v0",
+        "env_kwargs": {"sigma_iid": 0.1, "sigma_exo": 1.0},
+        "label_fraction": 0.2,
+        "episodes": 5,
+        "episode_length": 30,
+    }
+    first = collect(CollectConfig(**args), root=tmp_path / "a", progress=False)
+    second = collect(CollectConfig(**args), root=tmp_path / "b", progress=False)
+    other = collect(CollectConfig(**args, seed=1), root=tmp_path / "c", progress=False)
+    assert _digest(tmp_path / "a", first.dataset_id) == _digest(tmp_path / "b", second.dataset_id)
+    assert _digest(tmp_path / "a", first.dataset_id) != _digest(tmp_path / "c", other.dataset_id)
+
+
+def test_existing_id_refused_then_overwritten(root, capsys):
+    argv = ["--root", str(root), "--quiet", "--episodes", "3", "--dataset-id", "tests/x-v0"]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: dataset 'tests/x-v0' already exists") and "--overwrite" in err
+    assert len(err.splitlines()) == 1
+    assert main([*argv, "--overwrite", "--episodes", "4"]) == 0
+    assert minari.load_dataset("tests/x-v0").total_episodes == 4
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_run_leaves_no_dataset(root, sig):
+    dataset_id = "tests/interrupted-v0"
+    cmd = [
+        sys.executable,
+        "-m",
+        "lam_envs.collect",
+        "--env",
+        "LinearLAM-v0",
+        "--quiet",
+        "--episodes",
+        "100000",
+        "--root",
+        str(root),
+        "--dataset-id",
+        dataset_id,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staging = root / ".lam-envs-staging"
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until episodes are being written
+        files = list(staging.glob("*/data/main_data.hdf5")) if staging.exists() else []
+        if files and files[0].stat().st_size > 1_000_000:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the collector never started writing")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert not (root / "tests" / "interrupted-v0").exists()
+    assert dataset_id not in minari.list_local_datasets()
+    with pytest.raises(FileNotFoundError):
+        minari.load_dataset(dataset_id)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err
+        assert not any(staging.iterdir())  # cleaned up on the way out
+        assert "Traceback" not in err
+    else:  # a stale staging folder is left, invisible to minari, and removed next time
+        assert any(staging.iterdir())
+        _collect(root, dataset_id="tests/after-v0")
+        assert [p.name for p in staging.iterdir()] == []
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_recipes_are_valid(recipe):
+    config = CollectConfig.from_recipe(recipe)
+    assert config.dataset_id == f"lam-envs/{recipe.stem}-v0"
+
+
+def test_recipe_builds_with_flag_overrides(root, capsys):
+    recipe = ROOT_DIR / "datasets" / "grid-low-correlated.toml"
+    argv = ["--recipe", str(recipe), "--episodes", "4", "--root", str(root), "--quiet"]
+    assert main(argv) == 0
+    data = minari.load_dataset("lam-envs/grid-low-correlated-v0")
+    assert data.total_episodes == 4
+    assert data.recover_environment().unwrapped.config.noise_intensity == 1.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "CartPole-v1"], "unknown environment 'CartPole-v1'; allowed: 'LinearLAM-v0'"),
+        (["--policy", "snaking", "--env", "LinearLAM-v0"], "policy 'snaking' does not fit"),
+        (["--label-fraction", "1.5"], r"label_fraction must be in [0.0, 1.0], got 1.5"),
+        (["--label-fraction", "-0.1"], r"label_fraction must be in [0.0, 1.0], got -0.1"),
+        (["--episodes", "0"], "episodes must be >= 1, got 0"),
+        (["--episode-length", "0"], "episode_length must be >= 1, got 0"),
+        (["--epsilon", "0.1"], "--epsilon does not apply to policy 'random'"),
+        (["--policy", "snaking", "--epsilon", "2"], "epsilon must be in [0.0, 1.0], got 2.0"),
+        (["--preset", "loud"], "unknown preset 'loud'"),
+        (["-k", "sigma=1"], "unknown GridLAM parameter 'sigma'"),
+        (["-k", "noise_intensity"], "--env-kwarg expects KEY=VALUE, got 'noise_intensity'"),
+        (["--dataset-id", "has spaces v0"], "invalid dataset id 'has spaces v0'"),
+        (["--dataset-id", "tests/noversion"], "needs a version suffix"),
+        (["--recipe", "nope.toml"], "recipe file 'nope.toml' does not exist"),
+    ],
+)
+def test_bad_input_one_line_and_exit_2(root, capsys, argv, message):
+    assert main([*argv, "--root", str(root), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not [p for p in root.glob("*") if not p.name.startswith(".")]  # nothing written
+
+
+def test_bad_recipe_keys(tmp_path, capsys):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('env = "GridLAM-v0"\nepisodez = 3\n')
+    assert main(["--recipe", str(recipe), "--root", str(tmp_path / "r")]) == 2
+    assert "unknown key in recipe bad.toml 'episodez'" in capsys.readouterr().err
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["--root", str(blocker / "sub"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"output folder '{blocker / 'sub'}' is not writable" in err
+
+
+def test_cli_as_a_process_exits_nonzero_with_one_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lam_envs.collect",
+            "--label-fraction",
+            "2",
+            "--root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: label_fraction must be in [0.0, 1.0], got 2.0"
