@@ -1,0 +1,274 @@
+"""Probes and metrics that score a LAM's latent (SPEC, "Metrics").
+
+Every function accepts numpy arrays or torch tensors and returns plain Python floats (or numpy
+arrays), so researchers can score latents from any model.
+
+- :func:`probe_nmse`, :func:`linear_probe_report`: linear probes from a latent z to the ground
+  truth (a, q = X a, ε, o) and the linear LAM objective LLO = −nmse(q) + nmse(ε) + nmse(o).
+- :func:`controllable_stochastic_loss`: the grid's reconstruction losses on the controllable
+  rows and on the noise row.
+- :func:`code_action_map`, :func:`code_action_accuracy`, :func:`perplexity`: discrete codes.
+- :func:`mean_stderr`: every reported figure is a mean over seeds with its standard error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "GridLosses",
+    "LATENT_KINDS",
+    "code_action_accuracy",
+    "code_action_map",
+    "controllable_stochastic_loss",
+    "linear_probe_report",
+    "mean_stderr",
+    "perplexity",
+    "probe_nmse",
+]
+
+ArrayLike = np.ndarray | torch.Tensor
+
+LATENT_KINDS = ("true", "surrogate")
+
+# A target whose total variance is below this fraction of its mean square E‖y‖² is treated as
+# constant (e.g. ε = 0 up to rounding): nmse is then undefined and reported as NaN.
+_ZERO_VARIANCE_RTOL = 1e-12
+
+
+def _as_float64_2d(name: str, x: ArrayLike) -> torch.Tensor:
+    """(N,) or (N, d) array/tensor -> (N, d) float64 CPU tensor."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach().to("cpu", torch.float64)
+    else:
+        t = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    if t.ndim == 1:
+        t = t[:, None]
+    if t.ndim != 2:
+        raise ValueError(f"{name} must have shape (N,) or (N, d), got {tuple(t.shape)}")
+    return t
+
+
+def _total_variance(y: torch.Tensor) -> float:
+    """Sum over dimensions of the per-dimension variance of y (N, d); NaN if y is constant."""
+    total = float(y.var(dim=0, correction=0).sum())
+    mean_square = float(y.square().sum(-1).mean())
+    return math.nan if total <= _ZERO_VARIANCE_RTOL * mean_square else total
+
+
+def probe_nmse(
+    z_train: ArrayLike, y_train: ArrayLike, z_test: ArrayLike, y_test: ArrayLike
+) -> float:
+    """Normalised MSE of a least-squares probe (with bias) from latent z to target y.
+
+    Arguments:
+        z_train: (N_train, d_z) latents the probe is fitted on.
+        y_train: (N_train, d_y) or (N_train,) targets.
+        z_test: (N_test, d_z) held-out latents.
+        y_test: (N_test, d_y) or (N_test,) held-out targets.
+
+    Returns:
+        nmse = E‖ŷ − y‖² / total variance of y_test (sum of the per-dimension variances),
+        measured on the held-out set: 0 when z holds all of y, about 1 when it holds nothing.
+        NaN when y_test has zero total variance (nmse is undefined; callers decide).
+
+    The probe is fitted in float64 by least squares on centred data (equivalent to a bias
+    column, better conditioned); the SVD-based solver handles rank-deficient latents.
+    """
+    z_train, y_train = _as_float64_2d("z_train", z_train), _as_float64_2d("y_train", y_train)
+    z_test, y_test = _as_float64_2d("z_test", z_test), _as_float64_2d("y_test", y_test)
+    for split, z, y in (("train", z_train, y_train), ("test", z_test, y_test)):
+        if z.shape[0] != y.shape[0] or z.shape[0] == 0:
+            raise ValueError(
+                f"z_{split} and y_{split} must have the same number N >= 1 of rows, "
+                f"got {z.shape[0]} and {y.shape[0]}"
+            )
+    if z_train.shape[1] != z_test.shape[1] or y_train.shape[1] != y_test.shape[1]:
+        raise ValueError(
+            f"train and test dimensions differ: z {z_train.shape[1]} vs {z_test.shape[1]}, "
+            f"y {y_train.shape[1]} vs {y_test.shape[1]}"
+        )
+    total_variance = _total_variance(y_test)
+    if math.isnan(total_variance):
+        return math.nan
+
+    z_mean, y_mean = z_train.mean(0), y_train.mean(0)
+    y_hat = y_mean.expand_as(y_test)
+    if z_train.shape[1] > 0:
+        # gelsd: SVD solver, minimum-norm solution when z has redundant or constant columns.
+        W = torch.linalg.lstsq(z_train - z_mean, y_train - y_mean, driver="gelsd").solution
+        y_hat = (z_test - z_mean) @ W + y_mean
+    mse = float((y_hat - y_test).square().sum(-1).mean())
+    return mse / total_variance
+
+
+def linear_probe_report(
+    z_train: ArrayLike,
+    z_test: ArrayLike,
+    targets_train: Mapping[str, ArrayLike],
+    targets_test: Mapping[str, ArrayLike],
+    latent_name: str = "true",
+) -> dict[str, float | str | bool]:
+    """Probe a latent for the ground truth of the linear environment and score it by LLO.
+
+    This is the public scoring function: pass latents from any model.
+
+    Arguments:
+        z_train: (N_train, d_z) latents of the transitions the probes are fitted on.
+        z_test: (N_test, d_z) latents of held-out transitions, where nmse is measured.
+        targets_train, targets_test: dicts of ground truth for the same transitions, each
+            value (N, d): "q" (the controllable change X·a, (N, d_o)), "eps" (the exogenous
+            change ε, (N, d_o)), "o" (the observation o at time t, (N, d_o)); optionally
+            "a" (the true action, (N, d_a)) and any other target, probed the same way.
+            Use the oracle fields (true actions even where the dataset hides them).
+        latent_name: which latent was probed: "true" (z = C·o + D·o') or "surrogate"
+            (z̃ = B⁺(ô' − o)).
+
+    Returns:
+        {"latent": latent_name, "nmse_<target>": float for every target given,
+         "llo": −nmse(q) + nmse(ε) + nmse(o), "eps_zero_variance": bool}.
+        LLO's best value is 2 (z predicts q exactly and holds nothing of ε or o). When ε has
+        zero variance (no exogenous noise) nmse(ε) is undefined; it is then taken as 1 in LLO
+        and reported as 1.0 in "nmse_eps", with "eps_zero_variance" True.
+    """
+    if latent_name not in LATENT_KINDS:
+        raise ValueError(f"latent_name must be one of {LATENT_KINDS}, got {latent_name!r}")
+    for name, targets in (("targets_train", targets_train), ("targets_test", targets_test)):
+        missing = [key for key in ("q", "eps", "o") if key not in targets]
+        if missing:
+            raise ValueError(f"{name} lacks {missing}; it needs 'q', 'eps' and 'o'")
+    if set(targets_train) != set(targets_test):
+        raise ValueError(
+            f"targets_train and targets_test name different targets: "
+            f"{sorted(targets_train)} vs {sorted(targets_test)}"
+        )
+
+    report: dict[str, float | str | bool] = {"latent": latent_name}
+    for key in targets_train:
+        report[f"nmse_{key}"] = probe_nmse(z_train, targets_train[key], z_test, targets_test[key])
+    eps_zero_variance = math.isnan(report["nmse_eps"])
+    if eps_zero_variance:
+        report["nmse_eps"] = 1.0  # the SPEC's rule: without ε, holding none of it is perfect
+    report["eps_zero_variance"] = eps_zero_variance
+    report["llo"] = -report["nmse_q"] + report["nmse_eps"] + report["nmse_o"]
+    return report
+
+
+class GridLosses(NamedTuple):
+    """The grid's normalised reconstruction losses (lower controllable = more action in z)."""
+
+    controllable: float  # rows 0–2, where the agent's square moves
+    stochastic: float  # row 3, the exogenous noise; NaN when the noise row never varies
+
+
+def controllable_stochastic_loss(pred_next: ArrayLike, next_obs: ArrayLike) -> GridLosses:
+    """FDM reconstruction losses on the 4×4 grid, split by rows.
+
+    Arguments:
+        pred_next: (N, 1, 4, 4) or (N, 4, 4) predicted next images ô'.
+        next_obs: the same shape, the true next images o'.
+
+    Returns:
+        controllable = E‖ô' − o'‖² over rows 0–2 / total variance of rows 0–2 of o' (sum over
+        the 12 cells of each cell's variance over the N evaluated transitions);
+        stochastic = the same over row 3. With no noise (row 3 constant, e.g. intensity 0) the
+        stochastic loss is undefined and returned as NaN.
+    """
+    pred, target = (_as_grid(n, x) for n, x in (("pred_next", pred_next), ("next_obs", next_obs)))
+    if pred.shape != target.shape:
+        raise ValueError(f"pred_next {pred.shape} and next_obs {target.shape} differ in shape")
+
+    def normalised(rows: slice) -> float:
+        p, t = pred[:, rows].reshape(len(pred), -1), target[:, rows].reshape(len(target), -1)
+        total_variance = _total_variance(t)
+        if math.isnan(total_variance):
+            return math.nan
+        return float((p - t).square().sum(-1).mean()) / total_variance
+
+    return GridLosses(controllable=normalised(slice(0, 3)), stochastic=normalised(slice(3, 4)))
+
+
+def _as_grid(name: str, x: ArrayLike) -> torch.Tensor:
+    t = x.detach().to("cpu", torch.float64) if isinstance(x, torch.Tensor) else None
+    if t is None:
+        t = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    if t.ndim == 4 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.ndim != 3 or tuple(t.shape[1:]) != (4, 4) or t.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, 1, 4, 4) or (N, 4, 4), got {tuple(x.shape)}")
+    return t
+
+
+def _as_codes(name: str, x: ArrayLike, num: int) -> np.ndarray:
+    codes = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    codes = codes.reshape(-1)
+    if codes.size and (
+        not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0 or codes.max() >= num
+    ):
+        raise ValueError(f"{name} must be integers in [0, {num - 1}]")
+    return codes.astype(np.int64)
+
+
+def code_action_map(
+    codes: ArrayLike, actions: ArrayLike, num_codes: int, num_actions: int
+) -> np.ndarray:
+    """Best many-to-one map from code to action: the majority action of each code, (num_codes,).
+
+    codes, actions: (N,) integers. A code never seen maps to the overall majority action.
+    """
+    codes = _as_codes("codes", codes, num_codes)
+    actions = _as_codes("actions", actions, num_actions)
+    if codes.shape != actions.shape:
+        raise ValueError(f"codes {codes.shape} and actions {actions.shape} differ in shape")
+    counts = np.bincount(codes * num_actions + actions, minlength=num_codes * num_actions)
+    counts = counts.reshape(num_codes, num_actions)
+    mapping = counts.argmax(1)
+    unseen = counts.sum(1) == 0
+    mapping[unseen] = counts.sum(0).argmax()
+    return mapping
+
+
+def code_action_accuracy(
+    codes_train: ArrayLike,
+    actions_train: ArrayLike,
+    codes_test: ArrayLike,
+    actions_test: ArrayLike,
+    num_codes: int,
+    num_actions: int,
+) -> float:
+    """Held-out accuracy of the majority code→action map fitted on the training split.
+
+    codes_*, actions_*: (N,) integers in [0, num_codes) and [0, num_actions). 1.0 means the
+    codes determine the action; chance is the frequency of the most common action.
+    """
+    mapping = code_action_map(codes_train, actions_train, num_codes, num_actions)
+    codes_test = _as_codes("codes_test", codes_test, num_codes)
+    actions_test = _as_codes("actions_test", actions_test, num_actions)
+    if codes_test.shape != actions_test.shape or codes_test.size == 0:
+        raise ValueError("codes_test and actions_test must be non-empty and of the same shape")
+    return float((mapping[codes_test] == actions_test).mean())
+
+
+def perplexity(codes: ArrayLike, num_codes: int) -> float:
+    """exp(entropy) of the code usage distribution: num_codes when uniform, 1 when collapsed."""
+    codes = _as_codes("codes", codes, num_codes)
+    if codes.size == 0:
+        raise ValueError("codes is empty")
+    p = np.bincount(codes, minlength=num_codes) / codes.size
+    p = p[p > 0]  # 0·log 0 = 0
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def mean_stderr(values: ArrayLike) -> tuple[float, float]:
+    """Mean and standard error (sample std / √n, 0 for one value) of per-seed numbers."""
+    v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, float)
+    v = v.reshape(-1)
+    if v.size == 0:
+        raise ValueError("values is empty")
+    stderr = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+    return float(v.mean()), stderr
