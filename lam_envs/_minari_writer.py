@@ -69,6 +69,16 @@ def _array(parent: h5py.h5g.GroupID, name: str, data: np.ndarray) -> None:
         dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
 
 
+_SCALAR = h5py.h5s.create(h5py.h5s.SCALAR)
+_INT64 = h5py.h5t.py_create(np.dtype(np.int64))
+
+
+def _attr(obj: h5py.h5g.GroupID, name: str, value: int) -> None:
+    """An int64 scalar attribute, as h5py's high-level API writes a Python int."""
+    attribute = h5py.h5a.create(obj, name.encode(), _INT64, _SCALAR)
+    attribute.write(np.array(value, dtype=np.int64))
+
+
 def _tree(parent: h5py.h5g.GroupID, name: str, tree: dict[str, Any]) -> None:
     group = _group(parent, name)
     for key, value in tree.items():
@@ -140,10 +150,9 @@ class MinariWriter:
         for j in range(n_episodes):
             index = self.total_episodes
             group = _group(root, f"episode_{index}")
-            attrs = h5py.AttributeManager(h5py.Group(group))
-            attrs["id"] = index
-            attrs["seed"] = int(seeds[j])
-            attrs["total_steps"] = n_steps
+            _attr(group, "id", index)
+            _attr(group, "seed", int(seeds[j]))
+            _attr(group, "total_steps", n_steps)
             for key in ("observations", "actions", "rewards", "terminations", "truncations"):
                 _array(group, key, episodes[key][j])
             _tree(group, "infos", _take(episodes["infos"], j))
