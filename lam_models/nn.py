@@ -1,0 +1,345 @@
+"""Small reusable network blocks for the LAMs: CNN encoder, tiny UNet, vector quantiser.
+
+Every block holds ``M`` independent copies of itself (an *ensemble*), so that several
+seeds of one model train as one batched computation: the copies' weights are stacked
+along a leading axis and applied with batched matrix products (``torch.baddbmm``).
+Copies share nothing; ``M = 1`` is an ordinary single network.
+
+Tensor layout is ``(M, B, ...)``: the model axis first, then the batch, then the usual
+channel and spatial axes, e.g. images ``(M, B, C, H, W)`` and vectors ``(M, B, F)``.
+
+Initialisation matches PyTorch's default for ``Conv2d``/``Linear`` (uniform in
+``±1/sqrt(fan_in)``) and is drawn per copy from that copy's own generator
+(:meth:`EnsembleModule.reset_copy`), so copy ``m`` of an ensemble built from seeds
+``[s_0, ..., s_{M-1}]`` starts with exactly the weights of a single model built from
+seed ``s_m``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EnsembleModule(nn.Module):
+    """Base class of the blocks below: parameters carry a leading model axis of size M."""
+
+    def __init__(self, num_models: int) -> None:
+        super().__init__()
+        self.num_models = num_models
+
+    def reset_copy(self, index: int, generator: torch.Generator) -> None:
+        """Re-initialise copy ``index`` of this block's own parameters from ``generator``."""
+
+
+def _uniform_(tensor: torch.Tensor, bound: float, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        tensor.copy_((torch.rand(tensor.shape, generator=generator) * 2 - 1) * bound)
+
+
+class EnsembleLinear(EnsembleModule):
+    """M independent affine maps: ``(M, B, in_features) -> (M, B, out_features)``."""
+
+    def __init__(self, num_models: int, in_features: int, out_features: int) -> None:
+        super().__init__(num_models)
+        self.weight = nn.Parameter(torch.empty(num_models, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(num_models, out_features))
+        for m in range(num_models):
+            self.reset_copy(m, torch.Generator().manual_seed(m))
+
+    def reset_copy(self, index: int, generator: torch.Generator) -> None:
+        bound = 1.0 / math.sqrt(self.weight.shape[1])
+        _uniform_(self.weight[index], bound, generator)
+        _uniform_(self.bias[index], bound, generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias[:, None, :], x, self.weight)
+
+
+def _conv_taps(
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    image_size: tuple[int, int],
+    transposed: bool,
+    circular: bool = False,
+) -> torch.Tensor:
+    """0/1 tensor T (k·k, P_in, P_out): T[t, p, q] = 1 iff input pixel p feeds output
+    pixel q through kernel tap t, for a (transposed) convolution on one image size."""
+    h, w = image_size
+    basis = torch.eye(h * w).reshape(h * w, 1, h, w)
+    if transposed:
+        taps = torch.eye(kernel_size**2).reshape(1, -1, kernel_size, kernel_size)
+        out = F.conv_transpose2d(basis, taps, stride=stride)
+    else:
+        taps = torch.eye(kernel_size**2).reshape(-1, 1, kernel_size, kernel_size)
+        if circular:
+            basis, padding = F.pad(basis, (padding,) * 4, mode="circular"), 0
+        out = F.conv2d(basis, taps, stride=stride, padding=padding)
+    return out.reshape(h * w, kernel_size**2, -1).transpose(0, 1).contiguous()
+
+
+class EnsembleConv2d(EnsembleModule):
+    """M independent ``Conv2d`` (or ``ConvTranspose2d``) layers on images of a fixed size.
+
+    ``(M, B, in_channels, H, W) -> (M, B, out_channels, H', W')``.
+
+    On images this small (4×4) a convolution is computed fastest on a CPU as what it is,
+    a weight-shared linear map: the kernel is spread into a dense
+    (in_channels·H·W) × (out_channels·H'·W') matrix through the fixed tap pattern
+    :func:`_conv_taps`, then one batched matrix product serves all M copies. (Grouped
+    convolutions do the same arithmetic several times slower here.) Results equal
+    ``F.conv2d(x, weight, bias, stride, padding)``, or ``F.conv_transpose2d(x,
+    weight.transpose(0, 1), bias, stride)`` when ``transposed`` (kernel = stride only).
+    ``circular`` pads periodically (as ``padding_mode="circular"``) instead of with zeros.
+    """
+
+    taps: torch.Tensor
+
+    def __init__(
+        self,
+        num_models: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        image_size: tuple[int, int],
+        stride: int = 1,
+        padding: int = 0,
+        transposed: bool = False,
+        circular: bool = False,
+    ) -> None:
+        super().__init__(num_models)
+        if transposed and (kernel_size != stride or padding):
+            raise ValueError("transposed convolutions here need kernel_size == stride, padding 0")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.transposed = transposed
+        self.weight = nn.Parameter(
+            torch.empty(num_models, out_channels, in_channels, kernel_size, kernel_size)
+        )
+        self.bias = nn.Parameter(torch.empty(num_models, out_channels))
+        taps = _conv_taps(kernel_size, stride, padding, image_size, transposed, circular)
+        self.register_buffer("taps", taps, persistent=False)
+        h, w = image_size
+        self.out_size = (
+            (h * stride, w * stride)
+            if transposed
+            else (
+                (h + 2 * padding - kernel_size) // stride + 1,
+                (w + 2 * padding - kernel_size) // stride + 1,
+            )
+        )
+        for m in range(num_models):
+            self.reset_copy(m, torch.Generator().manual_seed(m))
+
+    def reset_copy(self, index: int, generator: torch.Generator) -> None:
+        # PyTorch's defaults: fan_in = weight.size(1) · kernel area, which for
+        # ConvTranspose2d's (in, out, k, k) weight is out_channels · k².
+        channels = self.out_channels if self.transposed else self.in_channels
+        bound = 1.0 / math.sqrt(channels * self.taps.shape[0])
+        _uniform_(self.weight[index], bound, generator)
+        _uniform_(self.bias[index], bound, generator)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The layer as matrices (M, in_channels·P_in, out_channels·P_out)."""
+        m = self.num_models
+        dense = torch.einsum("moit,tpq->mipoq", self.weight.flatten(3), self.taps)
+        return dense.reshape(m, self.in_channels * self.taps.shape[1], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, b = x.shape[:2]
+        bias = self.bias[:, None, :, None].expand(m, 1, self.out_channels, self.taps.shape[2])
+        y = torch.baddbmm(bias.reshape(m, 1, -1), x.reshape(m, b, -1), self.dense_weight())
+        return y.reshape(m, b, self.out_channels, *self.out_size)
+
+
+class ConvEncoder(EnsembleModule):
+    """Translation-invariant CNN from an image to a vector.
+
+    A 3×3 conv with periodic padding, ReLU, global max-pool over positions, then a
+    two-layer MLP:
+    ``(M, B, in_channels, H, W) -> (M, B, out_dim)``. Pooling makes the output depend on
+    *which local patterns occur*, not where: for the IDM over (o, o') stacked as
+    channels, a 3×3 window sees a one-cell move whole, so the latent describes the move
+    rather than the square's position; periodic padding keeps walls and borders from
+    leaking position back in. (With a position-aware head, any per-position
+    labelling of the ≤5 reachable next cells reconstructs o' equally well, and the codes
+    need not align with actions.)
+    """
+
+    def __init__(
+        self,
+        num_models: int,
+        in_channels: int,
+        width: int,
+        out_dim: int,
+        image_size: tuple[int, int],
+    ) -> None:
+        super().__init__(num_models)
+        self.conv = EnsembleConv2d(
+            num_models, in_channels, width, 3, image_size, padding=1, circular=True
+        )
+        self.hidden = EnsembleLinear(num_models, width, width)
+        self.head = EnsembleLinear(num_models, width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv(x)).flatten(3).amax(-1)
+        return self.head(F.relu(self.hidden(h)))
+
+
+class TinyUNet(EnsembleModule):
+    """A one-level UNet: H×W -> H/2×W/2 -> H×W with a skip connection at full resolution.
+
+    ``(M, B, in_channels, H, W) -> (M, B, out_channels, H, W)``; H and W must be even.
+    For the 4×4 grid this is 4×4 -> 2×2 -> 4×4: the 2×2 level has a receptive field
+    covering the whole image, the skip keeps per-cell detail.
+    """
+
+    def __init__(
+        self,
+        num_models: int,
+        in_channels: int,
+        out_channels: int,
+        width: int,
+        image_size: tuple[int, int],
+    ) -> None:
+        super().__init__(num_models)
+        half = (image_size[0] // 2, image_size[1] // 2)
+        m = num_models
+        self.inc = EnsembleConv2d(m, in_channels, width, 3, image_size, padding=1)
+        self.down = EnsembleConv2d(m, width, 2 * width, 2, image_size, stride=2)
+        self.up = EnsembleConv2d(m, 2 * width, width, 2, half, stride=2, transposed=True)
+        self.merge = EnsembleConv2d(m, 2 * width, width, 3, image_size, padding=1)
+        self.out = EnsembleConv2d(m, width, out_channels, 1, image_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.relu(self.inc(x))
+        h = F.relu(self.down(skip))
+        h = F.relu(self.up(h))
+        h = F.relu(self.merge(torch.cat([h, skip], dim=2)))
+        return self.out(h)
+
+
+class VectorQuantiser(EnsembleModule):
+    """Nearest-neighbour vector quantiser with an EMA codebook and dead-code revival.
+
+    Codebook (M, K, D) is a buffer, not a parameter: it is updated by exponential moving
+    averages of the encoder outputs assigned to each code (van den Oord et al. 2017,
+    appendix; decay ``ema_decay``, Laplace-smoothed counts), so there is no codebook loss;
+    the encoder is held near its code by the commitment loss (computed by the caller).
+
+    Codebook health: ``steps_unused[m, k]`` counts consecutive updates in which code k of
+    copy m was chosen by no input. When it reaches ``dead_code_steps`` the code is
+    *revived*: moved onto an encoder output of the current batch drawn with probability
+    proportional to its squared distance from its own code (k-means++ style; its EMA
+    state reset to that single point). Badly quantised outputs (those of a code that
+    serves two clusters) are the likeliest picks, so a revived code splits a merged
+    cluster rather than landing in a well-served one and dying again.
+    """
+
+    codebook: torch.Tensor
+    cluster_size: torch.Tensor
+    embed_sum: torch.Tensor
+    steps_unused: torch.Tensor
+    initialised: torch.Tensor
+
+    def __init__(
+        self,
+        num_models: int,
+        codebook_size: int,
+        code_dim: int,
+        ema_decay: float = 0.99,
+        dead_code_steps: int = 100,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__(num_models)
+        self.codebook_size, self.code_dim = codebook_size, code_dim
+        self.ema_decay, self.dead_code_steps, self.eps = ema_decay, dead_code_steps, eps
+        self.register_buffer("codebook", torch.zeros(num_models, codebook_size, code_dim))
+        self.register_buffer("cluster_size", torch.ones(num_models, codebook_size))
+        self.register_buffer("embed_sum", torch.zeros(num_models, codebook_size, code_dim))
+        self.register_buffer(
+            "steps_unused", torch.zeros(num_models, codebook_size, dtype=torch.long)
+        )
+        self.register_buffer("initialised", torch.zeros(num_models, dtype=torch.bool))
+        for m in range(num_models):
+            self.reset_copy(m, torch.Generator().manual_seed(m))
+
+    def reset_copy(self, index: int, generator: torch.Generator) -> None:
+        # Placeholder; replaced by data on the first training batch (init_from_batch).
+        codes = torch.randn(self.codebook_size, self.code_dim, generator=generator)
+        self._set_codes(torch.tensor([index]), codes[None])
+        self.initialised[index] = False
+
+    def _set_codes(self, models: torch.Tensor, codes: torch.Tensor) -> None:
+        self.codebook[models] = codes
+        self.embed_sum[models] = codes
+        self.cluster_size[models] = 1.0
+        self.steps_unused[models] = 0
+
+    @torch.no_grad()
+    def init_from_batch(self, latent: torch.Tensor, generators: list[torch.Generator]) -> None:
+        """Set each uninitialised copy's codes to K random rows of ``latent`` (M, B, D)."""
+        for m in torch.nonzero(~self.initialised).flatten().tolist():
+            rows = _random_rows(latent.shape[1], self.codebook_size, generators[m])
+            self._set_codes(torch.tensor([m]), latent[m, rows][None])
+            self.initialised[m] = True
+
+    def nearest(self, latent: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code: ``(M, B, D) -> (M, B)`` int64."""
+        # ‖latent − e_k‖² without ‖latent‖², which is the same for every code k.
+        distance = torch.baddbmm(
+            self.codebook.pow(2).sum(-1)[:, None, :],
+            latent,
+            self.codebook.transpose(1, 2),
+            alpha=-2,
+        )
+        return distance.argmin(-1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors of indices ``codes`` (M, B) -> (M, B, D)."""
+        models = torch.arange(self.num_models, device=codes.device)
+        return self.codebook[models[:, None], codes]
+
+    @torch.no_grad()
+    def update(
+        self, latent: torch.Tensor, codes: torch.Tensor, generators: list[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One EMA step from a batch, then revive dead codes.
+
+        ``latent`` (M, B, D) detached encoder outputs, ``codes`` (M, B) their assignments.
+        Returns the per-copy counts of codes chosen in this batch, (M, K), and the number
+        of codes revived in each copy, (M,).
+        """
+        one_hot = F.one_hot(codes, self.codebook_size).to(latent.dtype)  # (M, B, K)
+        counts = one_hot.sum(1)
+        sums = torch.bmm(one_hot.transpose(1, 2), latent)
+        gamma = self.ema_decay
+        self.cluster_size.mul_(gamma).add_(counts, alpha=1 - gamma)
+        self.embed_sum.mul_(gamma).add_(sums, alpha=1 - gamma)
+        total = self.cluster_size.sum(-1, keepdim=True)
+        smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+        self.codebook.copy_(self.embed_sum / smoothed[..., None])
+
+        self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+        dead = self.steps_unused >= self.dead_code_steps
+        revived = dead.sum(-1)
+        if dead.any():
+            for m in torch.nonzero(dead.any(-1)).flatten().tolist():
+                ks = torch.nonzero(dead[m]).flatten()
+                error = (latent[m] - self.codebook[m, codes[m]]).pow(2).sum(-1) + 1e-12
+                rows = torch.multinomial(error, len(ks), replacement=True, generator=generators[m])
+                self.codebook[m, ks] = latent[m, rows]
+                self.embed_sum[m, ks] = latent[m, rows]
+                self.cluster_size[m, ks] = 1.0
+                self.steps_unused[m, ks] = 0
+        return counts, revived
+
+
+def _random_rows(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k distinct row indices out of n (with replacement if k > n)."""
+    if k <= n:
+        return torch.randperm(n, generator=generator)[:k]
+    return torch.randint(n, (k,), generator=generator)
