@@ -20,6 +20,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from lam_envs._pool import ArrayPool
 from lam_envs._validate import check_int
 
 Info = dict[str, np.ndarray]
@@ -38,6 +39,7 @@ class BatchDynamics(ABC):
 
     def __init__(self, num_envs: int):
         self.num_envs = num_envs
+        self.pool = ArrayPool()  # for the arrays ``step`` and ``observations`` return
 
     @abstractmethod
     def reset(self, index: np.ndarray, rngs: list[np.random.Generator]) -> Info:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from lam_envs._pool import ArrayPool
+
 Draw = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
 
 
@@ -46,6 +48,7 @@ class BlockStreams:
         self._buffer = np.zeros((num_envs, block, width), dtype=np.float32)
         self._cursor = np.zeros(num_envs, dtype=np.int64)
         self._arange = np.arange(num_envs)
+        self._pool = ArrayPool()  # next_rows' arrays, recycled once the caller drops them
 
     def restart(self, index: Sequence[int] | np.ndarray, rngs: Sequence[np.random.Generator]):
         for i in index:
@@ -62,7 +65,9 @@ class BlockStreams:
         cursor = self._cursor[0]
         if index is None and cursor < self.block and (self._cursor == cursor).all():
             self._cursor += 1  # the common case: all envs in step, a plain slice
-            return self._buffer[:, cursor].copy()
+            rows = self._pool.take("rows", (self.num_envs, self.width), np.float32)
+            np.copyto(rows, self._buffer[:, cursor])
+            return rows
         exhausted = envs[self._cursor[envs] == self.block]
         if exhausted.size:
             self.restart(exhausted, rngs)

@@ -134,18 +134,30 @@ class LinearDynamics(BatchDynamics):
     def step(self, actions, rngs, index) -> tuple[np.ndarray, Info]:
         c = self.config
         a = np.asarray(actions, dtype=np.float32).reshape(-1, c.d_a)
+        n = len(a)
         rows = self._streams.next_rows(rngs, index)
-        q = a @ self._xt
-        eps = np.zeros_like(q)
-        b = np.zeros((len(a), c.d_b), dtype=np.float32)
+
+        # All envs at once (the common case): recycled arrays (see ArrayPool).
+        def new_array(name: str, width: int) -> np.ndarray:
+            if index is None:
+                return self.pool.take(name, (n, width), np.float32)
+            return np.empty((n, width), np.float32)
+
+        q, eps, b = new_array("q", c.d_o), new_array("eps", c.d_o), new_array("b", c.d_b)
+        np.matmul(a, self._xt, out=q)
         if self._draw_b:
-            b = rows[:, : c.d_b]
+            b[:] = rows[:, : c.d_b]
             if self._rho > 0:
                 b *= self._rho_c
                 b[:, : self._shared] += self._rho * a[:, : self._shared]
-            eps += (c.sigma_exo * b) @ self._yt
+            np.matmul(c.sigma_exo * b, self._yt, out=eps)
+        else:
+            b.fill(0)
+            eps.fill(0)
         if self._draw_n:
-            eps += np.float32(c.sigma_iid) * rows[:, c.d_b * self._draw_b :]
+            n_rows = rows[:, c.d_b * self._draw_b :]
+            n_rows *= np.float32(c.sigma_iid)  # rows is our own fresh copy
+            eps += n_rows
         if index is None:
             self._obs += q
             self._obs += eps
@@ -157,7 +169,11 @@ class LinearDynamics(BatchDynamics):
         return rewards, {"q": q, "eps": eps, "b": b}
 
     def observations(self, index=None) -> np.ndarray:
-        return self._obs.copy() if index is None else self._obs[index]
+        if index is not None:
+            return self._obs[index]
+        out = self.pool.take("obs", self._obs.shape, np.float32)
+        np.copyto(out, self._obs)
+        return out
 
     def render_ansi(self, i: int) -> str:
         o = self._obs[i]

@@ -129,3 +129,43 @@ def test_vector_env_renders_every_member():
     env.reset(seed=0)
     frames = env.render()
     assert len(frames) == 2 and frames[0].shape == (128, 128, 3)
+
+
+def test_arrays_the_caller_holds_never_change_and_dropped_ones_are_recycled():
+    """The native vector env recycles its large output arrays (lam_envs._pool.ArrayPool)
+    only when nothing outside references them, directly or through a view."""
+    env = gym.make_vec("LinearLAM-OtherAgents-v0", num_envs=64)
+    obs, _ = env.reset(seed=0)
+    actions = np.ones((64, env.unwrapped.config.d_a), dtype=np.float32)
+    kept_obs, _, _, _, kept_info = env.step(actions)
+    view = kept_info["q"][:3]  # only a view of q survives
+    saved_obs, saved_view, saved_eps = kept_obs.copy(), view.copy(), kept_info["eps"].copy()
+    kept_eps = kept_info["eps"]
+    del kept_info
+    seen = set()
+    for _ in range(5):
+        o, _, _, _, info = env.step(actions)
+        seen.add(id(o))
+        clash = o is kept_obs or info["eps"] is kept_eps or info["q"] is view.base
+        del o, info  # (no assert on them above: pytest's rewriting would keep them alive)
+        assert not clash
+    np.testing.assert_array_equal(kept_obs, saved_obs)
+    np.testing.assert_array_equal(view, saved_view)
+    np.testing.assert_array_equal(kept_eps, saved_eps)
+    assert len(seen) == 1  # dropped at once: the same (recycled) array every step
+
+
+def test_array_pool_hands_out_only_unreferenced_arrays():
+    from lam_envs._pool import ArrayPool
+
+    pool = ArrayPool(per_key=2)
+    first = pool.take("x", (4, 3))
+    second = pool.take("x", (4, 3))
+    assert second is not first  # first is still held
+    first_id = id(first)
+    del first
+    assert id(pool.take("x", (4, 3))) == first_id  # dropped, so recycled
+    assert pool.take("y", (4, 3)) is not second  # another output's arrays are its own
+    held = [pool.take("x", (4, 3)) for _ in range(4)]  # beyond per_key: fresh, unpooled
+    assert len({id(a) for a in held}) == 4
+    assert pool.take("x", (2, 2), np.int64).dtype == np.int64
