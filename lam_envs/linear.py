@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,16 +83,24 @@ def effect_matrices(config: LinearLAMConfig) -> tuple[np.ndarray, np.ndarray]:
     orthogonal, Yᵀ Y = I for every overlap, and ‖Xᵀ Y‖²_F / d_b = overlap.
     """
     c = config
-    rng = np.random.Generator(np.random.PCG64(c.structure_seed))
-    gaussian = rng.standard_normal((c.d_o, c.d_o))
+    x, y = _effect_matrices(c.d_o, c.d_a, c.d_b, c.overlap, c.structure_seed)
+    return x.copy(), y.copy()
+
+
+@functools.lru_cache(maxsize=16)  # a QR of d_o×d_o per env creation adds up in collect
+def _effect_matrices(
+    d_o: int, d_a: int, d_b: int, overlap: float, structure_seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.Generator(np.random.PCG64(structure_seed))
+    gaussian = rng.standard_normal((d_o, d_o))
     basis, _ = np.linalg.qr(gaussian)  # a random orthonormal basis of R^{d_o}
-    x = basis[:, : c.d_a]
-    y = np.zeros((c.d_o, c.d_b))
-    if c.overlap < 1:
-        y += np.sqrt(1 - c.overlap) * basis[:, c.d_a : c.d_a + c.d_b]
-    if c.overlap > 0:
-        rotation, _ = np.linalg.qr(rng.standard_normal((c.d_a, c.d_b)))
-        y += np.sqrt(c.overlap) * (x @ rotation)
+    x = basis[:, :d_a]
+    y = np.zeros((d_o, d_b))
+    if overlap < 1:
+        y += np.sqrt(1 - overlap) * basis[:, d_a : d_a + d_b]
+    if overlap > 0:
+        rotation, _ = np.linalg.qr(rng.standard_normal((d_a, d_b)))
+        y += np.sqrt(overlap) * (x @ rotation)
     return x, y
 
 
