@@ -30,7 +30,11 @@ demo: setup
 	$(PY) -m lam_envs.demo --out $(DEMO_OUT)
 
 bench: setup
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/collect_throughput.py
+	$(PY) benchmarks/train_linear.py
+	$(PY) benchmarks/train_vq.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
