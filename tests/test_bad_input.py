@@ -34,6 +34,7 @@ BAD_GRID = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:.*not in the possible render_modes")  # gymnasium's own
 @pytest.mark.parametrize(("kwargs", "message"), BAD_LINEAR)
 def test_bad_linear_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
