@@ -5,6 +5,8 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 
+import lam_envs  # noqa: F401  (registers the ids)
+
 BAD_LINEAR = [
     ({"d_a": 200}, r"d_a must be <= d_o = 128, got d_a = 200"),
     ({"d_o": 0}, r"d_o must be >= 1, got 0"),
