@@ -105,7 +105,7 @@ class MinariWriter:
         metadata: dict[str, Any],
         overwrite: bool = False,
     ):
-        self.root, self.dataset_id, self.overwrite = Path(root), dataset_id, overwrite
+        self.root, self.dataset_id, self.overwrite = Path(root).absolute(), dataset_id, overwrite
         self.target = dataset_dir(self.root, dataset_id)
         if self.target.exists() and not overwrite:
             raise FileExistsError(

@@ -37,6 +37,13 @@ def _collect(root, **kwargs):
     return collect(CollectConfig(**kwargs), root=root, progress=False)
 
 
+def test_a_relative_root_works(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--root", "rel", "--episodes", "2", "--episode-length", "5", "--quiet"]
+    assert main([*args, "--dataset-id", "lam-envs/rel-v0"]) == 0
+    assert minari.load_dataset(str(tmp_path / "rel" / "lam-envs" / "rel-v0")).total_steps == 10
+
+
 def test_cli_default_snaking_and_minari_reads_it(root, capsys):
     assert main(["--policy", "snaking", "--root", str(root), "--quiet", "--episodes", "20"]) == 0
     out = capsys.readouterr().out
