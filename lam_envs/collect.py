@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import signal
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import lam_envs
+from lam_envs._cli import Parser, parse_value
 from lam_envs._minari_writer import MinariWriter
 from lam_envs._validate import check_choice, check_fraction, check_int, check_keys
 from lam_envs.policies import POLICIES, make_policy
@@ -389,7 +389,7 @@ def _check_writable(root: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     d = CollectConfig()
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m lam_envs.collect",
         description="Collect a Minari dataset (HDF5) with partial action labels from a "
         "lam-envs environment under a behaviour policy. See the README's dataset contract.",
@@ -444,13 +444,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def configs_from_args(args: argparse.Namespace) -> list[CollectConfig]:
     """One config per recipe (or one from the flags alone); flags given override recipes."""
     given = vars(args).copy()
@@ -463,7 +456,7 @@ def configs_from_args(args: argparse.Namespace) -> list[CollectConfig]:
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise ValueError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
-            kwargs[key] = _parse_value(value)
+            kwargs[key] = parse_value(value)
         given["env_kwargs"] = kwargs
     if "transitions" in given:
         given["transitions"] = int(given["transitions"])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 import lam_envs
+from lam_envs._cli import Parser, derive_seed, parse_value
 from lam_envs._validate import check_choice, check_float, check_fraction, check_int
 from lam_envs.linear import LinearLAMConfig as EnvConfig
 from lam_models.data import DatasetError, EnvStream, LAMDataset
@@ -131,11 +131,6 @@ class TrainLinearConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def _seed(seed: int, stream: int) -> int:
-    """An independent seed for each of a run's streams (training, probe fit, probe test)."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0] >> 1)
-
-
 def _probe_set(learn: dict[str, np.ndarray], oracle: dict[str, np.ndarray]) -> dict:
     """Inputs and probe targets of a set of transitions: o, o_next, a, q, eps (numpy)."""
     return {
@@ -171,10 +166,10 @@ class StreamSource:
         self._stream: EnvStream | None = None
         self._pool: dict[str, np.ndarray] | None = None
         self._pool_oracle: dict[str, np.ndarray] | None = None
-        self._rng = np.random.default_rng(_seed(c.seed, 3))
+        self._rng = np.random.default_rng(derive_seed(c.seed, 3))
         if c.train_transitions is not None:
             self._pool, self._pool_oracle = self._draw(
-                c.train_transitions, _seed(c.seed, 0), **self._train_kwargs
+                c.train_transitions, derive_seed(c.seed, 0), **self._train_kwargs
             )
 
     def _draw(self, n: int, seed: int, **kwargs) -> tuple[dict, dict]:
@@ -192,7 +187,7 @@ class StreamSource:
             return {k: v[index] for k, v in self._pool.items()}
         if self._stream is None:
             self._stream = EnvStream(
-                self.config.env, n, seed=_seed(self.config.seed, 0), **self._train_kwargs
+                self.config.env, n, seed=derive_seed(self.config.seed, 0), **self._train_kwargs
             )
         return self._stream.next_numpy()[0]
 
@@ -207,13 +202,15 @@ class StreamSource:
                 fit = _probe_set(self._pool, self._pool_oracle)
             else:
                 fit = _probe_set(
-                    *self._draw(len(self._pool["obs"]), _seed(c.seed, 1), **random_kwargs)
+                    *self._draw(len(self._pool["obs"]), derive_seed(c.seed, 1), **random_kwargs)
                 )
         else:
-            learn, _ = self._draw(c.eval_transitions, _seed(c.seed, 4), **self._train_kwargs)
+            learn, _ = self._draw(c.eval_transitions, derive_seed(c.seed, 4), **self._train_kwargs)
             recon = {"o": learn["obs"], "o_next": learn["next_obs"]}
-            fit = _probe_set(*self._draw(c.eval_transitions, _seed(c.seed, 1), **random_kwargs))
-        test = _probe_set(*self._draw(c.eval_transitions, _seed(c.seed, 2), **random_kwargs))
+            fit = _probe_set(
+                *self._draw(c.eval_transitions, derive_seed(c.seed, 1), **random_kwargs)
+            )
+        test = _probe_set(*self._draw(c.eval_transitions, derive_seed(c.seed, 2), **random_kwargs))
         return {"probe_fit": fit, "probe_test": test, "recon": recon}
 
 
@@ -231,7 +228,7 @@ class DatasetSource:
         self.env_config = EnvConfig.from_preset(data.env_kwargs.get("preset"), **kwargs)
         self.d_a = self.env_config.d_a
         self.description = f"dataset {data.dataset_id} ({data.env_id})"
-        self._rng = np.random.default_rng(_seed(c.seed, 0))
+        self._rng = np.random.default_rng(derive_seed(c.seed, 0))
         n_train = data.num_transitions(self.train_episodes)
         in_memory = n_train * (2 * self.d_o + self.d_a + 1) * 4 <= _IN_MEMORY_BYTES
         # Fast path: the whole train split in memory, batches drawn by random index.
@@ -239,7 +236,7 @@ class DatasetSource:
         self._batches = (
             None
             if in_memory
-            else data.batches(c.batch_size, self.train_episodes, seed=_seed(c.seed, 0))
+            else data.batches(c.batch_size, self.train_episodes, seed=derive_seed(c.seed, 0))
         )
         if c.action_head:
             labelled = (
@@ -269,7 +266,7 @@ class DatasetSource:
         fit_episodes = self.train_episodes
         most = max(1, _PROBE_FIT_MAX // self.data.episode_length)
         if len(fit_episodes) > most:
-            rng = np.random.default_rng(_seed(self.config.seed, 1))
+            rng = np.random.default_rng(derive_seed(self.config.seed, 1))
             fit_episodes = np.sort(rng.choice(fit_episodes, most, replace=False))
         fit = self._probe_set(fit_episodes)
         return {
@@ -470,17 +467,9 @@ def format_report(config: TrainLinearConfig, metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Errors as one line ``error: ...`` and exit status 2."""
-
-    def error(self, message: str):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = TrainLinearConfig()
-    p = _Parser(
+    p = Parser(
         prog="python -m lam_models.train linear",
         description="Train the linear LAM on a dataset or on fresh transitions from the "
         "environment; print probe metrics; save model.pt and run.json.",
@@ -561,20 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def config_from_args(args: argparse.Namespace) -> TrainLinearConfig:
     env_kwargs = {}
     for item in args.env_kwarg:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
-        env_kwargs[key] = _parse_value(value)
+        env_kwargs[key] = parse_value(value)
     if args.dataset is not None and env_kwargs:
         raise ValueError("--env-kwarg applies to streamed data, not to --dataset")
     return TrainLinearConfig(
