@@ -2,6 +2,7 @@
 
     python -m lam_models.train linear --dataset ID [options]   (lam_models.train_linear)
     python -m lam_models.train vq --dataset ID [options]       (lam_models.train_vq)
+    python -m lam_models.train laom --dataset ID [options]     (lam_models.train_laom)
 
 Each method's pipeline lives in its own ``train_<method>.py``; this only dispatches.
 ``python -m lam_models.train METHOD --help`` lists a method's options.
@@ -15,6 +16,7 @@ import sys
 METHODS = {
     "linear": "lam_models.train_linear",
     "vq": "lam_models.train_vq",
+    "laom": "lam_models.train_laom",
 }
 
 

@@ -1,0 +1,159 @@
+"""The LAPO-style pipeline (lam_models.pipeline): it acts well on an easy grid, its stages run
+one by one exactly as all together, every LAM plugs in, and bad input fails in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lam_envs.collect import CollectConfig, collect
+from lam_models.data import LAMDataset
+from lam_models.pipeline import (
+    PipelineConfig,
+    choose_labels,
+    format_results,
+    main,
+    rollout_returns,
+    run_pipeline,
+)
+
+FAST = {"lam_steps": 300, "policy_steps": 300, "rollout_episodes": 8}
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minari")
+
+    def grid(noise: float, label_fraction: float, **kw):
+        config = CollectConfig(
+            env_kwargs={"noise_intensity": noise}, policy="snaking", epsilon=0.3, episodes=30,
+            episode_length=50, label_fraction=label_fraction, seed=1, **kw,
+        )  # fmt: skip
+        return str(collect(config, root=root, progress=False).path)
+
+    linear = CollectConfig(
+        env="LinearLAM-v0", env_kwargs={"d_o": 8, "d_a": 2, "d_b": 2}, episodes=20,
+        episode_length=20, label_fraction=0.2, seed=0,
+    )  # fmt: skip
+    return {
+        "none": grid(0.0, 0.1),
+        "unlabelled": grid(0.0, 0.0),
+        "linear": str(collect(linear, root=root, progress=False).path),
+    }
+
+
+def _cli(capsys, *args):
+    code = main([*args, "--quiet"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_composed_policy_snakes_clearly_better_than_random(datasets, tmp_path):
+    summary = run_pipeline(
+        datasets["none"], lam="laom", out_dir=tmp_path / "run", label_fraction=0.05,
+        action_weight=1.0, **{**FAST, "lam_steps": 800, "policy_steps": 600},
+    )  # fmt: skip
+    data = LAMDataset(datasets["none"])
+    rng = np.random.default_rng(0)
+    random = rollout_returns(data, lambda o: rng.integers(5, size=o.shape[:2]), 1, 8, seed=0)[0]
+    # Reward 1 per step along the snake: random earns ~1/5 of the episode, the snake all of it.
+    assert random < 0.3 * data.episode_length
+    assert summary["full_bc_return"] > 0.9 * data.episode_length
+    assert summary["composed_return"] > 2 * random
+    assert summary["composed_agreement"] > 0.5
+    assert summary["normalised_return"] == pytest.approx(
+        summary["composed_return"] / summary["full_bc_return"]
+    )
+    text = format_results(summary)
+    assert "composed" in text and "BC on the labelled subset" in text and "normalised" in text
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["metrics"]["composed_return"] == summary["composed_return"]
+
+
+def test_stage_by_stage_equals_all_stages(datasets, tmp_path, capsys):
+    common = ["--dataset", datasets["none"], "--lam", "laom", "--label-fraction", "0.05"]
+    common += ["--lam-steps", "150", "--policy-steps", "150", "--rollout-episodes", "4"]
+    code, out, err = _cli(capsys, *common, "--out", str(tmp_path / "all"))
+    assert code == 0, err
+    assert "composed" in out
+    code, _, err = _cli(capsys, *common, "--out", str(tmp_path / "staged"), "--stage", "lam")
+    assert code == 0, err
+    for stage in ("relabel", "bc", "decoder", "rollout"):
+        code, out, err = _cli(capsys, "--out", str(tmp_path / "staged"), "--stage", stage)
+        assert code == 0, err
+        assert out.startswith(f"stage {stage}:")
+    with np.load(tmp_path / "all" / "relabel" / "latents.npz") as a:
+        with np.load(tmp_path / "staged" / "relabel" / "latents.npz") as b:
+            np.testing.assert_array_equal(a["z_train"], b["z_train"])
+    together = json.loads((tmp_path / "all" / "rollout" / "run.json").read_text())["metrics"]
+    staged = json.loads((tmp_path / "staged" / "rollout" / "run.json").read_text())["metrics"]
+    assert staged == together
+
+
+@pytest.mark.parametrize("lam", ["vq", "linear"])
+def test_every_lam_plugs_into_the_pipeline(datasets, tmp_path, lam):
+    summary = run_pipeline(datasets["none"], lam=lam, out_dir=tmp_path / lam, quick=True, **FAST)
+    assert summary["lam"] == lam
+    for key in ("composed_return", "labelled_bc_return", "full_bc_return", "normalised_return"):
+        assert np.isfinite(summary[key])
+    assert 0 <= summary["lam_probe"]["nmse_action"] <= 1.5
+
+
+def test_linear_environment_runs_with_continuous_actions(datasets, tmp_path):
+    summary = run_pipeline(datasets["linear"], lam="laom", out_dir=tmp_path / "lin", quick=True)
+    assert "llo" in summary["lam_probe"] and np.isfinite(summary["composed_agreement"])
+    # Agreement is 1 − nmse(a) here; the random policy's a ~ N(0, I) ignores o: nothing to clone.
+    assert summary["full_bc_agreement"] < 0.2
+    assert summary["full_bc_return"] < 0  # reward −‖o'‖² / d_o
+
+
+def test_label_subsets_are_nested_and_bounded():
+    mask = np.zeros(1000, bool)
+    mask[::5] = True  # 200 labelled
+    small, large = choose_labels(mask, 0.01, 3), choose_labels(mask, 0.1, 3)
+    assert small.sum() == 10 and large.sum() == 100
+    assert not (small & ~large).any() and not (large & ~mask).any()
+    with pytest.raises(ValueError, match=r"label fraction 0.5 out of range: it needs 500"):
+        choose_labels(mask, 0.5, 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lam", "vqq"], "unknown LAM 'vqq'; allowed: 'linear', 'vq', 'laom'"),
+        (["--label-fraction", "1.5"], "label_fraction must be in [0.0, 1.0], got 1.5"),
+        (["--label-fraction", "0.9"], "label fraction 0.9 out of range"),
+        (["--k", "0"], "k (the IDM's look-ahead) must be an integer >= 1, got 0"),
+        (["--stage", "train"], "unknown stage 'train'; allowed: 'lam', 'relabel'"),
+    ],
+)
+def test_bad_input_fails_with_one_line(datasets, tmp_path, capsys, args, message):
+    code, _, err = _cli(capsys, "--dataset", datasets["none"], "--out", str(tmp_path), *args)
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+
+
+def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, capsys):
+    code, _, err = _cli(capsys, "--out", str(tmp_path / "empty"), "--stage", "bc")
+    assert code == 2 and "missing artefacts" in err and "has no config.json" in err
+    run = tmp_path / "run"
+    code, _, err = _cli(
+        capsys, "--dataset", datasets["unlabelled"], "--lam", "laom", "--lam-steps", "20",
+        "--out", str(run), "--stage", "lam",
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc")
+    assert code == 2 and "missing artefacts of stage 'relabel'" in err
+    assert _cli(capsys, "--out", str(run), "--stage", "relabel")[0] == 0
+    code, _, err = _cli(capsys, "--out", str(run), "--stage", "decoder")
+    assert code == 2 and "no labelled transition in its train split" in err
+    assert "the decoder stage needs some" in err
+    code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc", "--lam", "vq")
+    assert code == 2 and "was made with other settings: lam='vq' (folder: 'laom')" in err
+
+
+def test_config_rejects_a_zero_label_fraction():
+    with pytest.raises(ValueError, match="label_fraction must be in \\(0, 1\\], got 0"):
+        PipelineConfig(dataset="x", label_fraction=0.0)
