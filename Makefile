@@ -27,7 +27,7 @@ test: lint
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) -m lam_envs.demo --out $(DEMO_OUT)
+	$(PY) -m lam_models.demo --out $(DEMO_OUT)
 
 bench: setup
 	$(PY) -m pip install -q -e '.[dev,bench]'

@@ -25,8 +25,9 @@ The model (SPEC, "VQ LAM (grid)")::
 Several seeds train as one batched computation (:func:`train_vq_lams`): the networks
 hold M independent copies (batched matrix products; see :mod:`lam_models.nn`), every loss
 is summed over copies, and Adam is elementwise, so each copy's updates are exactly those
-it would get alone. On a 2-core CPU, 5 copies together run ≈ 2.8× faster than 5
-sequential runs (measured: 390 vs 137 model-updates/s at batch 128, one thread).
+it would get alone. On a 2-core CPU, 5 copies together run ≈ 2.3× faster than 5
+sequential runs (``benchmarks/train_vq.py``: 268 vs 115 model-updates/s at batch 128,
+one thread).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class VQLAMConfig:
     """Hyper-parameters of the grid VQ LAM and its trainer.
 
     Defaults are sized for a 2-core CPU: 16k updates of 5 seeds trained together take
-    about 3.5 minutes on one core with ``torch.set_num_threads(1)`` (≈ 77 batched
-    updates/s, ≈ 390 model-updates/s), so two such runs can share the two cores.
+    about 5 minutes on one core with ``torch.set_num_threads(1)`` (≈ 54 batched
+    updates/s, ≈ 270 model-updates/s), so two such runs can share the two cores.
     """
 
     codebook_size: int = 5  # K, number of codes
