@@ -29,7 +29,6 @@ two distractor settings run in two worker processes with one torch thread each.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -60,6 +59,7 @@ from lam_models.pipeline import (  # noqa: E402
     load_copy,
     train_lam,
 )
+from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.train_laom import evaluate_latents  # noqa: E402
 
 METHODS = ("vq", "laom", "laom+labels")
@@ -248,26 +248,6 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
     return rows
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        for key in COLUMNS:
-            if key not in ("setting", "method"):
-                row[key] = float(row[key]) if row[key] not in ("", "nan") else math.nan
-    return rows
-
-
 def aggregate(rows: list[dict], setting: str, method: str, metric: str):
     """(label fractions, mean, standard error over seeds) of ``metric``."""
     by_f = defaultdict(list)
@@ -395,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         parts = [run_setting(study, setting, root) for setting in study.settings]
     rows = [row for part in parts for row in part]
     csv_path = args.out / "label_budget.csv"
-    write_csv(rows, csv_path)
-    rows = read_csv(csv_path)
+    write_csv(rows, csv_path, COLUMNS)
+    rows = read_csv(csv_path, text=("setting", "method"))
     png = args.out / "label_budget.png"
     plot(rows, png)
     print(f"wrote {csv_path} ({len(rows)} rows) and {png}")

@@ -21,7 +21,6 @@ point). ``recon_loss`` is measured on the training data without augmentation, be
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lam_models.metrics import mean_stderr  # noqa: E402
+from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.train_linear import TrainLinearConfig, train_and_evaluate_many  # noqa: E402
 
 COLUMNS = [
@@ -206,26 +206,6 @@ def _row(job: Job, result: dict) -> dict:
         "recon_loss": result["recon_loss"],
         "analytic_loss": result["analytic_loss"],
     }
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        for key in COLUMNS:
-            if key not in ("figure", "latent"):
-                row[key] = float(row[key])
-    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(all_jobs)} runs ({'quick' if args.quick else 'full'} sweep, d_o = {sweep.d_o})")
     rows = run_jobs(all_jobs, progress=args.progress)
     csv_path = args.out / "linear_results.csv"
-    write_csv(rows, csv_path)
-    rows = read_csv(csv_path)  # the summary and plots read what was written
+    write_csv(rows, csv_path, COLUMNS)
+    # the summary and plots read what was written
+    rows = read_csv(csv_path, text=("figure", "latent"))
     for path in plot_all(rows, args.out):
         print(f"wrote {path}")
     print(f"wrote {csv_path} ({len(rows)} rows)")

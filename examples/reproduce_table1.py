@@ -45,7 +45,6 @@ model) and ``table1_bars.png``.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import math
 import multiprocessing
@@ -66,6 +65,7 @@ import torch  # noqa: E402
 from lam_envs.collect import CollectConfig, collect, default_root  # noqa: E402
 from lam_models.data import LAMDataset  # noqa: E402
 from lam_models.metrics import mean_stderr  # noqa: E402
+from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.train_vq import (  # noqa: E402
     GridSource,
     TrainVQConfig,
@@ -227,26 +227,6 @@ def table_rows(runs: dict[str, list[VQRun]], plan: Plan) -> list[dict]:
     return rows
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row["seed"] = int(row["seed"])
-        for key in METRICS:
-            row[key] = float(row[key])  # "nan" reads back as NaN
-    return rows
-
-
 # --------------------------------------------------------------------------------------------
 # Table, directions and plots
 # --------------------------------------------------------------------------------------------
@@ -397,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = train_all(configs, args.workers)
 
     csv_path = args.out / "table1_results.csv"
-    write_csv(table_rows(runs, plan), csv_path)
-    rows = read_csv(csv_path)  # the table and plots read what was written
+    write_csv(table_rows(runs, plan), csv_path, COLUMNS)
+    # the table and plots read what was written
+    rows = read_csv(csv_path, text=("group", "setting"), integers=("seed",))
     stats = summarise(rows)
     table = markdown_table(stats, len(plan.seeds))
     checks = "\n".join(directions(stats))

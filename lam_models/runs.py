@@ -6,6 +6,7 @@ metrics, dataset, package version, elapsed seconds) and whatever plots the metho
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -73,3 +74,30 @@ def save_run(
 def load_run(out_dir: str | Path) -> dict[str, Any]:
     """The ``run.json`` of a run folder."""
     return json.loads((Path(out_dir) / "run.json").read_text())
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | Path, columns: list[str]) -> None:
+    """One row per dict, in ``columns`` order; floats with 6 significant digits."""
+    with Path(path).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+def read_csv(
+    path: str | Path, text: tuple[str, ...] = (), integers: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The rows :func:`write_csv` wrote: columns in ``text`` stay strings, those in
+    ``integers`` become ints, every other one a float (an empty cell or "nan": NaN)."""
+    with Path(path).open() as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key, value in row.items():
+            if key in integers:
+                row[key] = int(value)
+            elif key not in text:
+                row[key] = float(value) if value not in ("", "nan") else math.nan
+    return rows
