@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "label_budget_study.py"
 COLUMNS = (
     "setting,noise_intensity,distractor_correlation,method,label_fraction,seed,nmse_action,controllable_loss,"
     "stochastic_loss,agreement,return,full_bc_return,normalised_return"
 ).split(",")
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("label_budget_study_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(tmp_path_factory, load_example):
     out = tmp_path_factory.mktemp("label_budget")
-    module = _load_example()
+    module = load_example("label_budget_study")
     assert module.main(["--quick", "--out", str(out)]) == 0
     with (out / "label_budget.csv").open() as f:
         reader = csv.DictReader(f)

@@ -7,15 +7,11 @@ effects, which these tests state.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "reproduce_linear.py"
 COLUMNS = (
     "figure,seed,d_o,d_a,d_z,d_b,sigma_iid,sigma_exo,chi,kappa,label_fraction,latent,"
     "nmse_a,nmse_q,nmse_eps,nmse_o,llo,recon_loss,analytic_loss"
@@ -23,18 +19,10 @@ COLUMNS = (
 FIGURES = ("F3a", "F3b", "F3c", "F6a", "F6b", "F6c")
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("reproduce_linear_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(tmp_path_factory, load_example):
     out = tmp_path_factory.mktemp("linear")
-    assert _load_example().main(["--quick", "--out", str(out)]) == 0
+    assert load_example("reproduce_linear").main(["--quick", "--out", str(out)]) == 0
     with (out / "linear_results.csv").open() as f:
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, list(reader)

@@ -8,15 +8,11 @@ The quick run trains 150 updates: too short for the science, which the full run 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "reproduce_table1.py"
 COLUMNS = [
     "group", "setting", "seed", "controllable_loss", "stochastic_loss", "perplexity",
     "action_accuracy",
@@ -29,18 +25,10 @@ SETTINGS = {
 }
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("reproduce_table1_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(tmp_path_factory, load_example):
     out = tmp_path_factory.mktemp("table1")
-    assert _load_example().main(["--quick", "--out", str(out)]) == 0
+    assert load_example("reproduce_table1").main(["--quick", "--out", str(out)]) == 0
     with (out / "table1_results.csv").open() as f:
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, list(reader)
