@@ -234,7 +234,7 @@ def collect(
 ) -> CollectSummary:
     """Roll out, label and write the dataset described by ``config``; see the module doc."""
     start = time.perf_counter()
-    root = Path(root).absolute() if root is not None else default_root()
+    root = Path(root) if root is not None else default_root()
     _check_writable(root)
     dataset_id = config.dataset_id or config.default_dataset_id()
     length, n_episodes = config.episode_length, config.episodes

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\n== 3. Three LAMs through the LAPO-style pipeline (train, relabel, BC, decode, roll out)"
     )
-    rows, labelled_bc = [], None
+    rows = []
     for label, lam, weight in METHODS:
         print(f"\n-- {label}")
         result = run_pipeline(
@@ -116,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             action_weight=weight,
         )
-        full = result["full_bc_return"]
-        labelled_bc = result["labelled_bc_return"] / full if full else float("nan")
         rows.append(
             {
                 "label": label,
@@ -128,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
 
+    # The baselines do not depend on the LAM: every run trains the same ones, same seed.
+    full = result["full_bc_return"]
+    labelled_bc = result["labelled_bc_return"] / full if full else float("nan")
     print("\n== 4. What the latents captured, and what they are worth\n")
     print(f"{'method':26}{'action probe nmse':>18}{'return':>9}{'normalised':>12}{'agreement':>11}")
     for row in rows:
