@@ -21,7 +21,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lam_envs._pool import ArrayPool
-from lam_envs._validate import check_int
+from lam_envs.validate import check_int
 
 Info = dict[str, np.ndarray]
 

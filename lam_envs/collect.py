@@ -31,10 +31,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import lam_envs
-from lam_envs._cli import Parser, parse_value
 from lam_envs._minari_writer import MinariWriter
-from lam_envs._validate import check_choice, check_fraction, check_int, check_keys
+from lam_envs.cli import Parser, parse_value
 from lam_envs.policies import POLICIES, make_policy
+from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
 
 LABEL_UNITS = ("transition", "episode")
 CONTRACT_VERSION = 1  # bump when the dataset layout below changes

@@ -11,7 +11,7 @@ import numpy as np
 
 from lam_envs._core import BatchDynamics, BatchEnv, BatchVectorEnv, Info
 from lam_envs._rng import BlockStreams, block_rows, uniform_f32
-from lam_envs._validate import check_choice, check_float, check_fraction, check_keys
+from lam_envs.validate import check_choice, check_float, check_fraction, check_keys
 
 ROWS, COLS = 3, 4  # the area the square moves in; row 3 of the image is the noise row
 NUM_ACTIONS = 5

@@ -12,7 +12,7 @@ import numpy as np
 
 from lam_envs._core import BatchDynamics, BatchEnv, BatchVectorEnv, Info
 from lam_envs._rng import BlockStreams, block_rows, standard_normal_f32
-from lam_envs._validate import check_choice, check_float, check_fraction, check_int, check_keys
+from lam_envs.validate import check_choice, check_float, check_fraction, check_int, check_keys
 
 #: Named noise cases of the paper. Explicit keyword arguments override a preset's values.
 LINEAR_PRESETS: dict[str, dict[str, Any]] = {

@@ -20,8 +20,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lam_envs._validate import check_choice, check_fraction, check_int, check_keys
 from lam_envs.grid import NUM_ACTIONS, SNAKE_ACTION, square_positions
+from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
 
 #: Which knob each policy has, and the environments (action-space kinds) it fits.
 POLICIES = {

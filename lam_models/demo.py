@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import lam_envs.demo as env_demo
-from lam_envs._cli import Parser
+from lam_envs.cli import Parser
 from lam_envs.collect import CollectConfig, collect
 from lam_models.pipeline import run_pipeline
 

@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_envs._cli import Parser
-from lam_envs._validate import check_choice, check_fraction, check_int
+from lam_envs.cli import Parser
+from lam_envs.validate import check_choice, check_fraction, check_int
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.laom import LAOMLAM, EnsembleMLP, LAOMConfig, latents, train_laom_lams
 from lam_models.linear import LinearLAM, LinearLAMConfig, train_linear_lam

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lam_envs._cli import Parser
-from lam_envs._validate import check_int
+from lam_envs.cli import Parser
+from lam_envs.validate import check_int
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.laom import LAOMLAM, LAOMConfig, far_observations, latents, train_laom_lams
 from lam_models.metrics import (

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 import lam_envs
-from lam_envs._cli import Parser, derive_seed, parse_value
-from lam_envs._validate import check_choice, check_float, check_fraction, check_int
+from lam_envs.cli import Parser, derive_seed, parse_value
 from lam_envs.linear import LinearLAMConfig as EnvConfig
+from lam_envs.validate import check_choice, check_float, check_fraction, check_int
 from lam_models.data import DatasetError, EnvStream, LAMDataset
 from lam_models.linear import LinearLAM, LinearLAMConfig, optimality_gap, train_linear_lam
 from lam_models.metrics import linear_probe_report

@@ -37,8 +37,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from lam_envs._cli import Parser, derive_seed
-from lam_envs._validate import check_float, check_int
+from lam_envs.cli import Parser, derive_seed
+from lam_envs.validate import check_float, check_int
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.metrics import (
     code_action_accuracy,
