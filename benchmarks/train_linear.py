@@ -4,11 +4,11 @@ At d_o = 128, d_a = 8, d_z = 8, batch 128, other agents σ_exo = 0.5 (d_b = 8, s
 minimum is 8 · 0.25 = 2 and "within 1%" is a real test), the same Adam settings (lr 3e-2,
 cosine schedule) for both:
 
-- ours:      ``lam_models.linear.train_linear_lam`` on fresh transitions drawn in torch from
-             the same formulas, for M = 1 model and for M = 16 models trained as one batch
-             (the way the reproduction sweeps seeds and settings); and once more on the
-             ``lam_models.train_linear`` stream path (a pool drawn once from the native
-             vector env, batches by index), whose finite pool adds a small overfitting gap.
+- ours:      ``LinearLAM.train`` (``lam_models.lams.linear``) on fresh transitions drawn in
+             torch from the same formulas, for M = 1 model and for M = 16 models trained as
+             one batch (the way the reproduction sweeps seeds and settings); and once more
+             on the stream path (``StreamSource``: a pool drawn once from the native vector
+             env, batches by index), whose finite pool adds a small overfitting gap.
 - baseline:  the same model written as four ``nn.Linear`` layers (A, B, C, D) in a plain
              torch loop, with each batch sampled in numpy at every step from the SPEC's
              formulas (o ~ N(0, I), a ~ N(0, I), o' = o + X a + σ_exo Y b).
@@ -30,8 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from lam_models.linear import LinearLAMConfig, analytic_optimum, optimality_gap, train_linear_lam
-from lam_models.train_linear import StreamSource, TrainLinearConfig, _sampler
+from lam_models.lams.linear import (
+    LinearConfig,
+    LinearLAM,
+    StreamConfig,
+    StreamSource,
+    analytic_optimum,
+    optimality_gap,
+)
+from lam_models.split import DataSpec, Transitions
 
 D_O, D_A, D_B, D_Z, SIGMA_EXO, BATCH, LR = 128, 8, 8, 8, 0.5, 128, 3e-2
 ENV = {"d_o": D_O, "d_a": D_A, "d_b": D_B, "sigma_exo": SIGMA_EXO}
@@ -40,7 +47,7 @@ POOL = 65536
 
 def held_out_set() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
     """A fixed evaluation set from the env, and its X, Y (both methods use the same ones)."""
-    source = StreamSource(TrainLinearConfig(env_kwargs=ENV, seed=99, train_transitions=16384))
+    source = StreamSource(StreamConfig(env_kwargs=ENV, train_transitions=16384), seed=99)
     pool = source._pool
     from lam_envs.linear import effect_matrices
 
@@ -60,31 +67,39 @@ def ours(steps: int, num_models: int, data: str = "torch") -> tuple[float, float
     native vector env, batches by index.
     """
     start = time.perf_counter()
-    config = LinearLAMConfig(
-        d_o=D_O, d_a=D_A, d_z=D_Z, lr=LR, steps=steps, batch_size=BATCH, num_models=num_models
-    )
+    config = LinearConfig(latent_dim=D_Z, lr=LR, steps=steps, batch_size=BATCH, log_every=steps)
     if data == "env":
-        sources = [
-            StreamSource(TrainLinearConfig(env_kwargs=ENV, seed=s, train_transitions=POOL))
+        source = [
+            StreamSource(StreamConfig(env_kwargs=ENV, train_transitions=POOL), seed=s)
             for s in range(num_models)
         ]
-        sampler = _sampler(sources, config)
     else:
-        gen = torch.Generator().manual_seed(0)
-        xt, yt = torch.from_numpy(X.T.copy()), torch.from_numpy(SIGMA_EXO * Y.T)
-        mask = torch.ones(num_models, BATCH, dtype=torch.bool)
-
-        def sampler(step):
-            o = torch.randn(num_models, BATCH, D_O, generator=gen)
-            a = torch.randn(num_models, BATCH, D_A, generator=gen)
-            b = torch.randn(num_models, BATCH, D_B, generator=gen)
-            return o, torch.baddbmm(o + b @ yt, a, xt.expand(num_models, -1, -1)), a, mask
-
+        source = FormulaData(num_models)
     train_start = time.perf_counter()
-    model, _ = train_linear_lam(config, sampler)
+    lam = LinearLAM.train(config, source, list(range(num_models)), device="cpu")
     end = time.perf_counter()
-    gap = optimality_gap(model, EVAL_O, EVAL_NEXT)
+    gap = optimality_gap(lam, EVAL_O, EVAL_NEXT)
     return end - start, end - train_start, float(gap.relative.max())
+
+
+class FormulaData:
+    """Fresh transitions drawn in torch at every step from the SPEC's formulas with the
+    env's X, Y (the baseline's data, without numpy), one batch per copy."""
+
+    def __init__(self, copies: int):
+        self.num_copies, self.spec = copies, DataSpec("linear", (D_O,), False, D_A)
+        self.has_labels = torch.ones(copies, dtype=torch.bool)
+        self.gen = torch.Generator().manual_seed(0)
+        self.xt, self.yt = torch.from_numpy(X.T.copy()), torch.from_numpy(SIGMA_EXO * Y.T)
+        self.mask = torch.ones(copies, BATCH, dtype=torch.bool)
+
+    def sample(self, batch_size, **_):
+        m = self.num_copies
+        o = torch.randn(m, batch_size, D_O, generator=self.gen)
+        a = torch.randn(m, batch_size, D_A, generator=self.gen)
+        b = torch.randn(m, batch_size, D_B, generator=self.gen)
+        o_next = torch.baddbmm(o + b @ self.yt, a, self.xt.expand(m, -1, -1))
+        return Transitions(o, o_next, o_next, a, self.mask)
 
 
 # --------------------------------------------------------------------------- baseline

@@ -1,9 +1,9 @@
 """Grid VQ-LAM training speed: 5 seeds trained together against one model, in one run.
 
-Both use ``lam_models.vq.train_vq_lams`` with the defaults of ``VQLAMConfig`` (K = 5 codes,
-batch 128), on a pool of low-noise ``GridLAM-v0`` transitions drawn once from the native
-vector env (uniform policy), batches by random index, the way ``lam_models.train_vq``
-samples a dataset held in memory:
+Both use ``VQLAM.train`` (``lam_models.lams.vq``) with the defaults of ``VQConfig`` (K = 5
+codes, batch 128), on a pool of low-noise ``GridLAM-v0`` transitions drawn once from the
+native vector env (uniform policy), batches by random index, the way a dataset's split is
+sampled in memory:
 
 - baseline:  one model (M = 1), the way a single ``python -m lam_models.train vq`` trains.
 - batched:   M = 5 seeds as one batched model (the way ``examples/reproduce_table1.py``
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from lam_models.data import EnvStream
-from lam_models.vq import VQLAMConfig, train_vq_lams
+from lam_models.lams.vq import VQLAM, VQConfig
+from lam_models.split import DataSpec, Transitions
 
 POOL = 65_536
 
@@ -42,15 +43,22 @@ def grid_pool(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def updates_per_second(pool: dict, seeds: list[int], steps: int, augment: bool) -> float:
     """Batched updates per second of ``len(seeds)`` models trained together."""
-    config = VQLAMConfig(steps=steps, augment=augment, log_every=steps)
-    rng = np.random.default_rng(0)
+    config = VQConfig(steps=steps, augment=augment, log_every=steps)
 
-    def sample_batch(step: int):
-        index = torch.from_numpy(rng.integers(POOL, size=config.batch_size))
-        return tuple(pool[k][index] for k in ("obs", "next_obs", "actions", "label_mask"))
+    class Pool:  # the data interface of lam_models.split.CopyBatches, on the pool
+        spec, num_copies = DataSpec("grid", (1, 4, 4), True, 5), len(seeds)
+        has_labels = torch.zeros(len(seeds), dtype=torch.bool)
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+
+        def sample(self, batch_size, **_):
+            index = torch.stack([torch.randint(POOL, (batch_size,), generator=g)
+                                 for g in self.gens])  # fmt: skip
+            o, o_next = pool["obs"][index].float(), pool["next_obs"][index].float()
+            return Transitions(o, o_next, o_next, pool["actions"][index],
+                               pool["label_mask"][index])  # fmt: skip
 
     start = time.perf_counter()
-    train_vq_lams(config, seeds, sample_batch)
+    VQLAM.train(config, Pool(), seeds, device="cpu")
     return steps / (time.perf_counter() - start)
 
 

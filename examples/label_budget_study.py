@@ -34,7 +34,7 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -46,26 +46,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lam_envs.collect import CollectConfig, collect  # noqa: E402
-from lam_models.data import LAMDataset  # noqa: E402
+from lam_models.bc import fit_decoder, fit_policy  # noqa: E402
+from lam_models.lam import get_lam  # noqa: E402
 from lam_models.metrics import mean_stderr  # noqa: E402
-from lam_models.pipeline import (  # noqa: E402
-    CopyData,
-    PipelineConfig,
-    choose_labels,
-    composed,
-    evaluate_policies,
-    fit_decoder,
-    fit_policy,
-    load_copy,
-    train_lam,
-)
+from lam_models.pipeline import PipelineConfig  # noqa: E402
+from lam_models.rollout import composed, evaluate_policies  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
-from lam_models.train_laom import evaluate_latents  # noqa: E402
+from lam_models.scoring import evaluate_latents  # noqa: E402
+from lam_models.split import DataSplit  # noqa: E402
 
 METHODS = ("vq", "laom", "laom+labels")
 COLUMNS = [
     "setting", "noise_intensity", "distractor_correlation", "method", "label_fraction", "seed",
-    "nmse_action", "controllable_loss", "stochastic_loss", "agreement", "return", "full_bc_return",
+    "nmse_action", "probe_controllable_loss", "probe_stochastic_loss", "agreement", "return",
+    "full_bc_return",
     "normalised_return",
 ]  # fmt: skip
 
@@ -128,46 +122,38 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
     torch.set_num_threads(1)
     start = time.perf_counter()
     seeds, fractions = list(study.seeds), list(study.fractions)
-    base = PipelineConfig(
-        lam_steps=study.lam_steps, policy_steps=study.policy_steps,
-        rollout_episodes=study.rollout_episodes,
-    )  # fmt: skip
-    datasets, copies = {}, {}
-    for seed in seeds:
-        path = _dataset(study, setting, seed, root)
-        datasets[seed] = LAMDataset(path)
-        copies[seed] = load_copy(datasets[seed], replace(base, dataset=str(path), seed=seed))
-    labelled = {
-        (s, f): choose_labels(copies[s].train["label_mask"], f, s) for s in seeds for f in fractions
-    }
+    base = PipelineConfig(policy_steps=study.policy_steps, rollout_episodes=study.rollout_episodes)
+    splits = {s: DataSplit(_dataset(study, setting, s, root), base.held_out, s) for s in seeds}
+    # The labelled subsets, nested across fractions (the same seed draws them).
+    labelled = {(s, f): splits[s].with_labels(f) for s in seeds for f in fractions}
     grid = [(s, f) for s in seeds for f in fractions]
-    data = datasets[seeds[0]]
-    num_actions = int(data.recover_environment().action_space.n)
+    spec = splits[seeds[0]].spec
 
     # Stage 1 and 2: the LAMs and their latents, (method, seed, fraction) -> z train/test.
-    groups = {
-        "vq": ([copies[s] for s in seeds], seeds, [0.0] * len(seeds)),
-        "laom": ([copies[s] for s in seeds], seeds, [0.0] * len(seeds)),
-        "laom+labels": (
-            [CopyData(copies[s].train, copies[s].test, labelled[s, f]) for s, f in grid],
-            [s for s, _ in grid],
-            [study.action_weight] * len(grid),
-        ),
+    def lam_config(name: str, head: bool):
+        cls = get_lam(name)
+        options = {**cls.pipeline_defaults, "steps": study.lam_steps}
+        if head:
+            options.update(action_head=True, action_weight=study.action_weight)
+        return cls.Config(**options)
+
+    groups = {  # the unsupervised LAMs read no labels: one model per seed serves every fraction
+        "vq": ("vq", False, [splits[s] for s in seeds], seeds, [(s, None) for s in seeds]),
+        "laom": ("laom", False, [splits[s] for s in seeds], seeds, [(s, None) for s in seeds]),
+        "laom+labels": ("laom", True, [labelled[k] for k in grid], [s for s, _ in grid], grid),
     }
     latents, probes = {}, {}
-    for method, (group, group_seeds, weights) in groups.items():
-        config = replace(base, lam=method.split("+")[0], action_weight=max(weights))
-        lam = train_lam(config, group, group_seeds, weights, True, num_actions)
-        keys = grid if method == "laom+labels" else [(s, None) for s in seeds]
+    for method, (name, head, group, group_seeds, keys) in groups.items():
+        lam = get_lam(name).train(lam_config(name, head), group, group_seeds, device="cpu")
         for part in ("train", "test"):
-            obs = np.stack([getattr(c, part)["obs"] for c in group])
-            far = np.stack([getattr(c, part)["far_obs"] for c in group])
+            obs = np.stack([getattr(sp, part).obs() for sp in group])
+            far = np.stack([getattr(sp, part).far_obs(lam.lookahead) for sp in group])
             for key, z in zip(keys, lam.latents(obs, far), strict=True):
                 latents[method, *key, part] = z
-        for (s, f), c in zip(keys, group, strict=True):
+        for (s, f), sp in zip(keys, group, strict=True):
             probes[method, s, f] = evaluate_latents(
                 latents[method, s, f, "train"], latents[method, s, f, "test"],
-                c.train, c.test, True, num_actions, s,
+                sp.train, sp.test, True, spec.action_dim, s,
             )  # fmt: skip
         print(
             f"  {label:<10} {method:<12} LAM ×{len(group)} {time.perf_counter() - start:6.1f} s",
@@ -178,8 +164,8 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
     lam_keys = [(m, s, None) for m in ("vq", "laom") for s in seeds] + [
         ("laom+labels", s, f) for s, f in grid
     ]
-    flat = {s: copies[s].train["obs"].reshape(len(copies[s].train["obs"]), -1) for s in seeds}
-    truth = {s: copies[s].train["oracle"]["action"] for s in seeds}
+    flat = {s: splits[s].train.obs().reshape(len(splits[s].train), -1) for s in seeds}
+    truth = {s: splits[s].train.oracle["action"] for s in seeds}
     every = np.ones((len(lam_keys), len(truth[seeds[0]])), dtype=bool)
     common = dict(steps=study.policy_steps, width=base.width)
     latent_policy = fit_policy(
@@ -191,8 +177,9 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
     bc = fit_policy(
         np.stack([flat[s] for _, s, _ in bc_keys]),
         np.stack([truth[s] for _, s, _ in bc_keys]),
-        np.stack([labelled[s, f] if f is not None else every[0] for _, s, f in bc_keys]),
-        "classification", seeds=[s for _, s, _ in bc_keys], d_out=num_actions, **common,
+        np.stack([labelled[s, f].train.label_mask if f is not None else every[0]
+                  for _, s, f in bc_keys]),
+        "classification", seeds=[s for _, s, _ in bc_keys], d_out=spec.action_dim, **common,
     )  # fmt: skip
 
     # Stage 4: decoders, one per (method, seed, fraction), each on its labelled subset.
@@ -203,24 +190,24 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
 
     decoder = fit_decoder(
         np.stack([latents[lam_of(*k) + ("train",)] for k in dec_keys]),
-        np.stack([copies[s].train["actions"] for _, s, _ in dec_keys]),  # visible labels
-        np.stack([labelled[s, f] for _, s, f in dec_keys]),
-        True, num_actions, study.policy_steps, [s for _, s, _ in dec_keys], base.width,
+        np.stack([labelled[s, f].train.actions for _, s, f in dec_keys]),  # visible labels
+        np.stack([labelled[s, f].train.label_mask for _, s, f in dec_keys]),
+        True, spec.action_dim, study.policy_steps, [s for _, s, _ in dec_keys], base.width,
     )  # fmt: skip
     # Each decoder copy composed with the latent policy of its own LAM.
     per_decoder = latent_policy.select([lam_keys.index(lam_of(*k)) for k in dec_keys])
 
     # Stage 5: agreement on held-out episodes and returns, every policy at once.
-    test_obs = {s: copies[s].test["obs"] for s in seeds}
+    data = splits[seeds[0]].data
     results = {}
     for name, keys, act in (
         ("composed", dec_keys, composed(per_decoder, decoder)),
         ("bc", bc_keys, bc.act),
     ):
-        obs = torch.from_numpy(np.stack([test_obs[s] for _, s, _ in keys])).float().flatten(2)
-        truth_test = np.stack([copies[s].test["oracle"]["action"] for _, s, _ in keys])
+        obs = torch.from_numpy(np.stack([splits[s].test.obs() for _, s, _ in keys])).flatten(2)
+        truth_test = np.stack([splits[s].test.oracle["action"] for _, s, _ in keys])
         results[name] = evaluate_policies(
-            data, {name: act}, obs, truth_test, 3, study.rollout_episodes, seed=12_345
+            data, {name: act}, obs, truth_test, study.rollout_episodes, seed=12_345
         )[name]
         results[name]["keys"] = keys
 
@@ -238,8 +225,8 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
                 "setting": label, "noise_intensity": noise,
                 "distractor_correlation": rho, "method": method, "label_fraction": f, "seed": s,
                 "nmse_action": probe.get("nmse_action", math.nan),
-                "controllable_loss": probe.get("controllable_loss", math.nan),
-                "stochastic_loss": probe.get("stochastic_loss", math.nan),
+                "probe_controllable_loss": probe.get("probe_controllable_loss", math.nan),
+                "probe_stochastic_loss": probe.get("probe_stochastic_loss", math.nan),
                 "agreement": float(r["agreement"][i]), "return": float(r["return"][i]),
                 "full_bc_return": float(full_return[s]),
                 "normalised_return": float(r["return"][i] / full_return[s]),

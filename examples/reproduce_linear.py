@@ -8,9 +8,9 @@ figure (mean over seeds with a standard-error band), then prints a per-finding s
 computed from the CSV.
 
 Every run streams its own transitions from ``LinearLAM-v0`` (one-step episodes, so
-o ~ N(0, I); structure_seed = seed, so each seed has its own X and Y) through
-``lam_models.train_linear``; runs with the same latent dimension (and action head or not)
-train together as one batched ``LinearLAM``. Probes are fitted on training transitions and
+o ~ N(0, I); structure_seed = seed, so each seed has its own X and Y) through the linear
+LAM (``lam_models.lams.linear``); runs with the same latent dimension (and action head or
+not) train together as one batched model. Probes are fitted on training transitions and
 measured on fresh held-out random-policy ones. Which latent each figure probes:
 the surrogate z̃ = B⁺(ô' − o) for F3a–c, F6a and F6c (the over-parameterised LAM's true z
 also carries o, which A cancels), the true z for F6b (augmentation's effect on it is the
@@ -35,9 +35,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lam_models.lams.linear import (  # noqa: E402
+    LinearConfig,
+    LinearLAM,
+    StreamConfig,
+    StreamSource,
+)
 from lam_models.metrics import mean_stderr  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
-from lam_models.train_linear import TrainLinearConfig, train_and_evaluate_many  # noqa: E402
 
 COLUMNS = [
     "figure", "seed", "d_o", "d_a", "d_z", "d_b", "sigma_iid", "sigma_exo", "chi", "kappa",
@@ -114,26 +119,31 @@ LATENT = {"F3a": "surrogate", "F3b": "surrogate", "F3c": "surrogate", "F6a": "su
 
 @dataclass(frozen=True)
 class Job:
+    """One run: its figure, data (a stream), model settings and seed."""
+
     figure: str
-    config: TrainLinearConfig
+    stream: StreamConfig
+    lam: LinearConfig
+    seed: int
+    label_fraction: float = 1.0
+    eval_transitions: int = 4096
+
+    def source(self) -> StreamSource:
+        return StreamSource(self.stream, self.seed, self.label_fraction, self.eval_transitions)
 
 
 def jobs(s: Sweep) -> list[Job]:
     """Every (figure, setting, seed) run of the sweep."""
     out: list[Job] = []
 
-    def add(figure: str, d_z: int, env: dict, **kw) -> None:
+    def add(figure: str, d_z: int, env: dict, policy="random", chi=None,
+            train_transitions=s.train_transitions, label_fraction=1.0, **lam) -> None:  # fmt: skip
         for seed in s.seeds:
             kwargs = {"d_o": s.d_o, "d_a": s.d_a, **env, "structure_seed": seed}
-            config = TrainLinearConfig(
-                env_kwargs=kwargs,
-                latent_dim=d_z,
-                steps=s.steps,
-                seed=seed,
-                eval_transitions=s.eval_transitions,
-                **{"train_transitions": s.train_transitions, **kw},
-            )
-            out.append(Job(figure, config))
+            stream = StreamConfig(env_kwargs=kwargs, policy=policy, chi=chi,
+                                  train_transitions=train_transitions)  # fmt: skip
+            config = LinearConfig(latent_dim=d_z, steps=s.steps, **lam)
+            out.append(Job(figure, stream, config, seed, label_fraction, s.eval_transitions))
 
     for d_a in s.f3a_d_a:
         for d_z in s.f3a_d_z:
@@ -169,12 +179,14 @@ def run_jobs(all_jobs: list[Job], progress: bool) -> list[dict]:
     """Train the jobs in batched groups (same d_z; F6c apart, for its action head)."""
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in all_jobs:
-        groups[(job.config.latent_dim, job.figure == "F6c")].append(job)
+        groups[(job.lam.latent_dim, job.figure == "F6c")].append(job)
     rows = []
     for (d_z, head), group in sorted(groups.items()):
         start = time.perf_counter()
-        configs = [j.config for j in group]
-        _, results = train_and_evaluate_many(configs, progress=progress)
+        sources = [j.source() for j in group]
+        lam = LinearLAM.train([j.lam for j in group], sources, [j.seed for j in group],
+                              device="cpu", progress=progress)  # fmt: skip
+        results = lam.metrics(sources)
         print(
             f"  d_z={d_z:<3} head={'yes' if head else 'no ':<3} {len(group):>3} models "
             f"in {time.perf_counter() - start:6.1f} s",
@@ -187,20 +199,20 @@ def run_jobs(all_jobs: list[Job], progress: bool) -> list[dict]:
 
 
 def _row(job: Job, result: dict) -> dict:
-    c, latent = job.config, LATENT[job.figure]
+    latent = LATENT[job.figure]
     report = result[latent]
     return {
         "figure": job.figure,
-        "seed": c.seed,
+        "seed": job.seed,
         "d_o": result["d_o"],
         "d_a": result["d_a"],
-        "d_z": c.latent_dim,
+        "d_z": job.lam.latent_dim,
         "d_b": result["d_b"],
         "sigma_iid": result["sigma_iid"],
         "sigma_exo": result["sigma_exo"],
-        "chi": c.chi if c.chi is not None else 0.0,
-        "kappa": c.kappa,
-        "label_fraction": c.label_fraction if job.figure == "F6c" else 1.0,
+        "chi": job.stream.chi if job.stream.chi is not None else 0.0,
+        "kappa": job.lam.kappa,
+        "label_fraction": job.label_fraction if job.figure == "F6c" else 1.0,
         "latent": latent,
         **{k: report[k] for k in ("nmse_a", "nmse_q", "nmse_eps", "nmse_o", "llo")},
         "recon_loss": result["recon_loss"],

@@ -5,7 +5,8 @@
 
 Builds the datasets from the recipes in ``datasets/grid-*.toml`` (or reuses them when already
 built with the same recipe; under Minari's root, or ``--data-root``), trains 5 seeds per
-setting with :mod:`lam_models.train_vq` and scores every model on held-out episodes:
+setting (the package's VQ LAM, :mod:`lam_models.lams.vq`) and scores every model on held-out
+episodes:
 controllable loss (rows 0-2), stochastic loss (row 3), codebook perplexity and the action
 accuracy of the best code→action map (SPEC, "Metrics").
 
@@ -27,12 +28,12 @@ The comparisons, each a group of rows:
 - action prediction: without / with 1% labels, base **low noise, uniform policy**: there
   the noise row competes with the action for the 5 codes and the plain LAM loses most of
   the action; the labelled transitions (drawn as 10% of every batch, λ_a = 5; see
-  ``TrainVQConfig.labelled_share``) pull the codes back to the actions. On the correlated
+  ``VQConfig.labelled_share``) pull the codes back to the actions. On the correlated
   base the labelled actions are almost all the snake's, and the gain is smaller.
 
 "Without" rows are the models of the matching noise / policy row (same configuration,
 trained once). The seeds of a setting train together as one batched model
-(``train_vq_lams``); the six distinct settings run in ``--workers`` processes with one
+(``VQLAM.train``); the six distinct settings run in ``--workers`` processes with one
 torch thread each.
 
 Writes ``<out>/table1_results.csv`` (columns: group, setting, seed, controllable_loss,
@@ -64,15 +65,11 @@ import torch  # noqa: E402
 
 from lam_envs.collect import CollectConfig, collect, default_root  # noqa: E402
 from lam_models.data import LAMDataset  # noqa: E402
+from lam_models.lam import train_and_score  # noqa: E402
+from lam_models.lams.vq import VQLAM, VQConfig, plot_transitions  # noqa: E402
 from lam_models.metrics import mean_stderr  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
-from lam_models.train_vq import (  # noqa: E402
-    GridSource,
-    TrainVQConfig,
-    VQRun,
-    plot_transitions,
-    train_and_evaluate_many,
-)
+from lam_models.split import DataSplit  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "datasets"
 COLUMNS = [
@@ -167,35 +164,49 @@ def dataset_path(recipe: str, root: Path, plan: Plan) -> Path:
     return path
 
 
-def run_configs(plan: Plan, paths: dict[str, Path]) -> dict[str, list[TrainVQConfig]]:
-    """The per-seed configurations of every training."""
-    out = {}
-    for name, t in TRAININGS.items():
-        out[name] = [
-            TrainVQConfig(
-                dataset=str(paths[t.recipe]),
-                eval_dataset=str(paths[t.eval_recipe]) if t.eval_recipe else None,
-                eval_transitions=plan.eval_transitions,
-                augment=t.augment,
-                action_prediction=t.action_prediction,
-                steps=plan.steps,
-                seed=seed,
-            )
-            for seed in plan.seeds
-        ]
-    return out
+@dataclass(frozen=True)
+class Job:
+    """One training: its seeds' splits (by path) and the model's settings."""
+
+    dataset: str
+    eval_dataset: str | None
+    config: VQConfig
+    seeds: tuple[int, ...]
+    eval_transitions: int
+
+    def splits(self) -> list[DataSplit]:
+        return [DataSplit(self.dataset, 0.1, seed, None, self.eval_dataset,
+                          self.eval_transitions) for seed in self.seeds]  # fmt: skip
 
 
-def train_all(configs: dict[str, list[TrainVQConfig]], workers: int) -> dict[str, list[VQRun]]:
+def run_configs(plan: Plan, paths: dict[str, Path]) -> dict[str, Job]:
+    """The job of every training."""
+    return {
+        name: Job(
+            dataset=str(paths[t.recipe]),
+            eval_dataset=str(paths[t.eval_recipe]) if t.eval_recipe else None,
+            config=VQConfig(
+                augment=t.augment, action_prediction=t.action_prediction, steps=plan.steps
+            ),  # fmt: skip
+            seeds=plan.seeds,
+            eval_transitions=plan.eval_transitions,
+        )
+        for name, t in TRAININGS.items()
+    }
+
+
+def train_all(jobs: dict[str, Job], workers: int) -> dict[str, tuple[VQLAM, list[dict]]]:
     """Train every training's seeds together; the trainings spread over ``workers``."""
     # Longest first (augmentation and action prediction cost more per update).
-    order = sorted(
-        configs, key=lambda n: -(configs[n][0].augment + configs[n][0].action_prediction)
-    )
-    runs: dict[str, list[VQRun]] = {}
+    order = sorted(jobs, key=lambda n: -(jobs[n].config.augment + jobs[n].config.action_prediction))
+    runs = {}
     if workers == 1:
         for name in order:
-            runs[name] = _timed(name, train_and_evaluate_many, configs[name])
+            start = time.perf_counter()
+            runs[name] = train_and_score("vq", jobs[name].config, jobs[name].splits(),
+                                         jobs[name].seeds)  # fmt: skip
+            print(f"  {name:<15} {len(jobs[name].seeds)} seeds in "
+                  f"{time.perf_counter() - start:6.1f} s", flush=True)  # fmt: skip
         return runs
     with ProcessPoolExecutor(
         workers,
@@ -204,25 +215,23 @@ def train_all(configs: dict[str, list[TrainVQConfig]], workers: int) -> dict[str
         initargs=(1,),
     ) as pool:
         start = time.perf_counter()
-        futures = {name: pool.submit(train_and_evaluate_many, configs[name]) for name in order}
+        futures = {
+            name: pool.submit(
+                train_and_score, "vq", jobs[name].config, jobs[name].splits(), jobs[name].seeds
+            )  # fmt: skip
+            for name in order
+        }
         for name, future in futures.items():
             runs[name] = future.result()
             print(f"  {name:<15} done at {time.perf_counter() - start:6.1f} s", flush=True)
     return runs
 
 
-def _timed(name: str, fn, configs):
-    start = time.perf_counter()
-    result = fn(configs)
-    print(f"  {name:<15} {len(configs)} seeds in {time.perf_counter() - start:6.1f} s")
-    return result
-
-
-def table_rows(runs: dict[str, list[VQRun]], plan: Plan) -> list[dict]:
+def table_rows(runs: dict[str, tuple[VQLAM, list[dict]]], plan: Plan) -> list[dict]:
     rows = []
     for group, setting, training in TABLE:
-        for seed, run in zip(plan.seeds, runs[training], strict=True):
-            metrics = {k: run.metrics[k] for k in METRICS}
+        for seed, metrics in zip(plan.seeds, runs[training][1], strict=True):
+            metrics = {k: metrics[k] for k in METRICS}
             rows.append({"group": group, "setting": setting, "seed": seed, **metrics})
     return rows
 
@@ -390,15 +399,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan.steps} updates, {elapsed:.0f} s)\n\n{table}\n\n"
         f"Published directions:\n\n{checks}\n"
     )
-    ap_config = configs["low+ap"][0]
-    held_out = GridSource(ap_config).held_out
+    ap = configs["low+ap"]
     png = plot_transitions(
-        runs["low+ap"][0].model,
-        held_out,
+        runs["low+ap"][0],
+        ap.splits()[0],
         args.out / "table1_transitions.png",
         count=8,
         title="low noise, 1% action prediction, seed "
-        f"{ap_config.seed}: held-out o, o', ô' and the chosen code",
+        f"{ap.seeds[0]}: held-out o, o', ô' and the chosen code",
     )
     bars = plot_bars(stats, args.out / "table1_bars.png", len(plan.seeds))
     print(table)

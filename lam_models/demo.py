@@ -31,10 +31,10 @@ from lam_envs.collect import CollectConfig, collect
 from lam_models.pipeline import run_pipeline
 
 DATASET_ID = "lam-envs/demo-grid-snaking-v0"
-METHODS = (  # (label, LAM, λ_a of the LAM's own supervision on the labelled subset)
-    ("VQ LAM (LAPO)", "vq", 0.0),
-    ("LAOM-style, no labels", "laom", 0.0),
-    ("LAOM-style + 1% labels", "laom", 1.0),
+METHODS = (  # (label, LAM, its settings: the LAOM head's supervision on the labelled subset)
+    ("VQ LAM (LAPO)", "vq", {}),
+    ("LAOM-style, no labels", "laom", {}),
+    ("LAOM-style + 1% labels", "laom", {"action_head": True, "action_weight": 1.0}),
 )
 
 
@@ -105,16 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         "\n== 3. Three LAMs through the LAPO-style pipeline (train, relabel, BC, decode, roll out)"
     )
     rows = []
-    for label, lam, weight in METHODS:
+    for label, lam, options in METHODS:
         print(f"\n-- {label}")
+        name = lam + ("-head" if options.get("action_head") else "")
         result = run_pipeline(
             summary.path,
             lam=lam,
-            out_dir=out / "pipeline" / f"{lam}-weight{weight:g}",
+            out_dir=out / "pipeline" / name,
             quick=args.quick,
             progress=not args.quick,
             seed=args.seed,
-            action_weight=weight,
+            overwrite=True,
+            lam_options=options,
         )
         rows.append(
             {

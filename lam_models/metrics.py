@@ -5,7 +5,8 @@ arrays), so researchers can score latents from any model.
 
 - :func:`probe_nmse`, :func:`linear_probe_report`: linear probes from a latent z to the ground
   truth (a, q = X a, ε, o) and the linear LAM objective LLO = −nmse(q) + nmse(ε) + nmse(o);
-  :func:`probe_dataset_latents` does the same given only the latents and their dataset.
+  :func:`lam_models.evaluate` does the same for any LAM given only its latent function and
+  a dataset.
 - :func:`controllable_stochastic_loss`: the grid's reconstruction losses on the controllable
   rows and on the noise row.
 - :func:`code_action_map`, :func:`code_action_accuracy`, :func:`perplexity`: discrete codes.
@@ -30,7 +31,6 @@ __all__ = [
     "linear_probe_report",
     "mean_stderr",
     "perplexity",
-    "probe_dataset_latents",
     "probe_nmse",
 ]
 
@@ -159,45 +159,6 @@ def linear_probe_report(
     report["eps_zero_variance"] = eps_zero_variance
     report["llo"] = -report["nmse_q"] + report["nmse_eps"] + report["nmse_o"]
     return report
-
-
-def probe_dataset_latents(
-    dataset,
-    z_train: ArrayLike,
-    z_test: ArrayLike,
-    train_episodes: np.ndarray,
-    test_episodes: np.ndarray,
-    latent_name: str = "true",
-) -> dict[str, float | str | bool]:
-    """Score the latents of any LAM on a LinearLAM dataset: :func:`linear_probe_report` with
-    the ground truth (a, q, ε, o) read from the dataset's oracle fields.
-
-    Arguments:
-        dataset: a :class:`lam_models.data.LAMDataset`, or a Minari id or path of one.
-        z_train, z_test: (N, d_z) latents of the transitions of ``train_episodes`` and
-            ``test_episodes``, in the order ``dataset.read(episodes)`` returns them.
-        train_episodes, test_episodes: episode indices, e.g. from ``dataset.split()``.
-        latent_name: "true" or "surrogate", recorded in the report.
-    """
-    from lam_models.data import LAMDataset  # here: metrics alone need no Minari
-
-    data = dataset if isinstance(dataset, LAMDataset) else LAMDataset(dataset)
-    data.require("linear")
-    targets = []
-    for name, z, episodes in (
-        ("z_train", z_train, train_episodes),
-        ("z_test", z_test, test_episodes),
-    ):
-        oracle = data.oracle(episodes)
-        n = len(oracle["q"])
-        if len(z) != n:
-            raise ValueError(
-                f"{name} has {len(z)} rows but its episodes hold {n} transitions; pass one "
-                f"latent per transition, in the order dataset.read(episodes) gives them"
-            )
-        obs = data.read_numpy(episodes)["obs"]
-        targets.append({"a": oracle["action"], "q": oracle["q"], "eps": oracle["eps"], "o": obs})
-    return linear_probe_report(z_train, z_test, targets[0], targets[1], latent_name)
 
 
 class GridLosses(NamedTuple):

@@ -59,6 +59,21 @@ class EnsembleLinear(EnsembleModule):
         return torch.baddbmm(self.bias[:, None, :], x, self.weight)
 
 
+class EnsembleMLP(EnsembleModule):
+    """M copies of in -> width -> ReLU -> out, optionally ending in a LayerNorm (no affine):
+    ``(M, B, d_in) -> (M, B, d_out)``."""
+
+    def __init__(self, m: int, d_in: int, width: int, d_out: int, norm: bool = False) -> None:
+        super().__init__(m)
+        self.hidden = EnsembleLinear(m, d_in, width)
+        self.out = EnsembleLinear(m, width, d_out)
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.out(F.relu(self.hidden(x)))
+        return F.layer_norm(y, y.shape[-1:]) if self.norm else y
+
+
 def _conv_taps(
     kernel_size: int,
     stride: int,
@@ -330,7 +345,10 @@ class VectorQuantiser(EnsembleModule):
             for m in torch.nonzero(dead.any(-1)).flatten().tolist():
                 ks = torch.nonzero(dead[m]).flatten()
                 error = (latent[m] - self.codebook[m, codes[m]]).pow(2).sum(-1) + 1e-12
-                rows = torch.multinomial(error, len(ks), replacement=True, generator=generators[m])
+                # The generators live on the CPU (the same draws on every device).
+                rows = torch.multinomial(
+                    error.cpu(), len(ks), replacement=True, generator=generators[m]
+                ).to(latent.device)
                 self.codebook[m, ks] = latent[m, rows]
                 self.embed_sum[m, ks] = latent[m, rows]
                 self.cluster_size[m, ks] = 1.0

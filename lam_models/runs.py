@@ -44,9 +44,11 @@ def save_run(
     model: torch.nn.Module | None,
     config: Any,
     metrics: dict[str, Any],
+    filename: str = "run.json",
     **extra: Any,
 ) -> Path:
-    """Write ``model.pt`` and ``run.json`` into ``out_dir`` (created); return run.json's path.
+    """Write ``model.pt`` and ``run.json`` (or ``filename``) into ``out_dir`` (created);
+    return the JSON file's path. The one writer of every run record of the package.
 
     Files are written under a temporary name and renamed, so a run folder never holds a
     half-written file.
@@ -64,16 +66,70 @@ def save_run(
         "metrics": metrics,
         **extra,
     }
-    path = out / "run.json"
-    tmp = out / "run.json.tmp"
+    path = out / filename
+    tmp = out / f"{filename}.tmp"
     tmp.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
     return path
 
 
-def load_run(out_dir: str | Path) -> dict[str, Any]:
-    """The ``run.json`` of a run folder."""
-    return json.loads((Path(out_dir) / "run.json").read_text())
+def load_run(out_dir: str | Path, filename: str = "run.json") -> dict[str, Any]:
+    """The ``run.json`` (or ``filename``) of a run folder."""
+    path = Path(out_dir) / filename
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"missing {path}: not a run folder") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is corrupt: {error}") from None
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output folder that cannot be written or already holds
+    files (unless ``overwrite``). Creates nothing."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(
+            f"--out {str(out)!r} already holds files (a run?); choose another folder, or pass "
+            "--overwrite to write into it"
+        )
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {str(out)!r} cannot be written ({str(existing)!r} is read-only)")
+    return out
+
+
+def plot_history(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
+    """A PNG of a training history (:class:`lam_models.lam.TrainingLog`): one panel per
+    logged quantity against the update step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k, v in history.items() if k not in ("step", "seconds") and len(v)]
+    cols = min(3, max(1, len(keys)))
+    rows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        ax.plot(history["step"], history[key], color="tab:blue")
+        ax.set(title=key.replace("_", " "), xlabel="update")
+        if "loss" in key and min(history[key]) > 0:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.suptitle(f"{title} training curves (window means)" if title else "training curves")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path, columns: list[str]) -> None:

@@ -1,37 +1,171 @@
-"""Train one LAM and print its metrics.
+"""Train one LAM on a dataset, print its metrics, save the run.
 
-    python -m lam_models.train linear --dataset ID [options]   (lam_models.train_linear)
-    python -m lam_models.train vq --dataset ID [options]       (lam_models.train_vq)
-    python -m lam_models.train laom --dataset ID [options]     (lam_models.train_laom)
+    python -m lam_models.train METHOD --dataset ID [options]
+    python -m lam_models.train linear --env LinearLAM-v0 -k sigma_exo=2.0   # fresh data, no disk
+    python -m lam_models.train METHOD --help                               # every option
 
-Each method's pipeline lives in its own ``train_<method>.py``; this only dispatches.
-``python -m lam_models.train METHOD --help`` lists a method's options.
+METHOD is any registered LAM (``linear``, ``vq``, ``laom``, or one of your own: see
+:mod:`lam_models.lam`). The run, top to bottom, the same for every method:
+
+1. Data: the dataset split by episode into train and held-out transitions, with the
+   labelled subset (:class:`~lam_models.split.DataSplit`); or, for methods that can, fresh
+   transitions streamed from the native vector env.
+2. Training: the method's own loop (:meth:`LAM.fit`) on the chosen device.
+3. Metrics: the method's own (:meth:`LAM.metrics`), on held-out transitions.
+4. Saving: ``model.pt`` (weights only), ``run.json`` (the run and model configuration,
+   metrics, training history), ``training.png`` (the training curves) and the method's own
+   pictures, into ``--out``.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import dataclasses
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-METHODS = {
-    "linear": "lam_models.train_linear",
-    "vq": "lam_models.train_vq",
-    "laom": "lam_models.train_laom",
-}
+import torch
+
+from lam_envs.cli import Parser
+from lam_envs.validate import check_int
+from lam_models.data import DatasetError
+from lam_models.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
+from lam_models.lam import LAM, get_lam, lam_names
+from lam_models.runs import check_out_dir, plot_history
+from lam_models.split import DataSplit
+
+__all__ = ["RunConfig", "main", "open_data", "train_and_evaluate"]
+
+
+@dataclass
+class RunConfig:
+    """What one training run reads (the method's own settings are its ``Config``)."""
+
+    dataset: str | None = option(None, "Minari id or path of a lam_envs.collect dataset")
+    eval_dataset: str | None = option(
+        None, "score on the held-out episodes of this dataset (same environment) instead"
+    )
+    held_out: float = option(0.1, "share of episodes held out for scoring, in (0, 1)")
+    label_fraction: float | None = option(
+        None,
+        "the labelled subset: this share of the train transitions; none = every label the "
+        "dataset shows (a stream: share of fresh transitions labelled, none = all)",
+    )
+    eval_transitions: int = option(
+        20_000, "score at most this many held-out transitions (a stream: this many fresh ones)"
+    )
+    seed: int = option(0, "seed of the split, labels, batches and model")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.held_out < 1:
+            raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
+        check_int("eval_transitions", self.eval_transitions, low=2)
+        check_int("seed", self.seed, low=0)
+
+
+def open_data(cls: type[LAM], run: RunConfig, stream: Any = None) -> Any:
+    """The run's data source: a :class:`DataSplit` of ``run.dataset``, or the method's
+    stream of fresh transitions when no dataset is given."""
+    if run.dataset is None:
+        if cls.stream_config is None:
+            raise ValueError(f"the {cls.name!r} LAM needs --dataset")
+        return cls.open_stream(stream or cls.stream_config(), run.seed, run.label_fraction,
+                               run.eval_transitions)  # fmt: skip
+    return DataSplit(run.dataset, run.held_out, run.seed, run.label_fraction,
+                     run.eval_dataset, run.eval_transitions)  # fmt: skip
+
+
+def train_and_evaluate(
+    method: str,
+    lam_config: Any = None,
+    run: RunConfig | None = None,
+    stream: Any = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> tuple[LAM, dict[str, Any], Any]:
+    """Train one ``method`` LAM and score it; returns (lam, its metrics, the data source)."""
+    cls = get_lam(method)
+    run = run or RunConfig()
+    lam_config = lam_config if lam_config is not None else cls.Config()
+    source = open_data(cls, run, stream)
+    lam = cls.train([lam_config], [source], [run.seed], device, progress)
+    return lam, lam.metrics([source])[0], source
+
+
+def build_parser(cls: type[LAM]) -> argparse.ArgumentParser:
+    p = Parser(
+        prog=f"python -m lam_models.train {cls.name}",
+        description=f"Train the {cls.name!r} LAM ({cls.__doc__.strip().splitlines()[0]}); "
+        "print its held-out metrics; save model.pt, run.json and training.png.",
+    )
+    groups = [(RunConfig, "data"), (cls.Config, f"the {cls.name!r} LAM")]
+    if cls.stream_config is not None:
+        groups.append((cls.stream_config, "fresh transitions instead of --dataset"))
+    seen: dict[str, str] = {}
+    for config, title in groups:
+        for name, flags in flag_names(config).items():
+            for flag in flags:
+                if flag in seen:
+                    raise ValueError(
+                        f"{config.__name__}.{name} and {seen[flag]} both want the flag {flag}"
+                    )
+                seen[flag] = f"{config.__name__}.{name}"
+        add_flags(p, config, title=title)
+    p.add_argument("--out", type=Path, help=f"run folder (default: runs/{cls.name}/<data>-s<seed>)")
+    add_runtime_flags(p)
+    return p
+
+
+def default_out(method: str, run: RunConfig, stream: Any) -> Path:
+    name = Path(run.dataset).name if run.dataset else getattr(stream, "env", "stream")
+    return Path("runs") / method / f"{name.replace('/', '_')}-s{run.seed}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        print("\nmethods: " + ", ".join(METHODS))
+        print("\nmethods: " + ", ".join(lam_names()))
         return 0 if argv else 2
-    method, rest = argv[0], argv[1:]
-    if method not in METHODS:
-        print(f"error: unknown method {method!r}; allowed: {', '.join(METHODS)}", file=sys.stderr)
+    try:
+        cls = get_lam(argv[0])
+        parser = build_parser(cls)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    module = importlib.import_module(METHODS[method])
-    return module.main(rest)
+    args = parser.parse_args(argv[1:])
+    try:
+        torch.set_num_threads(check_int("threads", args.threads, low=1))
+        run = from_flags(RunConfig, args)
+        lam_config = from_flags(cls.Config, args)
+        stream = from_flags(cls.stream_config, args) if cls.stream_config else None
+        if run.dataset is not None and stream is not None:
+            given = [n for n in flag_names(cls.stream_config) if hasattr(args, n)]
+            if given:
+                raise ValueError(f"--{given[0].replace('_', '-')} applies to streamed data, "
+                                 "not to --dataset")  # fmt: skip
+        out = args.out or default_out(cls.name, run, stream)
+        check_out_dir(out, args.overwrite)
+        start = time.perf_counter()
+        lam, metrics, source = train_and_evaluate(
+            cls.name, lam_config, run, stream, args.device, not args.quiet
+        )
+        elapsed = time.perf_counter() - start
+    except (ValueError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(lam_config).items())
+    print(f"{cls.name} LAM ({settings}); seed {run.seed}, device {lam.device}\n")
+    print(cls.format_metrics(metrics))
+    path = lam.save(out, metrics, run_config=run, stream=stream, elapsed_seconds=elapsed)
+    pictures = [plot_history(lam.history[0], out / "training.png", f"{cls.name} LAM"),
+                *lam.plots(out, [source])]  # fmt: skip
+    names = ", ".join(p.name for p in (path.with_name("model.pt"), path, *pictures))
+    print(f"\nsaved {out}/ ({names}) in {elapsed:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":

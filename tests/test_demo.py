@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import minari
+import pytest
 
 from lam_models import demo
+
+pytestmark = pytest.mark.slow  # runs an example end to end
 
 
 def test_demo_runs_the_whole_story(tmp_path, capsys):
@@ -18,5 +21,5 @@ def test_demo_runs_the_whole_story(tmp_path, capsys):
     dataset = minari.load_dataset(str(tmp_path / "minari" / demo.DATASET_ID))
     assert dataset.total_steps == 20 * 50
     runs = sorted(p.name for p in (tmp_path / "pipeline").iterdir())
-    assert runs == ["laom-weight0", "laom-weight1", "vq-weight0"]
+    assert runs == ["laom", "laom-head", "vq"]
     assert all((tmp_path / "pipeline" / run / "results.json").exists() for run in runs)

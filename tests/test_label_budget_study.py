@@ -8,9 +8,12 @@ from collections import defaultdict
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs an example end to end
+
 COLUMNS = (
-    "setting,noise_intensity,distractor_correlation,method,label_fraction,seed,nmse_action,controllable_loss,"
-    "stochastic_loss,agreement,return,full_bc_return,normalised_return"
+    "setting,noise_intensity,distractor_correlation,method,label_fraction,seed,nmse_action,"
+    "probe_controllable_loss,probe_stochastic_loss,agreement,return,full_bc_return,"
+    "normalised_return"
 ).split(",")
 
 

@@ -10,19 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from lam_models.linear import (
+from lam_models.lams.linear import (
+    LinearConfig,
     LinearLAM,
-    LinearLAMConfig,
     analytic_optimum,
     analytic_optimum_from_moment,
     optimality_gap,
-    train_linear_lam,
 )
 from lam_models.metrics import linear_probe_report
+from lam_models.split import DataSpec, Transitions
 
 D_O, D_A, D_B = 16, 4, 4
 SIGMA_IID = 0.1
 BATCH = 128
+SPEC = DataSpec("linear", (D_O,), False, D_A)
 # Settings found to converge to well within 1% of the optimum in this small space.
 FAST = dict(lr=3e-2, init_scale=0.1, steps=1200, batch_size=BATCH)
 
@@ -47,16 +48,41 @@ def transitions(n: int, gen: torch.Generator, sigma_iid=SIGMA_IID, sigma_exo=0.0
     return dict(o=o, o_next=o + q + eps, a=a, q=q, eps=eps)
 
 
-def sampler(seed: int, label_fraction: float = 1.0, **noise):
-    """sample_batch(step) for the trainer; unlabelled actions are NaN, as in the datasets."""
-    gen = torch.Generator().manual_seed(seed)
+class FormulaData:
+    """The data interface a LAM trains on (``lam_models.split.CopyBatches``), drawing fresh
+    transitions from the formulas; every copy sees the same batch. Unlabelled actions are
+    NaN, as in the datasets."""
 
-    def sample_batch(step: int):
-        t = transitions(BATCH, gen, **noise)
-        mask = torch.rand(BATCH, generator=gen) < label_fraction
-        return t["o"], t["o_next"], torch.where(mask[:, None], t["a"], torch.nan), mask
+    spec = SPEC
 
-    return sample_batch
+    def __init__(self, copies: int, seed: int, label_fraction: float = 1.0, **noise):
+        self.num_copies, self.label_fraction, self.noise = copies, label_fraction, noise
+        self.gen = torch.Generator().manual_seed(seed)
+
+    @property
+    def has_labels(self) -> torch.Tensor:
+        return torch.full((self.num_copies,), self.label_fraction > 0)
+
+    def sample(self, batch_size: int, **_) -> Transitions:
+        t = transitions(batch_size, self.gen, **self.noise)
+        mask = torch.rand(batch_size, generator=self.gen) < self.label_fraction
+        a = torch.where(mask[:, None], t["a"], torch.nan)
+        m = self.num_copies
+        o, o_next = (x.expand(m, *x.shape) for x in (t["o"], t["o_next"]))
+        return Transitions(o, o_next, o_next, a.expand(m, *a.shape), mask.expand(m, batch_size))
+
+
+def train(configs, data, seeds=None):
+    configs = list(configs)
+    return LinearLAM.train(configs, data, seeds or [0] * len(configs), device="cpu")
+
+
+def untrained(config, copies: int = 1) -> LinearLAM:
+    return LinearLAM([config] * copies, SPEC, list(range(copies)), "cpu")
+
+
+def augmentation_generators(copies: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(m) for m in range(copies)]
 
 
 def population_moment(sigma_iid=SIGMA_IID, sigma_exo=0.0) -> torch.Tensor:
@@ -113,27 +139,29 @@ def test_analytic_minimum_is_sum_of_trailing_eigenvalues():
 def trained(request):
     """Two models trained together: κ = 0 and κ = 0.5 (d_z = 2 < d_a, and d_z = d_a)."""
     d_z = request.param
-    config = LinearLAMConfig(d_o=D_O, d_a=D_A, d_z=d_z, kappa=(0.0, 0.5), num_models=2, **FAST)
-    model, history = train_linear_lam(config, sampler(seed=1))
-    return d_z, model, history
+    configs = [LinearConfig(latent_dim=d_z, kappa=kappa, **FAST) for kappa in (0.0, 0.5)]
+    lam = train(configs, FormulaData(2, seed=1))
+    return d_z, lam
 
 
 def test_trainer_reaches_the_pca_optimum(trained):
-    d_z, model, history = trained
+    d_z, lam = trained
     t = transitions(100_000, torch.Generator().manual_seed(2))
-    loss = model.reconstruction_loss(t["o"], t["o_next"]).double()
+    loss = lam.module.reconstruction_loss(t["o"], t["o_next"]).double()
     minimum = analytic_optimum_from_moment(population_moment(), d_z).min_loss
     # Both models, with and without augmentation, within 1% of the analytic minimum.
     assert torch.all((loss / minimum - 1).abs() < 0.01), (loss, minimum)
     # optimality_gap compares with the minimum on the same transitions.
-    gap = optimality_gap(model, t["o"], t["o_next"])
+    gap = optimality_gap(lam, t["o"], t["o_next"])
     torch.testing.assert_close(gap.loss, loss)
     assert torch.all(gap.relative.abs() < 0.02)
-    assert history.loss.shape == (FAST["steps"], 2) and np.isfinite(history.loss).all()
+    for history in lam.history:  # one point per log window, every one finite
+        assert len(history["loss"]) == FAST["steps"] // 100 and np.isfinite(history["loss"]).all()
 
 
 def test_augmentation_drives_A_to_identity_and_C_to_minus_D(trained):
-    _, model, _ = trained
+    _, lam = trained
+    model = lam.module
     I = torch.eye(D_O).expand(2, D_O, D_O)
     with torch.no_grad():
         A_error = relative_frobenius(model.A - I, I)
@@ -147,14 +175,15 @@ def test_augmentation_drives_A_to_identity_and_C_to_minus_D(trained):
 def test_shared_augmentation_cancels_at_the_optimum():
     """κ_1 is shared by the IDM inputs and κ_2 by the FDM input and target: at A = I, C = −D the
     augmented loss equals the clean one exactly. Independent draws would add noise to z."""
-    config = LinearLAMConfig(d_o=D_O, d_a=D_A, d_z=D_A, kappa=1.0)
-    model = LinearLAM(config)
+    model = untrained(LinearConfig(latent_dim=D_A, kappa=1.0)).module
     t = transitions(4096, torch.Generator().manual_seed(3))
     opt = analytic_optimum(t["o_next"] - t["o"], D_A)
     with torch.no_grad():
         for name in "ABCD":
             getattr(model, name).copy_(getattr(opt, name)[None].float())
-    augmented = model.loss(t["o"], t["o_next"], generator=torch.Generator().manual_seed(0))
+    batch = Transitions(t["o"][None], t["o_next"][None], t["o_next"][None], t["a"][None],
+                        torch.ones(1, 4096, dtype=torch.bool))  # fmt: skip
+    augmented = model.loss(batch, augmentation_generators(1))
     clean = model.reconstruction_loss(t["o"], t["o_next"])
     torch.testing.assert_close(augmented.reconstruction, clean, rtol=1e-4, atol=1e-5)
 
@@ -168,31 +197,22 @@ def test_action_head_recovers_the_action_under_strong_other_agents():
     """σ_exo = 2 > 1: Y b dominates Cov(o'−o), so with d_z = d_a < d_a + d_b the latent fits the
     other agents first. 10% labels and λ_a = 10 in the head make it capture the action."""
     noise = dict(sigma_iid=0.0, sigma_exo=2.0)
-    config = LinearLAMConfig(
-        d_o=D_O,
-        d_a=D_A,
-        d_z=D_A,
-        use_action_head=True,
-        action_weight=(0.0, 10.0),  # model 0 without the head's loss, model 1 with it
-        num_models=2,
-        **FAST,
-    )
-    model, history = train_linear_lam(config, sampler(seed=4, label_fraction=0.1, **noise))
-    assert np.isfinite(history.loss).all()
-
-    train = transitions(5000, torch.Generator().manual_seed(5), **noise)
-    test = transitions(5000, torch.Generator().manual_seed(6), **noise)
-    with torch.no_grad():
-        z_train, z_test = (
-            model.latent(train["o"], train["o_next"]),
-            model.latent(test["o"], test["o_next"]),
-        )
+    configs = [  # copy 0 without the head, copy 1 with it
+        LinearConfig(latent_dim=D_A, action_head=head, action_weight=10.0, **FAST)
+        for head in (False, True)
+    ]
+    lam = train(configs, FormulaData(2, seed=4, label_fraction=0.1, **noise))
+    train_set = transitions(5000, torch.Generator().manual_seed(5), **noise)
+    test_set = transitions(5000, torch.Generator().manual_seed(6), **noise)
+    z_train = lam.latents(train_set["o"], train_set["o_next"])
+    z_test = lam.latents(test_set["o"], test_set["o_next"])
 
     def targets(t):
         return {k: t[k] for k in ("a", "q", "eps", "o")}
 
     without, with_head = (
-        linear_probe_report(z_train[m], z_test[m], targets(train), targets(test)) for m in (0, 1)
+        linear_probe_report(z_train[m], z_test[m], targets(train_set), targets(test_set))
+        for m in (0, 1)
     )
     assert without["nmse_a"] > 0.9 and without["nmse_eps"] < 0.5, without
     assert with_head["nmse_a"] < 0.05 and with_head["nmse_eps"] > 0.9, with_head
@@ -200,8 +220,7 @@ def test_action_head_recovers_the_action_under_strong_other_agents():
 
 
 def test_unlabelled_nan_actions_never_reach_the_loss():
-    config = LinearLAMConfig(d_o=D_O, d_a=D_A, d_z=2, use_action_head=True, kappa=0.1)
-    model = LinearLAM(config)
+    model = untrained(LinearConfig(latent_dim=2, action_head=True, kappa=0.1)).module
     t = transitions(64, torch.Generator().manual_seed(7))
     mask = torch.arange(64) % 3 == 0
     a_nan = torch.where(mask[:, None], t["a"], torch.nan)
@@ -209,7 +228,9 @@ def test_unlabelled_nan_actions_never_reach_the_loss():
 
     def loss_and_grads(a, label_mask):
         model.zero_grad()
-        terms = model.loss(t["o"], t["o_next"], a, label_mask, torch.Generator().manual_seed(0))
+        batch = Transitions(t["o"][None], t["o_next"][None], t["o_next"][None], a[None],
+                            label_mask[None])  # fmt: skip
+        terms = model.loss(batch, augmentation_generators(1))
         terms.total.sum().backward()
         return terms, [p.grad.clone() for p in model.parameters()]
 
@@ -220,33 +241,29 @@ def test_unlabelled_nan_actions_never_reach_the_loss():
     torch.testing.assert_close(terms.total, terms_other.total)
     for g, g_other in zip(grads, grads_other, strict=True):
         torch.testing.assert_close(g, g_other)
-    # Without a label_mask, the finite rows are the labelled ones.
-    torch.testing.assert_close(loss_and_grads(a_nan, None)[0].total, terms.total)
 
     # A batch with no label at all: the action term is 0, and still no NaN anywhere.
     terms, grads = loss_and_grads(torch.full_like(t["a"], torch.nan), torch.zeros(64, dtype=bool))
     assert terms.action.eq(0).all()
     assert all(torch.isfinite(x).all() for x in (*terms, *grads))
-    # Neither in training on unlabelled data.
-    short = LinearLAMConfig(
-        d_o=D_O, d_a=D_A, d_z=2, use_action_head=True, steps=20, batch_size=BATCH
-    )
-    _, history = train_linear_lam(short, sampler(seed=8, label_fraction=0.0))
-    assert np.isfinite(history.loss).all() and (history.action == 0).all()
+
+
+def test_the_head_refuses_data_without_labels():
+    config = LinearConfig(latent_dim=2, action_head=True, steps=20, batch_size=BATCH)
+    with pytest.raises(ValueError, match="the action head needs labelled transitions"):
+        train([config], FormulaData(1, seed=8, label_fraction=0.0))
 
 
 def test_loss_matches_the_formulas_per_model():
-    """Per-model data (M, N, d_o), κ = 0: the batched loss is each model's formula."""
+    """Per-copy data (M, N, d_o), κ = 0: the batched loss is each copy's formula."""
     M, N, d_z, lam = 3, 50, 2, 0.7
-    config = LinearLAMConfig(
-        d_o=D_O, d_a=D_A, d_z=d_z, use_action_head=True, action_weight=lam, num_models=M
-    )
-    model = LinearLAM(config)
+    model = untrained(LinearConfig(latent_dim=d_z, action_head=True, action_weight=lam), M).module
     gen = torch.Generator().manual_seed(9)
     o, o_next = torch.randn(M, N, D_O, generator=gen), torch.randn(M, N, D_O, generator=gen)
     a = torch.randn(M, N, D_A, generator=gen)
     mask = torch.rand(M, N, generator=gen) < 0.5
-    terms = model.loss(o, o_next, torch.where(mask[..., None], a, torch.nan), mask)
+    batch = Transitions(o, o_next, o_next, torch.where(mask[..., None], a, torch.nan), mask)
+    terms = model.loss(batch, augmentation_generators(M))
     with torch.no_grad():
         for m in range(M):
             A, B, C, D, E = (getattr(model, k)[m] for k in "ABCDE")
@@ -258,15 +275,24 @@ def test_loss_matches_the_formulas_per_model():
             torch.testing.assert_close(terms.total[m], reconstruction + lam * action)
 
 
+def test_copies_start_from_their_own_seeds():
+    """Copy m's initial weights depend only on its seed, not on the copies beside it."""
+    config = LinearConfig(latent_dim=3)
+    alone = LinearLAM([config], SPEC, [7], "cpu").module
+    together = LinearLAM([config] * 3, SPEC, [1, 7, 2], "cpu").module
+    for name in "ABCD":
+        torch.testing.assert_close(getattr(together, name)[1], getattr(alone, name)[0])
+
+
 def test_surrogate_latent_is_the_latent_when_A_is_identity():
-    model = LinearLAM(LinearLAMConfig(d_o=D_O, d_a=D_A, d_z=3, num_models=2))
+    lam = untrained(LinearConfig(latent_dim=3), copies=2)
     with torch.no_grad():
-        model.A.copy_(torch.eye(D_O))
+        lam.module.A.copy_(torch.eye(D_O))
     t = transitions(32, torch.Generator().manual_seed(10))
-    z = model.latent(t["o"], t["o_next"])
+    z = lam.latents(t["o"], t["o_next"])
     assert z.shape == (2, 32, 3)
     # z̃ = B⁺(A o + B z − o) = B⁺ B z = z for a full-rank B.
-    torch.testing.assert_close(model.surrogate_latent(t["o"], t["o_next"]), z, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lam.surrogate(t["o"], t["o_next"]), z, rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,29 +303,39 @@ def test_surrogate_latent_is_the_latent_when_A_is_identity():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(d_z=0), r"d_z must be >= 1, got 0"),
-        (dict(d_z=17), r"d_z must be <= d_o = 16, got 17"),
-        (dict(kappa=-0.1), r"kappa must be a finite number >= 0, got -0.1"),
-        (dict(kappa=math.nan), r"kappa must be a finite number >= 0, got nan"),
-        (dict(kappa=(0.0, 0.1)), r"kappa has 2 values but num_models = 1"),
-        (dict(action_weight=-1.0), r"action_weight must be .* got -1.0"),
-        (dict(lr=0.0), r"lr must be a finite number > 0, got 0.0"),
+        (dict(latent_dim=0), r"latent_dim must be >= 1, got 0"),
+        (dict(kappa=-0.1), r"kappa must be >= 0.0, got -0.1"),
+        (dict(kappa=math.nan), r"kappa must be a number, got nan"),
+        (dict(action_weight=-1.0), r"action_weight must be >= 0.0, got -1.0"),
+        (dict(lr=0.0), r"lr must be > 0, got 0.0"),
         (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
-        (dict(d_o=2.5), r"d_o must be an integer, got 2.5"),
-        (dict(lr_schedule="linear"), r"lr_schedule must be one of .* got 'linear'"),
+        (dict(latent_dim=2.5), r"latent_dim must be an integer, got 2.5"),
+        (dict(lr_schedule="linear"), r"unknown lr_schedule 'linear'; allowed: 'constant'"),
     ],
 )
 def test_bad_config_names_the_value(change, message):
     with pytest.raises(ValueError, match=message):
-        LinearLAMConfig(**{**dict(d_o=D_O, d_a=D_A, d_z=2), **change})
+        LinearConfig(**change)
 
 
-def test_trainer_rejects_a_sampler_of_the_wrong_shape():
-    config = LinearLAMConfig(d_o=D_O, d_a=D_A, d_z=2, steps=5, batch_size=BATCH)
+def test_a_latent_larger_than_the_observation_is_refused():
+    with pytest.raises(ValueError, match=r"latent_dim must be in \[1, 16\], got 17"):
+        untrained(LinearConfig(latent_dim=17))
 
-    def wrong(step):  # o and o' in 8 dimensions instead of d_o = 16
-        o = torch.zeros(BATCH, 8)
-        return o, o, torch.zeros(BATCH, D_A), torch.ones(BATCH, dtype=bool)
 
-    with pytest.raises(ValueError, match=r"o of shape \(128, 8\); expected \(128, 16\)"):
-        train_linear_lam(config, wrong)
+def test_copies_that_differ_beyond_their_per_copy_fields_are_refused():
+    configs = [LinearConfig(latent_dim=2), LinearConfig(latent_dim=3)]
+    with pytest.raises(ValueError, match="may differ only in kappa, action_weight, action_head"):
+        LinearLAM(configs, SPEC, [0, 1], "cpu")
+
+
+def test_a_source_of_the_wrong_shape_is_refused():
+    class Wrong(FormulaData):
+        def sample(self, batch_size, **_):  # o and o' in 8 dimensions instead of d_o = 16
+            o = torch.zeros(1, batch_size, 8)
+            return Transitions(o, o, o, torch.zeros(1, batch_size, D_A),
+                               torch.ones(1, batch_size, dtype=bool))  # fmt: skip
+
+    config = LinearConfig(latent_dim=2, steps=5, batch_size=BATCH)
+    with pytest.raises(ValueError, match=r"obs of shape \(1, 128, 8\); expected \(1, 128, 16\)"):
+        train([config], Wrong(1, seed=0))

@@ -159,36 +159,3 @@ def test_mean_stderr():
     mean, stderr = mean_stderr([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5 and stderr == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
     assert mean_stderr([7.0]) == (7.0, 0.0)
-
-
-def test_probe_dataset_latents_scores_any_latent_against_the_datasets_oracle(tmp_path):
-    from lam_envs.collect import CollectConfig, collect
-    from lam_models.data import DatasetError, LAMDataset
-    from lam_models.metrics import probe_dataset_latents
-
-    config = CollectConfig(
-        env="LinearLAM-v0",
-        env_kwargs={"d_o": 16, "d_a": 4, "d_b": 4, "sigma_exo": 1.0},
-        episodes=40,
-        episode_length=5,
-        label_fraction=0.0,
-    )
-    data = LAMDataset(collect(config, root=tmp_path, progress=False).path)
-    train, test = data.split(held_out=0.25, seed=0)
-    q = {name: data.oracle(ep)["q"] for name, ep in (("train", train), ("test", test))}
-    exact = probe_dataset_latents(data, q["train"], q["test"], train, test)
-    assert exact["nmse_q"] < 1e-6 and exact["nmse_a"] < 1e-6  # q = X a holds a exactly
-    rng = np.random.default_rng(0)
-    noise = probe_dataset_latents(
-        data,
-        rng.normal(size=(len(q["train"]), 4)),
-        rng.normal(size=(len(q["test"]), 4)),
-        train,
-        test,
-    )
-    assert 0.9 < noise["nmse_q"] < 1.2 and 0.9 < noise["nmse_eps"] < 1.2
-    with pytest.raises(ValueError, match="z_test has 3 rows"):
-        probe_dataset_latents(data, q["train"], q["test"][:3], train, test)
-    grid = collect(CollectConfig(episodes=2, episode_length=5), root=tmp_path, progress=False)
-    with pytest.raises(DatasetError, match="needs a linear dataset"):
-        probe_dataset_latents(grid.path, q["train"], q["test"], train, test)

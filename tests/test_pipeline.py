@@ -10,16 +10,10 @@ import pytest
 
 from lam_envs.collect import CollectConfig, collect
 from lam_models.data import LAMDataset
-from lam_models.pipeline import (
-    PipelineConfig,
-    choose_labels,
-    format_results,
-    main,
-    rollout_returns,
-    run_pipeline,
-)
+from lam_models.pipeline import PipelineConfig, format_results, main, run_pipeline
+from lam_models.rollout import rollout_returns
 
-FAST = {"lam_steps": 300, "policy_steps": 300, "rollout_episodes": 8}
+FAST = {"lam_options": {"steps": 300}, "policy_steps": 300, "rollout_episodes": 8}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +47,8 @@ def _cli(capsys, *args):
 def test_composed_policy_snakes_clearly_better_than_random(datasets, tmp_path):
     summary = run_pipeline(
         datasets["none"], lam="laom", out_dir=tmp_path / "run", label_fraction=0.05,
-        action_weight=1.0, **{**FAST, "lam_steps": 800, "policy_steps": 600},
+        lam_options={"steps": 800, "action_head": True}, policy_steps=600,
+        rollout_episodes=8,
     )  # fmt: skip
     data = LAMDataset(datasets["none"])
     rng = np.random.default_rng(0)
@@ -94,7 +89,7 @@ def test_stage_by_stage_equals_all_stages(datasets, tmp_path, capsys):
 
 @pytest.mark.parametrize("lam", ["vq", "linear"])
 def test_every_lam_plugs_into_the_pipeline(datasets, tmp_path, lam):
-    summary = run_pipeline(datasets["none"], lam=lam, out_dir=tmp_path / lam, quick=True, **FAST)
+    summary = run_pipeline(datasets["none"], lam=lam, out_dir=tmp_path / lam, quick=True)
     assert summary["lam"] == lam
     for key in ("composed_return", "labelled_bc_return", "full_bc_return", "normalised_return"):
         assert np.isfinite(summary[key])
@@ -109,23 +104,14 @@ def test_linear_environment_runs_with_continuous_actions(datasets, tmp_path):
     assert summary["full_bc_return"] < 0  # reward −‖o'‖² / d_o
 
 
-def test_label_subsets_are_nested_and_bounded():
-    mask = np.zeros(1000, bool)
-    mask[::5] = True  # 200 labelled
-    small, large = choose_labels(mask, 0.01, 3), choose_labels(mask, 0.1, 3)
-    assert small.sum() == 10 and large.sum() == 100
-    assert not (small & ~large).any() and not (large & ~mask).any()
-    with pytest.raises(ValueError, match=r"label fraction 0.5 out of range: it needs 500"):
-        choose_labels(mask, 0.5, 3)
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--lam", "vqq"], "unknown LAM 'vqq'; allowed: 'linear', 'vq', 'laom'"),
+        (["--lam", "vqq"], "unknown LAM 'vqq'; registered: "),
         (["--label-fraction", "1.5"], "label_fraction must be in [0.0, 1.0], got 1.5"),
         (["--label-fraction", "0.9"], "label fraction 0.9 out of range"),
-        (["--k", "0"], "k (the IDM's look-ahead) must be an integer >= 1, got 0"),
+        (["--lam", "laom", "--lam-k", "0"], "k must be >= 1, got 0"),
+        (["--lam-option", "stepz=3"], "unknown VQConfig field(s) ['stepz']"),
         (["--stage", "train"], "unknown stage 'train'; allowed: 'lam', 'relabel'"),
     ],
 )
@@ -138,20 +124,26 @@ def test_bad_input_fails_with_one_line(datasets, tmp_path, capsys, args, message
 def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, capsys):
     code, _, err = _cli(capsys, "--out", str(tmp_path / "empty"), "--stage", "bc")
     assert code == 2 and "missing artefacts" in err and "has no config.json" in err
+    # The decoder will need labels: a dataset without any is refused before the LAM trains.
     run = tmp_path / "run"
-    code, _, err = _cli(
-        capsys, "--dataset", datasets["unlabelled"], "--lam", "laom", "--lam-steps", "20",
-        "--out", str(run), "--stage", "lam",
-    )  # fmt: skip
+    code, _, err = _cli(capsys, "--dataset", datasets["unlabelled"], "--lam", "laom",
+                        "--lam-steps", "20", "--out", str(run), "--stage", "lam")  # fmt: skip
+    assert code == 2 and "no labelled transition in its train split" in err
+    assert not (run / "lam").exists()
+    code, _, err = _cli(capsys, "--dataset", datasets["none"], "--lam", "laom", "--lam-steps",
+                        "20", "--out", str(run), "--stage", "lam")  # fmt: skip
     assert code == 0, err
     code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc")
     assert code == 2 and "missing artefacts of stage 'relabel'" in err
     assert _cli(capsys, "--out", str(run), "--stage", "relabel")[0] == 0
-    code, _, err = _cli(capsys, "--out", str(run), "--stage", "decoder")
-    assert code == 2 and "no labelled transition in its train split" in err
-    assert "the decoder stage needs some" in err
     code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc", "--lam", "vq")
     assert code == 2 and "was made with other settings: lam='vq' (folder: 'laom')" in err
+    # A first stage over a run made with other settings is refused unless --overwrite.
+    code, _, err = _cli(capsys, "--dataset", datasets["none"], "--lam", "laom", "--lam-steps",
+                        "21", "--out", str(run), "--stage", "lam")  # fmt: skip
+    assert code == 2 and "other settings" in err and "--overwrite" in err
+    before = json.loads((run / "config.json").read_text())
+    assert before["lam_options"] == {"steps": 20}
 
 
 def test_config_rejects_a_zero_label_fraction():

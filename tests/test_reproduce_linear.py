@@ -12,6 +12,8 @@ from collections import defaultdict
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs an example end to end
+
 COLUMNS = (
     "figure,seed,d_o,d_a,d_z,d_b,sigma_iid,sigma_exo,chi,kappa,label_fraction,latent,"
     "nmse_a,nmse_q,nmse_eps,nmse_o,llo,recon_loss,analytic_loss"

@@ -13,6 +13,8 @@ from collections import defaultdict
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs an example end to end
+
 COLUMNS = [
     "group", "setting", "seed", "controllable_loss", "stochastic_loss", "perplexity",
     "action_accuracy",

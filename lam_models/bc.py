@@ -1,0 +1,214 @@
+"""Behaviour cloning for the LAPO-style pipeline: the latent policy π(z | o), the decoder
+z -> a, and the two baselines π(a | o), all ensembles of M small MLPs trained together.
+
+Copy m draws its initial weights and its minibatches from its own streams
+(:class:`~lam_models.seeding.Stream` ``POLICY_INIT`` and ``POLICY_BATCHES`` of its seed),
+so its result does not depend on the copies it is trained with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lam_envs.validate import check_choice
+from lam_models.nn import EnsembleMLP
+from lam_models.seeding import Stream, torch_generator
+
+__all__ = ["Policy", "bc_policies", "fit_decoder", "fit_policy", "load_policy", "save_policy"]
+
+
+class Policy(nn.Module):
+    """M MLPs from an input x (M, N, d_in) to a regression output or action logits.
+
+    Inputs are standardised with per-copy statistics of the data it was fitted on (all rows
+    of x, labelled or not); regression outputs are fitted standardised and returned in their
+    own units. ``kind``: ``"regression"`` (MSE) or ``"classification"`` (cross-entropy,
+    ``forward`` gives logits).
+    """
+
+    def __init__(self, num_models: int, d_in: int, d_out: int, width: int, kind: str) -> None:
+        super().__init__()
+        check_choice("policy kind", kind, ("regression", "classification"))
+        self.kind, self.d_in, self.d_out, self.width = kind, d_in, d_out, width
+        self.net = EnsembleMLP(num_models, d_in, width, d_out)
+        for name, dim in (("in_mean", d_in), ("in_std", d_in), ("out_mean", d_out),
+                          ("out_std", d_out)):  # fmt: skip
+            fill = torch.ones if name.endswith("std") else torch.zeros
+            self.register_buffer(name, fill(num_models, 1, dim))
+
+    @property
+    def device(self) -> torch.device:
+        return self.in_mean.device
+
+    def spec(self) -> dict[str, Any]:
+        return {"num_models": self.net.num_models, "d_in": self.d_in, "d_out": self.d_out,
+                "width": self.width, "kind": self.kind}  # fmt: skip
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.in_mean) / self.in_std)
+
+    def select(self, index: Sequence[int]) -> Policy:
+        """A new ensemble of the copies ``index`` (repeats allowed), in that order."""
+        policy = Policy(len(index), self.d_in, self.d_out, self.width, self.kind).to(self.device)
+        policy.load_state_dict({k: v[list(index)] for k, v in self.state_dict().items()})
+        return policy.eval()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, N, d_in) -> (M, N, d_out): predictions (regression) or logits."""
+        y = self.raw(x.to(self.device, torch.float32))
+        return y * self.out_std + self.out_mean if self.kind == "regression" else y
+
+    @torch.no_grad()
+    def act(self, x: torch.Tensor) -> torch.Tensor:
+        """Actions: argmax of the logits (classification) or the prediction (regression)."""
+        y = self(x)
+        return y.argmax(-1) if self.kind == "classification" else y
+
+
+def _per_copy(array: np.ndarray, copies: int, item_ndim: int) -> torch.Tensor:
+    """(N, *item) shared by every copy, or (M, N, *item), as (M, N, *item) (expanded)."""
+    t = torch.as_tensor(array)
+    if t.ndim == item_ndim + 1:
+        t = t[None].expand(copies, *t.shape)
+    if t.ndim != item_ndim + 2 or t.shape[0] != copies:
+        raise ValueError(f"expected (N, ...) or ({copies}, N, ...) items, got {tuple(t.shape)}")
+    return t
+
+
+def fit_policy(
+    x: np.ndarray,
+    y: np.ndarray,
+    support: np.ndarray,
+    kind: str,
+    steps: int,
+    seeds: Sequence[int],
+    width: int = 64,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    d_out: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Policy:
+    """Fit M policies: copy m on the rows ``support[m]`` of its (x[m], y[m]).
+
+    x: (N, d_in) shared or (M, N, d_in); y: (N, d_y)/(M, N, d_y) floats (regression) or
+    (N,)/(M, N) int class indices (classification, ``d_out`` classes); support (M, N) bool.
+    Each update draws ``batch_size`` of each copy's own rows (with replacement).
+    """
+    m = len(seeds)
+    support = np.asarray(support, bool).reshape(m, -1)
+    empty = [i for i in range(m) if not support[i].any()]
+    if empty:
+        raise ValueError(f"copies {empty} have no transition to fit on")
+    x_t = _per_copy(np.asarray(x, np.float32), m, 1).float().to(device)
+    classification = kind == "classification"
+    y_t = _per_copy(np.asarray(y), m, 0 if classification else 1)
+    y_t = (y_t.long() if classification else y_t.float()).to(device)
+    # Rows outside the support may hold a sentinel (NaN, −1): zero them so none reaches a sum.
+    inside = torch.from_numpy(support).to(device)
+    y_t = torch.where(inside if classification else inside[..., None], y_t, 0)
+    d_out = d_out if classification else y_t.shape[-1]
+    policy = Policy(m, x_t.shape[-1], d_out, width, kind)
+    for index, seed in enumerate(seeds):
+        policy.net.reset_copy(index, torch_generator(seed, Stream.POLICY_INIT))
+    policy.to(device)
+    rows = torch.arange(m, device=device)[:, None]
+    with torch.no_grad():
+        policy.in_mean.copy_(x_t.mean(1, keepdim=True))
+        policy.in_std.copy_(x_t.std(1, keepdim=True).clamp(min=1e-6))
+        if not classification:
+            w = inside[..., None].float()
+            mean = (y_t * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+            var = ((y_t - mean).pow(2) * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+            policy.out_mean.copy_(mean)
+            policy.out_std.copy_(var.sqrt().clamp(min=1e-6))
+    generators = [torch_generator(seed, Stream.POLICY_BATCHES) for seed in seeds]
+    pools = [torch.from_numpy(np.flatnonzero(s)) for s in support]
+    optimiser = torch.optim.Adam(policy.net.parameters(), lr=lr)
+    for _ in range(steps):
+        index = torch.stack(
+            [
+                p[torch.randint(len(p), (batch_size,), generator=g)]
+                for p, g in zip(pools, generators, strict=True)
+            ]
+        ).to(device)
+        out = policy.raw(x_t[rows, index])
+        target = y_t[rows, index]
+        if classification:
+            loss = F.cross_entropy(out.flatten(0, 1), target.flatten(), reduction="none")
+            loss = loss.view(m, -1).mean(1)
+        else:
+            loss = ((out - (target - policy.out_mean) / policy.out_std) ** 2).mean((1, 2))
+        optimiser.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimiser.step()
+    return policy.eval()
+
+
+def bc_policies(
+    obs: np.ndarray,
+    z: np.ndarray,
+    actions: np.ndarray,
+    true_actions: np.ndarray,
+    labelled: np.ndarray,
+    discrete: bool,
+    num_actions: int,
+    steps: int,
+    seeds: Sequence[int],
+    width: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, Policy]:
+    """Stage 3 for M copies: the latent policy π(z | o) on every transition, and the baselines
+    π(a | o) on the labelled subset and on all transitions (true actions).
+
+    obs (M, N, d_o) flattened, z (M, N, d_z), actions (M, N[, d_a]) the visible actions (read
+    where ``labelled`` (M, N) is True), true_actions the oracle's (the fully labelled
+    baseline only).
+    """
+    kind = "classification" if discrete else "regression"
+    everything = np.ones(labelled.shape, dtype=bool)
+    common = dict(steps=steps, width=width, d_out=num_actions, seeds=seeds, device=device)
+    return {
+        "latent_policy": fit_policy(obs, z, everything, "regression", **common),
+        "labelled_bc": fit_policy(obs, actions, labelled, kind, **common),
+        "full_bc": fit_policy(obs, true_actions, everything, kind, **common),
+    }
+
+
+def fit_decoder(
+    z: np.ndarray, actions: np.ndarray, labelled: np.ndarray, discrete: bool, num_actions: int,
+    steps: int, seeds: Sequence[int], width: int, device: torch.device | str = "cpu",
+) -> Policy:  # fmt: skip
+    """Stage 4 for M copies: the decoder z -> a, fitted on the labelled subset only.
+
+    z (M, N, d_z); actions (M, N[, d_a]), read only where ``labelled`` (M, N) is True.
+    """
+    if not np.asarray(labelled).reshape(len(seeds), -1).any(1).all():
+        raise ValueError("the decoder needs labelled transitions; a copy has none")
+    kind = "classification" if discrete else "regression"
+    return fit_policy(z, actions, labelled, kind, steps=steps, seeds=seeds, width=width,
+                      d_out=num_actions, device=device)  # fmt: skip
+
+
+def save_policy(path: Path, policy: Policy) -> None:
+    """Write a policy (spec and weights) atomically."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"spec": policy.spec(), "state": policy.state_dict()}, tmp)
+    tmp.replace(path)
+
+
+def load_policy(path: Path, device: torch.device | str = "cpu") -> Policy:
+    """A policy written by :func:`save_policy` (weights only)."""
+    from lam_models.lam import load_weights
+
+    saved = load_weights(path, device)
+    policy = Policy(**saved["spec"])
+    policy.load_state_dict(saved["state"])
+    return policy.to(device).eval()

@@ -1,0 +1,514 @@
+"""The LAM interface and its registry: a new method is one module and one line.
+
+A latent action model here is a class derived from :class:`LAM`, registered under a name:
+
+    from lam_models.lam import LAM, register_lam
+
+    @register_lam("mine")
+    class MyLAM(LAM):
+        Config = MyConfig                       # a dataclass: the method's hyper-parameters
+        def build(self) -> torch.nn.Module: ... # M copies of the networks (see lam_models.nn)
+        def fit(self, data, progress): ...      # the training loop over data.sample(...)
+        def encode(self, o, o_far): ...         # z of (M, N, *obs) tensors -> (M, N, d_z)
+
+after which ``python -m lam_models.train mine``, the pipeline (``--lam mine``), the study
+scripts and the benchmark find it by name (:func:`get_lam`). A LAM object holds M copies
+trained together as one batched model: copy m has its own configuration (methods may let
+some fields differ, ``per_copy``), its own seed and its own data, and its numbers do not
+depend on the copies it is trained with.
+
+Everything else is shared: :meth:`LAM.train` opens the data and runs :meth:`LAM.fit` on the
+device; :meth:`LAM.latents` maps numpy or torch observations to latents in chunks;
+:meth:`LAM.metrics` scores each copy (by default the package's probes,
+:func:`lam_models.scoring.evaluate_latents`); :meth:`LAM.save` and :func:`load_lam` write and
+read a run folder (``model.pt`` holds weights only, ``run.json`` the configuration).
+:class:`TrainingLog` keeps per-copy training curves on the device between log points and
+stops a run whose losses or parameters stop being finite.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import math
+import pickle
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from lam_models.runs import load_run, save_run
+from lam_models.split import CopyBatches, DataSpec, DataSplit
+
+__all__ = [
+    "LAM",
+    "TrainingDiverged",
+    "TrainingLog",
+    "config_from_dict",
+    "get_lam",
+    "lam_names",
+    "load_lam",
+    "register_lam",
+    "registry",
+    "resolve_device",
+    "train_and_score",
+]
+
+#: Every registered method: name -> class. Built-in methods register when
+#: :mod:`lam_models.lams` is imported (done by :func:`get_lam` and :func:`lam_names`).
+registry: dict[str, type[LAM]] = {}
+
+
+class TrainingDiverged(ValueError):
+    """A training run whose losses or parameters are no longer finite."""
+
+
+def register_lam(name: str, *, replace: bool = False) -> Callable[[type[LAM]], type[LAM]]:
+    """Class decorator: register a :class:`LAM` subclass under ``name``.
+
+    A name already taken is refused unless ``replace`` (so a typo cannot silently shadow a
+    built-in method).
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or not name.replace("_", "").replace("-", "").isalnum()
+    ):
+        raise ValueError(f"a LAM name must be letters, digits, '_' or '-', got {name!r}")
+
+    def decorate(cls: type[LAM]) -> type[LAM]:
+        if not (isinstance(cls, type) and issubclass(cls, LAM)):
+            raise TypeError(f"register_lam({name!r}) decorates LAM subclasses, got {cls!r}")
+        if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
+            raise TypeError(f"{cls.__name__}.Config must be a dataclass")
+        if name in registry and registry[name] is not cls and not replace:
+            raise ValueError(
+                f"a LAM named {name!r} is already registered ({registry[name].__qualname__}); "
+                "pass replace=True to replace it"
+            )
+        cls.name = name
+        registry[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    importlib.import_module("lam_models.lams")
+
+
+def lam_names() -> list[str]:
+    """The registered method names."""
+    _load_builtins()
+    return list(registry)
+
+
+def get_lam(name: str) -> type[LAM]:
+    """The class registered as ``name``; an unknown name is an error listing the known ones."""
+    _load_builtins()
+    if name not in registry:
+        raise ValueError(f"unknown LAM {name!r}; registered: {', '.join(registry)}")
+    return registry[name]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    return resolved
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """A config dataclass from its ``dataclasses.asdict`` (JSON turns tuples into lists)."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for key, value in values.items():
+        if isinstance(value, list) and "tuple" in str(hints.get(key, "")):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+class LAM(abc.ABC):
+    """M copies of a latent action model, trained together.
+
+    Subclasses set ``Config`` (a dataclass of the method's hyper-parameters), implement
+    :meth:`build`, :meth:`fit` and :meth:`encode`, and may override :meth:`metrics`,
+    :meth:`format_metrics` and the class attributes below.
+
+    Attributes:
+        name: the registry name (set by :func:`register_lam`).
+        kinds: the data families the method handles ("grid", "linear").
+        per_copy: Config fields that may differ between copies trained together.
+        lookahead: the IDM sees (o_t, o_{t+lookahead}) when relabelling and scoring.
+        configs: one Config per copy.  seeds: one seed per copy (initialisation, batches,
+        augmentation).  spec: the data's :class:`DataSpec`.  device: where it lives.
+        module: the batched networks (:meth:`build`).  history: per copy, training curves
+        ``{"step": [...], "<loss>": [...], ...}`` filled by :meth:`fit`.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    kinds: ClassVar[tuple[str, ...]] = ("grid", "linear")
+    per_copy: ClassVar[tuple[str, ...]] = ()
+    #: A dataclass of options for training on fresh streamed transitions instead of a dataset
+    #: (None: datasets only); :meth:`open_stream` turns it into a data source.
+    stream_config: ClassVar[type | None] = None
+    #: Settings the pipeline and the studies start from (fields of Config; e.g. fewer steps
+    #: than a standalone run). Overridden by what the user gives.
+    pipeline_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        configs: Any | Sequence[Any],
+        spec: DataSpec,
+        seeds: Sequence[int],
+        device: str | torch.device = "auto",
+    ):
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds must hold at least one seed, got none")
+        configs = list(configs) if isinstance(configs, list | tuple) else [configs] * len(seeds)
+        if len(configs) != len(seeds):
+            raise ValueError(f"give one config per seed: {len(configs)} for {len(seeds)} seeds")
+        for c in configs:
+            if not isinstance(c, self.Config):
+                raise TypeError(f"{self.name} takes {self.Config.__name__}, got {type(c).__name__}")
+        first = dataclasses.asdict(configs[0])
+        for c in configs[1:]:
+            differ = [
+                k
+                for k, v in dataclasses.asdict(c).items()
+                if v != first[k] and k not in self.per_copy
+            ]
+            if differ:
+                allowed = ", ".join(self.per_copy) or "nothing"
+                raise ValueError(
+                    f"copies of {self.name!r} trained together may differ only in {allowed}; "
+                    f"they differ in {', '.join(differ)}"
+                )
+        if spec.kind not in self.kinds:
+            raise ValueError(
+                f"the {self.name!r} LAM works on {' and '.join(self.kinds)} data, "
+                f"not on {spec.kind} data"
+            )
+        self.configs, self.spec, self.seeds = configs, spec, seeds
+        self.device = resolve_device(device)
+        self.history: list[dict[str, list[float]]] = [{} for _ in seeds]
+        self.module = self.build().to(self.device)
+
+    # ------------------------------------------------------------------ to implement
+
+    @abc.abstractmethod
+    def build(self) -> nn.Module:
+        """The untrained networks of the M copies (copy m initialised from ``seeds[m]``)."""
+
+    @abc.abstractmethod
+    def fit(self, data: Any, progress: bool = False) -> None:
+        """Train on ``data`` (a :class:`~lam_models.split.CopyBatches`, or any object with its
+        ``sample``/``sample_labelled`` methods); fill ``history`` (use :class:`TrainingLog`)."""
+
+    @abc.abstractmethod
+    def encode(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
+        """Latents of (M, N, *obs_shape) float tensors on the device -> (M, N, d_z)."""
+
+    # ------------------------------------------------------------------ shared
+
+    @property
+    def config(self) -> Any:
+        """Copy 0's configuration (all copies share it except ``per_copy`` fields)."""
+        return self.configs[0]
+
+    @property
+    def num_copies(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def lookahead(self) -> int:
+        return 1
+
+    @classmethod
+    def train(
+        cls,
+        configs: Any | Sequence[Any],
+        data: Sequence[DataSplit] | Any,
+        seeds: Sequence[int],
+        device: str | torch.device = "auto",
+        progress: bool = False,
+    ) -> LAM:
+        """Build M = len(seeds) copies and train them together; copy m on ``data[m]``.
+
+        ``data``: one :class:`DataSplit` per copy (batches come from their train parts and
+        labelled subsets), or an object with the :class:`CopyBatches` interface.
+        """
+        seeds = list(seeds)
+        if isinstance(data, Sequence):
+            if len(data) != len(seeds):
+                raise ValueError(f"give one data source per seed: {len(data)} for {len(seeds)}")
+            batches = cls.batches(list(data), seeds, resolve_device(device))
+        else:
+            batches = data
+        lam = cls(configs, batches.spec, seeds, device)
+        lam.module.train()
+        lam.fit(batches, progress)
+        lam.module.eval()
+        check_finite_parameters(lam.module, lam.name)
+        return lam
+
+    @classmethod
+    def open_stream(cls, stream: Any, seed: int, label_fraction: float | None,
+                    eval_transitions: int) -> Any:  # fmt: skip
+        """A data source of fresh transitions (methods with a ``stream_config``)."""
+        raise ValueError(f"the {cls.name!r} LAM trains on datasets only; give --dataset")
+
+    @classmethod
+    def batches(cls, data: list[Any], seeds: list[int], device: torch.device) -> Any:
+        """The training batches of M copies' data sources (default: :class:`DataSplit` s)."""
+        if not all(isinstance(d, DataSplit) for d in data):
+            raise TypeError(f"{cls.name} trains on DataSplit objects, got {type(data[0]).__name__}")
+        return CopyBatches(data, seeds, device)
+
+    @torch.no_grad()
+    def latents(
+        self, o: np.ndarray | torch.Tensor, o_far: np.ndarray | torch.Tensor, chunk: int = 8192
+    ) -> np.ndarray:
+        """z of transitions (o, o_far): (N, *obs_shape) shared by every copy, or
+        (M, N, *obs_shape) one set per copy -> (M, N, d_z) float32 numpy. No augmentation."""
+        o, o_far = torch.as_tensor(o), torch.as_tensor(o_far)
+        ndim = len(self.spec.obs_shape)
+        if o.shape != o_far.shape or tuple(o.shape[-ndim:]) != self.spec.obs_shape:
+            raise ValueError(
+                f"o and o_far must have shape (N, {self.spec.obs_shape}) or (M, N, ...), got "
+                f"{tuple(o.shape)} and {tuple(o_far.shape)}"
+            )
+        if o.ndim == ndim + 1:
+            o, o_far = o.expand(self.num_copies, *o.shape), o_far.expand(self.num_copies, *o.shape)
+        if o.shape[0] != self.num_copies:
+            raise ValueError(f"o has {o.shape[0]} copies, the model {self.num_copies}")
+        self.module.eval()
+        parts = []
+        for i in range(0, o.shape[1], chunk):
+            a = o[:, i : i + chunk].to(self.device, torch.float32)
+            b = o_far[:, i : i + chunk].to(self.device, torch.float32)
+            parts.append(self.encode(a, b).float().cpu())
+        if not parts:
+            return np.zeros((self.num_copies, 0, 0), np.float32)
+        return torch.cat(parts, dim=1).numpy()
+
+    def metrics(self, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
+        """Each copy's metrics on its split's held-out transitions: by default the package's
+        probes of the latent (:func:`lam_models.scoring.evaluate_latents`)."""
+        from lam_models.scoring import score_lam
+
+        return score_lam(self, splits)
+
+    @classmethod
+    def format_metrics(cls, metrics: dict[str, Any]) -> str:
+        """The metrics of one copy as readable lines (methods override for their own)."""
+        from lam_models.scoring import format_scores
+
+        return format_scores(metrics)
+
+    def check_batch(self, batch: Any, batch_size: int) -> None:
+        """Check a batch from the data source once (the first), so a wrong source fails with
+        a readable message rather than deep inside a matrix product."""
+        m, obs = self.num_copies, self.spec.obs_shape
+        for name in ("obs", "next_obs", "far_obs"):
+            x = getattr(batch, name)
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+                raise ValueError(f"the data gave {name} that is not a float32 tensor: {x!r:.60}")
+            if tuple(x.shape) != (m, batch_size, *obs):
+                raise ValueError(
+                    f"the data gave {name} of shape {tuple(x.shape)}; expected "
+                    f"{(m, batch_size, *obs)} (copies, batch_size, *obs_shape)"
+                )
+        if tuple(batch.label_mask.shape) != (m, batch_size) or batch.label_mask.dtype != torch.bool:
+            raise ValueError(
+                f"the data gave label_mask of shape {tuple(batch.label_mask.shape)} and dtype "
+                f"{batch.label_mask.dtype}; expected bool {(m, batch_size)}"
+            )
+
+    def plots(self, folder: Path, splits: Sequence[DataSplit]) -> list[Path]:
+        """Method-specific pictures of copy 0 written into ``folder`` (default: none)."""
+        return []
+
+    def copy(self, index: Sequence[int]) -> LAM:
+        """A new LAM of the copies ``index`` (weights copied), in that order."""
+        index = list(index)
+        other = type(self)([self.configs[i] for i in index], self.spec,
+                           [self.seeds[i] for i in index], self.device)  # fmt: skip
+        other.module.load_state_dict(_select_copies(self.module, index))
+        other.history = [self.history[i] for i in index]
+        return other
+
+    def save(self, folder: str | Path, metrics: Any = None, **extra: Any) -> Path:
+        """Write ``model.pt`` (weights only) and ``run.json`` into ``folder``."""
+        return save_run(
+            folder,
+            self.name,
+            self.module,
+            [dataclasses.asdict(c) for c in self.configs],
+            metrics if metrics is not None else {},
+            seeds=self.seeds,
+            spec=dataclasses.asdict(self.spec),
+            history=self.history,
+            **extra,
+        )
+
+
+def train_and_score(
+    method: str,
+    configs: Any | Sequence[Any],
+    splits: Sequence[DataSplit],
+    seeds: Sequence[int],
+    device: str | torch.device = "cpu",
+) -> tuple[LAM, list[dict[str, Any]]]:
+    """Train the copies of ``method`` on their splits and score each: a plain function of
+    picklable arguments, for worker processes (splits travel as their arguments)."""
+    lam = get_lam(method).train(configs, list(splits), list(seeds), device)
+    return lam, lam.metrics(list(splits))
+
+
+def _select_copies(module: nn.Module, index: list[int]) -> dict[str, torch.Tensor]:
+    """The state dict of ``module`` restricted to the copies ``index`` (leading axis M)."""
+    return {k: v[index].clone() if v.ndim else v.clone() for k, v in module.state_dict().items()}
+
+
+def load_lam(folder: str | Path, device: str | torch.device = "auto") -> LAM:
+    """The LAM saved in a run folder by :meth:`LAM.save` (or ``python -m lam_models.train``).
+
+    ``model.pt`` is read with ``weights_only=True``: a file holding pickled objects (which
+    could run code) is refused.
+    """
+    folder = Path(folder)
+    record = load_run(folder)
+    try:
+        cls = get_lam(record["method"])
+        configs = [config_from_dict(cls.Config, c) for c in record["config"]]
+        spec = DataSpec(**record["spec"])
+        seeds = record["seeds"]
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{folder / 'run.json'} is not a LAM run ({error})") from None
+    lam = cls(configs, spec, seeds, device)
+    lam.module.load_state_dict(load_weights(folder / "model.pt", lam.device))
+    lam.module.eval()
+    lam.history = record.get("history") or lam.history
+    return lam
+
+
+def load_weights(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A state dict saved with ``torch.save``, loaded as weights only (no code can run)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"missing model weights: {path}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path} is not a weights-only state dict (refused: loading it could run code); {first}"
+        ) from None
+
+
+def check_finite_parameters(module: nn.Module, name: str) -> None:
+    """Raise :class:`TrainingDiverged` if any parameter or buffer is NaN or infinite."""
+    bad = [
+        k
+        for k, v in module.state_dict().items()
+        if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        raise TrainingDiverged(
+            f"training of the {name!r} LAM diverged: parameters {', '.join(bad[:4])} are not "
+            "finite; nothing was saved (lower the learning rate, or check the data)"
+        )
+
+
+class TrainingLog:
+    """Per-copy training curves, kept on the device and copied out every ``log_every`` steps.
+
+    Each step, :meth:`add` accumulates (M,) tensors (losses); at a log point, :meth:`flush`
+    appends their window means and any point values to each copy's ``history``, checks that
+    every value is finite (else :class:`TrainingDiverged`), and refreshes the progress bar.
+    """
+
+    def __init__(self, lam: LAM, steps: int, log_every: int, progress: bool, unit: str = "step"):
+        self.lam, self.steps, self.log_every = lam, steps, max(1, min(log_every, steps))
+        self.window: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.bar = progress_bar(steps, f"{lam.name} LAM ×{lam.num_copies}", unit, progress)
+        import time
+
+        self._clock, self._start = time.perf_counter, time.perf_counter()
+
+    def add(self, **values: torch.Tensor) -> None:
+        for key, value in values.items():
+            value = value.detach()
+            if key in self.window:
+                self.window[key] += value
+            else:
+                self.window[key] = value.clone()
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` (0-based) ends a log window."""
+        return (step + 1) % self.log_every == 0 or step == self.steps - 1
+
+    def step(self, step: int, **point: torch.Tensor | Sequence[float]) -> None:
+        """Count one step; at a log point, flush (``point``: values measured at that step)."""
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.due(step):
+            self.flush(step, **point)
+
+    def flush(self, step: int, **point: torch.Tensor | Sequence[float]) -> None:
+        means = {k: (v / max(self.count, 1)).cpu().tolist() for k, v in self.window.items()}
+        points = {k: torch.as_tensor(v).detach().float().cpu().tolist() for k, v in point.items()}
+        seconds = self._clock() - self._start
+        for key, values in {**means, **points}.items():
+            bad = [m for m, v in enumerate(values) if not math.isfinite(v)]
+            if bad:
+                raise TrainingDiverged(
+                    f"training of the {self.lam.name!r} LAM diverged at step {step + 1}: "
+                    f"{key} is not finite for copies {bad}; nothing was saved (lower the "
+                    "learning rate, or check the data)"
+                )
+        for m, history in enumerate(self.lam.history):
+            history.setdefault("step", []).append(step + 1)
+            for key, values in {**means, **points}.items():
+                history.setdefault(key, []).append(values[m])
+            history.setdefault("seconds", []).append(seconds)
+        for value in self.window.values():
+            value.zero_()
+        self.count = 0
+        if self.bar is not None:
+            loss = means.get("loss")
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{float(np.mean(loss)):.4g}", refresh=False)
+            if step == self.steps - 1:
+                self.bar.close()
+
+
+def progress_bar(total: int, desc: str, unit: str, enabled: bool):
+    """A tqdm bar (None when disabled)."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit)

@@ -1,0 +1,90 @@
+"""Stage 5 of the pipeline: how well policies act, on held-out data and in the environment.
+
+- :func:`agreement`: the share of the behaviour policy's held-out actions a policy matches
+  (grid), or 1 − nmse(a) (linear environment).
+- :func:`rollout_returns`: mean episode return in the dataset's own environment.
+- :func:`evaluate_policies`: both, for several named policies of M copies each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from lam_models.bc import Policy
+from lam_models.data import LAMDataset
+
+__all__ = ["agreement", "composed", "evaluate_policies", "rollout_returns"]
+
+
+def agreement(actions: np.ndarray, truth: np.ndarray, discrete: bool) -> np.ndarray:
+    """Per copy: share of the behaviour policy's actions matched (grid), or 1 − nmse(a).
+
+    actions: (M, N) or (M, N, d_a) predictions; truth: (N,)/(N, d_a) or per copy (M, N, ...).
+    """
+    truth = np.broadcast_to(truth, actions.shape)
+    if discrete:
+        return (actions == truth).mean(1)
+    variance = truth.var(1).sum(-1)
+    return 1 - np.square(actions - truth).sum(-1).mean(1) / variance
+
+
+def rollout_returns(
+    data: LAMDataset,
+    act: Callable[[np.ndarray], np.ndarray],
+    num_copies: int,
+    episodes: int,
+    seed: int,
+) -> np.ndarray:
+    """Mean episode return of M policies in the dataset's environment, (M,).
+
+    All M × ``episodes`` environments step together in one native vector env made from the
+    dataset's environment spec (:meth:`LAMDataset.recover_environment`'s parameters) with its
+    episode length. ``act(obs)`` maps observations (M, episodes, *obs_shape) to actions
+    (M, episodes[, d_a]).
+    """
+    length = data.episode_length
+    env = gym.make_vec(
+        data.env_id, num_envs=num_copies * episodes, max_episode_steps=length, **data.env_kwargs
+    )
+    obs, _ = env.reset(seed=seed)
+    total = np.zeros(num_copies * episodes)
+    for _ in range(length):
+        action = np.asarray(act(obs.reshape(num_copies, episodes, *obs.shape[1:])))
+        obs, reward, _, _, _ = env.step(action.reshape(num_copies * episodes, *action.shape[2:]))
+        total += reward
+    env.close()
+    return total.reshape(num_copies, episodes).mean(1)
+
+
+def composed(latent_policy: Policy, decoder: Policy) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The composed policy a = decoder(π(o)), on flattened observations (M, N, d_o)."""
+    return lambda obs: decoder.act(latent_policy(obs))
+
+
+def evaluate_policies(
+    data: LAMDataset,
+    policies: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    test_obs: torch.Tensor,
+    test_actions: np.ndarray,
+    episodes: int,
+    seed: int,
+) -> dict[str, dict[str, np.ndarray]]:
+    """For each named policy (flattened observations (M, N, d_o) -> actions (M, N[, d_a])),
+    its agreement on the held-out transitions and its mean return in the environment, (M,)."""
+    results = {}
+    for name, act in policies.items():
+        predicted = act(test_obs).cpu().numpy()
+        m = predicted.shape[0]
+
+        def act_env(obs: np.ndarray, act=act) -> np.ndarray:
+            return act(torch.from_numpy(obs).float().flatten(2)).cpu().numpy()
+
+        results[name] = {
+            "agreement": agreement(predicted, test_actions, data.discrete),
+            "return": rollout_returns(data, act_env, m, episodes, seed),
+        }
+    return results

@@ -1,0 +1,222 @@
+"""Scoring any LAM's latent against the ground truth of its data.
+
+    import lam_models
+    report = lam_models.evaluate(my_latent_fn, "lam_envs/grid-low-uniform-v0")
+
+:func:`evaluate` takes any callable ``(o, o_next) -> z`` (a user's own PyTorch model, or a
+function of numpy arrays), computes z for the train and held-out transitions of the
+dataset's split, fits least-squares probes on the train transitions and measures them on
+the held-out ones (:func:`evaluate_latents`):
+
+- every dataset: ``nmse_action``, the normalised MSE of a probe of the true action (one-hot
+  on the grid) from z: 0 = z holds the action, 1 = none of it;
+- LinearLAM data: ``nmse_q``, ``nmse_eps``, ``nmse_o`` (the controllable change q = X a, the
+  exogenous noise ε, the observation o) and ``llo`` = −nmse(q) + nmse(ε) + nmse(o);
+- GridLAM data: ``probe_controllable_loss`` and ``probe_stochastic_loss``
+  (:func:`grid_probe_losses`): how well a probe from z (and o) predicts rows 0–2 and row 3
+  of o'. They are *probe-based*, for LAMs with no pixel decoder, and named apart from the
+  VQ LAM's FDM-based ``controllable_loss`` / ``stochastic_loss``.
+
+Every built-in LAM is scored by the same functions (:func:`score_lam`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lam_models.data import LAMDataset
+from lam_models.metrics import (
+    GridLosses,
+    controllable_stochastic_loss,
+    linear_probe_report,
+    probe_nmse,
+)
+from lam_models.seeding import Stream, numpy_rng
+from lam_models.split import DataSplit, Part, action_targets
+
+__all__ = ["evaluate", "evaluate_latents", "format_scores", "grid_probe_losses", "score_lam"]
+
+PROBE_FIT_MAX = 50_000  # train transitions the probes are fitted on at most
+
+
+def grid_probe_losses(
+    z_train: np.ndarray,
+    obs_train: np.ndarray,
+    target_train: np.ndarray,
+    z_test: np.ndarray,
+    obs_test: np.ndarray,
+    target_test: np.ndarray,
+) -> GridLosses:
+    """Probe-based controllable and stochastic losses of a latent on the grid.
+
+    A LAM that predicts no pixels has no ô'; instead a least-squares probe from the features
+    vec(o ⊗ [z, 1]) (every pixel of o times every latent coordinate and 1) to the target image
+    is fitted on training transitions and scored on held-out ones with
+    :func:`lam_models.metrics.controllable_stochastic_loss`. With o one-hot in the square's
+    cell the probe is a separate linear map from z for each cell, so it is exact when z
+    linearly holds the move; the noise row of o' is independent of o, so what the probe gets
+    right of it comes through z.
+    """
+
+    def features(z: np.ndarray, o: np.ndarray) -> torch.Tensor:
+        z1 = np.concatenate([z, np.ones((len(z), 1))], axis=1)
+        flat = o.reshape(len(o), -1)
+        return torch.from_numpy(np.einsum("np,nz->npz", flat, z1).reshape(len(o), -1))
+
+    x_train = features(z_train.astype(np.float64), obs_train.astype(np.float64))
+    y_train = torch.from_numpy(target_train.reshape(len(target_train), -1).astype(np.float64))
+    weights = torch.linalg.lstsq(x_train, y_train, driver="gelsd").solution
+    pred = features(z_test.astype(np.float64), obs_test.astype(np.float64)) @ weights
+    return controllable_stochastic_loss(pred.reshape(target_test.shape), target_test)
+
+
+def _fit_rows(n: int, seed: int) -> np.ndarray:
+    if n <= PROBE_FIT_MAX:
+        return np.arange(n)
+    return np.sort(numpy_rng(seed, Stream.EVAL_SUBSET).choice(n, PROBE_FIT_MAX, replace=False))
+
+
+def evaluate_latents(
+    z_train: np.ndarray,
+    z_test: np.ndarray,
+    train: Part,
+    test: Part,
+    discrete: bool,
+    num_actions: int,
+    seed: int = 0,
+    offset: int = 1,
+) -> dict[str, float]:
+    """Probe metrics of a latent, fitted on ``train`` transitions, measured on ``test``.
+
+    z_train, z_test: (N, d_z) latents of the transitions of the two parts (in order); at
+    most :data:`PROBE_FIT_MAX` train transitions (a seeded subset) fit the probes. On the
+    grid the probe-based losses predict o_{t+offset} (the IDM's partner). Returns
+    ``nmse_action``, and ``probe_controllable_loss``, ``probe_stochastic_loss`` (grid) or
+    ``nmse_q``, ``nmse_eps``, ``nmse_o``, ``llo`` (linear).
+    """
+    z_train, z_test = np.asarray(z_train, np.float64), np.asarray(z_test, np.float64)
+    if len(z_train) != len(train) or len(z_test) != len(test):
+        raise ValueError(
+            f"give one latent per transition: {len(z_train)} for {len(train)} train and "
+            f"{len(z_test)} for {len(test)} held-out transitions"
+        )
+    if not (np.isfinite(z_train).all() and np.isfinite(z_test).all()):
+        raise ValueError("the latents hold NaN or infinite values; cannot probe them")
+    rows = _fit_rows(len(train), seed)
+    fit = train.subset(rows)
+    z_fit = z_train[rows]
+    a_fit, a_test = fit.oracle["action"], test.oracle["action"]
+    if discrete:
+        a_fit = action_targets(a_fit, True, num_actions)
+        a_test = action_targets(a_test, True, num_actions)
+        losses = grid_probe_losses(
+            z_fit, fit.obs(), fit.far_obs(offset), z_test, test.obs(), test.far_obs(offset)
+        )
+        return {
+            "nmse_action": probe_nmse(z_fit, a_fit, z_test, a_test),
+            "probe_controllable_loss": losses.controllable,
+            "probe_stochastic_loss": losses.stochastic,
+        }
+    targets = [
+        {"a": p.oracle["action"], "q": p.oracle["q"], "eps": p.oracle["eps"],
+         "o": p.obs().reshape(len(p), -1)}
+        for p in (fit, test)
+    ]  # fmt: skip
+    report = linear_probe_report(z_fit, z_test, *targets)
+    return {
+        "nmse_action": report["nmse_a"],
+        **{key: report[key] for key in ("nmse_q", "nmse_eps", "nmse_o", "llo")},
+    }
+
+
+def score_lam(lam: Any, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
+    """:func:`evaluate_latents` for each copy of a trained LAM on its own split."""
+    results = []
+    k = lam.lookahead
+    for m, split in enumerate(splits):
+        z = {}
+        for name, part in (("train", split.train), ("test", split.test)):
+            z[name] = lam.latents(part.obs(), part.far_obs(k))[m]
+        result = evaluate_latents(
+            z["train"], z["test"], split.train, split.test, split.discrete,
+            split.spec.action_dim, lam.seeds[m], offset=k,
+        )  # fmt: skip
+        result["data"] = split.describe()
+        results.append(result)
+    return results
+
+
+def _apply(latent_fn: Callable, o: np.ndarray, o_next: np.ndarray, batch_size: int) -> np.ndarray:
+    """latent_fn over (o, o_next) in chunks, as float64 numpy (N, d_z)."""
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(o), batch_size):
+            z = latent_fn(torch.from_numpy(o[i : i + batch_size]).float(),
+                          torch.from_numpy(o_next[i : i + batch_size]).float())  # fmt: skip
+            z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
+            parts.append(z.reshape(len(z), -1).astype(np.float64))
+    z = np.concatenate(parts)
+    if len(z) != len(o):
+        raise ValueError(f"latent_fn returned {len(z)} latents for {len(o)} transitions")
+    return z
+
+
+def evaluate(
+    latent_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+    dataset: LAMDataset | DataSplit | str | Path,
+    held_out: float = 0.1,
+    seed: int = 0,
+    eval_transitions: int = 20_000,
+    batch_size: int = 4096,
+) -> dict[str, Any]:
+    """Score any LAM's latent on a lam_envs dataset with the package's metrics.
+
+    latent_fn: ``(o, o_next) -> z``, called on float32 CPU tensors (B, *obs_shape) in
+        chunks of ``batch_size``, returning (B, d_z) (a tensor or an array).
+    dataset: a :class:`~lam_models.split.DataSplit`, or a dataset (id, path or
+        :class:`LAMDataset`) split by episode here (``held_out``, ``seed``; at most
+        ``eval_transitions`` held-out transitions).
+    Returns the metrics of :func:`evaluate_latents` and the split's description.
+    """
+    split = (
+        dataset
+        if isinstance(dataset, DataSplit)
+        else DataSplit(dataset, held_out=held_out, seed=seed, eval_transitions=eval_transitions)
+    )
+    rows = _fit_rows(len(split.train), split.seed)
+    train = split.train.subset(rows)
+    z_train = _apply(latent_fn, train.obs(), train.next_obs(), batch_size)
+    z_test = _apply(latent_fn, split.test.obs(), split.test.next_obs(), batch_size)
+    result = evaluate_latents(
+        z_train, z_test, train, split.test, split.discrete, split.spec.action_dim, split.seed
+    )
+    result["data"] = split.describe()
+    return result
+
+
+def format_scores(metrics: dict[str, Any]) -> str:
+    """The probe metrics as a few readable lines."""
+    lines = [
+        f"data: {metrics.get('data', '?')}",
+        "probes: least squares, fitted on training transitions, nmse on held-out ones",
+        f"  nmse(true action) {metrics['nmse_action']:.4f}   0: z holds the action; 1: none",
+    ]
+    if "probe_controllable_loss" in metrics:
+        stochastic = metrics["probe_stochastic_loss"]
+        text = "n/a" if stochastic is None or math.isnan(stochastic) else f"{stochastic:.4f}"
+        lines.append(
+            f"  probe controllable loss {metrics['probe_controllable_loss']:.4f}   probe "
+            f"stochastic loss {text}  (probe of o' from o ⊗ [z, 1])"
+        )
+    if "llo" in metrics:
+        lines.append(
+            f"  nmse_q {metrics['nmse_q']:.4f}  nmse_eps {metrics['nmse_eps']:.4f}  "
+            f"nmse_o {metrics['nmse_o']:.4f}  LLO {metrics['llo']:.4f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,448 @@
+"""One data split for every trainer, the pipeline and the scoring: a dataset's train and
+held-out transitions, the labelled subset a learner may use, k-step partners, the oracle
+fields, and seeded batches for M copies trained together.
+
+    split = DataSplit("lam_envs/grid-low-uniform-v0", held_out=0.1, seed=0, label_fraction=0.01)
+    split.train.obs(), split.train.next_obs(), split.train.far_obs(3)   # numpy, (N, *obs)
+    split.train.actions, split.train.label_mask   # what a learner may read (sentinels elsewhere)
+    split.test.oracle["action"]                   # ground truth: evaluation only
+    data = CopyBatches([split], seeds=[0], device="cpu")
+    batch = data.sample(128)                      # Transitions of (M, B, ...) tensors
+
+Episodes are stored as frames: an episode of L steps is L + 1 consecutive rows of
+``frames``, and transition i is the pair (frames[start_i], frames[start_i + 1]). Any
+future offset j is then one index away (o_{t+j} = frames[min(start_i + j, last_i)]),
+so a look-ahead drawn per example costs no memory.
+
+The labelled subset is ``label_fraction`` of the train transitions, drawn from the
+dataset's labelled ones with the run's :attr:`~lam_models.seeding.Stream.LABELS` stream
+so that subsets are nested: for one seed, a smaller fraction's subset lies inside a
+larger one's. Actions outside the subset hold the dataset's sentinel (−1 on the grid, NaN
+on the linear env), exactly as unlabelled actions on disk do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from lam_models.data import DatasetError, LAMDataset
+from lam_models.seeding import Stream, numpy_rng, torch_generator
+
+__all__ = [
+    "CopyBatches",
+    "DataSpec",
+    "DataSplit",
+    "Part",
+    "Transitions",
+    "action_targets",
+    "choose_labels",
+]
+
+
+class Transitions(NamedTuple):
+    """A batch for M copies. obs, next_obs, far_obs: (M, B, *obs_shape) float32, o_t,
+    o_{t+1} and o_{t+j} (the IDM's partner; ``far_obs is next_obs`` when j = 1); actions:
+    (M, B) int64 with −1, or (M, B, d_a) float32 with NaN, where unlabelled; label_mask:
+    (M, B) bool."""
+
+    obs: torch.Tensor
+    next_obs: torch.Tensor
+    far_obs: torch.Tensor
+    actions: torch.Tensor
+    label_mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know of its data to be built.
+
+    kind: "grid" or "linear" (the environment family; "?" for another environment).
+    obs_shape: shape of one observation.  discrete: whether actions are indices.
+    action_dim: number of actions (discrete) or the action's dimension d_a.
+    """
+
+    kind: str
+    obs_shape: tuple[int, ...]
+    discrete: bool
+    action_dim: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "obs_shape", tuple(int(s) for s in self.obs_shape))
+
+
+def action_targets(actions: np.ndarray, discrete: bool, dim: int) -> np.ndarray:
+    """Float regression targets of actions (N,) or (N, d_a): one-hot (N, dim) when discrete.
+    Sentinel rows (−1 / NaN) become zeros; they carry no label and are never used."""
+    if discrete:
+        targets = np.zeros((len(actions), dim), np.float32)
+        known = actions >= 0
+        targets[np.flatnonzero(known), actions[known]] = 1.0
+        return targets
+    return np.nan_to_num(np.asarray(actions, np.float32))
+
+
+def choose_labels(label_mask: np.ndarray, fraction: float | None, seed: int) -> np.ndarray:
+    """The labelled subset: round(fraction · N) (at least 1) of the labelled transitions in
+    ``label_mask`` (N,), the first ones of a seeded permutation, so that subsets are nested
+    across fractions. ``None``: every labelled transition."""
+    if fraction is None:
+        return np.asarray(label_mask, bool).copy()
+    available = np.flatnonzero(label_mask)
+    n = len(label_mask)
+    wanted = max(1, round(fraction * n))
+    if wanted > len(available):
+        raise ValueError(
+            f"label fraction {fraction:g} out of range: it needs {wanted} labelled train "
+            f"transitions but the dataset has {len(available)} of {n} "
+            f"({len(available) / max(n, 1):.2%}); collect with a larger --label-fraction"
+        )
+    chosen = numpy_rng(seed, Stream.LABELS).permutation(available)[:wanted]
+    mask = np.zeros(n, dtype=bool)
+    mask[chosen] = True
+    return mask
+
+
+@dataclass
+class Part:
+    """The transitions of some episodes (numpy; N transitions, F frames).
+
+    frames (F, *obs_shape): every observation of the episodes, episode after episode.
+    start (N,): row of o_t in ``frames``; o_{t+1} is the next row.  last (N,): row of the
+    episode's final observation (the furthest partner there is).  actions (N[, d_a]): what
+    a learner may read (sentinel outside the labelled subset).  label_mask (N,) bool.
+    oracle: ground truth per transition (evaluation only).  episodes: the episode ids.
+    """
+
+    frames: np.ndarray
+    start: np.ndarray
+    last: np.ndarray
+    actions: np.ndarray
+    label_mask: np.ndarray
+    oracle: dict[str, np.ndarray]
+    episodes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def obs(self) -> np.ndarray:
+        """o_t of every transition, (N, *obs_shape)."""
+        return self.frames[self.start]
+
+    def next_obs(self) -> np.ndarray:
+        """o_{t+1}, (N, *obs_shape)."""
+        return self.frames[self.start + 1]
+
+    def far_obs(self, offset: int = 1) -> np.ndarray:
+        """o_{t+offset}, or the episode's last observation where that is beyond its end."""
+        return self.frames[np.minimum(self.start + offset, self.last)]
+
+    def subset(self, rows: np.ndarray) -> Part:
+        """The transitions ``rows`` (the frames are shared, not copied)."""
+        rows = np.asarray(rows)
+        return dataclasses.replace(
+            self,
+            start=self.start[rows],
+            last=self.last[rows],
+            actions=self.actions[rows],
+            label_mask=self.label_mask[rows],
+            oracle={k: v[rows] for k, v in self.oracle.items()},
+        )
+
+
+def _read_part(data: LAMDataset, episodes: np.ndarray) -> Part:
+    learn = data.read_numpy(episodes)
+    length = data.episode_length
+    n_episodes = len(episodes)
+    obs = learn["obs"].reshape(n_episodes, length, *learn["obs"].shape[1:])
+    final = learn["next_obs"].reshape(n_episodes, length, *learn["obs"].shape[1:])[:, -1:]
+    frames = np.concatenate([obs, final], axis=1).reshape(-1, *learn["obs"].shape[1:])
+    per_episode = np.arange(n_episodes)[:, None] * (length + 1)
+    start = (per_episode + np.arange(length)).reshape(-1)
+    last = np.repeat(per_episode[:, 0] + length, length)
+    return Part(
+        frames=frames,
+        start=start,
+        last=last,
+        actions=learn["actions"],
+        label_mask=learn["label_mask"],
+        oracle=data.oracle(episodes),
+        episodes=np.asarray(episodes),
+    )
+
+
+class DataSplit:
+    """A dataset split by episode into train and held-out transitions, with the labelled
+    subset of the train transitions a learner may use.
+
+    dataset: a :class:`LAMDataset`, or a Minari id or path of one.
+    held_out: share of episodes held out, in (0, 1); split seeded by ``seed``.
+    label_fraction: share of train transitions in the labelled subset, in (0, 1], at most
+        the dataset's labelled share; ``None``: every labelled train transition.
+    eval_dataset: take the held-out part from this dataset's split instead (a model
+        trained on one policy's data, scored on another's); same environment required.
+    eval_transitions: keep at most this many held-out transitions (a seeded subset).
+    """
+
+    def __init__(
+        self,
+        dataset: LAMDataset | str | Path,
+        held_out: float = 0.1,
+        seed: int = 0,
+        label_fraction: float | None = None,
+        eval_dataset: LAMDataset | str | Path | None = None,
+        eval_transitions: int | None = None,
+    ):
+        self.data = dataset if isinstance(dataset, LAMDataset) else LAMDataset(dataset)
+        self.seed, self.held_out, self.label_fraction = seed, held_out, label_fraction
+        self._eval = (eval_dataset, eval_transitions)
+        train_episodes, test_episodes = self.data.split(held_out, seed=seed)
+        _check_memory(self.data)
+        self.train = _read_part(self.data, train_episodes)
+        # What the dataset shows (its labels), kept to draw other subsets (with_labels).
+        self._shown = (self.train.actions, self.train.label_mask)
+        self.train = self._labelled_part(label_fraction)
+        self.eval_data = self.data
+        if eval_dataset is not None:
+            self.eval_data = (
+                eval_dataset if isinstance(eval_dataset, LAMDataset) else LAMDataset(eval_dataset)
+            )
+            if self.eval_data.env_id != self.data.env_id or tuple(
+                self.eval_data.observation_shape
+            ) != tuple(self.data.observation_shape):
+                raise DatasetError(
+                    f"eval dataset {self.eval_data.dataset_id!r} ({self.eval_data.env_id}, "
+                    f"observations {tuple(self.eval_data.observation_shape)}) does not match "
+                    f"the training data ({self.data.env_id}, "
+                    f"{tuple(self.data.observation_shape)})"
+                )
+            test_episodes = self.eval_data.split(held_out, seed=seed)[1]
+        self.test = _read_part(self.eval_data, test_episodes)
+        if eval_transitions is not None and len(self.test) > eval_transitions:
+            rng = numpy_rng(seed, Stream.EVAL_SUBSET)
+            self.test = self.test.subset(
+                np.sort(rng.choice(len(self.test), eval_transitions, replace=False))
+            )
+
+    def __reduce__(self):
+        """Pickled as its arguments: a worker process re-reads the data from disk instead
+        of receiving every array through a pipe."""
+        eval_dataset, eval_transitions = self._eval
+        if isinstance(eval_dataset, LAMDataset):
+            eval_dataset = eval_dataset.data_path
+        args = (self.data.data_path, self.held_out, self.seed, self.label_fraction,
+                eval_dataset, eval_transitions)  # fmt: skip
+        return (DataSplit, args)
+
+    def __repr__(self) -> str:
+        return (
+            f"DataSplit({self.data.dataset_id!r}, train={len(self.train)}, "
+            f"held_out={len(self.test)}, labelled={int(self.train.label_mask.sum())})"
+        )
+
+    @property
+    def discrete(self) -> bool:
+        return self.data.discrete
+
+    @property
+    def kind(self) -> str:
+        return self.data.kind
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec(
+            kind=self.data.kind,
+            obs_shape=tuple(self.data.observation_shape),
+            discrete=self.discrete,
+            action_dim=_action_dim(self.data),
+        )
+
+    @property
+    def labelled(self) -> int:
+        """Number of train transitions in the labelled subset."""
+        return int(self.train.label_mask.sum())
+
+    def _labelled_part(self, label_fraction: float | None) -> Part:
+        """The train part whose labelled subset is ``label_fraction`` of it, drawn from the
+        labels the dataset shows (never from the oracle)."""
+        actions, shown = self._shown
+        mask = choose_labels(shown, label_fraction, self.seed)
+        hidden = np.array(actions, copy=True)
+        hidden[~mask] = -1 if self.discrete else np.nan
+        return dataclasses.replace(self.train, actions=hidden, label_mask=mask)
+
+    def with_labels(self, label_fraction: float | None) -> DataSplit:
+        """The same split with another labelled subset (frames shared, not re-read)."""
+        other = object.__new__(DataSplit)
+        other.__dict__.update(self.__dict__)
+        other.train = self._labelled_part(label_fraction)
+        other.label_fraction = label_fraction
+        return other
+
+    def describe(self) -> str:
+        d = self.data
+        policy = d.collect_config.get("policy") if "lam_envs" in d.metadata else "?"
+        text = (
+            f"dataset {d.dataset_id} ({d.env_id} {d.env_kwargs}, policy {policy}); train "
+            f"{len(self.train):,} transitions in {len(self.train.episodes)} episodes, "
+            f"{self.labelled:,} labelled"
+        )
+        if self.eval_data is not d:
+            text += f"; held-out episodes of {self.eval_data.dataset_id}"
+        return text
+
+
+def _action_dim(data: LAMDataset) -> int:
+    if data.discrete:
+        return int(data.recover_environment().action_space.n)
+    return int(data.oracle(data.episodes[:1])["action"].shape[-1])
+
+
+def _check_memory(data: LAMDataset) -> None:
+    """Refuse a dataset whose observations would not fit in memory (read whole here)."""
+    frames = len(data.episodes) * (data.episode_length + 1)
+    need = frames * int(np.prod(data.observation_shape)) * 4
+    try:
+        import os
+
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.75 * available:
+        raise DatasetError(
+            f"dataset {data.dataset_id!r} needs {need / 2**30:.1f} GiB of observations in "
+            f"memory, and {available / 2**30:.1f} GiB are free; train on a subset of its "
+            "episodes (collect a smaller dataset) or on a machine with more memory"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Batches for M copies trained together
+# --------------------------------------------------------------------------------------------
+
+
+class CopyBatches:
+    """Seeded training batches for M copies, each from its own split, on one device.
+
+    Copy m draws from its own generators (:class:`~lam_models.seeding.Stream` ``BATCHES``
+    and ``LABELLED_BATCHES`` of ``seeds[m]``), so what it sees does not depend on the
+    copies it is batched with. Each split's frames move to ``device`` once (copies that
+    share a split share the tensor).
+    """
+
+    def __init__(self, splits: Sequence[DataSplit], seeds: Sequence[int], device="cpu"):
+        if len(splits) != len(seeds) or not splits:
+            raise ValueError(f"give one seed per split: {len(seeds)} seeds, {len(splits)} splits")
+        specs = {s.spec for s in splits}
+        if len(specs) > 1:
+            raise ValueError(f"copies trained together need the same kind of data; got {specs}")
+        self.splits, self.seeds = list(splits), list(seeds)
+        self.spec: DataSpec = specs.pop()
+        self.device = torch.device(device)
+        self.num_copies = len(splits)
+        frames: dict[int, torch.Tensor] = {}
+        self._parts = []
+        for split in self.splits:
+            part = split.train
+            key = id(part.frames)
+            if key not in frames:
+                frames[key] = torch.from_numpy(part.frames).float().to(self.device)
+            actions = torch.from_numpy(part.actions)
+            actions = actions.long() if self.spec.discrete else actions.float()
+            self._parts.append(
+                {
+                    "frames": frames[key],
+                    "start": torch.from_numpy(part.start),
+                    "last": torch.from_numpy(part.last),
+                    "actions": actions.to(self.device),
+                    "label_mask": torch.from_numpy(part.label_mask).to(self.device),
+                    "labelled": torch.from_numpy(np.flatnonzero(part.label_mask)),
+                }
+            )
+        self._batch_generators = [torch_generator(s, Stream.BATCHES) for s in self.seeds]
+        self._label_generators = [torch_generator(s, Stream.LABELLED_BATCHES) for s in self.seeds]
+
+    @property
+    def has_labels(self) -> torch.Tensor:
+        """(M,) bool: whether each copy has a labelled subset."""
+        return torch.tensor([len(p["labelled"]) > 0 for p in self._parts], device=self.device)
+
+    def _gather(self, rows: list[torch.Tensor], offsets: list[torch.Tensor | None]) -> Transitions:
+        obs, nxt, far, actions, mask = [], [], [], [], []
+        for part, r, j in zip(self._parts, rows, offsets, strict=True):
+            start = part["start"][r]
+            frames = part["frames"]
+            o = frames[start.to(self.device)]
+            o_next = frames[(start + 1).to(self.device)]
+            if j is None:
+                o_far = o_next
+            else:
+                far_rows = torch.minimum(start + j, part["last"][r])
+                o_far = frames[far_rows.to(self.device)]
+            r_dev = r.to(self.device)
+            obs.append(o)
+            nxt.append(o_next)
+            far.append(o_far)
+            actions.append(part["actions"][r_dev])
+            mask.append(part["label_mask"][r_dev])
+        stacked = [torch.stack(x) for x in (obs, nxt, far, actions, mask)]
+        if all(j is None for j in offsets):
+            stacked[2] = stacked[1]
+        return Transitions(*stacked)
+
+    def sample(
+        self,
+        batch_size: int,
+        offset: int = 1,
+        uniform_offset: bool = False,
+        labelled_share: float = 0.0,
+    ) -> Transitions:
+        """A batch of ``batch_size`` train transitions per copy, drawn with replacement.
+
+        offset: the IDM's partner is o_{t+offset} (``far_obs``; 1: the next observation),
+            or o_{t+j} with j uniform in 1..offset per example when ``uniform_offset``.
+            Beyond the episode's end it is the episode's last observation.
+        labelled_share: that share of each batch is drawn from the copy's labelled subset
+            (rounded; none where a copy has no labels).
+        """
+        rows, offsets = [], []
+        n_labelled = round(labelled_share * batch_size)
+        for part, g in zip(self._parts, self._batch_generators, strict=True):
+            r = torch.randint(len(part["start"]), (batch_size,), generator=g)
+            pool = part["labelled"]
+            if n_labelled and len(pool):
+                r[:n_labelled] = pool[torch.randint(len(pool), (n_labelled,), generator=g)]
+            rows.append(r)
+            offsets.append(_offsets(r, offset, uniform_offset, g))
+        return self._gather(rows, offsets)
+
+    def sample_labelled(
+        self, batch_size: int, offset: int = 1, uniform_offset: bool = False
+    ) -> Transitions:
+        """``batch_size`` transitions per copy from its labelled subset (with replacement).
+        A copy without labels gets arbitrary rows with ``label_mask`` False."""
+        rows, offsets = [], []
+        for part, g in zip(self._parts, self._label_generators, strict=True):
+            pool = part["labelled"]
+            if len(pool):
+                r = pool[torch.randint(len(pool), (batch_size,), generator=g)]
+            else:
+                r = torch.zeros(batch_size, dtype=torch.long)
+            rows.append(r)
+            offsets.append(_offsets(r, offset, uniform_offset, g))
+        return self._gather(rows, offsets)
+
+
+def _offsets(rows, offset: int, uniform: bool, generator) -> torch.Tensor | None:
+    """Per-example look-ahead j (None: 1 for every example)."""
+    if offset == 1:
+        return None
+    if uniform:
+        return torch.randint(1, offset + 1, rows.shape, generator=generator)
+    return torch.full(rows.shape, offset, dtype=torch.long)
