@@ -236,7 +236,9 @@ class DatasetSource:
         self._batches = (
             None
             if in_memory
-            else data.batches(c.batch_size, self.train_episodes, seed=derive_seed(c.seed, 0))
+            else data.batches(
+                c.batch_size, self.train_episodes, seed=derive_seed(c.seed, 0), epochs=None
+            )
         )
         if c.action_head:
             labelled = (
