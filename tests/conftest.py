@@ -1,16 +1,29 @@
 """Test-wide settings and fixtures."""
 
 import importlib.util
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+# The suite never writes to the user's home (~/.minari) nor to their own Minari root:
+# Minari's root is a fresh temporary folder for the whole session, set before any test
+# module is imported (subprocesses inherit it). Tests that need their own root set it.
+MINARI_ROOT = Path(tempfile.mkdtemp(prefix="lam-envs-tests-minari-"))
+os.environ["MINARI_DATASETS_PATH"] = str(MINARI_ROOT)
+
 # The suite's models are tiny: one thread is faster than two fighting over a busy CPU.
 torch.set_num_threads(1)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(MINARI_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
