@@ -277,6 +277,21 @@ class LAMDataset:
             "label_mask": np.concatenate([p["infos/label_mask"][1:] for p in parts]),
         }
 
+    def outcomes(self, episodes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``reward`` (float64), ``terminated`` and ``truncated`` (bool) of each transition,
+        as Gymnasium returned them, aligned with ``read``; for offline-RL libraries and
+        exports (a LAM does not need them)."""
+        episodes = self.episodes if episodes is None else np.asarray(episodes)
+        keys = ("rewards", "terminations", "truncations")
+        parts = [self._episode(int(i), keys) for i in episodes]
+        if not parts:
+            raise ValueError("no episodes to read")
+        names = ("reward", "terminated", "truncated")
+        return {
+            name: np.concatenate([p[key] for p in parts])
+            for name, key in zip(names, keys, strict=True)
+        }
+
     def read(self, episodes: np.ndarray | None = None) -> Batch:
         """All transitions of the given episodes as one in-memory ``Batch``."""
         return _to_batch(self.read_numpy(episodes), self.discrete)

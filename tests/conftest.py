@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-# The suite never writes to the user's home (~/.minari) nor to their own Minari root:
-# Minari's root is a fresh temporary folder for the whole session, set before any test
-# module is imported (subprocesses inherit it). Tests that need their own root set it.
-MINARI_ROOT = Path(tempfile.mkdtemp(prefix="lam-envs-tests-minari-"))
+# The suite never writes to the user's home (~/.minari, ~/.cache/huggingface) nor to
+# their own Minari root: both roots are fresh temporary folders for the whole session, set
+# before any test module is imported (subprocesses inherit them). Tests that need their
+# own root set it.
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="lam-envs-tests-"))
+MINARI_ROOT = SESSION_DIR / "minari"
 os.environ["MINARI_DATASETS_PATH"] = str(MINARI_ROOT)
+os.environ["HF_HOME"] = str(SESSION_DIR / "huggingface")  # datasets' cache
 
 # The suite's models are tiny: one thread is faster than two fighting over a busy CPU.
 torch.set_num_threads(1)
@@ -23,7 +26,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(MINARI_ROOT, ignore_errors=True)
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
