@@ -12,12 +12,19 @@ DEMO_OUT ?= outputs/demo
 
 setup: $(VENV)/.installed
 
+# Each step says what it does; pip prints what it collects (no -q: a first setup takes
+# a minute or two, mostly torch).
 $(VENV)/.installed: pyproject.toml
+	@echo "==> [1/4] creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "==> [2/4] upgrading pip"
+	$(PY) -m pip install --upgrade pip
+	@echo "==> [3/4] installing $(TORCH_SPEC)$(if $(TORCH_INDEX), from $(TORCH_INDEX)) (the largest download)"
+	$(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	@echo "==> [4/4] installing lam-envs (editable) with its [dev] extra"
+	$(PY) -m pip install -e '.[dev]'
 	touch $@
+	@echo "==> setup done: use $(VENV)/bin/python; make test, make demo"
 
 lint: setup
 	$(PY) -m ruff check .

@@ -7,14 +7,20 @@ fields separately (``LAMDataset.oracle``), so ground truth never slips into a ba
 
     data = LAMDataset("lam-envs/gridlam-snaking-...-v0")     # a Minari id, or a path
     train, held_out = data.split(held_out=0.1, seed=0)       # by episode
-    for batch in data.batches(128, episodes=train, seed=0):   # shuffled, chunked reads
+    for batch in data.batches(128, episodes=train, seed=0):   # one shuffled epoch, chunked
         ...
     test = data.read(held_out)                               # all of it, in memory
     truth = data.oracle(held_out)                            # {"action", "q", "eps", ...}
+
+Opening a dataset checks what a shared or damaged one could get wrong: the contract
+version, the metadata against the episodes, and (before any environment is created from
+it) that its environment is one lam_envs registers, so that a dataset cannot make this
+package import and call code of its choosing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +32,13 @@ import numpy as np
 import torch
 
 import lam_envs
+from lam_envs.collect import CONTRACT_VERSION
 from lam_envs.policies import make_policy
+from lam_envs.validate import check_int
+
+#: The oldest dataset contract version this loader reads. Versions from here up to
+#: ``lam_envs.collect.CONTRACT_VERSION`` share the layout this module reads.
+OLDEST_CONTRACT_VERSION = 1
 
 
 class DatasetError(ValueError):
@@ -66,9 +78,18 @@ def _resolve(dataset: str | Path) -> Path:
 
 
 class LAMDataset:
-    """A dataset written by ``python -m lam_envs.collect``, read lazily from HDF5."""
+    """A dataset written by ``python -m lam_envs.collect``, read lazily from HDF5.
 
-    def __init__(self, dataset: str | Path):
+    ``trust_entry_point``: create the dataset's environment (``recover_environment``,
+    ``make_vector_env``) even when its metadata names an environment or entry point that
+    lam_envs does not register. Off by default: the metadata's entry point is an
+    arbitrary importable callable, and a dataset from someone else could name any.
+    """
+
+    def __init__(self, dataset: str | Path, trust_entry_point: bool = False):
+        if not isinstance(trust_entry_point, bool):
+            raise TypeError(f"trust_entry_point must be a bool, got {trust_entry_point!r}")
+        self.trust_entry_point = trust_entry_point
         self.data_path = _resolve(dataset)
         name = str(dataset)
         try:
@@ -77,12 +98,16 @@ class LAMDataset:
             )
         except (OSError, json.JSONDecodeError) as error:
             raise DatasetError(f"dataset {name!r} is corrupt: metadata.json: {error}") from None
-        if "lam_envs" not in self.metadata:
+        if not isinstance(self.metadata, dict) or not isinstance(
+            self.metadata.get("lam_envs"), dict
+        ):
             raise DatasetError(
                 f"dataset {name!r} was not made by lam_envs.collect (no 'lam_envs' metadata); "
                 "its partial labels and oracle fields are unknown"
             )
         self.dataset_id = self.metadata.get("dataset_id", name)
+        _check_contract_version(name, self.metadata["lam_envs"].get("contract_version"))
+        self._env_spec = _parse_env_spec(name, self.metadata.get("env_spec"))
         try:
             self._file = h5py.File(self.data_path / "main_data.hdf5", "r")
             self.episodes = np.array(
@@ -90,20 +115,56 @@ class LAMDataset:
             )
             self.episode_length = int(self._file["episode_0"].attrs["total_steps"])
             self.observation_shape = self._file["episode_0/observations"].shape[1:]
-        except (OSError, KeyError) as error:
+        except (OSError, KeyError, ValueError) as error:
             raise DatasetError(
                 f"dataset {name!r} is corrupt: cannot read main_data.hdf5 ({error})"
             ) from None
-        if len(self.episodes) != self.metadata.get("total_episodes"):
-            raise DatasetError(
-                f"dataset {name!r} is corrupt: {len(self.episodes)} episodes on disk, "
-                f"metadata says {self.metadata.get('total_episodes')}"
-            )
-        spec = gym.envs.registration.EnvSpec.from_json(self.metadata["env_spec"])
-        self.env_id: str = spec.id
-        self.env_kwargs: dict[str, Any] = dict(spec.kwargs)
+        self._check_totals(name)
+        self.env_id: str = self._env_spec.id
+        self.env_kwargs: dict[str, Any] = dict(self._env_spec.kwargs)
         self.kind = lam_envs.ENV_IDS[self.env_id][0] if self.env_id in lam_envs.ENV_IDS else "?"
         self.discrete = self.kind == "grid"
+
+    def _check_totals(self, name: str) -> None:
+        """Refuse metadata that disagrees with the episodes on disk: every reader sizes its
+        arrays from these numbers, so a wrong one would misalign transitions silently.
+        Each episode's own ``total_steps`` and array lengths are checked when it is read."""
+        n, length = len(self.episodes), self.episode_length
+        collect = self.metadata["lam_envs"].get("collect")
+        collect = collect if isinstance(collect, dict) else {}
+        claims = [
+            ("total_episodes", self.metadata.get("total_episodes"), n),
+            ("total_steps", self.metadata.get("total_steps"), n * length),
+            ("lam_envs.collect.episode_length", collect.get("episode_length"), length),
+            ("lam_envs.collect.episodes", collect.get("episodes"), n),
+        ]
+        for field, claimed, actual in claims:
+            optional = field.startswith("lam_envs.") and claimed is None
+            if claimed != actual and not optional:
+                raise DatasetError(
+                    f"dataset {name!r} is corrupt: metadata field {field!r} is {claimed!r}, "
+                    f"but the episodes on disk give {actual} ({n} episodes of {length} steps)"
+                )
+        if n and not np.array_equal(self.episodes, np.arange(n)):
+            raise DatasetError(
+                f"dataset {name!r} is corrupt: its episodes are not numbered 0 to {n - 1}"
+            )
+        self._episode(0, ("observations", "actions"))  # episode 0 sized the others
+
+    @property
+    def fingerprint(self) -> str:
+        """A hex digest that identifies this dataset's contents: the SHA-256 of its
+        metadata (collect configuration, spaces, environment, totals, package version),
+        its episode count and the size of its data file. Re-collecting the id with other
+        settings changes it; the same command (same bytes) gives the same fingerprint.
+        Cheap: it reads no episode."""
+        record = {
+            "metadata": self.metadata,
+            "episodes": len(self.episodes),
+            "data_bytes": (self.data_path / "main_data.hdf5").stat().st_size,
+        }
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def __repr__(self) -> str:
         return (
@@ -129,9 +190,28 @@ class LAMDataset:
         return n * self.episode_length
 
     def recover_environment(self, **overrides: Any) -> gym.Env:
-        """The environment the data came from (same parameters, so the same X and Y)."""
-        spec = gym.envs.registration.EnvSpec.from_json(self.metadata["env_spec"])
-        return gym.make(spec, **overrides)
+        """The environment the data came from (same parameters, so the same X and Y, and
+        the same episode length). Refused (``DatasetError``) when the metadata names an
+        environment lam_envs does not register, unless ``trust_entry_point=True``."""
+        return gym.make(self._trusted_spec(), **overrides)
+
+    def make_vector_env(self, num_envs: int, **overrides: Any) -> gym.vector.VectorEnv:
+        """``num_envs`` copies of the environment the data came from, as the native vector
+        env (same parameters and episode length); the same check as
+        ``recover_environment``."""
+        return gym.make_vec(self._trusted_spec(), num_envs=num_envs, **overrides)
+
+    def _trusted_spec(self) -> gym.envs.registration.EnvSpec:
+        spec = self._env_spec
+        if not self.trust_entry_point:
+            problem = _untrusted(spec)
+            if problem is not None:
+                raise DatasetError(
+                    f"dataset {self.dataset_id!r} names {problem}, which lam_envs does not "
+                    "register; refusing to import and call it. If you trust the dataset, "
+                    "pass trust_entry_point=True (command line: --trust-dataset)"
+                )
+        return spec
 
     def require(self, kind: str) -> None:
         """Raise unless the data comes from the ``kind`` ('linear' or 'grid') environment."""
@@ -158,13 +238,30 @@ class LAMDataset:
     # ------------------------------------------------------------ reading
 
     def _episode(self, index: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-        group = self._file[f"episode_{index}"]
+        """The arrays ``keys`` of one episode, checked against the episode length (so a
+        damaged episode can never shift the transitions of a batch)."""
+        corrupt = f"dataset {self.dataset_id!r} is corrupt: episode {index}"
         try:
-            return {key: group[key][()] for key in keys}
+            group = self._file[f"episode_{index}"]
+            steps = group.attrs["total_steps"]
+            arrays = {key: group[key][()] for key in keys}
         except KeyError as error:
+            raise DatasetError(f"{corrupt} lacks {error}") from None
+        length = self.episode_length
+        if steps != length:
             raise DatasetError(
-                f"dataset {self.dataset_id!r} is corrupt: episode {index} lacks {error}"
-            ) from None
+                f"{corrupt} has attribute 'total_steps' = {steps}, but every episode of the "
+                f"dataset has {length} steps"
+            )
+        for key, array in arrays.items():
+            per_step = key in ("actions", "rewards", "terminations", "truncations")
+            rows = length if per_step else length + 1  # observations and infos: L + 1
+            if array.ndim == 0 or len(array) != rows:
+                raise DatasetError(
+                    f"{corrupt}: {key!r} has {len(array) if array.ndim else 0} rows, "
+                    f"expected {rows} for {length} steps"
+                )
+        return arrays
 
     def read_numpy(self, episodes: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """obs, next_obs, actions, label_mask of the given episodes, concatenated."""
@@ -178,6 +275,21 @@ class LAMDataset:
             "next_obs": np.concatenate([p["observations"][1:] for p in parts]),
             "actions": np.concatenate([p["actions"] for p in parts]),
             "label_mask": np.concatenate([p["infos/label_mask"][1:] for p in parts]),
+        }
+
+    def outcomes(self, episodes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``reward`` (float64), ``terminated`` and ``truncated`` (bool) of each transition,
+        as Gymnasium returned them, aligned with ``read``; for offline-RL libraries and
+        exports (a LAM does not need them)."""
+        episodes = self.episodes if episodes is None else np.asarray(episodes)
+        keys = ("rewards", "terminations", "truncations")
+        parts = [self._episode(int(i), keys) for i in episodes]
+        if not parts:
+            raise ValueError("no episodes to read")
+        names = ("reward", "terminated", "truncated")
+        return {
+            name: np.concatenate([p[key] for p in parts])
+            for name, key in zip(names, keys, strict=True)
         }
 
     def read(self, episodes: np.ndarray | None = None) -> Batch:
@@ -208,18 +320,20 @@ class LAMDataset:
         batch_size: int,
         episodes: np.ndarray | None = None,
         seed: int = 0,
-        epochs: int | None = None,
+        epochs: int | None = 1,
         chunk_transitions: int = 1 << 20,
         device: torch.device | str = "cpu",
     ) -> Iterator[Batch]:
-        """Shuffled batches, forever (``epochs=None``) or for ``epochs`` passes.
+        """Shuffled batches for ``epochs`` passes over the episodes (one by default), or
+        forever with ``epochs=None``.
 
         Reads ``chunk_transitions`` at a time (whole episodes, in a seeded random order)
         and shuffles within the chunk, so data larger than memory streams; when the
         selection fits in one chunk it is read once and reshuffled every epoch.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_int("batch_size", batch_size, low=1)
+        if epochs is not None:
+            check_int("epochs", epochs, low=1)
         episodes = self.episodes if episodes is None else np.asarray(episodes)
         rng = np.random.default_rng(seed)
         per_chunk = max(1, chunk_transitions // self.episode_length)
@@ -245,6 +359,60 @@ class LAMDataset:
                     ).to(device)
                 carry = {k: v[n_full:] for k, v in chunk.items()}
             epoch += 1
+
+
+def _check_contract_version(name: str, version: Any) -> None:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise DatasetError(
+            f"dataset {name!r} is corrupt: metadata field 'lam_envs.contract_version' is "
+            f"{version!r}, expected an integer"
+        )
+    if version > CONTRACT_VERSION:
+        raise DatasetError(
+            f"dataset {name!r} has contract version {version}, newer than this lam-envs "
+            f"reads ({OLDEST_CONTRACT_VERSION} to {CONTRACT_VERSION}): upgrade lam-envs"
+        )
+    if version < OLDEST_CONTRACT_VERSION:
+        raise DatasetError(
+            f"dataset {name!r} has contract version {version}, older than this lam-envs "
+            f"reads ({OLDEST_CONTRACT_VERSION} to {CONTRACT_VERSION}): collect it again "
+            "with `python -m lam_envs.collect`"
+        )
+
+
+def _parse_env_spec(name: str, text: Any) -> gym.envs.registration.EnvSpec:
+    """The metadata's ``env_spec``, parsed without importing anything it names."""
+    if text is None:
+        raise DatasetError(f"dataset {name!r} is corrupt: metadata field 'env_spec' is missing")
+    try:
+        spec = gym.envs.registration.EnvSpec.from_json(text)
+        if not isinstance(spec.id, str) or not isinstance(spec.kwargs, dict):
+            raise ValueError("its 'id' is not a string or its 'kwargs' not a table")
+        if spec.max_episode_steps is not None:
+            check_int("max_episode_steps", spec.max_episode_steps, low=1)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetError(
+            f"dataset {name!r} is corrupt: metadata field 'env_spec' is not a Gymnasium "
+            f"environment spec ({detail[:200]})"
+        ) from None
+    return spec
+
+
+def _untrusted(spec: gym.envs.registration.EnvSpec) -> str | None:
+    """What in ``spec`` lam_envs does not register (None when everything is its own):
+    the id, the entry point, the vector entry point or an extra wrapper."""
+    if spec.id not in lam_envs.ENV_IDS:
+        return f"environment {spec.id!r} (entry point {spec.entry_point!r})"
+    registered = gym.spec(spec.id)
+    if spec.entry_point != registered.entry_point:
+        return f"entry point {spec.entry_point!r} for {spec.id}"
+    if spec.vector_entry_point not in (None, registered.vector_entry_point):
+        return f"vector entry point {spec.vector_entry_point!r} for {spec.id}"
+    if spec.additional_wrappers:
+        names = ", ".join(repr(w.entry_point) for w in spec.additional_wrappers)
+        return f"additional wrapper(s) {names} for {spec.id}"
+    return None
 
 
 def _to_batch(arrays: dict[str, np.ndarray], discrete: bool) -> Batch:

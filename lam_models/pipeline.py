@@ -118,12 +118,38 @@ class PipelineConfig:
 class Run:
     """A run folder: its configuration, dataset split, device and stage artefacts."""
 
-    def __init__(self, out_dir: Path, config: PipelineConfig, device: str = "auto"):
+    def __init__(
+        self, out_dir: Path, config: PipelineConfig, device: str = "auto", trust: bool = False
+    ):
         self.out, self.config = Path(out_dir), config
         self.device = resolve_device(device)
-        self.split = DataSplit(config.dataset, config.held_out, config.seed, config.label_fraction)
+        self.split = DataSplit(config.dataset, config.held_out, config.seed, config.label_fraction,
+                               trust_entry_point=trust)  # fmt: skip
         self.data = self.split.data
         self.spec = self.split.spec
+
+    def check_dataset(self, first: bool) -> None:
+        """Record the dataset's fingerprint (first stage), or refuse a dataset that changed
+        since (re-collected under the same id between two stages)."""
+        path = self.out / "dataset.json"
+        now = {"dataset": self.config.dataset, "fingerprint": self.data.fingerprint}
+        if first:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(now, indent=2) + "\n")
+            tmp.replace(path)
+            return
+        try:
+            then = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise PipelineError(
+                f"{str(path)!r} is missing or corrupt: run the pipeline from --stage lam again"
+            ) from None
+        if then.get("fingerprint") != now["fingerprint"]:
+            raise PipelineError(
+                f"dataset {self.config.dataset!r} changed since stage 'lam' ran in "
+                f"{str(self.out)!r} (it was collected again); mixing the two would be wrong: "
+                "run the pipeline again into a new --out"
+            )
 
     def folder(self, stage: str) -> Path:
         return self.out / stage
@@ -274,13 +300,17 @@ def run_stage(
     progress: bool = False,
     device: str = "auto",
     overwrite: bool = False,
+    trust: bool = False,
 ) -> dict[str, Any]:
     """Run one stage (or ``"all"``) in the run folder ``out_dir``; return its metrics.
 
     ``config`` is required for the first stage (``lam`` or ``all``), which saves it as
-    ``config.json``; later stages read it from there. A ``config`` that differs from the
-    folder's is refused (for ``lam``/``all`` unless ``overwrite``). ``all`` returns the
-    summary also saved as ``results.json``.
+    ``config.json`` and the dataset's fingerprint as ``dataset.json``; later stages read the
+    configuration from there and refuse a dataset that changed since. A ``config`` that
+    differs from the folder's is refused (for ``lam``/``all`` unless ``overwrite``).
+    ``trust``: let the rollouts create an environment lam_envs does not register
+    (``LAMDataset(trust_entry_point=True)``). ``all`` returns the summary also saved as
+    ``results.json``.
     """
     check_choice("stage", stage, (*STAGES, "all"))
     out = Path(out_dir)
@@ -300,13 +330,14 @@ def run_stage(
             f"{_differences(config, saved)}; {hint}"
         )
     config = config if config is not None else saved
-    run = Run(out, config, device)
+    run = Run(out, config, device, trust)
     if first:
         run.check_labels()  # before anything is written: the decoder will need labels
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         tmp.replace(out / "config.json")
+    run.check_dataset(first)
     if stage != "all":
         return STAGE_FUNCTIONS[stage](run, progress)
     start = time.perf_counter()
@@ -344,6 +375,7 @@ def run_pipeline(
     progress: bool = False,
     device: str = "auto",
     overwrite: bool = False,
+    trust: bool = False,
     **settings: Any,
 ) -> dict[str, Any]:
     """Run all five stages on ``dataset`` with the LAM ``lam`` into ``out_dir``; return the
@@ -351,7 +383,7 @@ def run_pipeline(
     ``settings``: any other :class:`PipelineConfig` field (e.g. ``lam_options``)."""
     make = PipelineConfig.quick if quick else PipelineConfig
     config = make(dataset=str(dataset), lam=lam, **settings)
-    return run_stage("all", out_dir, config, progress, device, overwrite)
+    return run_stage("all", out_dir, config, progress, device, overwrite, trust)
 
 
 def format_results(summary: dict[str, Any]) -> str:
@@ -405,6 +437,12 @@ def build_parser(lam: str | None = None) -> argparse.ArgumentParser:
         title = f"settings of the {lam!r} LAM (see python -m lam_models.train {lam} --help)"
         add_flags(p, cls.Config, prefix="lam-", defaults=defaults, title=title)
     p.add_argument("--quick", action="store_true", help="small step counts (seconds)")
+    p.add_argument(
+        "--trust-dataset",
+        action="store_true",
+        help="let the rollouts create the environment the dataset's metadata names even when "
+        "lam_envs does not register it (its entry point is code that will run)",
+    )
     add_runtime_flags(p)
     return p
 
@@ -452,9 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(check_int("threads", args.threads, low=1))
         check_choice("stage", args.stage, (*STAGES, "all"))
         config = config_from_args(args, lam)
-        result = run_stage(
-            args.stage, args.out, config, not args.quiet, args.device, args.overwrite
-        )
+        result = run_stage(args.stage, args.out, config, not args.quiet, args.device,
+                           args.overwrite, args.trust_dataset)  # fmt: skip
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

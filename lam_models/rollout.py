@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -42,14 +41,12 @@ def rollout_returns(
     """Mean episode return of M policies in the dataset's environment, (M,).
 
     All M × ``episodes`` environments step together in one native vector env made from the
-    dataset's environment spec (:meth:`LAMDataset.recover_environment`'s parameters) with its
-    episode length. ``act(obs)`` maps observations (M, episodes, *obs_shape) to actions
-    (M, episodes[, d_a]).
+    dataset's environment spec (:meth:`LAMDataset.make_vector_env`: refused unless lam_envs
+    registers it or the dataset is trusted) with its episode length. ``act(obs)`` maps
+    observations (M, episodes, *obs_shape) to actions (M, episodes[, d_a]).
     """
     length = data.episode_length
-    env = gym.make_vec(
-        data.env_id, num_envs=num_copies * episodes, max_episode_steps=length, **data.env_kwargs
-    )
+    env = data.make_vector_env(num_copies * episodes, max_episode_steps=length)
     obs, _ = env.reset(seed=seed)
     total = np.zeros(num_copies * episodes)
     for _ in range(length):

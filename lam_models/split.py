@@ -188,6 +188,8 @@ class DataSplit:
     eval_dataset: take the held-out part from this dataset's split instead (a model
         trained on one policy's data, scored on another's); same environment required.
     eval_transitions: keep at most this many held-out transitions (a seeded subset).
+    trust_entry_point: let the dataset create an environment lam_envs does not register
+        (:class:`LAMDataset`); only the pipeline's rollouts create one.
     """
 
     def __init__(
@@ -198,8 +200,13 @@ class DataSplit:
         label_fraction: float | None = None,
         eval_dataset: LAMDataset | str | Path | None = None,
         eval_transitions: int | None = None,
+        trust_entry_point: bool = False,
     ):
-        self.data = dataset if isinstance(dataset, LAMDataset) else LAMDataset(dataset)
+        self.data = (
+            dataset
+            if isinstance(dataset, LAMDataset)
+            else LAMDataset(dataset, trust_entry_point=trust_entry_point)
+        )
         self.seed, self.held_out, self.label_fraction = seed, held_out, label_fraction
         self._eval = (eval_dataset, eval_transitions)
         train_episodes, test_episodes = self.data.split(held_out, seed=seed)
@@ -211,7 +218,9 @@ class DataSplit:
         self.eval_data = self.data
         if eval_dataset is not None:
             self.eval_data = (
-                eval_dataset if isinstance(eval_dataset, LAMDataset) else LAMDataset(eval_dataset)
+                eval_dataset
+                if isinstance(eval_dataset, LAMDataset)
+                else LAMDataset(eval_dataset, trust_entry_point=trust_entry_point)
             )
             if self.eval_data.env_id != self.data.env_id or tuple(
                 self.eval_data.observation_shape
@@ -237,7 +246,7 @@ class DataSplit:
         if isinstance(eval_dataset, LAMDataset):
             eval_dataset = eval_dataset.data_path
         args = (self.data.data_path, self.held_out, self.seed, self.label_fraction,
-                eval_dataset, eval_transitions)  # fmt: skip
+                eval_dataset, eval_transitions, self.data.trust_entry_point)  # fmt: skip
         return (DataSplit, args)
 
     def __repr__(self) -> str:
@@ -299,9 +308,17 @@ class DataSplit:
 
 
 def _action_dim(data: LAMDataset) -> int:
-    if data.discrete:
-        return int(data.recover_environment().action_space.n)
-    return int(data.oracle(data.episodes[:1])["action"].shape[-1])
+    """Number of actions (discrete) or d_a, from the metadata's action space (no
+    environment is created: that would run the dataset's entry point)."""
+    from minari.serialization import deserialize_space
+
+    try:
+        space = deserialize_space(data.metadata["action_space"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DatasetError(
+            f"dataset {data.dataset_id!r} is corrupt: metadata.json's action_space ({error})"
+        ) from None
+    return int(space.n) if data.discrete else int(np.prod(space.shape))
 
 
 def _check_memory(data: LAMDataset) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import minari
 import numpy as np
@@ -118,3 +119,165 @@ def test_env_stream_labels_and_oracle():
     # one-step episodes: every o is a fresh draw from N(0, I)
     second, _ = next(iter(stream))
     assert abs(second.obs.std().item() - 1) < 0.02
+
+
+# ---------------------------------------------------------------- hardening (issues 9, 13)
+
+
+def _copy(dataset, tmp_path, name: str, edit=None):
+    """A copy of ``dataset`` whose metadata.json went through ``edit(meta)``."""
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(dataset, copy)
+    if edit is not None:
+        path = copy / "data" / "metadata.json"
+        meta = json.loads(path.read_text())
+        edit(meta)
+        path.write_text(json.dumps(meta))
+    return copy
+
+
+def _set_spec(**fields):
+    def edit(meta):
+        spec = json.loads(meta["env_spec"])
+        spec.update(fields)
+        meta["env_spec"] = json.dumps(spec)
+
+    return edit
+
+
+CANARY = """
+import pathlib
+import gymnasium as gym
+
+pathlib.Path(__file__).with_name("imported").touch()
+
+
+def make_env(**kwargs):
+    pathlib.Path(__file__).with_name("called").touch()
+    return gym.make("GridLAM-v0")
+"""
+
+
+@pytest.mark.parametrize(
+    "spec_fields, named",
+    [
+        ({"id": "Canary-v0", "entry_point": "lam_canary:make_env"}, "'lam_canary:make_env'"),
+        # a registered id does not make a foreign entry point trusted
+        ({"entry_point": "lam_canary:make_env"}, "entry point 'lam_canary:make_env'"),
+        ({"vector_entry_point": "lam_canary:make_env"}, "'lam_canary:make_env'"),
+        (
+            {
+                "additional_wrappers": [
+                    {"name": "W", "entry_point": "lam_canary:make_env", "kwargs": {}}
+                ]
+            },
+            "wrapper(s) 'lam_canary:make_env'",
+        ),
+    ],
+)
+def test_a_foreign_entry_point_is_never_called(
+    grid_dataset, tmp_path, monkeypatch, spec_fields, named
+):
+    module_dir = tmp_path / "canary"
+    module_dir.mkdir()
+    (module_dir / "lam_canary.py").write_text(CANARY)
+    monkeypatch.syspath_prepend(str(module_dir))
+    monkeypatch.delitem(__import__("sys").modules, "lam_canary", raising=False)
+    data = LAMDataset(_copy(grid_dataset, tmp_path, "shared", _set_spec(**spec_fields)))
+    for create in (data.recover_environment, lambda: data.make_vector_env(2)):
+        with pytest.raises(
+            DatasetError, match=f"names .*{re.escape(named)}.* trust_entry_point=True"
+        ):
+            create()
+    assert not (module_dir / "imported").exists() and not (module_dir / "called").exists()
+    if "id" in spec_fields:  # opting in runs it: the canary can tell
+        trusted = LAMDataset(data.data_path, trust_entry_point=True)
+        assert not (module_dir / "called").exists()
+        trusted.recover_environment()
+        assert (module_dir / "called").exists()
+
+
+def test_trusted_datasets_recover_their_vector_env(grid_dataset):
+    envs = LAMDataset(grid_dataset).make_vector_env(3)
+    assert envs.num_envs == 3 and type(envs).__name__ == "GridLAMVectorEnv"
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (3, 1, 4, 4)
+    with pytest.raises(TypeError, match="trust_entry_point must be a bool, got 'yes'"):
+        LAMDataset(grid_dataset, trust_entry_point="yes")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.pop("env_spec"), "metadata field 'env_spec' is missing"),
+        (lambda m: m.update(env_spec="{not json"), "'env_spec' is not a Gymnasium environment"),
+        (lambda m: m.update(env_spec=17), "'env_spec' is not a Gymnasium environment"),
+        (lambda m: m.update(env_spec='{"id": 3}'), "'env_spec' is not a Gymnasium environment"),
+        (_set_spec(max_episode_steps=-4), "'env_spec' is not a Gymnasium environment"),
+        (lambda m: m.update(total_steps=301), "metadata field 'total_steps' is 301, but"),
+        (lambda m: m.update(total_episodes=13), "metadata field 'total_episodes' is 13"),
+        (
+            lambda m: m["lam_envs"]["collect"].update(episode_length=20),
+            "'lam_envs.collect.episode_length' is 20",
+        ),
+        (
+            lambda m: m["lam_envs"].update(contract_version="1"),
+            "'lam_envs.contract_version' is '1', expected an integer",
+        ),
+        (lambda m: m["lam_envs"].pop("contract_version"), "'lam_envs.contract_version' is None"),
+        (lambda m: m["lam_envs"].update(contract_version=99), "contract version 99, newer .*upgr"),
+        (lambda m: m["lam_envs"].update(contract_version=0), "contract version 0, older .*again"),
+    ],
+)
+def test_metadata_that_disagrees_is_refused(grid_dataset, tmp_path, edit, message):
+    broken = _copy(grid_dataset, tmp_path, "broken", edit)
+    with pytest.raises(DatasetError, match=message) as caught:
+        LAMDataset(broken)
+    assert "\n" not in str(caught.value) and "'" + str(broken) + "'" in str(caught.value)
+
+
+def test_an_episode_that_disagrees_is_refused_when_read(grid_dataset, tmp_path):
+    import h5py
+
+    broken = _copy(grid_dataset, tmp_path, "episode")
+    with h5py.File(broken / "data" / "main_data.hdf5", "a") as f:
+        f["episode_4"].attrs["total_steps"] = 24
+        del f["episode_7/actions"]
+        f["episode_7/actions"] = np.zeros(24, dtype=np.int64)
+    data = LAMDataset(broken)
+    data.read(np.array([0, 1, 2]))  # the intact episodes still read
+    with pytest.raises(DatasetError, match="episode 4 has attribute 'total_steps' = 24, but"):
+        data.read()
+    with pytest.raises(DatasetError, match="episode 7: 'actions' has 24 rows, expected 25"):
+        data.read(np.array([7]))
+    with pytest.raises(DatasetError, match="episode 4"):
+        list(data.batches(16))
+
+
+def test_fingerprint_tells_datasets_apart(grid_dataset, tmp_path):
+    data = LAMDataset(grid_dataset)
+    assert len(data.fingerprint) == 64 and data.fingerprint == LAMDataset(grid_dataset).fingerprint
+    # the same dataset anywhere else, or collected again by the same command: the same print
+    assert LAMDataset(_copy(grid_dataset, tmp_path, "moved")).fingerprint == data.fingerprint
+    config = data.collect_config
+    again = CollectConfig(**{k: v for k, v in config.items() if k != "transitions"})
+    same = collect(again, root=tmp_path / "again", progress=False)
+    assert LAMDataset(same.path).fingerprint == data.fingerprint
+    # re-collected under the same id with another setting: a different print
+    other = collect(
+        CollectConfig(**{**again.__dict__, "seed": 1}), root=tmp_path / "other", progress=False
+    )
+    assert LAMDataset(other.path).fingerprint != data.fingerprint
+
+
+def test_batches_default_to_one_epoch(grid_dataset):
+    data = LAMDataset(grid_dataset)
+    assert sum(len(b.obs) for b in data.batches(20)) == 300  # 15 batches, then it ends
+    endless = data.batches(20, epochs=None)
+    assert sum(len(next(endless).obs) for _ in range(40)) == 800  # past one epoch
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        next(data.batches(20, epochs=0))
+    with pytest.raises(ValueError, match="batch_size must be an integer, got 2.5"):
+        next(data.batches(2.5))

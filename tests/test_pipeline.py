@@ -149,3 +149,28 @@ def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, 
 def test_config_rejects_a_zero_label_fraction():
     with pytest.raises(ValueError, match="label_fraction must be in \\(0, 1\\], got 0"):
         PipelineConfig(dataset="x", label_fraction=0.0)
+
+
+def test_a_dataset_collected_again_between_stages_is_refused(tmp_path, capsys):
+    root = tmp_path / "minari"
+
+    def collect_as(seed: int) -> str:
+        config = CollectConfig(
+            policy="snaking",
+            epsilon=0.3,
+            episodes=12,
+            episode_length=30,
+            label_fraction=0.1,
+            seed=seed,
+            dataset_id="test/again-v0",
+        )
+        return str(collect(config, root=root, overwrite=True, progress=False).path)
+
+    path = collect_as(0)
+    run = tmp_path / "run"
+    common = ["--lam", "laom", "--lam-steps", "10", "--out", str(run)]
+    assert _cli(capsys, "--dataset", path, *common, "--stage", "lam")[0] == 0
+    assert _cli(capsys, "--out", str(run), "--stage", "relabel")[0] == 0
+    collect_as(1)  # the same id, other data
+    code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc")
+    assert code == 2 and "changed since stage 'lam' ran" in err and err.count("\n") == 1
