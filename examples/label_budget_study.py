@@ -57,11 +57,20 @@ from lam_models.split import DataSplit  # noqa: E402
 
 METHODS = ("vq", "laom", "laom+labels")
 COLUMNS = [
-    "setting", "noise_intensity", "distractor_correlation", "method", "label_fraction", "seed",
-    "nmse_action", "probe_controllable_loss", "probe_stochastic_loss", "agreement", "return",
+    "setting",
+    "noise_intensity",
+    "distractor_correlation",
+    "method",
+    "label_fraction",
+    "seed",
+    "nmse_action",
+    "probe_controllable_loss",
+    "probe_stochastic_loss",
+    "agreement",
+    "return",
     "full_bc_return",
     "normalised_return",
-]  # fmt: skip
+]
 
 
 @dataclass(frozen=True)
@@ -152,9 +161,14 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
                 latents[method, *key, part] = z
         for (s, f), sp in zip(keys, group, strict=True):
             probes[method, s, f] = evaluate_latents(
-                latents[method, s, f, "train"], latents[method, s, f, "test"],
-                sp.train, sp.test, True, spec.action_dim, s,
-            )  # fmt: skip
+                latents[method, s, f, "train"],
+                latents[method, s, f, "test"],
+                sp.train,
+                sp.test,
+                True,
+                spec.action_dim,
+                s,
+            )
         print(
             f"  {label:<10} {method:<12} LAM ×{len(group)} {time.perf_counter() - start:6.1f} s",
             flush=True,
@@ -171,16 +185,23 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
     latent_policy = fit_policy(
         np.stack([flat[s] for _, s, _ in lam_keys]),
         np.stack([latents[k + ("train",)] for k in lam_keys]),
-        every, "regression", seeds=[s for _, s, _ in lam_keys], **common,
-    )  # fmt: skip
+        every,
+        "regression",
+        seeds=[s for _, s, _ in lam_keys],
+        **common,
+    )
     bc_keys = [("labelled_bc", s, f) for s, f in grid] + [("full_bc", s, None) for s in seeds]
     bc = fit_policy(
         np.stack([flat[s] for _, s, _ in bc_keys]),
         np.stack([truth[s] for _, s, _ in bc_keys]),
-        np.stack([labelled[s, f].train.label_mask if f is not None else every[0]
-                  for _, s, f in bc_keys]),
-        "classification", seeds=[s for _, s, _ in bc_keys], d_out=spec.action_dim, **common,
-    )  # fmt: skip
+        np.stack(
+            [labelled[s, f].train.label_mask if f is not None else every[0] for _, s, f in bc_keys]
+        ),
+        "classification",
+        seeds=[s for _, s, _ in bc_keys],
+        d_out=spec.action_dim,
+        **common,
+    )
 
     # Stage 4: decoders, one per (method, seed, fraction), each on its labelled subset.
     dec_keys = [(m, s, f) for m in METHODS for s, f in grid]
@@ -192,8 +213,12 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
         np.stack([latents[lam_of(*k) + ("train",)] for k in dec_keys]),
         np.stack([labelled[s, f].train.actions for _, s, f in dec_keys]),  # visible labels
         np.stack([labelled[s, f].train.label_mask for _, s, f in dec_keys]),
-        True, spec.action_dim, study.policy_steps, [s for _, s, _ in dec_keys], base.width,
-    )  # fmt: skip
+        True,
+        spec.action_dim,
+        study.policy_steps,
+        [s for _, s, _ in dec_keys],
+        base.width,
+    )
     # Each decoder copy composed with the latent policy of its own LAM.
     per_decoder = latent_policy.select([lam_keys.index(lam_of(*k)) for k in dec_keys])
 
@@ -221,16 +246,23 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
             if method == "full_bc":
                 continue
             probe = probes.get(lam_of(method, s, f), {}) if name == "composed" else {}
-            rows.append({
-                "setting": label, "noise_intensity": noise,
-                "distractor_correlation": rho, "method": method, "label_fraction": f, "seed": s,
-                "nmse_action": probe.get("nmse_action", math.nan),
-                "probe_controllable_loss": probe.get("probe_controllable_loss", math.nan),
-                "probe_stochastic_loss": probe.get("probe_stochastic_loss", math.nan),
-                "agreement": float(r["agreement"][i]), "return": float(r["return"][i]),
-                "full_bc_return": float(full_return[s]),
-                "normalised_return": float(r["return"][i] / full_return[s]),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "setting": label,
+                    "noise_intensity": noise,
+                    "distractor_correlation": rho,
+                    "method": method,
+                    "label_fraction": f,
+                    "seed": s,
+                    "nmse_action": probe.get("nmse_action", math.nan),
+                    "probe_controllable_loss": probe.get("probe_controllable_loss", math.nan),
+                    "probe_stochastic_loss": probe.get("probe_stochastic_loss", math.nan),
+                    "agreement": float(r["agreement"][i]),
+                    "return": float(r["return"][i]),
+                    "full_bc_return": float(full_return[s]),
+                    "normalised_return": float(r["return"][i] / full_return[s]),
+                }
+            )
     print(f"  {label:<10} done in {time.perf_counter() - start:.1f} s", flush=True)
     return rows
 
@@ -274,9 +306,11 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(2, len(settings), figsize=(5 * len(settings), 8), squeeze=False)
     for col, (name, noise, rho) in enumerate(settings):
         for row, (metric, ylabel) in enumerate(
-            (("normalised_return", "return / return of BC on full labels"),
-             ("nmse_action", "probe nmse of the true action (one-hot)"))
-        ):  # fmt: skip
+            (
+                ("normalised_return", "return / return of BC on full labels"),
+                ("nmse_action", "probe nmse of the true action (one-hot)"),
+            )
+        ):
             ax = axes[row, col]
             for method in (*METHODS, "labelled_bc"):
                 if metric == "nmse_action" and method == "labelled_bc":

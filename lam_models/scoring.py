@@ -124,10 +124,14 @@ def evaluate_latents(
             "probe_stochastic_loss": losses.stochastic,
         }
     targets = [
-        {"a": p.oracle["action"], "q": p.oracle["q"], "eps": p.oracle["eps"],
-         "o": p.obs().reshape(len(p), -1)}
+        {
+            "a": p.oracle["action"],
+            "q": p.oracle["q"],
+            "eps": p.oracle["eps"],
+            "o": p.obs().reshape(len(p), -1),
+        }
         for p in (fit, test)
-    ]  # fmt: skip
+    ]
     report = linear_probe_report(z_fit, z_test, *targets)
     return {
         "nmse_action": report["nmse_a"],
@@ -144,9 +148,15 @@ def score_lam(lam: Any, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
         for name, part in (("train", split.train), ("test", split.test)):
             z[name] = lam.latents(part.obs(), part.far_obs(k))[m]
         result = evaluate_latents(
-            z["train"], z["test"], split.train, split.test, split.discrete,
-            split.spec.action_dim, lam.seeds[m], offset=k,
-        )  # fmt: skip
+            z["train"],
+            z["test"],
+            split.train,
+            split.test,
+            split.discrete,
+            split.spec.action_dim,
+            lam.seeds[m],
+            offset=k,
+        )
         result["data"] = split.describe()
         results.append(result)
     return results
@@ -157,8 +167,10 @@ def _apply(latent_fn: Callable, o: np.ndarray, o_next: np.ndarray, batch_size: i
     parts = []
     with torch.no_grad():
         for i in range(0, len(o), batch_size):
-            z = latent_fn(torch.from_numpy(o[i : i + batch_size]).float(),
-                          torch.from_numpy(o_next[i : i + batch_size]).float())  # fmt: skip
+            z = latent_fn(
+                torch.from_numpy(o[i : i + batch_size]).float(),
+                torch.from_numpy(o_next[i : i + batch_size]).float(),
+            )
             z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
             parts.append(z.reshape(len(z), -1).astype(np.float64))
     z = np.concatenate(parts)

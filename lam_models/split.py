@@ -245,8 +245,15 @@ class DataSplit:
         eval_dataset, eval_transitions = self._eval
         if isinstance(eval_dataset, LAMDataset):
             eval_dataset = eval_dataset.data_path
-        args = (self.data.data_path, self.held_out, self.seed, self.label_fraction,
-                eval_dataset, eval_transitions, self.data.trust_entry_point)  # fmt: skip
+        args = (
+            self.data.data_path,
+            self.held_out,
+            self.seed,
+            self.label_fraction,
+            eval_dataset,
+            eval_transitions,
+            self.data.trust_entry_point,
+        )
         return (DataSplit, args)
 
     def __repr__(self) -> str:

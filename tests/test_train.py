@@ -389,3 +389,32 @@ def test_latents_that_are_not_finite_are_refused_clearly(lam_datasets):
         lam_models.evaluate(
             lambda o, o2: torch.full((len(o), 2), float("nan")), lam_datasets["grid"]
         )
+
+
+def test_training_curves_go_to_a_png_and_to_tensorboard(lam_datasets, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, board = tmp_path / "run", tmp_path / "board"
+    code, _, err = run_cli(
+        capsys,
+        "vq",
+        "--dataset",
+        lam_datasets["grid"],
+        "--steps",
+        "200",
+        "--quiet",
+        "--out",
+        str(out),
+        "--tensorboard",
+        str(board),
+    )
+    assert code == 0, err
+    assert (out / "training.png").stat().st_size > 10_000
+    events = EventAccumulator(str(board))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"loss", "fdm_loss", "commitment_loss", "perplexity", "codes_used"} <= set(tags)
+    history = json.loads((out / "run.json").read_text())["history"][0]
+    logged = [e.value for e in events.Scalars("perplexity")]
+    assert logged == pytest.approx(history["perplexity"])  # the same numbers as run.json
+    assert [e.step for e in events.Scalars("loss")] == history["step"]
