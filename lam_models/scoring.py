@@ -91,6 +91,7 @@ def evaluate_latents(
     num_actions: int,
     seed: int = 0,
     offset: int = 1,
+    nuisance: Sequence[str] = (),
 ) -> dict[str, float]:
     """Probe metrics of a latent, fitted on ``train`` transitions, measured on ``test``.
 
@@ -98,7 +99,9 @@ def evaluate_latents(
     most :data:`PROBE_FIT_MAX` train transitions (a seeded subset) fit the probes. On the
     grid the probe-based losses predict o_{t+offset} (the IDM's partner). Returns
     ``nmse_action``, and ``probe_controllable_loss``, ``probe_stochastic_loss`` (grid) or
-    ``nmse_q``, ``nmse_eps``, ``nmse_o``, ``llo`` (linear).
+    ``nmse_q``, ``nmse_eps``, ``nmse_o``, ``llo`` (linear); and ``nmse_<field>`` for each
+    oracle field named in ``nuisance`` (what the latent holds of the noise row, the
+    distractors, ...: NaN where the field never varies).
     """
     z_train, z_test = np.asarray(z_train, np.float64), np.asarray(z_test, np.float64)
     if len(z_train) != len(train) or len(z_test) != len(test):
@@ -111,6 +114,19 @@ def evaluate_latents(
     rows = _fit_rows(len(train), seed)
     fit = train.subset(rows)
     z_fit = z_train[rows]
+    extra = {}
+    for name in nuisance:
+        if name not in test.oracle:
+            raise ValueError(
+                f"no oracle field {name!r} to probe; the data has {sorted(test.oracle)}"
+            )
+        y_fit, y_test = (p.oracle[name].reshape(len(p), -1).astype(np.float64) for p in (fit, test))
+        extra[f"nmse_{name}"] = probe_nmse(z_fit, y_fit, z_test, y_test)
+    result = _evaluate(z_fit, z_test, fit, test, discrete, num_actions, offset)
+    return {**result, **extra}
+
+
+def _evaluate(z_fit, z_test, fit: Part, test: Part, discrete, num_actions, offset) -> dict:
     a_fit, a_test = fit.oracle["action"], test.oracle["action"]
     if discrete:
         a_fit = action_targets(a_fit, True, num_actions)
@@ -186,6 +202,7 @@ def evaluate(
     seed: int = 0,
     eval_transitions: int = 20_000,
     batch_size: int = 4096,
+    nuisance: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score any LAM's latent on a lam_envs dataset with the package's metrics.
 
@@ -194,6 +211,7 @@ def evaluate(
     dataset: a :class:`~lam_models.split.DataSplit`, or a dataset (id, path or
         :class:`LAMDataset`) split by episode here (``held_out``, ``seed``; at most
         ``eval_transitions`` held-out transitions).
+    nuisance: oracle fields to probe as well (``nmse_<field>``), e.g. ``("noise",)``.
     Returns the metrics of :func:`evaluate_latents` and the split's description.
     """
     split = (
@@ -206,8 +224,9 @@ def evaluate(
     z_train = _apply(latent_fn, train.obs(), train.next_obs(), batch_size)
     z_test = _apply(latent_fn, split.test.obs(), split.test.next_obs(), batch_size)
     result = evaluate_latents(
-        z_train, z_test, train, split.test, split.discrete, split.spec.action_dim, split.seed
-    )
+        z_train, z_test, train, split.test, split.discrete, split.spec.action_dim, split.seed,
+        nuisance=nuisance,
+    )  # fmt: skip
     result["data"] = split.describe()
     return result
 
