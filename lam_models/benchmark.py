@@ -248,51 +248,50 @@ def _held(nmse: float) -> float:
 
 
 def pipeline_return(latent_fn: LatentFn, split: DataSplit, seed: int, steps: int = 1500) -> float:
-    """The LAPO-style pipeline from a latent: π(z | o) on every train transition, a decoder
-    z -> a on the labelled subset, rolled out; its return over BC on all labels'."""
-    from lam_models.bc import fit_decoder, fit_policy
-    from lam_models.rollout import composed, rollout_returns
+    """The LAPO-style pipeline (lam_models.bc, lam_models.rollout) from a latent function:
+    π(z | o) on every train transition, a decoder z -> a on the labelled subset, rolled out;
+    its return over that of BC on all labels."""
+    from lam_models.bc import bc_policies, fit_decoder
+    from lam_models.rollout import composed, evaluate_policies
 
     train, spec = split.train, split.spec
-    with torch.no_grad():
-        z = np.concatenate(
-            [
-                np.asarray(
-                    latent_fn(
-                        torch.from_numpy(train.obs()[i : i + 4096]),
-                        torch.from_numpy(train.next_obs()[i : i + 4096]),
-                    )
+    z = np.concatenate(
+        [
+            np.asarray(
+                latent_fn(
+                    torch.from_numpy(train.obs()[i : i + 4096]),
+                    torch.from_numpy(train.next_obs()[i : i + 4096]),
                 )
-                for i in range(0, len(train), 4096)
-            ]
-        )
-    obs = train.obs().reshape(1, len(train), -1)
-    everything = np.ones((1, len(train)), bool)
-    kind = "classification" if spec.discrete else "regression"
-    latent_policy = fit_policy(
-        obs, z[None], everything, "regression", steps, [seed], d_out=spec.action_dim
-    )
-    decoder = fit_decoder(
-        z[None],
+            )
+            for i in range(0, len(train), 4096)
+        ]
+    )[None]
+    obs, shown, mask = (
+        train.obs().reshape(1, len(train), -1),
         train.actions[None],
         train.label_mask[None],
+    )
+    policies = bc_policies(
+        obs,
+        z,
+        shown,
+        train.oracle["action"][None],
+        mask,
         spec.discrete,
         spec.action_dim,
         steps,
         [seed],
         64,
     )
-    full_bc = fit_policy(
-        obs, train.oracle["action"][None], everything, kind, steps, [seed], d_out=spec.action_dim
-    )
-    returns = []
-    for act in (composed(latent_policy, decoder), full_bc.act):
-
-        def act_env(o: np.ndarray, act=act) -> np.ndarray:
-            return act(torch.from_numpy(o).float().flatten(2)).cpu().numpy()
-
-        returns.append(rollout_returns(split.data, act_env, 1, 16, seed)[0])
-    return float(returns[0] / returns[1]) if returns[1] else math.nan
+    decoder = fit_decoder(z, shown, mask, spec.discrete, spec.action_dim, steps, [seed], 64)
+    acting = {
+        "composed": composed(policies["latent_policy"], decoder),
+        "full_bc": policies["full_bc"].act,
+    }
+    test_obs = torch.from_numpy(split.test.obs().reshape(1, len(split.test), -1))
+    results = evaluate_policies(split.data, acting, test_obs, split.test.oracle["action"], 16, seed)
+    full = float(results["full_bc"]["return"][0])
+    return float(results["composed"]["return"][0]) / full if full else math.nan
 
 
 # -------------------------------------------------------------------------------- the run

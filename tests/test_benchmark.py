@@ -127,3 +127,12 @@ def test_the_full_suite_covers_the_standard_settings():
     ):
         assert wanted in names
     assert benchmark.SUITES["full"].seeds == 3
+
+
+def test_with_the_pipeline_the_card_reports_the_normalised_return(tmp_path):
+    suite = benchmark.Suite((benchmark.STANDARD[6],), episodes=12, steps=60, seeds=1)
+    (row,) = benchmark.run_benchmark(
+        [change_of_the_top_rows], suite, out=tmp_path, with_pipeline=True
+    )
+    assert math.isfinite(row["normalised_return"]) and row["normalised_return"] >= 0
+    assert "norm. return" in (tmp_path / "card.md").read_text()
