@@ -142,7 +142,7 @@ class LinearDynamics(BatchDynamics):
 
     def step(self, actions, rngs, index) -> tuple[np.ndarray, Info]:
         c = self.config
-        a = np.asarray(actions, dtype=np.float32).reshape(-1, c.d_a)
+        a = actions  # float32 (n, d_a), finite: checked by the environment
         n = len(a)
         rows = self._streams.next_rows(rngs, index)
 

@@ -25,14 +25,34 @@ BAD_LINEAR = [
 ]
 
 BAD_GRID = [
-    ({"noise_intensity": -1.0}, r"noise_intensity must be >= 0.0, got -1.0"),
-    ({"distractor_correlation": 2}, r"distractor_correlation must be in \[0.0, 1.0\], got 2.0"),
+    ({"noise_intensity": -1.0}, r"noise_intensity must be in \[0.0, 3.40\d*e\+38\], got -1.0"),
+    ({"action_leak": 2}, r"action_leak must be in \[0.0, 1.0\], got 2.0"),
     (
-        {"distractor_correlation": 0.5, "noise_intensity": 0.0},
-        r"distractor_correlation = 0.5 needs noise_intensity > 0",
+        {"action_leak": 0.5, "noise_intensity": 0.0},
+        r"action_leak = 0.5 needs noise_intensity > 0",
     ),
+    ({"distractor_correlation": 0.5}, r"unknown GridLAM parameter 'distractor_correlation'"),
     ({"preset": "medium"}, r"unknown preset 'medium'; allowed: 'none', 'low', 'high'"),
     ({"size": 5}, r"unknown GridLAM parameter 'size'"),
+    ({"pixel_scale": 0}, r"pixel_scale must be in \[1, 32\], got 0"),
+    ({"pixel_scale": 2.5}, r"pixel_scale must be an integer, got 2.5"),
+    ({"other_agents": -1}, r"other_agents must be in \[0, 16\], got -1"),
+    ({"other_agent_size": 4}, r"other_agent_size must be in \[0.25, 3.0\], got 4.0"),
+    ({"other_agent_correlation": 1.5}, r"other_agent_correlation must be in \[0.0, 1.0\]"),
+    ({"other_agent_persistence": -0.1}, r"other_agent_persistence must be in \[0.0, 1.0\]"),
+    ({"other_agent_intensity": -2}, r"other_agent_intensity must be in \[0.0, "),
+    ({"background_intensity": -0.5}, r"background_intensity must be in \[0.0, "),
+    ({"pixel_scale": 2, "background_speed": 8}, r"background_speed must be in \[1, 7\], got 8"),
+    ({"background_textures": 0}, r"background_textures must be in \[1, 1024\], got 0"),
+    ({"pixel_scale": 2, "shake_bound": 5}, r"shake_bound must be in \[0, 4\], got 5"),
+    ({"shake_bound": 1, "shake_step": 3}, r"shake_step must be in \[1, 2\], got 3"),
+    ({"colour_drift_step": -0.1}, r"colour_drift_step must be in \[0.0, "),
+    (
+        {"colour_drift_step": 0.1, "colour_drift_low": 1.5, "colour_drift_high": 0.5},
+        r"colour drift needs 0 < colour_drift_low < colour_drift_high, got colour_drift_low "
+        r"= 1.5, colour_drift_high = 0.5",
+    ),
+    ({"structure_seed": -1}, r"structure_seed must be >= 0, got -1"),
 ]
 
 
@@ -58,13 +78,6 @@ def test_bad_vector_arguments():
         gym.make_vec("GridLAM-v0", num_envs=0)
     with pytest.raises(ValueError, match=r"max_episode_steps must be >= 1, got 0"):
         gym.make_vec("GridLAM-v0", num_envs=2, max_episode_steps=0)
-
-
-def test_bad_grid_action():
-    env = gym.make("GridLAM-v0")
-    env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"actions must be in \[0, 4\], got \[7\]"):
-        env.step(7)
 
 
 def test_presets_and_overrides():

@@ -23,7 +23,7 @@ def datasets(tmp_path_factory):
 
     def grid(**kw):
         config = CollectConfig(
-            env_kwargs={"noise_intensity": 1.0, "distractor_correlation": 0.8},
+            env_kwargs={"noise_intensity": 1.0, "action_leak": 0.8},
             policy="snaking", epsilon=0.3, episodes=40, episode_length=50, seed=0, **kw,
         )  # fmt: skip
         return collect(config, root=root, progress=False).path
@@ -99,7 +99,7 @@ def _train(capsys, *args):
     return code, out, err
 
 
-def test_labels_pull_the_latent_to_the_action_under_distractors(datasets, tmp_path, capsys):
+def test_labels_pull_the_latent_to_the_action_under_action_leak(datasets, tmp_path, capsys):
     runs = {}
     for name, extra in (("plain", []), ("head", ["--action-head"])):
         out_dir = tmp_path / name
