@@ -188,7 +188,7 @@ class LAMDataset:
         """Ground truth for evaluation, one row per transition (aligned with ``read``):
         ``action`` (the true action) and the environment's info fields after the step
         (linear: ``q``, ``eps``, ``b``; grid: ``position``, ``noise``, ``clean_obs``,
-        ``distracted``), plus ``position_before`` / ``clean_obs_before`` on the grid."""
+        the distractors' state), plus ``position_before`` / ``clean_obs_before`` on the grid."""
         episodes = self.episodes if episodes is None else np.asarray(episodes)
         names = list(self._file[f"episode_{int(episodes[0])}/infos/oracle"].keys())
         keys = tuple(f"infos/oracle/{name}" for name in names)
