@@ -84,8 +84,22 @@ class ActionCheck:
         return a.reshape(-1, *self.space.shape)
 
 
+class RenderModes(list):
+    """The ``render_modes`` of an environment's metadata. ``gym.make`` asks
+    ``render_mode in render_modes`` before the environment sees the value, then calls string
+    methods on it; a value that is not a string is refused here, with a message naming it,
+    instead of an ``AttributeError`` inside Gymnasium."""
+
+    def __contains__(self, render_mode: object) -> bool:
+        if render_mode is not None and not isinstance(render_mode, str):
+            check_render_mode(render_mode, self)
+        return super().__contains__(render_mode)
+
+
 def check_render_mode(render_mode: Any, allowed: Sequence[str]) -> str | None:
-    if render_mode is not None and (not isinstance(render_mode, str) or render_mode not in allowed):
+    if render_mode is not None and (
+        not isinstance(render_mode, str) or not list.__contains__(allowed, render_mode)
+    ):
         raise ValueError(
             f"unknown render_mode {render_mode!r}; allowed: None, " + ", ".join(map(repr, allowed))
         )
@@ -142,7 +156,7 @@ class BatchEnv(gym.Env):
     """
 
     dynamics_class: type[BatchDynamics]
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    metadata: dict[str, Any] = {"render_modes": RenderModes(["ansi", "rgb_array"]), "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **params: Any):
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
@@ -221,7 +235,9 @@ class BatchVectorEnv(VectorEnv):
         return self._rngs
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options=None):
-        if seed is not None and not isinstance(seed, Sequence | np.ndarray):
+        if seed is not None and (
+            isinstance(seed, str) or not isinstance(seed, Sequence | np.ndarray)
+        ):
             seed = check_seed("seed", seed)
         super().reset(seed=seed if isinstance(seed, int) else None)
         index = self._all
