@@ -237,3 +237,32 @@ def test_array_pool_hands_out_only_unreferenced_arrays():
     held = [pool.take("x", (4, 3)) for _ in range(4)]  # beyond per_key: fresh, unpooled
     assert len({id(a) for a in held}) == 4
     assert pool.take("x", (2, 2), np.int64).dtype == np.int64
+
+
+def test_every_distractor_setting_is_a_registered_preset():
+    registered = {preset for kind, preset in lam_envs.ENV_IDS.values() if kind == "grid"}
+    assert set(lam_envs.DISTRACTOR_SETTINGS.values()) <= registered
+    assert {"clean", "all"} <= set(lam_envs.DISTRACTOR_SETTINGS)
+
+
+def test_collected_oracle_holds_every_distractor_state(tmp_path):
+    """The collector writes the whole info, so each distractor's state reaches the
+    dataset's oracle fields, step for step."""
+    import h5py
+
+    from lam_envs.collect import CollectConfig, collect
+
+    config = CollectConfig(env="GridLAM-Distracting-v0", episodes=2, episode_length=6)
+    path = collect(config, root=tmp_path, progress=False).path
+    env = gym.make("GridLAM-Distracting-v0")
+    _, info = env.reset(seed=0)
+    with h5py.File(path / "data" / "main_data.hdf5") as f:
+        oracle = f["episode_0/infos/oracle"]
+        assert set(info) <= set(oracle)
+        for key, value in info.items():
+            assert oracle[key].shape == (7, *np.shape(value))
+        seed = int(f["episode_0"].attrs["seed"])
+    _, info = env.reset(seed=seed)  # the episode replays from its seed
+    with h5py.File(path / "data" / "main_data.hdf5") as f:
+        for key in ("other_positions", "background_offset", "shake", "agent_intensity"):
+            np.testing.assert_array_equal(f["episode_0/infos/oracle"][key][0], info[key])
