@@ -313,7 +313,8 @@ class GridDynamics(BatchDynamics):
     def step(self, actions, rngs, index) -> tuple[np.ndarray, Info]:
         a = actions  # int64 (n,) in [0, 4]: checked by the environment
         pos = self._pos if index is None else self._pos[index]
-        new = np.clip(pos + ACTION_DELTAS[a], 0, self._upper)  # a move into a wall: stay
+        # a move into a wall: stay (minimum/maximum: np.clip costs more on small arrays)
+        new = np.minimum(np.maximum(pos + ACTION_DELTAS[a], 0), self._upper)
         successor = SNAKE_NEXT_CELL[pos[:, 0], pos[:, 1]]
         rewards = (new == successor).all(axis=1).astype(np.float64)
         rows = self._streams.next_rows(rngs, index)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import sliding_window_view
 
 State = dict[str, np.ndarray]
 
@@ -236,7 +236,7 @@ class ColourDrift(Distractor):
         s = _select(self.state, index)
         walk = s["agent_intensity"] + self.step_size * (2 * u[:, 0] - 1)
         # clip: float32 rounding of the reflection may land a hair outside
-        c = np.clip(reflect(walk, self.low, self.high), self.low, self.high)
+        c = np.minimum(np.maximum(reflect(walk, self.low, self.high), self.low), self.high)
         _store(self.state, index, {"agent_intensity": c.astype(np.float32)})
 
 
@@ -260,12 +260,14 @@ def paint(image: np.ndarray, top: np.ndarray, left: np.ndarray, side: int, value
     """
     n, height, width = image.shape
     rows, cols = image.strides[1:]
-    windows = as_strided(
-        image,
-        shape=(n, height - side + 1, width - side + 1, side, side),
+    # A view of every placement of a square (fancy indexing picks one per image); built
+    # with np.ndarray rather than as_strided, which costs more than painting a small batch.
+    windows = np.ndarray(
+        (n, height - side + 1, width - side + 1, side, side),
+        image.dtype,
+        buffer=image,
         strides=(image.strides[0], rows, cols, rows, cols),
-        writeable=True,
-    )  # a view: every placement of a square; fancy indexing picks one per image
+    )
     envs = np.arange(n)
     if np.ndim(top) == 0 or np.ndim(left) == 0:
         top, left = np.broadcast_to(top, (n,)), np.broadcast_to(left, (n,))
