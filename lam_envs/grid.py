@@ -368,9 +368,15 @@ class GridDynamics(BatchDynamics):
             side, offset = self._other_side, (s - self._other_side) // 2
             where = self.others.state["other_positions"]
             where = where if index is None else where[index]
-            for j in range(c.other_agents):
-                top, left = y0 + where[:, j, 0] * s + offset, x0 + where[:, j, 1] * s + offset
-                paint(image, top, left, side, c.other_agent_intensity, clip or side > s)
+            top = (where[:, :, 0] * s + offset).T + y0  # (k, n)
+            left = (where[:, :, 1] * s + offset).T + x0
+            if side <= s and not clip:
+                # All in one go: squares of two other agents are the same (same cell) or
+                # apart (different cells), so the order they are painted in cannot matter.
+                paint(image, top, left, side, c.other_agent_intensity, False)
+            else:  # they may overlap (or their clipping windows may): later over earlier
+                for j in range(c.other_agents):
+                    paint(image, top[j], left[j], side, c.other_agent_intensity, True)
         value = 1.0
         if self.colour is not None:
             value = self.colour.state["agent_intensity"]

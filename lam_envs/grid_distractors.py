@@ -252,11 +252,13 @@ def _square_masks(side: int) -> np.ndarray:
 
 
 def paint(image: np.ndarray, top: np.ndarray, left: np.ndarray, side: int, values, clip: bool):
-    """Paint one square of ``side`` pixels per image, top-left at (top, left), in place.
+    """Paint squares of ``side`` pixels, top-left at (top, left), in place.
 
-    image (n, H, W); top, left (n,) int (or one for all); values broadcast to (n, side,
-    side). With ``clip`` the squares may lie partly or wholly outside the image, whose
-    pixels are then dropped; without, every square must lie inside.
+    image (n, H, W); top, left (n,) int, one square per image, or one int for all; without
+    ``clip`` also (m, n), m squares per image at once (where they overlap, which one shows
+    is undefined). values broadcast to (n, side, side). With ``clip`` the squares may lie
+    partly or wholly outside the image, whose pixels are then dropped; without, every
+    square must lie inside.
     """
     n, height, width = image.shape
     rows, cols = image.strides[1:]
@@ -268,9 +270,8 @@ def paint(image: np.ndarray, top: np.ndarray, left: np.ndarray, side: int, value
         buffer=image,
         strides=(image.strides[0], rows, cols, rows, cols),
     )
-    envs = np.arange(n)
-    if np.ndim(top) == 0 or np.ndim(left) == 0:
-        top, left = np.broadcast_to(top, (n,)), np.broadcast_to(left, (n,))
+    top, left = np.broadcast_arrays(top, left, np.empty(n, np.int8))[:2]
+    envs = np.broadcast_to(np.arange(n), top.shape)
     if not clip:
         windows[envs, top, left] = values
         return
