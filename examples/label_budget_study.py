@@ -3,9 +3,9 @@
     python examples/label_budget_study.py            # full study (<= 30 min on 2 cores)
     python examples/label_budget_study.py --quick    # reduced, for the tests (seconds)
 
-On the grid with action-correlated distractors (``distractor_correlation`` ρ > 0: the noise
-row shows the action's pattern with probability ρ) and without them (ρ = 0, the control;
-same i.i.d. noise row otherwise), three LAMs go through the LAPO-style pipeline
+On the grid whose noise row leaks the action (``action_leak`` ρ > 0: the noise row shows
+the action's pattern with probability ρ) and without the leak (ρ = 0, the control; same
+i.i.d. noise row otherwise), three LAMs go through the LAPO-style pipeline
 (:mod:`lam_models.pipeline`) at several label fractions and seeds:
 
 - ``vq``: the VQ LAM (LAPO-style), unsupervised;
@@ -23,7 +23,7 @@ and without labels.
 Each seed has its own dataset (collected with that seed); the unsupervised LAMs never read
 labels, so one model per seed serves every label fraction; label subsets are nested across
 fractions. Seeds (and label fractions) of one LAM kind train as one batched model, and the
-two distractor settings run in two worker processes with one torch thread each.
+settings run in two worker processes with one torch thread each.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ METHODS = ("vq", "laom", "laom+labels")
 COLUMNS = [
     "setting",
     "noise_intensity",
-    "distractor_correlation",
+    "action_leak",
     "method",
     "label_fraction",
     "seed",
@@ -77,11 +77,11 @@ COLUMNS = [
 class Study:
     """The study's settings; ``QUICK`` is a scaled-down copy for the tests."""
 
-    # (name, noise_intensity, distractor_correlation ρ) of each setting.
+    # (name, noise_intensity, action_leak ρ) of each setting.
     settings: tuple[tuple[str, float, float], ...] = (
         ("none", 0.0, 0.0),  # control: no noise row at all
         ("iid", 1.0, 0.0),  # i.i.d. noise row, uncorrelated with the action
-        ("correlated", 1.0, 0.8),  # action-correlated distractors
+        ("correlated", 1.0, 0.8),  # the action leaks into the noise row
     )
     epsilon: float = 0.3  # snaking policy's exploration: enough action variety to learn from
     fractions: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1)
@@ -111,7 +111,7 @@ def _dataset(study: Study, setting: tuple[str, float, float], seed: int, root: P
     """Collect (or reuse) the dataset of one setting and seed, with labels to spare."""
     config = CollectConfig(
         env="GridLAM-v0",
-        env_kwargs={"noise_intensity": setting[1], "distractor_correlation": setting[2]},
+        env_kwargs={"noise_intensity": setting[1], "action_leak": setting[2]},
         policy="snaking",
         epsilon=study.epsilon,
         episodes=study.episodes,
@@ -250,7 +250,7 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
                 {
                     "setting": label,
                     "noise_intensity": noise,
-                    "distractor_correlation": rho,
+                    "action_leak": rho,
                     "method": method,
                     "label_fraction": f,
                     "seed": s,
@@ -289,13 +289,13 @@ LABELS = {
 TITLES = {
     "none": "no noise row (control)",
     "iid": "i.i.d. noise row (ρ = 0)",
-    "correlated": "action-correlated distractors",
+    "correlated": "the action leaks into the noise row",
 }
 
 
 def _settings(rows: list[dict]) -> list[tuple[str, float, float]]:
     """(name, noise_intensity, ρ) of the settings in ``rows``, in the study's order."""
-    found = {(r["setting"], r["noise_intensity"], r["distractor_correlation"]) for r in rows}
+    found = {(r["setting"], r["noise_intensity"], r["action_leak"]) for r in rows}
     order = list(TITLES)
     return sorted(found, key=lambda s: (order.index(s[0]) if s[0] in order else 99, s))
 

@@ -311,7 +311,8 @@ def test_surrogate_latent_is_the_latent_when_A_is_identity():
     [
         (dict(latent_dim=0), r"latent_dim must be >= 1, got 0"),
         (dict(kappa=-0.1), r"kappa must be >= 0.0, got -0.1"),
-        (dict(kappa=math.nan), r"kappa must be a number, got nan"),
+        (dict(kappa=math.nan), r"kappa must be a finite number, got nan"),
+        (dict(kappa=math.inf), r"kappa must be a finite number, got inf"),
         (dict(action_weight=-1.0), r"action_weight must be >= 0.0, got -1.0"),
         (dict(lr=0.0), r"lr must be > 0, got 0.0"),
         (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
