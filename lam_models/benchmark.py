@@ -88,6 +88,10 @@ class Setting:
     description: str = ""
 
 
+# The distractors' change over a transition (oracle fields, lam_models.scoring.nuisance_targets).
+_AGENTS, _BACKGROUND = "other_actions", "background_velocity"
+_SHAKE, _COLOUR = "shake:change", "agent_intensity:change"
+
 #: The full suite, version :data:`SUITE_VERSION`.
 STANDARD = (
     Setting("linear/no-noise", "linear-no-noise", (), None, "o' = o + X a"),
@@ -99,6 +103,37 @@ STANDARD = (
     Setting("grid/low", "grid-low-uniform", ("noise",), None, "noise row 0/1"),
     Setting("grid/high", "grid-high-uniform", ("noise",), None, "noise row 0/2"),
     Setting("grid/correlated", "grid-low-correlated", ("noise",), None, "snaking ε = 0.05"),
+    # The distracting grid (32×32 pixels): what changes over a transition besides the agent.
+    Setting("distracting/clean", "grid-distracting-clean", (), None, "no distractor"),
+    Setting(
+        "distracting/other-agents",
+        "grid-distracting-other-agents",
+        (_AGENTS,),
+        None,
+        "two other squares, random moves",
+    ),  # fmt: skip
+    Setting(
+        "distracting/background",
+        "grid-distracting-background",
+        (_BACKGROUND,),
+        None,
+        "a scrolling texture",
+    ),  # fmt: skip
+    Setting("distracting/shake", "grid-distracting-shake", (_SHAKE,), None, "camera shake"),
+    Setting(
+        "distracting/colour-drift",
+        "grid-distracting-colour-drift",
+        (_COLOUR,),
+        None,
+        "the agent's intensity drifts",
+    ),  # fmt: skip
+    Setting(
+        "distracting/all",
+        "grid-distracting-all",
+        (_AGENTS, _BACKGROUND, _SHAKE, _COLOUR),
+        None,
+        "all four",
+    ),  # fmt: skip
 )
 
 
@@ -116,9 +151,8 @@ class Suite:
 SUITES = {
     "full": Suite(STANDARD, None, 3000),
     "quick": Suite(STANDARD, 40, 800),
-    "tiny": Suite(
-        (STANDARD[3], STANDARD[6]), 12, 60, seeds=2
-    ),  # the tests' version: two settings, seconds
+    # the tests' version: two settings, seconds
+    "tiny": Suite((STANDARD[3], STANDARD[6]), 12, 60, seeds=2),
 }
 
 # (registered LAM, its settings) of the built-in methods that are not plain registry names.
@@ -323,7 +357,7 @@ def run_benchmark(
     jobs = []
     for name, method in resolved:
         for setting in suite.settings:
-            kind = "grid" if setting.name.startswith("grid") else "linear"
+            kind = "linear" if setting.name.startswith("linear") else "grid"
             if _supports(method, kind):
                 jobs.append((name, method, setting))
     args = [

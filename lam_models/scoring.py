@@ -116,18 +116,47 @@ def evaluate_latents(
     z_fit = z_train[rows]
     extra = {}
     for name in nuisance:
-        if name not in test.oracle:
-            raise ValueError(
-                f"no oracle field {name!r} to probe; the data has {sorted(test.oracle)}"
-            )
-        y_fit, y_test = (p.oracle[name].reshape(len(p), -1).astype(np.float64) for p in (fit, test))
+        y_fit, y_test = nuisance_targets(name, fit, test)
         extra[f"nmse_{name}"] = probe_nmse(z_fit, y_fit, z_test, y_test)
     result = _evaluate(z_fit, z_test, fit, test, discrete, num_actions, offset)
     return {**result, **extra}
 
 
+def nuisance_targets(name: str, *parts: Part) -> list[np.ndarray]:
+    """The probe targets of a nuisance in each part, (N, d) float64: the oracle field
+    ``name``; its change over the transition for ``"<field>:change"`` (field −
+    field_before); integer fields (the other agents' actions) one-hot per column, with the
+    same width in every part."""
+    field, _, change = name.partition(":")
+    if change not in ("", "change"):
+        raise ValueError(f"unknown nuisance {name!r}: give an oracle field, or FIELD:change")
+    needed = [field] + ([f"{field}_before"] if change else [])
+    for part in parts:
+        missing = [k for k in needed if k not in part.oracle]
+        if missing:
+            raise ValueError(
+                f"no oracle field {missing[0]!r} to probe; the data has {sorted(part.oracle)}"
+            )
+    ys = []
+    for part in parts:
+        y = part.oracle[field]
+        if change:
+            y = y.astype(np.float64) - part.oracle[f"{field}_before"]
+        ys.append(y.reshape(len(part), -1))
+    if ys[0].dtype.kind in "iub":
+        width = int(max(y.max() for y in ys)) + 1
+        ys = [np.concatenate([np.eye(width)[c] for c in y.T.astype(int)], 1) for y in ys]
+    return [y.astype(np.float64) for y in ys]
+
+
 def _evaluate(z_fit, z_test, fit: Part, test: Part, discrete, num_actions, offset) -> dict:
     a_fit, a_test = fit.oracle["action"], test.oracle["action"]
+    if discrete and np.prod(fit.frames.shape[1:]) != 16:
+        # The probe-based losses are defined on the 4×4 grid (rows 0-2 and the noise row).
+        nan = float("nan")
+        return {"nmse_action": probe_nmse(z_fit, action_targets(a_fit, True, num_actions), z_test,
+                                          action_targets(a_test, True, num_actions)),
+                "probe_controllable_loss": nan, "probe_stochastic_loss": nan}  # fmt: skip
     if discrete:
         a_fit = action_targets(a_fit, True, num_actions)
         a_test = action_targets(a_test, True, num_actions)
