@@ -8,17 +8,15 @@ with ``observations`` (L+1), ``actions``, ``rewards``, ``terminations``, ``trunc
 (L) and an ``infos`` group of (L+1)-row arrays; ``data/metadata.json``), so
 ``minari.load_dataset``, ``minari show`` and ``recover_environment`` read it as usual.
 
-Atomicity: everything is written under a hidden staging folder of the root (Minari lists
-no hidden folder) and renamed into place only when complete. An interrupted run leaves no
-dataset under its id; a stale staging folder is removed by the next run.
+Atomicity: everything is written under a hidden staging folder of the root and renamed
+into place only when complete (``lam_envs._staging``): an interrupted run leaves no
+dataset under its id, and a dataset that appears under the id meanwhile is not replaced.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ import numpy as np
 from minari.dataset.minari_storage import MinariStorage
 from minari.namespace import NAMESPACE_METADATA_FILENAME
 
-STAGING = ".lam-envs-staging"
+from lam_envs import _staging as staging
+
 _COMPACT_BYTES = 32 * 1024  # small datasets live in the object header: much faster to create
 
 
@@ -112,8 +111,7 @@ class MinariWriter:
                 f"dataset {dataset_id!r} already exists at {self.target}; "
                 "pass --overwrite to replace it, or choose another --dataset-id"
             )
-        _remove_stale_staging(self.root / STAGING)
-        self.staging = self.root / STAGING / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.staging = staging.new_folder(self.root)
         data_path = self.staging / "data"
         data_path.mkdir(parents=True)
         self._storage = MinariStorage.new(
@@ -172,15 +170,7 @@ class MinariWriter:
             }
         )
         _ensure_namespaces(self.root, self.dataset_id)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        trash = None
-        if self.target.exists():  # --overwrite: swap the old one out, then delete it
-            trash = self.root / STAGING / f"old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.target, trash)
-        os.replace(self.staging, self.target)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-        return self.target
+        return staging.publish(self.staging, self.root, self.dataset_id, self.overwrite)
 
     def abort(self) -> None:
         try:
@@ -202,23 +192,3 @@ def _ensure_namespaces(root: Path, dataset_id: str) -> None:
         meta = folder / NAMESPACE_METADATA_FILENAME
         if not meta.exists():
             meta.write_text(json.dumps({"description": "datasets made by lam-envs"}))
-
-
-def _remove_stale_staging(staging_root: Path) -> None:
-    """Remove staging folders of runs that are no longer alive (killed, crashed)."""
-    if not staging_root.is_dir():
-        return
-    for entry in staging_root.iterdir():
-        pid = entry.name.split("-")[0]
-        if entry.name.startswith("old-") or (pid.isdigit() and not _alive(int(pid))):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import lam_envs
+from lam_envs import _staging as staging
 from lam_envs._minari_writer import MinariWriter
 from lam_envs.cli import Parser, parse_value
 from lam_envs.policies import POLICIES, make_policy
@@ -235,7 +236,7 @@ def collect(
     """Roll out, label and write the dataset described by ``config``; see the module doc."""
     start = time.perf_counter()
     root = Path(root) if root is not None else default_root()
-    _check_writable(root)
+    staging.check_writable(root)
     dataset_id = config.dataset_id or config.default_dataset_id()
     length, n_episodes = config.episode_length, config.episodes
 
@@ -372,18 +373,6 @@ def _apply_labels(episodes: dict[str, Any], mask: np.ndarray, discrete: bool, fu
     episodes["infos"] = {"label_mask": label_mask, "oracle": oracle}
 
 
-def _check_writable(root: Path) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".lam-envs-write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(
-            f"output folder {str(root)!r} is not writable ({error.strerror or error})"
-        ) from None
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -441,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML recipe(s) from datasets/, built in turn; flags given override them",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="only remove the staging folders that killed runs left under the root, "
+        "and list what remains (runs of live processes are never touched)",
+    )
     return p
 
 
@@ -448,7 +443,7 @@ def configs_from_args(args: argparse.Namespace) -> list[CollectConfig]:
     """One config per recipe (or one from the flags alone); flags given override recipes."""
     given = vars(args).copy()
     recipes = given.pop("recipe", None)
-    for key in ("root", "overwrite", "quiet"):
+    for key in ("root", "overwrite", "quiet", "clean"):
         given.pop(key, None)
     if "env_kwarg" in given:
         kwargs = {}
@@ -467,10 +462,24 @@ def configs_from_args(args: argparse.Namespace) -> list[CollectConfig]:
     return [CollectConfig.from_recipe(recipe, **given) for recipe in recipes]
 
 
+def clean_root(root: Path) -> int:
+    """``--clean``: remove stale staging folders under ``root`` and say what is left."""
+    found = staging.clean(root)
+    for path, status in found:
+        print(f"{status:9} {path}")
+    for path in staging.unpublished(root):
+        print(f"kept      {path} (a dataset whose publishing was refused; delete it by hand)")
+    removed = sum(status == "removed" for _, status in found)
+    print(f"removed {removed} stale staging folder(s) under {root}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     root = getattr(args, "root", None)
+    if getattr(args, "clean", False):
+        return clean_root(Path(root) if root is not None else default_root())
     try:
         for config in configs_from_args(args):
             summary = collect(
