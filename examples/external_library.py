@@ -4,7 +4,7 @@ numbers it hands back are ours.
     pip install torchrl==0.10.1               # beside our pins (0.11-0.14.1: see 4. below)
     python examples/external_library.py       # collects a small dataset in a temp folder
     python examples/external_library.py --env LinearLAM-v0 --preset other_agents
-    python examples/external_library.py --dataset-id lam-envs/NAME-v0 --root ~/.minari/datasets
+    python examples/external_library.py --dataset-id lam_envs/NAME-v0 --root ~/.minari/datasets
 
 What it does:
 
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Check]:
                 episode_length=length,
                 label_fraction=0.1,
                 full_labels=True,  # libraries cannot handle NaN / -1 actions
-                dataset_id=f"lam-envs/external-example-{args.env.lower().removesuffix('-v0')}-v0",
+                dataset_id=f"lam_envs/external-example-{args.env.lower().removesuffix('-v0')}-v0",
             )
             summary = collect(config, root=root, overwrite=True, progress=False)
             dataset_id = summary.dataset_id

@@ -72,8 +72,8 @@ def test_recover_environment(grid_dataset):
 
 def test_missing_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    with pytest.raises(DatasetError, match="no dataset 'lam-envs/nothing-v0'"):
-        LAMDataset("lam-envs/nothing-v0")
+    with pytest.raises(DatasetError, match="no dataset 'lam_envs/nothing-v0'"):
+        LAMDataset("lam_envs/nothing-v0")
 
 
 def test_corrupt_datasets(grid_dataset, tmp_path):

@@ -124,7 +124,7 @@ def _bad_inputs(datasets):
             "LinearLAM",
             "grid",
         ),
-        "missing dataset": (["--dataset", "lam-envs/no-such-thing-v0"], "no-such-thing", "no"),
+        "missing dataset": (["--dataset", "lam_envs/no-such-thing-v0"], "no-such-thing", "no"),
         "bad flag value": (low + ["--steps", "many"], "--steps", "many"),
     }
 
