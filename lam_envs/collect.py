@@ -490,14 +490,8 @@ def stored_bytes(config: CollectConfig, env: gym.Env) -> int:
 
 
 def check_resources(config: CollectConfig, env: gym.Env, root: Path, workers: int) -> None:
-    """Refuse, before any rollout, a dataset larger than the free disk under ``root``, or
-    episodes so long that ``workers`` of them at once do not fit in memory."""
-    need, free = stored_bytes(config, env), shutil.disk_usage(root).free
-    if need > free:
-        raise ValueError(
-            f"the dataset needs about {_gib(need)} on disk and {root} has {_gib(free)} "
-            "free: collect fewer transitions, or choose another --root"
-        )
+    """Refuse, before any rollout, episodes so long that ``workers`` of them at once do not
+    fit in memory, or a dataset larger than the free disk under ``root``."""
     per_block = _shards.episodes_per_block(config.episode_length)
     one_block = per_block * _shards.episode_bytes(env, config.episode_length)
     per_worker = 2 * max(one_block, _shards.CHUNK_BYTES)  # rollout arrays and their copies
@@ -507,6 +501,12 @@ def check_resources(config: CollectConfig, env: gym.Env, root: Path, workers: in
             f"episodes of {config.episode_length:,} steps need about {_gib(per_worker)} of "
             f"memory per worker ({workers} worker(s)); {_gib(available)} is available: "
             "use a shorter --episode-length (or fewer --workers)"
+        )
+    need, free = stored_bytes(config, env), shutil.disk_usage(root).free
+    if need > free:
+        raise ValueError(
+            f"the dataset needs about {_gib(need)} on disk and {root} has {_gib(free)} "
+            "free: collect fewer transitions, or choose another --root"
         )
 
 

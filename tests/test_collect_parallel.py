@@ -298,7 +298,7 @@ def test_ray_tasks_give_the_same_dataset_as_worker_processes(tmp_path, monkeypat
     local = collect(config, root=tmp_path / "processes", progress=False, workers=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        on_ray = collect(config, root=tmp_path / "ray", progress=False, ray="")
+        on_ray = collect(config, root=tmp_path / "ray", progress=False, workers=None, ray="")
     finally:
         ray.shutdown()
     assert on_ray.workers == "2 Ray task(s)"

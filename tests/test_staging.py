@@ -5,6 +5,7 @@ write probe of concurrent runs does not collide."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import minari
+import numpy as np
 import pytest
 
 from lam_envs import _staging as staging
@@ -36,7 +38,8 @@ def _collect_cmd(root: Path, dataset_id: str, *args: str) -> list[str]:
 def _wait_until_writing(root: Path, proc: subprocess.Popen) -> None:
     deadline = time.time() + 60
     while time.time() < deadline:
-        if any(f.stat().st_size > 100_000 for f in (root / staging.STAGING).glob("*/data/*.hdf5")):
+        shards = (root / staging.STAGING).glob("*/data/shard-*.hdf5")
+        if any(f.stat().st_size > 100_000 for f in shards):
             return
         if proc.poll() is not None:
             pytest.fail(f"the collector ended early: {proc.communicate()}")
@@ -50,17 +53,21 @@ def test_a_dataset_that_appears_during_the_run_is_not_replaced(tmp_path, monkeyp
     root, dataset_id = tmp_path / "minari", "tests/race-v0"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     slow = subprocess.Popen(
-        _collect_cmd(root, dataset_id, "--episodes", "4000", "--episode-length", "100"),
+        _collect_cmd(root, dataset_id, "--episodes", "400", "--episode-length", "1000"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     _wait_until_writing(root, slow)
-    fast = subprocess.run(
-        _collect_cmd(root, dataset_id, "--episodes", "2", "--episode-length", "5"),
-        capture_output=True,
-        text=True,
-    )
+    slow.send_signal(signal.SIGSTOP)  # held mid-run while another run publishes the id
+    try:
+        fast = subprocess.run(
+            _collect_cmd(root, dataset_id, "--episodes", "2", "--episode-length", "5"),
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        slow.send_signal(signal.SIGCONT)
     assert fast.returncode == 0, fast.stderr
     _, err = slow.communicate(timeout=300)
     assert slow.returncode == 2, err
@@ -71,7 +78,9 @@ def test_a_dataset_that_appears_during_the_run_is_not_replaced(tmp_path, monkeyp
     # ... and the run's data is kept, complete, where the message says
     kept = Path(err.split("kept at ")[1].split(" (move")[0])
     assert kept.parent == root / staging.UNPUBLISHED / "tests"
-    assert LAMDataset(kept).num_transitions() == 400_000
+    kept_data = LAMDataset(kept)
+    assert kept_data.num_transitions() == 400_000
+    assert kept_data.read(np.array([399])).obs.shape == (1000, 1, 4, 4)
     assert staging.unpublished(root) == [kept]
     assert list(minari.list_local_datasets()) == [dataset_id]  # the kept one stays hidden
     assert [p for p, status in staging.clean(root)] == []  # nothing left in staging
