@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from lam_envs._shards import ShardResult, run_shard
 
 if TYPE_CHECKING:
-    from lam_envs.collect import CollectConfig
+    from lam_envs._collect_config import CollectConfig
 
 _POLL_SECONDS = 0.1
 _PROGRESS_SECONDS = 0.2
