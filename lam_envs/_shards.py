@@ -194,6 +194,7 @@ def run_shard(
             _apply_labels(data, mask, discrete, config.full_labels)
             seeds = seed_base + np.arange(episodes.start, episodes.stop)
             writer.write_episodes(data, episodes.start, seeds, written)
+            del data, mask  # before the next rollout: one batch in memory at a time
     first = block_episodes(config, blocks.start).start
     n_episodes = len(block_episodes(config, blocks.start, blocks.stop))
     return ShardResult(path.name, first, n_episodes, n_episodes * length, labelled)

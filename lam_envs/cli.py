@@ -7,8 +7,8 @@ Entry points (``python -m lam_envs.X`` / ``python -m lam_models.X``) end with::
         run_main(main)
 
 and the package ``__init__`` of each calls ``quiet_interrupt_during_startup()`` first
-thing, so a Ctrl-C while the command is still importing exits with status 130 and no
-traceback (see there). This module imports nothing heavy, so that call is cheap.
+thing, so a Ctrl-C while the command is still importing (seconds, with torch) exits with
+status 130 and no traceback. This module imports nothing heavy, so that call is cheap.
 """
 
 from __future__ import annotations
@@ -76,29 +76,47 @@ def _command_module() -> str | None:
     return None
 
 
-def _exit_interrupted(signum, frame) -> NoReturn:
-    os._exit(INTERRUPTED)  # nothing to clean up yet: no output, no traceback
+def _starting(frame) -> bool:
+    """Whether the interrupted code is an import (importlib on the stack), or a top-level
+    statement of the command's own module (which runs its imports, then ``main``)."""
+    if frame is not None and frame.f_code.co_name == "<module>":
+        if frame.f_globals.get("__name__") == "__main__":
+            return True
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt_during_startup(signum, frame) -> None:
+    """SIGINT while starting: exit at once, status 130 and nothing printed (nothing has
+    begun that needs cleaning up); anywhere else, Python's usual KeyboardInterrupt."""
+    if _starting(frame):
+        os._exit(INTERRUPTED)
+    raise KeyboardInterrupt
 
 
 def quiet_interrupt_during_startup() -> None:
     """If this process is one of our commands (``python -m lam_envs.X``), make a Ctrl-C
-    before its ``main`` starts exit at once with status 130 and no traceback.
+    that lands while it imports exit with status 130 and no traceback.
 
-    Call it first thing in a package ``__init__``; a library import (a notebook, another
-    program) is left alone. ``run_main`` restores Python's usual KeyboardInterrupt.
+    Call it first thing in a package ``__init__``. A library import (a notebook, another
+    program) is left alone, and outside imports Ctrl-C still raises KeyboardInterrupt;
+    ``run_main`` puts Python's own handler back once ``main`` starts.
     """
     module = _command_module()
     if module is None or module.partition(".")[0] not in PACKAGES:
         return
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _exit_interrupted)
+        signal.signal(signal.SIGINT, _interrupt_during_startup)
 
 
 def run_main(main: Callable[[], int | None]) -> NoReturn:
     """Run a command's ``main()`` and exit with its status: KeyboardInterrupt is raised
     again from here on (the command cleans up), and one that escapes ``main`` exits
     with status 130 and the line ``interrupted`` instead of a traceback."""
-    if signal.getsignal(signal.SIGINT) is _exit_interrupted:
+    if signal.getsignal(signal.SIGINT) is _interrupt_during_startup:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         status = main()

@@ -79,23 +79,33 @@ def test_the_command_module_is_read_from_the_interpreter_arguments(monkeypatch, 
     assert cli._command_module() == module
 
 
-INTERRUPT_AFTER_IMPORT = """
-import os, signal, sys, time
-sys.orig_argv[:] = [sys.executable, "-m", "{module}"]
-import lam_envs  # what `python -m lam_envs.collect` imports first
-os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C before main() starts
-time.sleep(30)
+INTERRUPTED_IMPORT = """
+import sys
+sys.orig_argv[:] = [sys.executable, "-m", "{module}"]  # as `python -m {module}` sets it
+sys.path.insert(0, {folder!r})
+import lam_envs  # what such a command imports first
+{then}
 """
+# a module whose import is interrupted by Ctrl-C (a slow import: torch, minari, ...)
+SLOW_IMPORT = "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n"
+
+
+def _interrupt(tmp_path, module: str, then: str) -> subprocess.CompletedProcess:
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
+    script = INTERRUPTED_IMPORT.format(module=module, folder=str(tmp_path), then=then)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_a_command_imports_exits_quietly_with_130():
-    script = INTERRUPT_AFTER_IMPORT.format(module="lam_envs.collect")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+def test_ctrl_c_while_a_command_imports_exits_quietly_with_130(tmp_path):
+    result = _interrupt(tmp_path, "lam_envs.collect", "import slow_import")
     assert (result.returncode, result.stdout, result.stderr) == (130, "", "")
-    # a library import by another program keeps Python's own KeyboardInterrupt
-    script = INTERRUPT_AFTER_IMPORT.format(module="someone_else.tool")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    # once main() runs, Python's KeyboardInterrupt is back (the command cleans up)
+    in_main = "def main():\n" + "".join(f"    {line}\n" for line in SLOW_IMPORT.splitlines())
+    result = _interrupt(tmp_path, "lam_envs.collect", in_main + "main()")
+    assert result.returncode == -signal.SIGINT and "KeyboardInterrupt" in result.stderr
+    # and another program that imports lam_envs keeps Python's behaviour everywhere
+    result = _interrupt(tmp_path, "someone_else.tool", "import slow_import")
     assert result.returncode == -signal.SIGINT and "KeyboardInterrupt" in result.stderr
 
 
