@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         type=Path,
         nargs="+",
-        help="TOML recipe(s) from datasets/, built in turn; flags given override them",
+        help="TOML recipe(s) from datasets/, built in turn; flags given override them "
+        "(default: none, the flags alone)",
     )
     p.add_argument(
         "--quiet",
@@ -437,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--clean",
         action="store_true",
         help="only remove the staging folders that killed runs left under the root, "
-        "and list what remains (runs of live processes are never touched)",
+        "and list what remains (runs of live processes are never touched) (default: off)",
     )
     return p
 

@@ -197,6 +197,34 @@ def test_transitions_are_rounded_up_to_whole_episodes_and_the_summary_says_so(ro
     assert "transitions  90 in 3 episodes\n" in capsys.readouterr().out
 
 
+def test_help_shows_every_default_and_the_minari_root_variable():
+    from lam_envs.collect import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:
+        if action.dest != "help":
+            assert "default" in action.help, action.option_strings
+    text = " ".join(parser.format_help().split())
+    assert "MINARI_DATASETS_PATH" in text and "default 0.05, the published correlated" in text
+
+
+@pytest.mark.parametrize(
+    ("policy", "env", "knobs"),
+    [
+        ("snaking", "GridLAM-v0", {"epsilon": 0.05, "chi": None}),
+        ("linear", "LinearLAM-v0", {"epsilon": None, "chi": 0.0}),
+        ("random", "GridLAM-v0", {"epsilon": None, "chi": None}),
+    ],
+)
+def test_every_knob_has_a_default_recorded_in_the_metadata(root, policy, env, knobs):
+    summary = _collect(root, env=env, policy=policy, episodes=2, episode_length=3)
+    metadata = minari.load_dataset(summary.dataset_id).storage.metadata
+    recorded = metadata["lam_envs"]["collect"]
+    assert {k: recorded[k] for k in knobs} == knobs
+    given = {k: v for k, v in knobs.items() if v is not None}
+    assert all(f"{k} = {v:g}" in metadata["algorithm_name"] for k, v in given.items())
+
+
 def test_old_namespace_ids_still_load(root):
     summary = _collect(root, dataset_id="lam-envs/old-style-v0")
     assert LAMDataset("lam-envs/old-style-v0").num_transitions() == summary.transitions
