@@ -63,12 +63,13 @@ def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
 def test_the_data_does_not_depend_on_the_number_of_workers(tmp_path, setting):
     config = CollectConfig(**setting)
     assert _shards.num_blocks(config) == 3
+    counts = (1, 2, 3) if config.label_unit == "transition" else (1, 2)  # a spawn costs ~1 s
     summaries = {
-        n: collect(config, root=tmp_path / f"w{n}", progress=False, workers=n) for n in (1, 2, 3)
+        n: collect(config, root=tmp_path / f"w{n}", progress=False, workers=n) for n in counts
     }
     arrays = {n: _arrays(s.path) for n, s in summaries.items()}
-    _assert_same(arrays[1], arrays[2])
-    _assert_same(arrays[1], arrays[3])
+    for n in counts[1:]:
+        _assert_same(arrays[1], arrays[n])
     for n, summary in summaries.items():
         shards = sorted(p.name for p in (summary.path / "data").glob("shard-*.hdf5"))
         assert len(shards) == n
