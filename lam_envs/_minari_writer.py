@@ -98,7 +98,7 @@ class ShardWriter:
     """
 
     def __init__(self, path: Path):
-        self._file = h5py.File(path, "w", track_order=True)
+        self._file = h5py.File(path, "w")  # readers go through the main file's ordered links
 
     def __enter__(self) -> ShardWriter:
         return self
