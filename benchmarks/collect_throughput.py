@@ -110,6 +110,7 @@ class Timing:
     wall: float  # seconds
     cpu: float  # CPU seconds of this process (user + system): less sensitive to other load
     bytes: int  # on disk
+    all_cpu: float = 0.0  # CPU seconds of this process and its worker processes
 
     @property
     def rate(self) -> float:
@@ -120,13 +121,23 @@ class Timing:
         return self.transitions / self.cpu
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished child processes (worker processes)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Clock:
     def __enter__(self) -> Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.children = _children_cpu()
         return self
 
     def __exit__(self, *exc) -> None:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        self.children = _children_cpu() - self.children
 
 
 def run_ours(
@@ -137,7 +148,9 @@ def run_ours(
     config = case.config(episodes, "bench/ours-v0")
     with Clock() as clock:
         summary = collect(config, root=root, progress=False, workers=workers, ray=ray)
-    return Timing(summary.transitions, clock.wall, clock.cpu, dir_bytes(summary.path))
+    timing = Timing(summary.transitions, clock.wall, clock.cpu, dir_bytes(summary.path))
+    timing.all_cpu = clock.cpu + clock.children  # with worker processes (not Ray's)
+    return timing
 
 
 def minari_available() -> str | None:
@@ -334,6 +347,13 @@ def print_parallel(parallel: list[tuple[Case, dict[str, Timing]]], ray_note: str
         else:
             cells += [f"{on_ray.rate:>12,.0f}", f"{on_ray.rate / two.rate - 1:>+12.0%}"]
         print(f"{case.name:41} " + " ".join(cells))
+    print("\nCPU seconds of all our processes (less sensitive to other load than the rates):")
+    for case, t in parallel:
+        one, two = t["1 worker"], t["2 workers"]
+        print(
+            f"  {case.name}: 1 worker {one.all_cpu:.1f} s, 2 workers {two.all_cpu:.1f} s "
+            f"({two.all_cpu / one.all_cpu - 1:+.0%}: imports of the workers, the links)"
+        )
     if ray_note:
         print(f"  {ray_note}")
 

@@ -4,7 +4,9 @@ Each job writes one shard file (``lam_envs._shards.run_shard``); the caller link
 shards into one dataset. Whatever happens, no worker outlives the collection:
 
 - processes are started with ``spawn`` (no inherited locks or threads), with SIGINT
-  blocked so that a Ctrl-C in the terminal reaches only the parent, which stops them;
+  blocked so that a Ctrl-C in the terminal reaches only the parent, which stops them,
+  and with one BLAS thread each (a worker is one core's work; more threads only contend,
+  badly so on a busy machine), unless the caller set those variables;
 - a worker whose parent has died (SIGKILL) notices within one environment step and exits;
 - a worker's error or death stops the others and becomes one line (``WorkerError``).
 """
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 _POLL_SECONDS = 0.1
 _PROGRESS_SECONDS = 0.2
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class WorkerError(RuntimeError):
@@ -56,20 +59,22 @@ def run_processes(
     conns: dict[Connection, Job] = {}
     results: dict[int, ShardResult] = {}
     try:
+        one_thread = {k: "1" for k in _ONE_THREAD if k not in os.environ}
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:  # children inherit the blocked mask, so a Ctrl-C cannot hit them mid-import
-            for job in jobs:
-                reader, writer = ctx.Pipe(duplex=False)
-                proc = ctx.Process(
-                    target=_process_main,
-                    args=(config, job.blocks, str(job.path), writer),
-                    name=f"lam-envs-collect-{job.index}",
-                    daemon=True,
-                )
-                proc.start()
-                writer.close()  # the child holds the only writer: EOF here when it ends
-                procs.append(proc)
-                conns[reader] = job
+            with _environment(one_thread):
+                for job in jobs:
+                    reader, writer = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(
+                        target=_process_main,
+                        args=(config, job.blocks, str(job.path), writer),
+                        name=f"lam-envs-collect-{job.index}",
+                        daemon=True,
+                    )
+                    proc.start()
+                    writer.close()  # the child holds the only writer: EOF here when it ends
+                    procs.append(proc)
+                    conns[reader] = job
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         while conns:
@@ -100,6 +105,17 @@ def run_processes(
                 proc.kill()
                 proc.join()
     return [results[job.index] for job in jobs]
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (inherited by processes started meanwhile), then undo."""
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key in values:
+            os.environ.pop(key, None)
 
 
 def _death(proc: multiprocessing.Process, job: Job, n: int) -> str:
