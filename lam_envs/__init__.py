@@ -16,6 +16,10 @@ Each has a native vector env: ``gym.make_vec(id, num_envs=N)``.
 
 from __future__ import annotations
 
+from lam_envs.cli import quiet_interrupt_during_startup
+
+quiet_interrupt_during_startup()  # first: `python -m lam_envs.X` exits quietly on Ctrl-C
+
 from gymnasium.envs.registration import register, registry
 
 from lam_envs.grid import (

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lam_envs.cli import Parser
+from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_int
 from lam_models.data import DatasetError
 from lam_models.lam import get_lam, registry, resolve_device
@@ -580,4 +580,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -5,7 +5,7 @@ Learning sees ``Batch(obs, next_obs, actions, label_mask)``: actions hold a sent
 where unlabelled (NaN for the linear env, -1 for the grid). Evaluation asks for the oracle
 fields separately (``LAMDataset.oracle``), so ground truth never slips into a batch.
 
-    data = LAMDataset("lam-envs/gridlam-snaking-...-v0")     # a Minari id, or a path
+    data = LAMDataset("lam_envs/gridlam-snaking-...-v0")     # a Minari id, or a path
     train, held_out = data.split(held_out=0.1, seed=0)       # by episode
     for batch in data.batches(128, episodes=train, seed=0):   # one shuffled epoch, chunked
         ...

@@ -21,17 +21,16 @@ latent on the noise: the question this package exists to answer, on one screen.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import lam_envs.demo as env_demo
-from lam_envs.cli import Parser
+from lam_envs.cli import Parser, run_main
 from lam_envs.collect import CollectConfig, collect
 from lam_models.metrics import mean_stderr
 from lam_models.pipeline import run_pipeline
 
-DATASET_ID = "lam-envs/demo-grid-snaking-v0"
+DATASET_ID = "lam_envs/demo-grid-snaking-v0"
 METHODS = (  # (label, LAM, its settings: the LAOM head's supervision on the labelled subset)
     ("VQ LAM (LAPO)", "vq", {}),
     ("LAOM-style, no labels", "laom", {}),
@@ -196,4 +195,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -535,9 +535,10 @@ def open_tensorboard(folder: str | Path):
 
 
 def progress_bar(total: int, desc: str, unit: str, enabled: bool):
-    """A tqdm bar (None when disabled)."""
+    """The package's progress display (:func:`lam_envs.cli.progress`: a bar on a terminal,
+    a line per 10% in a log); None when disabled."""
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from lam_envs.cli import progress
 
-    return tqdm(total=total, desc=desc, unit=unit)
+    return progress(total=total, desc=desc, unit=unit)

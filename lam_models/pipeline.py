@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lam_envs.cli import Parser
+from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_choice, check_fraction, check_int
 from lam_models.bc import bc_policies, fit_decoder, load_policy, save_policy
 from lam_models.data import DatasetError
@@ -569,4 +569,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from lam_envs.cli import Parser
+from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_int
 from lam_models.data import DatasetError
 from lam_models.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
@@ -180,4 +180,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

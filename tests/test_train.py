@@ -418,3 +418,29 @@ def test_training_curves_go_to_a_png_and_to_tensorboard(lam_datasets, tmp_path, 
     logged = [e.value for e in events.Scalars("perplexity")]
     assert logged == pytest.approx(history["perplexity"])  # the same numbers as run.json
     assert [e.step for e in events.Scalars("loss")] == history["step"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["lam_models.train", "lam_models.pipeline"])
+def test_ctrl_c_while_a_training_command_imports_torch_exits_quietly(command, tmp_path):
+    """A real `python -m lam_models.train`, interrupted while it loads torch."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    args = ["vq", "--dataset", "x"] if command.endswith("train") else ["--out", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", command, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while b"libtorch" not in Path(f"/proc/{proc.pid}/maps").read_bytes():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
