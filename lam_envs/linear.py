@@ -96,7 +96,14 @@ def effect_matrices(config: LinearLAMConfig) -> tuple[np.ndarray, np.ndarray]:
     orthogonal, Yᵀ Y = I for every overlap, and ‖Xᵀ Y‖²_F / d_b = overlap.
     """
     c = config
-    x, y = _effect_matrices(c.d_o, c.d_a, c.d_b, c.overlap, c.structure_seed)
+    try:
+        x, y = _effect_matrices(c.d_o, c.d_a, c.d_b, c.overlap, c.structure_seed)
+    except MemoryError:  # numpy's own message names an array, not the parameter
+        need = 3 * 8 * c.d_o**2 / 2**30  # the Gaussian, its Q and R, in float64
+        raise ValueError(
+            f"d_o = {c.d_o} does not fit in memory: drawing X and Y takes a QR of a d_o × d_o "
+            f"float64 matrix, about {need:,.1f} GiB"
+        ) from None
     return x.copy(), y.copy()
 
 

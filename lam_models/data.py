@@ -115,6 +115,8 @@ class LAMDataset:
             )
             self.episode_length = int(self._file["episode_0"].attrs["total_steps"])
             self.observation_shape = self._file["episode_0/observations"].shape[1:]
+            # from the data, not the env id: a foreign id must not put NaN into integers
+            self.discrete = self._file["episode_0/actions"].dtype.kind in "iu"
         except (OSError, KeyError, ValueError) as error:
             raise DatasetError(
                 f"dataset {name!r} is corrupt: cannot read main_data.hdf5 ({error})"
@@ -123,7 +125,6 @@ class LAMDataset:
         self.env_id: str = self._env_spec.id
         self.env_kwargs: dict[str, Any] = dict(self._env_spec.kwargs)
         self.kind = lam_envs.ENV_IDS[self.env_id][0] if self.env_id in lam_envs.ENV_IDS else "?"
-        self.discrete = self.kind == "grid"
 
     def _check_totals(self, name: str) -> None:
         """Refuse metadata that disagrees with the episodes on disk: every reader sizes its

@@ -44,7 +44,7 @@ from lam_models.data import DatasetError
 from lam_models.flags import add_flags, add_runtime_flags, given_flags, option
 from lam_models.lam import LAM, config_from_dict, get_lam, load_lam, resolve_device
 from lam_models.rollout import composed, evaluate_policies
-from lam_models.runs import plot_history, save_run
+from lam_models.runs import check_out_dir, plot_history, save_run
 from lam_models.split import DataSplit
 
 __all__ = [
@@ -191,6 +191,17 @@ class Run:
                 f"dataset {self.data.dataset_id!r} has no labelled transition in its train "
                 "split: the decoder stage needs some (collect with --label-fraction > 0)"
             )
+
+    def check_environment(self) -> None:
+        """The LAM handles the data's environment, and the rollouts may create it (one that
+        lam_envs registers, or a trusted dataset): refused before a LAM trains for nothing."""
+        lam = self.config.lam_class()
+        if self.split.kind not in lam.kinds:
+            raise PipelineError(
+                f"dataset {self.data.dataset_id!r} comes from {self.data.env_id}: the "
+                f"{lam.name!r} LAM works on {' and '.join(lam.kinds)} data"
+            )
+        self.data.recover_environment().close()
 
     def save(self, stage: str, metrics: dict[str, Any]) -> dict[str, Any]:
         save_run(self.folder(stage), stage, None, self.config, metrics)
@@ -351,7 +362,8 @@ def run_stage(
     ``config`` is required for the first stage (``lam`` or ``all``), which saves it as
     ``config.json`` and the dataset's fingerprint as ``dataset.json``; later stages read the
     configuration from there and refuse a dataset that changed since. A ``config`` that
-    differs from the folder's is refused (for ``lam``/``all`` unless ``overwrite``).
+    differs from the folder's is refused (for ``lam``/``all`` unless ``overwrite``), and so
+    is a first stage into a file or a folder of other files (unless ``overwrite``).
     ``trust``: let the rollouts create an environment lam_envs does not register
     (``LAMDataset(trust_entry_point=True)``). ``all`` returns the summary also saved as
     ``results.json``.
@@ -362,6 +374,8 @@ def run_stage(
     first = stage in ("lam", "all")
     if first and config is None:
         raise PipelineError(f"stage {stage!r} needs a configuration (at least --dataset)")
+    if first and saved is None:  # a file, another command's folder, read-only: before work
+        check_out_dir(out, overwrite)
     if not first and saved is None:
         raise PipelineError(
             f"missing artefacts: {str(out)!r} has no config.json; run the pipeline from "
@@ -377,6 +391,7 @@ def run_stage(
     run = Run(out, config, device, trust, tensorboard)
     if first:
         run.check_labels()  # before anything is written: the decoder will need labels
+        run.check_environment()
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from lam_envs.validate import check_fraction
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.seeding import Stream, numpy_rng, torch_generator
 
@@ -89,14 +90,15 @@ def action_targets(actions: np.ndarray, discrete: bool, dim: int) -> np.ndarray:
 
 
 def choose_labels(label_mask: np.ndarray, fraction: float | None, seed: int) -> np.ndarray:
-    """The labelled subset: round(fraction · N) (at least 1) of the labelled transitions in
-    ``label_mask`` (N,), the first ones of a seeded permutation, so that subsets are nested
-    across fractions. ``None``: every labelled transition."""
+    """The labelled subset: round(fraction · N) (at least 1 when fraction > 0; none at 0) of
+    the labelled transitions in ``label_mask`` (N,), the first ones of a seeded permutation,
+    so that subsets are nested across fractions. ``None``: every labelled transition."""
     if fraction is None:
         return np.asarray(label_mask, bool).copy()
+    fraction = check_fraction("label_fraction", fraction)  # -0.5 or NaN is no "1 label"
     available = np.flatnonzero(label_mask)
     n = len(label_mask)
-    wanted = max(1, round(fraction * n))
+    wanted = max(1, round(fraction * n)) if fraction > 0 else 0
     if wanted > len(available):
         raise ValueError(
             f"label fraction {fraction:g} out of range: it needs {wanted} labelled train "
@@ -183,8 +185,8 @@ class DataSplit:
 
     dataset: a :class:`LAMDataset`, or a Minari id or path of one.
     held_out: share of episodes held out, in (0, 1); split seeded by ``seed``.
-    label_fraction: share of train transitions in the labelled subset, in (0, 1], at most
-        the dataset's labelled share; ``None``: every labelled train transition.
+    label_fraction: share of train transitions in the labelled subset, in [0, 1] (0: none),
+        at most the dataset's labelled share; ``None``: every labelled train transition.
     eval_dataset: take the held-out part from this dataset's split instead (a model
         trained on one policy's data, scored on another's); same environment required.
     eval_transitions: keep at most this many held-out transitions (a seeded subset).

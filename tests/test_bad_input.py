@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -36,6 +39,8 @@ BAD_LINEAR = [
     ({"d_o": "16"}, r"d_o must be an integer, got '16'"),
     ({"d_o": True}, r"d_o must be an integer, got True"),
     ({"sigma_iid": None}, r"sigma_iid must be a finite number, got None"),
+    # X and Y take a QR of d_o × d_o float64 (here beyond any address space: fails at once)
+    ({"d_o": 10**8, "d_a": 2}, r"d_o = 100000000 does not fit in memory: .* GiB"),
 ]
 
 BAD_GRID = [
@@ -225,3 +230,133 @@ def test_presets_and_overrides():
     assert env.unwrapped.config.noise_intensity == 0.0
     env = gym.make("LinearLAM-OtherAgentsStrong-v0", sigma_iid=0.1)
     assert env.unwrapped.config.sigma_exo == 2.0 and env.unwrapped.config.sigma_iid == 0.1
+
+
+# ---------------------------------------------------------------- trainers and pipeline
+
+
+@pytest.mark.parametrize("fraction", [-0.5, 1.5, float("nan"), float("inf")])
+def test_a_label_fraction_outside_0_1_is_refused_not_one_label(lam_datasets, fraction):
+    """It used to give max(1, round(f · N)) = 1 label for f <= 0, silently."""
+    from lam_models.split import DataSplit, choose_labels
+
+    with pytest.raises(ValueError, match=r"label_fraction must be (in \[0.0, 1.0\]|a finite)"):
+        choose_labels(np.ones(100, bool), fraction, seed=0)
+    with pytest.raises(ValueError, match=r"label_fraction must be"):
+        DataSplit(lam_datasets["linear"], label_fraction=fraction)
+
+
+def test_a_label_fraction_of_zero_is_no_labels(lam_datasets):
+    from lam_models.split import DataSplit, choose_labels
+
+    assert choose_labels(np.ones(100, bool), 0.0, seed=0).sum() == 0
+    assert choose_labels(np.ones(100, bool), 1e-9, seed=0).sum() == 1  # at least one when > 0
+    assert DataSplit(lam_datasets["linear"], label_fraction=0.0).labelled == 0
+
+
+def test_train_refuses_a_negative_label_fraction_in_one_line(lam_datasets, tmp_path, capsys):
+    from lam_models.train import main
+
+    out = tmp_path / "run"
+    args = ["linear", "--dataset", lam_datasets["linear"], "--label-fraction", "-0.5"]
+    assert main([*args, "--steps", "5", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: label_fraction must be in [0.0, 1.0], got -0.5\n"
+    assert not out.exists()
+
+
+def _edited_copy(dataset: str, folder, edit_spec) -> str:
+    """A copy of ``dataset`` whose metadata's env_spec went through ``edit_spec(spec)``."""
+    shutil.copytree(dataset, folder)
+    path = folder / "data" / "metadata.json"
+    meta = json.loads(path.read_text())
+    spec = json.loads(meta["env_spec"])
+    edit_spec(spec)
+    meta["env_spec"] = json.dumps(spec)
+    path.write_text(json.dumps(meta))
+    return str(folder)
+
+
+def _a_file(path):
+    path.write_text("x")
+    return path
+
+
+def _a_train_run(path):
+    path.mkdir()
+    (path / "model.pt").write_text("a run of lam_models.train")
+    return path
+
+
+BAD_PIPELINE_OUT = [
+    (_a_file, r"is a file, not a folder"),
+    (_a_train_run, r"already holds files .* --overwrite"),
+    (lambda path: _a_file(path) / "run", r"cannot be written"),
+]
+
+
+@pytest.mark.parametrize(("make_out", "message"), BAD_PIPELINE_OUT)
+def test_a_pipeline_out_that_cannot_take_the_run_is_refused_before_work(
+    lam_datasets, tmp_path, capsys, make_out, message
+):
+    """A file, or a folder of other files (a train run): nothing is written into it."""
+    from lam_models.pipeline import main
+
+    out = make_out(tmp_path / "out")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    args = ["--dataset", lam_datasets["grid"], "--quick", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and len(err.splitlines()) == 1
+    assert __import__("re").search(message, err), err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("edit_spec", "message"),
+    [
+        # a foreign entry point under our id: the rollouts would call it
+        (
+            lambda s: s.update(entry_point="os:getcwd"),
+            r"names entry point 'os:getcwd' .* --trust-dataset",
+        ),
+        # a foreign environment: used to be a NaN cast into integer actions
+        (
+            lambda s: s.update(id="Foreign-v0", entry_point="os:getcwd"),
+            r"comes from Foreign-v0: the 'vq' LAM works on grid data",
+        ),
+    ],
+)
+def test_the_pipeline_refuses_an_environment_it_cannot_use_before_the_lam_trains(
+    lam_datasets, tmp_path, capsys, edit_spec, message
+):
+    from lam_models.pipeline import main
+
+    data = _edited_copy(lam_datasets["grid"], tmp_path / "shared", edit_spec)
+    out = tmp_path / "run"
+    assert main(["--dataset", data, "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    assert __import__("re").search(message, err), err
+    assert not out.exists()
+
+
+def test_a_whole_pipeline_over_a_run_with_other_settings_is_refused(lam_datasets, tmp_path, capsys):
+    """--stage all used to overwrite the folder's config.json and results.json."""
+    import dataclasses
+
+    from lam_models.pipeline import PipelineConfig, main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = dataclasses.asdict(PipelineConfig.quick(dataset=lam_datasets["grid"]))
+    (run / "config.json").write_text(json.dumps(saved))
+    (run / "results.json").write_text("{}")
+    args = ["--dataset", lam_datasets["grid"], "--quick", "--seed", "1", "--out", str(run)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        "was made with other settings: seed=1 (folder: 0); use a new --out, or --overwrite" in err
+    )
+    assert json.loads((run / "config.json").read_text()) == saved
+    assert (run / "results.json").read_text() == "{}"
