@@ -51,11 +51,11 @@ def updates_per_second(pool: dict, seeds: list[int], steps: int, augment: bool) 
         gens = [torch.Generator().manual_seed(s) for s in seeds]
 
         def sample(self, batch_size, **_):
-            index = torch.stack([torch.randint(POOL, (batch_size,), generator=g)
-                                 for g in self.gens])  # fmt: skip
+            index = torch.stack(
+                [torch.randint(POOL, (batch_size,), generator=g) for g in self.gens]
+            )
             o, o_next = pool["obs"][index].float(), pool["next_obs"][index].float()
-            return Transitions(o, o_next, o_next, pool["actions"][index],
-                               pool["label_mask"][index])  # fmt: skip
+            return Transitions(o, o_next, o_next, pool["actions"][index], pool["label_mask"][index])
 
     start = time.perf_counter()
     VQLAM.train(config, Pool(), seeds, device="cpu")

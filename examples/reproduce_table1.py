@@ -73,9 +73,14 @@ from lam_models.split import DataSplit  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "datasets"
 COLUMNS = [
-    "group", "setting", "seed", "controllable_loss", "stochastic_loss", "perplexity",
+    "group",
+    "setting",
+    "seed",
+    "controllable_loss",
+    "stochastic_loss",
+    "perplexity",
     "action_accuracy",
-]  # fmt: skip
+]
 METRICS = COLUMNS[3:]
 
 
@@ -175,8 +180,10 @@ class Job:
     eval_transitions: int
 
     def splits(self) -> list[DataSplit]:
-        return [DataSplit(self.dataset, 0.1, seed, None, self.eval_dataset,
-                          self.eval_transitions) for seed in self.seeds]  # fmt: skip
+        return [
+            DataSplit(self.dataset, 0.1, seed, None, self.eval_dataset, self.eval_transitions)
+            for seed in self.seeds
+        ]
 
 
 def run_configs(plan: Plan, paths: dict[str, Path]) -> dict[str, Job]:
@@ -187,7 +194,7 @@ def run_configs(plan: Plan, paths: dict[str, Path]) -> dict[str, Job]:
             eval_dataset=str(paths[t.eval_recipe]) if t.eval_recipe else None,
             config=VQConfig(
                 augment=t.augment, action_prediction=t.action_prediction, steps=plan.steps
-            ),  # fmt: skip
+            ),
             seeds=plan.seeds,
             eval_transitions=plan.eval_transitions,
         )
@@ -203,10 +210,14 @@ def train_all(jobs: dict[str, Job], workers: int) -> dict[str, tuple[VQLAM, list
     if workers == 1:
         for name in order:
             start = time.perf_counter()
-            runs[name] = train_and_score("vq", jobs[name].config, jobs[name].splits(),
-                                         jobs[name].seeds)  # fmt: skip
-            print(f"  {name:<15} {len(jobs[name].seeds)} seeds in "
-                  f"{time.perf_counter() - start:6.1f} s", flush=True)  # fmt: skip
+            runs[name] = train_and_score(
+                "vq", jobs[name].config, jobs[name].splits(), jobs[name].seeds
+            )
+            print(
+                f"  {name:<15} {len(jobs[name].seeds)} seeds in "
+                f"{time.perf_counter() - start:6.1f} s",
+                flush=True,
+            )
         return runs
     with ProcessPoolExecutor(
         workers,
@@ -218,7 +229,7 @@ def train_all(jobs: dict[str, Job], workers: int) -> dict[str, tuple[VQLAM, list
         futures = {
             name: pool.submit(
                 train_and_score, "vq", jobs[name].config, jobs[name].splits(), jobs[name].seeds
-            )  # fmt: skip
+            )
             for name in order
         }
         for name, future in futures.items():

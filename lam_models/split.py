@@ -245,8 +245,15 @@ class DataSplit:
         eval_dataset, eval_transitions = self._eval
         if isinstance(eval_dataset, LAMDataset):
             eval_dataset = eval_dataset.data_path
-        args = (self.data.data_path, self.held_out, self.seed, self.label_fraction,
-                eval_dataset, eval_transitions, self.data.trust_entry_point)  # fmt: skip
+        args = (
+            self.data.data_path,
+            self.held_out,
+            self.seed,
+            self.label_fraction,
+            eval_dataset,
+            eval_transitions,
+            self.data.trust_entry_point,
+        )
         return (DataSplit, args)
 
     def __repr__(self) -> str:
@@ -292,6 +299,15 @@ class DataSplit:
         other.__dict__.update(self.__dict__)
         other.train = self._labelled_part(label_fraction)
         other.label_fraction = label_fraction
+        return other
+
+    def training_view(self) -> DataSplit:
+        """The split as a method under benchmark may see it: the train part with its
+        visible actions and labelled subset, no held-out part and no oracle fields."""
+        other = object.__new__(DataSplit)
+        other.__dict__.update(self.__dict__)
+        other.train = dataclasses.replace(self.train, oracle={})
+        other.test = None
         return other
 
     def describe(self) -> str:

@@ -103,7 +103,7 @@ def test_a_copys_data_depend_only_on_its_seed_and_law():
     [
         (dict(noise="pink"), r"unknown noise 'pink'"),
         (dict(sigma=-1.0), r"sigma must be >= 0.0, got -1.0"),
-        (dict(sigma=math.inf), r"sigma must be finite"),
+        (dict(sigma=math.inf), r"sigma must be a finite number, got inf"),
         (dict(chi=1.5), r"chi must be in \[0.0, 1.0\], got 1.5"),
         (dict(d_a=16), r"d_a must be in \[1, 15\], got 16"),
     ],

@@ -52,7 +52,7 @@ def test_csv_has_the_exact_columns_and_every_setting_and_seed(quick_run):
     assert {g: {s for (g2, s) in seeds if g2 == g} for g in SETTINGS} == SETTINGS
     assert all(s == {"0", "1"} for s in seeds.values())
     # Built from the reduced recipes under the output folder, never Minari's root.
-    built = (out / "datasets" / "lam-envs").glob("*-v0")
+    built = (out / "datasets" / "lam_envs").glob("*-v0")
     assert sorted(p.name for p in built) == [
         f"grid-{name}-quick-v0"
         for name in ("high-uniform", "low-correlated", "low-uniform", "none-uniform")

@@ -73,8 +73,6 @@ class FreshLaw:
         check_int("d_b", self.d_b, low=1, high=self.d_o - self.d_a)
         check_choice("noise", self.noise, NOISES)
         check_float("sigma", self.sigma, low=0.0)
-        if not math.isfinite(self.sigma):
-            raise ValueError(f"sigma must be finite, got {self.sigma}")
         check_fraction("chi", self.chi)
 
     @property

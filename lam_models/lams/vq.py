@@ -83,8 +83,16 @@ class VQConfig:
     log_every: int = option(100, "training-curve resolution, in updates")
 
     def __post_init__(self) -> None:
-        for name in ("codebook_size", "latent_dim", "idm_width", "fdm_width", "dead_code_steps",
-                     "steps", "batch_size", "log_every"):  # fmt: skip
+        for name in (
+            "codebook_size",
+            "latent_dim",
+            "idm_width",
+            "fdm_width",
+            "dead_code_steps",
+            "steps",
+            "batch_size",
+            "log_every",
+        ):
             check_int(name, getattr(self, name), low=1)
         check_float("commitment_weight", self.commitment_weight, low=0.0)
         check_float("action_weight", self.action_weight, low=0.0)
@@ -240,8 +248,12 @@ class VQLAM(LAM):
             log.add(loss=loss, fdm_loss=fdm_loss, commitment_loss=commitment, action_loss=pull)
             if log.due(step):
                 used = (counts_window > 0).sum(-1)
-                log.step(step, perplexity=_perplexity(counts_window), codes_used=used,
-                         revived=revived_window)  # fmt: skip
+                log.step(
+                    step,
+                    perplexity=_perplexity(counts_window),
+                    codes_used=used,
+                    revived=revived_window,
+                )
                 counts_window.zero_()
                 revived_window.zero_()
             else:
@@ -297,7 +309,7 @@ class VQLAM(LAM):
                 "train_perplexity": last.get("perplexity", math.nan),
                 "codes_revived": int(sum(history.get("revived", []))),
                 "data": split.describe(),
-            }  # fmt: skip
+            }
             if self.config.action_prediction:
                 moved = (test.oracle["position"] != test.oracle["position_before"]).any(-1)
                 result["assigned_action_accuracy"] = float((codes[moved] == actions[moved]).mean())
@@ -338,7 +350,9 @@ class VQLAM(LAM):
 def plot_transitions(
     lam: VQLAM, split: DataSplit, path: str | Path, count: int = 6, title: str = "", copy: int = 0
 ) -> Path:
-    """A PNG of ``count`` held-out transitions: o, o', ô' and the chosen code (and action).
+    """A PNG of ``count`` held-out transitions: o, o′ and the prediction ô′ (one column each),
+    with the true action and the chosen code above each column, the noise row marked, and a
+    colour scale for the pixel values.
 
     Picks the first transition of each true action in turn, so every action appears.
     """
@@ -359,22 +373,35 @@ def plot_transitions(
     o_next = torch.from_numpy(test.next_obs()[chosen])
     prediction = lam.predict(o, o_next)
     top = float(max(o.max(), o_next.max(), 1.0))
-    fig, axes = plt.subplots(3, len(chosen), figsize=(1.6 * len(chosen), 5.2), squeeze=False)
+    height = o.shape[-2]
+    noise_row = height - 1  # the grid's last row is the exogenous noise
+    fig, axes = plt.subplots(3, len(chosen), figsize=(1.7 * len(chosen) + 1.2, 5.6), squeeze=False)
+    image = None
     for j, i in enumerate(chosen):
         images = (o[j, 0], o_next[j, 0], prediction.pred_next[copy, j, 0])
-        for row, (image, name) in enumerate(zip(images, ("o", "o'", "ô'"), strict=True)):
+        for row, (picture, name) in enumerate(
+            zip(images, ("o", "o′ (true)", "ô′ (predicted)"), strict=True)
+        ):
             ax = axes[row, j]
-            ax.imshow(image.numpy(), cmap="gray", vmin=0.0, vmax=top)
+            image = ax.imshow(picture.numpy(), cmap="viridis", vmin=0.0, vmax=top)
+            ax.axhline(noise_row - 0.5, color="white", lw=1.5, ls="--")
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(name)
+                ax.set_yticks([noise_row], ["noise"], fontsize=7)
         axes[0, j].set_title(
-            f"a = {ACTION_NAMES[actions[i]]}\ncode {int(prediction.codes[copy, j])}", fontsize=9
+            f"action: {ACTION_NAMES[actions[i]]}\ncode {int(prediction.codes[copy, j])}",
+            fontsize=9,
         )
-    fig.suptitle(title or "held-out transitions: o, o', predicted ô' and the chosen code")
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes, shrink=0.6, label="pixel value (o, o′, ô′)")
+    fig.suptitle(
+        title
+        or "held-out transitions: the true action and the chosen code over each column; "
+        "below the dashed line, the noise row",
+        fontsize=9,
+    )
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
