@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import sys
 import textwrap
 import time
 from collections import defaultdict
@@ -49,7 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lam_envs.cli import Parser  # noqa: E402
+from lam_envs.cli import Parser, run_main  # noqa: E402
 from lam_models.lam import resolve_device, train_and_score  # noqa: E402
 from lam_models.lams.linear import (  # noqa: E402
     LinearConfig,
@@ -633,4 +632,4 @@ def main(argv: list[str] | None = None, published: Published | None = None,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)  # a quiet Ctrl-C: "interrupted", status 130

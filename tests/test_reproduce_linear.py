@@ -7,8 +7,11 @@ clean effects, which these tests state.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
+import re
 from collections import defaultdict
 
 import pytest
@@ -26,11 +29,13 @@ FIGURES = ("F3a", "F3b", "F3c", "F6a", "F6b", "F6c")
 def quick_run(tmp_path_factory, load_example):
     out = tmp_path_factory.mktemp("linear")
     main = load_example("reproduce_linear").main
-    assert main(["--quick", "--protocol", "all", "--out", str(out)]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["--quick", "--protocol", "all", "--out", str(out)]) == 0
     with (out / "linear_results.csv").open() as f:
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, list(reader)
-    return out, header, rows
+    return out, header, rows, printed.getvalue()
 
 
 def _mean(rows, protocol, figure, metric, **where):
@@ -45,8 +50,17 @@ def _mean(rows, protocol, figure, metric, **where):
     return sum(values) / len(values)
 
 
+def test_printed_summary_and_elapsed_time(quick_run):
+    *_, printed = quick_run
+    for protocol in ("published", "package"):
+        for figure in FIGURES:
+            assert f"{figure} ({protocol}):" in printed
+    assert re.search(r"nmse\(a\) by d_z: 2: \d\.\d{3}±\d\.\d{3}", printed)
+    assert re.search(r"^elapsed \d+\.\d s$", printed, re.MULTILINE)
+
+
 def test_csv_and_plots(quick_run):
-    out, header, rows = quick_run
+    out, header, rows, _ = quick_run
     assert header == COLUMNS
     for protocol in ("published", "package"):
         for figure in FIGURES:
@@ -74,7 +88,7 @@ def test_csv_and_plots(quick_run):
 
 
 def test_published_quick_run_shows_the_effects(quick_run):
-    _, _, rows = quick_run
+    _, _, rows, _ = quick_run
 
     def mean(figure, metric, **where):
         return _mean(rows, "published", figure, metric, **where)
@@ -97,7 +111,7 @@ def test_published_quick_run_shows_the_effects(quick_run):
 
 
 def test_package_quick_run_shows_the_effects(quick_run):
-    _, _, rows = quick_run
+    _, _, rows, _ = quick_run
 
     def mean(figure, metric, **where):
         return _mean(rows, "package", figure, metric, **where)
