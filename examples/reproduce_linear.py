@@ -1,6 +1,6 @@
 """Reproduce the linear-LAM figures F3a–F3c and F6a–F6c (SPEC, "Experiments to reproduce").
 
-    python examples/reproduce_linear.py                      # published (~25 min, 2 cores)
+    python examples/reproduce_linear.py                      # published (~30 min, 2 idle cores)
     python examples/reproduce_linear.py --protocol package   # the package's variants (~8 min)
     python examples/reproduce_linear.py --protocol all       # both
     python examples/reproduce_linear.py --quick              # reduced sweeps, d_o = 32 (the tests)
