@@ -6,9 +6,11 @@ cosine schedule) for both:
 
 - ours:      ``LinearLAM.train`` (``lam_models.lams.linear``) on fresh transitions drawn in
              torch from the same formulas, for M = 1 model and for M = 16 models trained as
-             one batch (the way the reproduction sweeps seeds and settings); and once more
-             on the stream path (``StreamSource``: a pool drawn once from the native vector
-             env, batches by index), whose finite pool adds a small overfitting gap.
+             one batch (the way the reproduction sweeps seeds and settings); on
+             ``FreshBatches`` (the published runs' data: every copy's fresh batches drawn
+             from the formulas, 16 seeds); and once more on the stream path
+             (``StreamSource``: a pool drawn once from the native vector env, batches by
+             index), whose finite pool adds a small overfitting gap.
 - baseline:  the same model written as four ``nn.Linear`` layers (A, B, C, D) in a plain
              torch loop, with each batch sampled in numpy at every step from the SPEC's
              formulas (o ~ N(0, I), a ~ N(0, I), o' = o + X a + σ_exo Y b).
@@ -38,6 +40,8 @@ from lam_models.lams.linear import (
     analytic_optimum,
     optimality_gap,
 )
+from lam_models.lams.linear_fresh import FreshBatches, FreshLaw
+from lam_models.seeding import Stream
 from lam_models.split import DataSpec, Transitions
 
 D_O, D_A, D_B, D_Z, SIGMA_EXO, BATCH, LR = 128, 8, 8, 8, 0.5, 128, 3e-2
@@ -62,13 +66,16 @@ def ours(steps: int, num_models: int, data: str = "torch") -> tuple[float, float
     """(seconds in all, seconds of training, worst relative gap on the held-out set).
 
     data "torch": fresh transitions drawn in torch at every step from the SPEC's formulas with
-    the env's X, Y (the same data as the baseline, without numpy); "env": the
-    ``lam_models.train_linear`` stream path, a pool of ``POOL`` transitions drawn once from the
-    native vector env, batches by index.
+    the env's X, Y (the same data as the baseline, without numpy); "fresh":
+    ``FreshBatches``, each copy's own seed; "env": the stream path, a pool of ``POOL``
+    transitions drawn once from the native vector env, batches by index.
     """
     start = time.perf_counter()
     config = LinearConfig(latent_dim=D_Z, lr=LR, steps=steps, batch_size=BATCH, log_every=steps)
-    if data == "env":
+    if data == "fresh":
+        law = FreshLaw(D_O, D_A, D_B, "other_agents", SIGMA_EXO)
+        source = FreshBatches([law] * num_models, list(range(num_models)))
+    elif data == "env":
         source = [
             StreamSource(StreamConfig(env_kwargs=ENV, train_transitions=POOL), seed=s)
             for s in range(num_models)
@@ -78,7 +85,11 @@ def ours(steps: int, num_models: int, data: str = "torch") -> tuple[float, float
     train_start = time.perf_counter()
     lam = LinearLAM.train(config, source, list(range(num_models)), device="cpu")
     end = time.perf_counter()
-    gap = optimality_gap(lam, EVAL_O, EVAL_NEXT)
+    if data == "fresh":  # each copy's own X and Y (structure_seed = its seed): its own set
+        held_out = FreshBatches(source.laws, source.seeds, stream=Stream.STREAM_RECON).draw(16384)
+        gap = optimality_gap(lam, held_out["obs"], held_out["next_obs"])
+    else:
+        gap = optimality_gap(lam, EVAL_O, EVAL_NEXT)
     return end - start, end - train_start, float(gap.relative.max())
 
 
@@ -176,15 +187,18 @@ def main() -> None:
     rate_ours = n / ours(n, 1)[1]
     rate_batched = M * n / ours(n, M)[1]
     rate_env = n / ours(n, 1, data="env")[1]
+    rate_fresh = M * n / ours(n, M, data="fresh")[1]
     t_base, s_base, g_base = time_to_optimum(baseline, args.schedules)
     t_ours, s_ours, g_ours = time_to_optimum(lambda k: ours(k, 1), args.schedules)
     t_batch, s_batch, g_batch = time_to_optimum(lambda k: ours(k, M), args.schedules)
     t_env, s_env, g_env = time_to_optimum(lambda k: ours(k, 1, data="env"), args.schedules)
+    t_fr, s_fr, g_fr = time_to_optimum(lambda k: ours(k, M, data="fresh"), args.schedules)
     rows = [
         ("baseline nn.Linear loop", rate_base, t_base, s_base, g_base, ""),
         ("ours, 1 model", rate_ours, t_ours, s_ours, g_ours, ""),
         (f"ours, {M} models batched", rate_batched, t_batch / M, s_batch, g_batch, " (per model)"),
         ("ours, env pool 65536", rate_env, t_env, s_env, g_env, " (incl. drawing the pool)"),
+        (f"ours, {M} on FreshBatches", rate_fresh, t_fr / M, s_fr, g_fr, " (per model)"),
     ]
     print(
         f"linear LAM, d_o={D_O} d_a={D_A} d_z={D_Z} batch={BATCH}, σ_exo={SIGMA_EXO} d_b={D_B}, "

@@ -1,31 +1,44 @@
 """Reproduce the linear-LAM figures F3a–F3c and F6a–F6c (SPEC, "Experiments to reproduce").
 
-    python examples/reproduce_linear.py            # full sweep, d_o = 128 (<= 15 min, 2 cores)
-    python examples/reproduce_linear.py --quick    # reduced sweep, d_o = 32 (seconds)
+    python examples/reproduce_linear.py                      # published (~30 min, 2 idle cores)
+    python examples/reproduce_linear.py --protocol package   # the package's variants (~8 min)
+    python examples/reproduce_linear.py --protocol all       # both
+    python examples/reproduce_linear.py --quick              # reduced sweeps, d_o = 32 (the tests)
+    python examples/reproduce_linear.py --figures F3a,F6c    # some figures only
 
-Writes ``<out>/linear_results.csv`` (one row per figure, setting and seed) and one PNG per
-figure (mean over seeds with a standard-error band), then prints a per-finding summary
-computed from the CSV.
+Writes ``<out>/linear_results.csv`` (one row per protocol, figure, setting and seed) and one
+PNG per figure and protocol (``F3a_published.png``, ``F3a_package.png``, ...; mean over seeds
+with a standard-error band), and prints each figure's numbers (means ± s.e.), the training
+speed of the batched groups, and the elapsed time.
 
-Every run streams its own transitions from ``LinearLAM-v0`` (one-step episodes, so
-o ~ N(0, I); structure_seed = seed, so each seed has its own X and Y) through the linear
-LAM (``lam_models.lams.linear``); runs with the same latent dimension (and action head or
-not) train together as one batched model. Probes are fitted on training transitions and
-measured on fresh held-out random-policy ones. Which latent each figure probes:
-the surrogate z̃ = B⁺(ô' − o) for F3a–c, F6a and F6c (the over-parameterised LAM's true z
-also carries o, which A cancels), the true z for F6b (augmentation's effect on it is the
-point). ``recon_loss`` is measured on the training data without augmentation, beside
-``analytic_loss``, the PCA minimum of the same data's o' − o.
+``--protocol published`` follows PROTOCOLS.md ("Linear LAM"): every step a fresh batch of 128
+transitions drawn from the formulas (``lam_models.lams.linear_fresh``), Adam at its defaults
+(lr 1e-3, constant), torch's default initialisation, the published step counts; after
+training, linear probes with bias are trained with Adam on 5,000 fresh batches of the frozen
+LAM's latent and measured on 10,000 fresh transitions. Each figure probes its own latent
+(``change`` = ô' − o, the published surrogate, or ``true`` = z) on its own probe data. The
+grids are thinned to fit 30 minutes on two cores (``PUBLISHED`` below; the README says
+which values were dropped).
+
+``--protocol package`` runs the package's own variants, which answer other questions:
+finite pools of transitions from ``LinearLAM-v0`` with least-squares probes, the package's
+fast schedule (lr 3e-2, cosine), probes on noisy data, Gaussian noise in F6b, and a fixed
+labelled subset of a pool in F6c (``PACKAGE`` below; README, a table per figure).
+
+Copies that share a step count and a latent dimension train together as one batched model
+(they may differ in their data, κ, λ_a and head); the groups spread over ``--workers``
+processes with one torch thread each.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
+import multiprocessing
+import textwrap
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -35,42 +48,151 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lam_envs.cli import Parser, run_main  # noqa: E402
+from lam_models.lam import resolve_device, train_and_score  # noqa: E402
 from lam_models.lams.linear import (  # noqa: E402
     LinearConfig,
-    LinearLAM,
     StreamConfig,
     StreamSource,
+    published_action_weight,
 )
+from lam_models.lams.linear_fresh import FreshLaw, ProbePlan, train_and_probe  # noqa: E402
 from lam_models.metrics import mean_stderr  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 
 COLUMNS = [
-    "figure",
-    "seed",
-    "d_o",
-    "d_a",
-    "d_z",
-    "d_b",
-    "sigma_iid",
-    "sigma_exo",
-    "chi",
-    "kappa",
-    "label_fraction",
-    "latent",
-    "nmse_a",
-    "nmse_q",
-    "nmse_eps",
-    "nmse_o",
-    "llo",
-    "recon_loss",
-    "analytic_loss",
-]
+    "protocol", "figure", "seed", "d_o", "d_a", "d_z", "d_b", "noise", "sigma", "chi", "kappa",
+    "label_fraction", "action_weight", "steps", "latent", "probe", "nmse_a", "nmse_noise",
+    "nmse_o", "llo", "recon_loss", "analytic_loss",
+]  # fmt: skip
+TEXT_COLUMNS = ("protocol", "figure", "noise", "latent", "probe")
 FIGURES = ("F3a", "F3b", "F3c", "F6a", "F6b", "F6c")
+PROTOCOLS = ("published", "package")
+MAX_GROUP = 30  # copies per batched model (larger groups are split: fewer, larger
+# groups cost less overhead; more, smaller ones balance the workers better)
+
+
+# --------------------------------------------------------------------------------------------
+# The published protocol (PROTOCOLS.md): fresh batches, Adam probes on the frozen LAM
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Sweep:
-    """The sweep values of every figure; ``QUICK`` is a scaled-down copy for the tests."""
+class Published:
+    """The published sweeps, thinned to fit 30 minutes on two cores (the published values in
+    the comments); step counts, batch size, optimiser, latents and probes as published."""
+
+    d_o: int = 128
+    d_a: int = 8
+    d_b: int = 8
+    seeds: tuple[int, ...] = (0, 1, 2)
+    probe_steps: int = 5000
+    test_transitions: int = 10_000
+    f3a_steps: int = 20_000
+    f3a_d_a: tuple[int, ...] = (4, 8, 16)  # published: 2, 4, ..., 16
+    f3a_d_z: tuple[int, ...] = (4, 8, 16)  # published: 1, 2, ..., 16
+    f3b_steps: int = 10_000
+    f3b_sigma: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)  # published: 0, 0.1, ..., 1.5
+    f3b_d_z: tuple[int, ...] = (8, 16)  # published: 2, 4, ..., 16
+    steps: int = 40_000  # F3c, F6a, F6b, F6c
+    f3c_sigma: tuple[float, ...] = (0.5, 2.0)
+    f3c_d_z: tuple[int, ...] = (4, 8, 16)  # published: 2, ..., 16
+    f6a_chi: tuple[float, ...] = (0.0, 0.1, 1.0)  # published: 0, 0.1, ..., 1
+    f6a_d_z: tuple[int, ...] = (8,)  # published: 2, ..., 16
+    f6b_kappa: tuple[float, ...] = (0.0, 0.01, 0.1, 0.5)
+    f6b_sigma: tuple[float, ...] = (0.1,)  # published: 0, 0.1, 0.5, 1
+    f6b_d_z: tuple[int, ...] = (8,)  # published: 2, ..., 16
+    f6c_fraction: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1)
+    f6c_sigma: tuple[float, ...] = (2.0,)  # published: 0.5, 1, 2
+    f6c_d_z: tuple[int, ...] = (8,)  # published: 2, ..., 16
+    f6c_kappa: float = 0.1
+    f6c_weight: float = 1.0  # the head's weight in the published (mean over dimensions) loss
+
+
+PUBLISHED = Published()
+PUBLISHED_QUICK = Published(
+    d_o=32, d_a=4, d_b=4, probe_steps=500, test_transitions=2000,
+    f3a_steps=3000, f3a_d_a=(2, 4), f3a_d_z=(2, 4), f3b_steps=3000, f3b_sigma=(0.0, 1.0),
+    f3b_d_z=(4,), steps=3000, f3c_d_z=(2, 4), f6a_chi=(0.0, 1.0), f6a_d_z=(4,),
+    f6b_kappa=(0.0, 0.5), f6b_d_z=(4,), f6c_fraction=(0.0, 0.1), f6c_d_z=(4,),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FreshRun:
+    """One copy of the published protocol: figure, seed, data law, model, labels, probes."""
+
+    figure: str
+    seed: int
+    law: FreshLaw
+    config: LinearConfig
+    label_fraction: float
+    probe: ProbePlan
+
+
+def published_runs(p: Published, figures) -> list[FreshRun]:
+    out = []
+
+    def add(figure, d_z, steps, probe, kappa=0.0, fraction=0.0, **law):
+        head = fraction > 0  # with no label in any batch the head would never be trained
+        config = LinearConfig(
+            latent_dim=d_z, steps=steps, lr=1e-3, lr_schedule="constant", init="uniform",
+            init_scale=1.0, kappa=kappa, action_head=head, head_bias=head,
+            action_weight=published_action_weight(p.d_o, p.d_a, p.f6c_weight) if head else 0.0,
+            log_every=max(1, steps // 20),
+        )  # fmt: skip
+        probe = replace(probe, steps=p.probe_steps, test_transitions=p.test_transitions)
+        law = FreshLaw(**{"d_o": p.d_o, "d_a": p.d_a, "d_b": p.d_b, **law})
+        if figure in figures:
+            out.extend(FreshRun(figure, s, law, config, fraction, probe) for s in p.seeds)
+
+    change = ProbePlan("change")
+    for d_a in p.f3a_d_a:
+        for d_z in p.f3a_d_z:
+            add("F3a", d_z, p.f3a_steps, change, d_a=d_a)
+    for sigma in p.f3b_sigma:  # probes fitted and measured on noise-free transitions
+        for d_z in p.f3b_d_z:
+            probe = ProbePlan("change", fit="noise_free", test="noise_free")
+            add("F3b", d_z, p.f3b_steps, probe, noise="gaussian", sigma=sigma)
+    for sigma in p.f3c_sigma:
+        for d_z in p.f3c_d_z:
+            add("F3c", d_z, p.steps, change, noise="other_agents", sigma=sigma)
+    for chi in p.f6a_chi:  # fitted on χ-policy data, measured on random-policy data
+        for d_z in p.f6a_d_z:
+            add("F6a", d_z, p.steps, ProbePlan("change", test="random_policy"), chi=chi)
+    for sigma in p.f6b_sigma:
+        for kappa in p.f6b_kappa:
+            for d_z in p.f6b_d_z:
+                add("F6b", d_z, p.steps, ProbePlan("true"), kappa, noise="uniform", sigma=sigma)
+    for sigma in p.f6c_sigma:
+        for fraction in p.f6c_fraction:
+            for d_z in p.f6c_d_z:
+                add("F6c", d_z, p.steps, ProbePlan("true"), p.f6c_kappa, fraction,
+                    noise="other_agents", sigma=sigma)  # fmt: skip
+    return out
+
+
+def fresh_row(run: FreshRun, result: dict) -> dict:
+    law, c = run.law, run.config
+    return {
+        "protocol": "published", "figure": run.figure, "seed": run.seed, "d_o": law.d_o,
+        "d_a": law.d_a, "d_z": c.latent_dim, "d_b": law.d_b, "noise": law.noise,
+        "sigma": law.sigma, "chi": law.chi, "kappa": c.kappa, "label_fraction": run.label_fraction,
+        "action_weight": c.effective_action_weight, "steps": c.steps, "latent": run.probe.latent,
+        "probe": "adam", **{k: result[k] for k in ("nmse_a", "nmse_noise", "nmse_o")},
+        "llo": -result["nmse_a"] + result["nmse_noise"] + result["nmse_o"],
+        "recon_loss": result["recon_loss"], "analytic_loss": result["analytic_loss"],
+    }  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The package's variants: pools from LinearLAM-v0, least-squares probes, the fast schedule
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Package:
+    """The package's sweeps (README: what each changes from the published protocol, and why)."""
 
     d_o: int = 128
     d_a: int = 8
@@ -86,95 +208,63 @@ class Sweep:
     f3c_d_z: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
     d_b: int = 8
     f6a_chi: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    # F6a also with weak other agents: then the action's unpredictable part (1 − χ)² competes
-    # with the noise (σ_exo²) for the d_z = d_a latent directions.
+    # With weak other agents the action's unpredictable part (1 − χ)² competes with the
+    # noise (σ_exo²) for the d_z = d_a latent directions.
     f6a_sigma_exo: tuple[float, ...] = (0.0, 0.5)
-    # F6b: d_z = 2 d_a > d_a + d_b: latent directions with no change left to encode, where
-    # the over-parameterised LAM's true latent is free to carry o.
     f6b_kappa: tuple[float, ...] = (0.0, 0.01, 0.1, 0.5)
-    f6b_sigma_exo: tuple[float, ...] = (0.0, 0.5, 2.0)
-    f6b_d_b: int = 4
+    f6b_sigma_iid: tuple[float, ...] = (0.0, 0.5, 1.0)  # Gaussian, as the paper's text says
     f6c_fraction: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1)
     f6c_sigma_exo: tuple[float, ...] = (0.5, 1.0, 2.0)
-    # λ_a must outweigh what a noise direction saves in reconstruction (σ_exo² − 1 = 3 at 2);
-    # the head's loss is a mean over the labelled transitions of a batch, so λ_a's weight does
-    # not shrink with the label fraction, but its gradient gets rarer and noisier: at 1% the
-    # latent leaves the noise within 1500 steps only with a large λ_a and a larger pool
-    # (more distinct labelled transitions).
+    # λ_a (sums over dimensions; = 6.25 in the published mean-over-dimensions units) must
+    # outweigh what a noise direction saves in reconstruction (σ_exo² − 1 = 3 at 2); at 1%
+    # of a fixed pool the head sees few distinct labels, so it needs a large weight and pool.
     f6c_action_weight: float = 100.0
     f6c_train_transitions: int = 32768
-    extra: dict = field(default_factory=dict)
 
 
-FULL = Sweep()
-QUICK = Sweep(
-    d_o=32,
-    d_a=4,
-    steps=500,
-    train_transitions=2048,
-    eval_transitions=1024,
-    f3a_d_z=(1, 2, 4, 8),
-    f3a_d_a=(2, 4),
-    f3b_sigma=(0.0, 0.5, 2.0),
-    f3b_d_z=(4,),
-    f3c_d_z=(2, 4, 8),
-    d_b=4,
-    f6a_chi=(0.0, 0.5, 1.0),
-    f6a_sigma_exo=(0.5,),
-    f6b_kappa=(0.0, 0.5),
-    f6b_sigma_exo=(0.0, 2.0),
-    f6b_d_b=2,
-    f6c_fraction=(0.0, 0.1),
-    f6c_sigma_exo=(2.0,),
-    f6c_train_transitions=4096,
-)
+PACKAGE = Package()
+PACKAGE_QUICK = Package(
+    d_o=32, d_a=4, steps=500, train_transitions=2048, eval_transitions=1024,
+    f3a_d_z=(1, 2, 4, 8), f3a_d_a=(2, 4), f3b_sigma=(0.0, 0.5, 2.0), f3b_d_z=(4,),
+    f3c_d_z=(2, 4, 8), d_b=4, f6a_chi=(0.0, 0.5, 1.0), f6a_sigma_exo=(0.5,),
+    f6b_kappa=(0.0, 0.5), f6b_sigma_iid=(0.0, 1.0), f6c_fraction=(0.0, 0.1),
+    f6c_sigma_exo=(2.0,), f6c_train_transitions=4096,
+)  # fmt: skip
 
-LATENT = {
-    "F3a": "surrogate",
-    "F3b": "surrogate",
-    "F3c": "surrogate",
-    "F6a": "surrogate",
-    "F6b": "true",
-    "F6c": "surrogate",
-}
+# F6b probes the true latent (augmentation's effect on it is the point); the rest the
+# package's surrogate z̃ = B⁺(ô' − o) (the over-parameterised LAM's true z also carries o).
+PACKAGE_LATENT = {"F3a": "surrogate", "F3b": "surrogate", "F3c": "surrogate",
+                  "F6a": "surrogate", "F6b": "true", "F6c": "surrogate"}  # fmt: skip
 
 
 @dataclass(frozen=True)
-class Job:
-    """One run: its figure, data (a stream), model settings and seed."""
+class StreamRun:
+    """One copy of the package protocol: a pool or stream from LinearLAM-v0."""
 
     figure: str
-    stream: StreamConfig
-    lam: LinearConfig
     seed: int
-    label_fraction: float = 1.0
-    eval_transitions: int = 4096
+    stream: StreamConfig
+    config: LinearConfig
+    label_fraction: float
+    eval_transitions: int
 
     def source(self) -> StreamSource:
         return StreamSource(self.stream, self.seed, self.label_fraction, self.eval_transitions)
 
 
-def jobs(s: Sweep) -> list[Job]:
-    """Every (figure, setting, seed) run of the sweep."""
-    out: list[Job] = []
+def package_runs(s: Package, figures) -> list[StreamRun]:
+    out = []
 
-    def add(
-        figure: str,
-        d_z: int,
-        env: dict,
-        policy="random",
-        chi=None,
-        train_transitions=s.train_transitions,
-        label_fraction=1.0,
-        **lam,
-    ) -> None:
+    def add(figure, d_z, env, policy="random", chi=None, pool=s.train_transitions,
+            fraction=1.0, **lam):  # fmt: skip
+        if figure not in figures:
+            return
         for seed in s.seeds:
             kwargs = {"d_o": s.d_o, "d_a": s.d_a, **env, "structure_seed": seed}
-            stream = StreamConfig(
-                env_kwargs=kwargs, policy=policy, chi=chi, train_transitions=train_transitions
-            )
+            stream = StreamConfig(env_kwargs=kwargs, policy=policy, chi=chi,
+                                  train_transitions=pool)  # fmt: skip
             config = LinearConfig(latent_dim=d_z, steps=s.steps, **lam)
-            out.append(Job(figure, stream, config, seed, label_fraction, s.eval_transitions))
+            out.append(StreamRun(figure, seed, stream, config, fraction, s.eval_transitions))
 
     for d_a in s.f3a_d_a:
         for d_z in s.f3a_d_z:
@@ -188,296 +278,353 @@ def jobs(s: Sweep) -> list[Job]:
     for sigma in s.f6a_sigma_exo:
         for chi in s.f6a_chi:
             add("F6a", s.d_a, {"sigma_exo": sigma, "d_b": s.d_b}, policy="linear", chi=chi)
-    for sigma in s.f6b_sigma_exo:
-        for kappa in s.f6b_kappa:
-            add("F6b", 2 * s.d_a, {"sigma_exo": sigma, "d_b": s.f6b_d_b}, kappa=kappa)
+    for sigma in s.f6b_sigma_iid:
+        for kappa in s.f6b_kappa:  # d_z = 2 d_a: latent directions beyond the action's
+            add("F6b", 2 * s.d_a, {"sigma_iid": sigma}, kappa=kappa)
     for sigma in s.f6c_sigma_exo:
-        for fraction in s.f6c_fraction:
-            # With no labels the head has nothing to learn from: the plain LAM, λ_a = 0.
-            add(
-                "F6c",
-                s.d_a,
-                {"sigma_exo": sigma, "d_b": s.d_b},
-                action_head=fraction > 0,
+        for fraction in s.f6c_fraction:  # no labels: the plain LAM, λ_a = 0
+            add("F6c", s.d_a, {"sigma_exo": sigma, "d_b": s.d_b}, action_head=fraction > 0,
                 action_weight=s.f6c_action_weight if fraction > 0 else 0.0,
-                label_fraction=fraction,
-                train_transitions=s.f6c_train_transitions,
-            )
+                fraction=fraction, pool=s.f6c_train_transitions)  # fmt: skip
     return out
 
 
-def run_jobs(all_jobs: list[Job], progress: bool) -> list[dict]:
-    """Train the jobs in batched groups (same d_z; F6c apart, for its action head)."""
-    groups: dict[tuple, list[Job]] = defaultdict(list)
-    for job in all_jobs:
-        groups[(job.lam.latent_dim, job.figure == "F6c")].append(job)
-    rows = []
-    for (d_z, head), group in sorted(groups.items()):
-        start = time.perf_counter()
-        sources = [j.source() for j in group]
-        lam = LinearLAM.train(
-            [j.lam for j in group],
-            sources,
-            [j.seed for j in group],
-            device="cpu",
-            progress=progress,
-        )
-        results = lam.metrics(sources)
-        print(
-            f"  d_z={d_z:<3} head={'yes' if head else 'no ':<3} {len(group):>3} models "
-            f"in {time.perf_counter() - start:6.1f} s",
-            flush=True,
-        )
-        for job, result in zip(group, results, strict=True):
-            rows.append(_row(job, result))
-    order = {f: i for i, f in enumerate(FIGURES)}
-    return sorted(rows, key=lambda r: order[r["figure"]])
-
-
-def _row(job: Job, result: dict) -> dict:
-    latent = LATENT[job.figure]
-    report = result[latent]
+def stream_row(run: StreamRun, result: dict) -> dict:
+    latent = PACKAGE_LATENT[run.figure]
+    r, env = result[latent], run.stream.env_kwargs
+    noise, sigma = "none", 0.0
+    if env.get("sigma_iid", 0) > 0:
+        noise, sigma = "gaussian", env["sigma_iid"]
+    elif env.get("sigma_exo", 0) > 0:
+        noise, sigma = "other_agents", env["sigma_exo"]
+    fraction = run.label_fraction if run.figure == "F6c" else 0.0
     return {
-        "figure": job.figure,
-        "seed": job.seed,
-        "d_o": result["d_o"],
-        "d_a": result["d_a"],
-        "d_z": job.lam.latent_dim,
-        "d_b": result["d_b"],
-        "sigma_iid": result["sigma_iid"],
-        "sigma_exo": result["sigma_exo"],
-        "chi": job.stream.chi if job.stream.chi is not None else 0.0,
-        "kappa": job.lam.kappa,
-        "label_fraction": job.label_fraction if job.figure == "F6c" else 1.0,
-        "latent": latent,
-        **{k: report[k] for k in ("nmse_a", "nmse_q", "nmse_eps", "nmse_o", "llo")},
-        "recon_loss": result["recon_loss"],
-        "analytic_loss": result["analytic_loss"],
-    }
+        "protocol": "package", "figure": run.figure, "seed": run.seed, "d_o": result["d_o"],
+        "d_a": result["d_a"], "d_z": run.config.latent_dim, "d_b": result["d_b"],
+        "noise": noise, "sigma": sigma, "chi": run.stream.chi or 0.0, "kappa": run.config.kappa,
+        "label_fraction": fraction, "action_weight": run.config.effective_action_weight,
+        "steps": run.config.steps, "latent": latent, "probe": "lstsq", "nmse_a": r["nmse_a"],
+        "nmse_noise": r["nmse_eps"], "nmse_o": r["nmse_o"],
+        "llo": -r["nmse_a"] + r["nmse_eps"] + r["nmse_o"],
+        "recon_loss": result["recon_loss"], "analytic_loss": result["analytic_loss"],
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
-# Aggregation, plots and the summary
+# Running: batched groups over worker processes
 # --------------------------------------------------------------------------------------------
 
 
-def aggregate(rows, figure, x, metric, **where) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def groups_of(runs: list) -> list[list]:
+    """Runs that train together: the same steps and d_z (and, for the package, head or
+    not), augmented or not (augmentation costs every copy of a group), at most MAX_GROUP
+    copies, a setting's seeds never split; sorted by seed and law inside (contiguous
+    copies share their draws cheaply)."""
+    by_key = defaultdict(list)
+    for run in runs:
+        c = run.config
+        head = c.action_head if isinstance(run, StreamRun) else False
+        by_key[(c.steps, c.latent_dim, head, c.kappa > 0)].append(run)
+    out = []
+    for key in sorted(by_key):
+        members = by_key[key]
+        seeds = max(1, len({r.seed for r in members}))
+        size = max(seeds, MAX_GROUP // seeds * seeds)
+        chunks = [members[i : i + size] for i in range(0, len(members), size)]
+        if isinstance(members[0], FreshRun):
+            law_key = lambda r: (r.seed, r.law.d_a, r.law.noise_width, r.law.noise)  # noqa: E731
+            chunks = [sorted(chunk, key=law_key) for chunk in chunks]
+        out.extend(chunks)
+    return out
+
+
+def _task(group: list, device: str):
+    """(function, arguments) that train and score one group in a worker."""
+    configs, seeds = [r.config for r in group], [r.seed for r in group]
+    if isinstance(group[0], FreshRun):
+        args = (configs, [r.law for r in group], seeds, [r.label_fraction for r in group],
+                [r.probe for r in group], device)  # fmt: skip
+        return train_and_probe, args
+    return train_and_score, ("linear", configs, [r.source() for r in group], seeds, device)
+
+
+def _results(result) -> list[dict]:
+    """Per-copy results of a task, with its training and probing seconds (wall clock, and
+    CPU time where measured)."""
+    if isinstance(result, list):  # train_and_probe
+        return result
+    lam, results = result  # train_and_score: least-squares probes, timed by the training log
+    for r in results:
+        r.update(train_seconds=lam.history[0]["seconds"][-1], probe_seconds=0.0)
+    return results
+
+
+def run_groups(groups: list[list], workers: int, device: str) -> list[dict]:
+    """Train every group (longest first) and return one CSV row per run. Prints each
+    group's time, and the CPU time of the published groups: what they would take alone on
+    an idle machine (the wall clock of a busy machine says little)."""
+    cost = lambda g: g[0].config.steps * len(g)  # noqa: E731
+    groups = sorted(groups, key=cost, reverse=True)
+    start, rows = time.perf_counter(), []
+    cpu = defaultdict(float)  # published: model-steps, probe-steps and their CPU seconds
+
+    def collect(group, result):
+        results, c, n = _results(result), group[0].config, len(group)
+        kind = "published" if isinstance(group[0], FreshRun) else "package"
+        r = results[0]
+        line = (f"  {kind:<9} d_z={c.latent_dim:<3}{' κ' if c.kappa else '  '} {n:>3} models × "
+                f"{c.steps:>6} steps: train {r['train_seconds']:6.1f} s")  # fmt: skip
+        if "train_cpu_seconds" in r:
+            probe_steps = n * group[0].probe.steps
+            cpu["model_steps"] += c.steps * n
+            cpu["probe_steps"] += probe_steps
+            cpu["train"] += r["train_cpu_seconds"]
+            cpu["probe"] += r["probe_cpu_seconds"]
+            line += (f" ({c.steps * n / r['train_cpu_seconds']:5.0f} model-steps per CPU-s), "
+                     f"probes {r['probe_seconds']:5.1f} s "
+                     f"({probe_steps / r['probe_cpu_seconds']:5.0f} per CPU-s)")  # fmt: skip
+        print(f"{line}  [{time.perf_counter() - start:5.0f} s]", flush=True)
+        make_row = fresh_row if kind == "published" else stream_row
+        rows.extend(make_row(run, res) for run, res in zip(group, results, strict=True))
+
+    if workers == 1:
+        for group in groups:
+            fn, args = _task(group, device)
+            collect(group, fn(*args))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, torch.set_num_threads, (1,)) as pool:
+            tasks = [(g, *_task(g, device)) for g in groups]
+            futures = [(g, pool.submit(fn, *args)) for g, fn, args in tasks]
+            for group, future in futures:
+                collect(group, future.result())
+    if cpu:
+        total = cpu["train"] + cpu["probe"]
+        print(f"  published: {cpu['model_steps'] / 1e6:.2f} M model-steps in {cpu['train']:.0f} "
+              f"CPU-s ({cpu['model_steps'] / cpu['train']:.0f}/s), {cpu['probe_steps'] / 1e6:.2f}"
+              f" M probe steps in {cpu['probe']:.0f} CPU-s; alone on an idle machine about "
+              f"{total / workers / 60:.0f} min with {workers} worker(s)")  # fmt: skip
+    key = lambda r: (PROTOCOLS.index(r["protocol"]), FIGURES.index(r["figure"]))  # noqa: E731
+    return sorted(rows, key=key)
+
+
+# --------------------------------------------------------------------------------------------
+# Plots and the summary: one spec per figure and protocol
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plot:
+    """x: the column on the x axis; curves: the column whose values are the curves (None:
+    the metrics are the curves); panels: the column whose values are the panel columns;
+    metrics: one panel row per metric (or the curves); title: what the figure shows."""
+
+    x: str
+    curves: str | None
+    panels: str | None
+    metrics: tuple[str, ...]
+    title: str
+    categorical: bool = False
+
+
+LABEL = {
+    "d_a": "d_a", "d_z": "latent dimension d_z", "sigma": "σ", "chi": "policy χ",
+    "kappa": "augmentation κ", "label_fraction": "labelled fraction", "nmse_a": "nmse(a)",
+    "nmse_o": "nmse(o)", "nmse_noise": "nmse(noise)", "llo": "LLO",
+}  # fmt: skip
+PUBLISHED_PLOTS = {
+    "F3a": Plot("d_z", "d_a", None, ("nmse_a", "nmse_o"), "no noise: the latent holds a share "
+                "d_z/d_a of the action (dotted), all of it once d_z ≥ d_a"),
+    "F3b": Plot("sigma", "d_z", None, ("nmse_a", "nmse_o"), "i.i.d. Gaussian noise σ in "
+                "training; probes fitted and measured on noise-free transitions"),
+    "F3c": Plot("d_z", None, "sigma", ("nmse_a", "nmse_noise", "nmse_o"), "other agents σ·Y b "
+                "(noise target b): weaker ones are fitted after the action, stronger before it"),
+    "F6a": Plot("chi", "d_z", None, ("nmse_a", "nmse_o"), "policy a = (1 − χ) s + χ Π o "
+                "(Π Gaussian); probes fitted on χ-policy data, measured on random-policy data"),
+    "F6b": Plot("kappa", "sigma", None, ("nmse_o", "nmse_a"), "augmentation κ under uniform "
+                "[0, σ) noise: κ takes o out of the true latent, gives it the action", True),
+    "F6c": Plot("label_fraction", "sigma", None, ("nmse_a", "nmse_noise"), "action head "
+                "(weight 1, κ = 0.1) on per-batch random labels, other agents σ (target b)", True),
+}  # fmt: skip
+PACKAGE_PLOTS = {
+    "F3a": Plot("d_z", "d_a", None, ("nmse_a",), "no noise (pool of 8,192, least squares): "
+                "share d_z/d_a (dotted)"),
+    "F3b": Plot("sigma", "d_z", None, ("nmse_a", "llo"), "i.i.d. Gaussian noise σ; probes "
+                "fitted and measured on noisy data"),
+    "F3c": Plot("d_z", None, "sigma", ("nmse_a", "nmse_noise", "nmse_o"), "other agents σ "
+                "(noise target ε); surrogate B⁺(ô′ − o)"),
+    "F6a": Plot("chi", "sigma", None, ("nmse_a", "nmse_o"), "policy a = (1 − χ) s + χ Π o, Π "
+                "orthonormal rows, other agents σ, d_z = d_a; probes on random-policy data"),
+    "F6b": Plot("kappa", "sigma", None, ("nmse_o", "nmse_a"), "augmentation κ under i.i.d. "
+                "Gaussian noise σ, d_z = 2 d_a, true latent", True),
+    "F6c": Plot("label_fraction", "sigma", None, ("nmse_a",), "action head on a fixed labelled "
+                "subset of a pool of 32,768, λ_a = 100, other agents σ, d_z = d_a", True),
+}  # fmt: skip
+PLOTS = {"published": PUBLISHED_PLOTS, "package": PACKAGE_PLOTS}
+
+
+def aggregate(rows, x, metric, **where) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x values, mean, standard error over seeds) of ``metric`` for rows matching ``where``."""
     by_x = defaultdict(list)
     for r in rows:
-        if r["figure"] == figure and all(math.isclose(r[k], v) for k, v in where.items()):
+        if all(r[k] == v if isinstance(v, str) else math.isclose(r[k], v)
+               for k, v in where.items()):  # fmt: skip
             by_x[r[x]].append(r[metric])
     xs = np.array(sorted(by_x))
     stats = np.array([mean_stderr(by_x[v]) for v in xs]).reshape(-1, 2)
     return xs, stats[:, 0], stats[:, 1]
 
 
-def _values(rows, figure, key) -> list[float]:
-    return sorted({r[key] for r in rows if r["figure"] == figure})
+def values(rows, key, **where) -> list:
+    return sorted({r[key] for r in rows if all(r[k] == v for k, v in where.items())})
 
 
-def _band(ax, xs, mean, err, label, positions=None, **kw) -> None:
-    px = xs if positions is None else positions
-    (line,) = ax.plot(px, mean, marker="o", label=label, **kw)
-    ax.fill_between(px, mean - err, mean + err, color=line.get_color(), alpha=0.2)
+def _name(key: str, value: float) -> str:
+    if key == "label_fraction":
+        return f"{value:.0%} labels"
+    return f"{LABEL.get(key, key).split()[-1]} = {value:g}"
 
 
-def plot_all(rows: list[dict], out: Path) -> list[Path]:
-    paths = []
-    seeds = len({r["seed"] for r in rows})
-    note = f"mean ± s.e. over {seeds} seeds"
-
-    def save(fig, name, title):
-        fig.suptitle(f"{name}: {title}\n({note})", fontsize=10)
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-
-    # F3a: nmse(q) against d_z, one line per d_a, beside the theory 1 − min(d_z, d_a)/d_a.
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for d_a in _values(rows, "F3a", "d_a"):
-        xs, m, e = aggregate(rows, "F3a", "d_z", "nmse_q", d_a=d_a)
-        _band(ax, xs, m, e, f"d_a = {d_a:g}")
-        ax.plot(xs, 1 - np.minimum(xs, d_a) / d_a, "k:", lw=1)
-    ax.plot([], [], "k:", lw=1, label="1 − min(d_z, d_a)/d_a")
-    ax.set(xlabel="latent dimension d_z", ylabel="nmse(q), surrogate latent")
-    ax.legend()
-    save(fig, "F3a", "no noise: z holds the action once d_z ≥ d_a")
-
-    # F3b: nmse(q) and LLO against σ_iid, one line per d_z.
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for d_z in _values(rows, "F3b", "d_z"):
-        for ax, metric in zip(axes, ("nmse_q", "llo"), strict=True):
-            xs, m, e = aggregate(rows, "F3b", "sigma_iid", metric, d_z=d_z)
-            _band(ax, xs, m, e, f"d_z = {d_z:g}")
-    axes[0].set(xlabel="σ_iid", ylabel="nmse(q)")
-    axes[1].set(xlabel="σ_iid", ylabel="LLO (best 2)")
-    axes[0].legend()
-    d_a = _values(rows, "F3b", "d_a")[0]
-    save(fig, "F3b", f"i.i.d. noise (d_a = {d_a:g}), surrogate latent")
-
-    # F3c: the three nmse terms against d_z, one panel per σ_exo.
-    sigmas = _values(rows, "F3c", "sigma_exo")
-    fig, axes = plt.subplots(1, len(sigmas), figsize=(5 * len(sigmas), 4), squeeze=False)
-    for ax, sigma in zip(axes[0], sigmas, strict=True):
-        for metric, label in (
-            ("nmse_q", "nmse(q)"),
-            ("nmse_eps", "nmse(ε)"),
-            ("nmse_o", "nmse(o)"),
-        ):
-            xs, m, e = aggregate(rows, "F3c", "d_z", metric, sigma_exo=sigma)
-            _band(ax, xs, m, e, label)
-        ax.axvline(_values(rows, "F3c", "d_a")[0], color="grey", ls=":", lw=1)
-        ax.set(xlabel="latent dimension d_z", ylabel="nmse", title=f"σ_exo = {sigma:g}")
-        ax.set_ylim(-0.05, 1.1)
-        ax.legend()
-    d_b = _values(rows, "F3c", "d_b")[0]
-    save(fig, "F3c", f"other agents (d_b = {d_b:g}), surrogate latent; dotted: d_z = d_a")
-
-    # F6a: action information against policy determinism χ.
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for sigma in _values(rows, "F6a", "sigma_exo"):
-        for ax, metric in zip(axes, ("nmse_q", "nmse_o"), strict=True):
-            xs, m, e = aggregate(rows, "F6a", "chi", metric, sigma_exo=sigma)
-            _band(ax, xs, m, e, f"σ_exo = {sigma:g}")
-    axes[0].set(xlabel="policy determinism χ", ylabel="nmse(q) on random-policy data")
-    axes[1].set(xlabel="policy determinism χ", ylabel="nmse(o) on random-policy data")
-    axes[0].legend()
-    save(fig, "F6a", "data policy a = χ Π o + (1 − χ) s, d_z = d_a, surrogate latent")
-
-    # F6b: nmse(o) and nmse(q) of the true latent against κ, one line per noise level.
-    kappas = _values(rows, "F6b", "kappa")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for sigma in _values(rows, "F6b", "sigma_exo"):
-        for ax, metric in zip(axes, ("nmse_o", "nmse_q"), strict=True):
-            xs, m, e = aggregate(rows, "F6b", "kappa", metric, sigma_exo=sigma)
-            _band(ax, xs, m, e, f"σ_exo = {sigma:g}", positions=np.arange(len(xs)))
-    for ax, label in zip(axes, ("nmse(o), true latent", "nmse(q), true latent"), strict=True):
-        ax.set_xticks(range(len(kappas)), [f"{k:g}" for k in kappas])
-        ax.set(xlabel="augmentation κ", ylabel=label)
-    axes[0].legend()
-    save(fig, "F6b", "augmentation, d_z = 2 d_a > d_a + d_b")
-
-    # F6c: nmse(q) against the label fraction, one line per σ_exo.
-    fractions = _values(rows, "F6c", "label_fraction")
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for sigma in _values(rows, "F6c", "sigma_exo"):
-        xs, m, e = aggregate(rows, "F6c", "label_fraction", "nmse_q", sigma_exo=sigma)
-        _band(ax, xs, m, e, f"σ_exo = {sigma:g}", positions=np.arange(len(xs)))
-    ax.set_xticks(range(len(fractions)), [f"{f:.0%}" for f in fractions])
-    ax.set(xlabel="labelled fraction (action head)", ylabel="nmse(q), surrogate latent")
-    ax.legend()
-    d_b = _values(rows, "F6c", "d_b")[0]
-    save(fig, "F6c", f"action prediction, d_z = d_a, d_b = {d_b:g}")
-    return paths
+def plot_figure(rows: list[dict], protocol: str, figure: str, path: Path) -> Path:
+    spec = PLOTS[protocol][figure]
+    rows = [r for r in rows if r["protocol"] == protocol and r["figure"] == figure]
+    panels = values(rows, spec.panels) if spec.panels else [None]
+    panel_rows = (spec.metrics,) if spec.curves is None else tuple((m,) for m in spec.metrics)
+    width = max(6.4, 4.6 * len(panels))
+    fig, axes = plt.subplots(len(panel_rows), len(panels), squeeze=False,
+                             figsize=(width, 0.6 + 3.2 * len(panel_rows)))  # fmt: skip
+    xs_all = values(rows, spec.x)
+    for i, metrics in enumerate(panel_rows):
+        for j, panel in enumerate(panels):
+            ax = axes[i][j]
+            where = {spec.panels: panel} if spec.panels else {}
+            curves = [(c, m) for m in metrics for c in
+                      (values(rows, spec.curves) if spec.curves else [None])]  # fmt: skip
+            for curve, metric in curves:
+                sel = dict(where, **({spec.curves: curve} if spec.curves else {}))
+                xs, mean, err = aggregate(rows, spec.x, metric, **sel)
+                px = [xs_all.index(v) for v in xs] if spec.categorical else xs
+                label = _name(spec.curves, curve) if spec.curves else LABEL[metric]
+                (line,) = ax.plot(px, mean, marker="o", label=label)
+                ax.fill_between(px, mean - err, mean + err, color=line.get_color(), alpha=0.2)
+                if figure == "F3a" and metric == "nmse_a":  # theory: 1 − min(d_z, d_a)/d_a
+                    ax.plot(px, 1 - np.minimum(xs, curve) / curve, "k:", lw=1)
+            if figure == "F3a" and metrics[0] == "nmse_a":
+                ax.plot([], [], "k:", lw=1, label="1 − min(d_z, d_a)/d_a")
+            if spec.categorical:
+                ax.set_xticks(range(len(xs_all)), [f"{v:g}" for v in xs_all])
+            ylabel = LABEL[metrics[0]] if len(metrics) == 1 else "nmse (1: holds none of it)"
+            ax.set(xlabel=LABEL[spec.x], ylabel=ylabel)
+            if panel is not None:
+                ax.set_title(_name(spec.panels, panel), fontsize=10)
+            if figure == "F6a" and metrics[0] == "nmse_a" and max(ax.get_ylim()) > 5:
+                ax.set_yscale("log")  # a deterministic policy's probe is off by orders
+            ax.legend(fontsize=8)
+    seeds = len(values(rows, "seed"))
+    latent = {"change": "surrogate ô′ − o", "true": "true latent z",
+              "surrogate": "surrogate B⁺(ô′ − o)"}[rows[0]["latent"]]  # fmt: skip
+    title = textwrap.fill(f"{figure} ({protocol} protocol): {spec.title}", int(width * 14))
+    fig.suptitle(f"{title}\n{latent}; mean ± s.e. over {seeds} seeds, d_o = "
+                 f"{rows[0]['d_o']:g}", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def summary(rows: list[dict]) -> str:
-    """One paragraph per published finding, with the numbers from the CSV."""
-
-    def ms(figure, x, metric, at, **where) -> str:
-        xs, m, e = aggregate(rows, figure, x, metric, **where)
-        i = int(np.argmin(np.abs(xs - at)))
-        return f"{m[i]:.3f}±{e[i]:.3f}"
-
+    """Each figure's numbers (mean ± s.e. over seeds), in the layout of its plot."""
     lines = []
-    d_as = _values(rows, "F3a", "d_a")
-    parts = []
-    for d_a in d_as:
-        xs, m, _ = aggregate(rows, "F3a", "d_z", "nmse_q", d_a=d_a)
-        cells = ", ".join(
-            f"d_z={x:g}: {v:.3f} (theory {1 - min(x, d_a) / d_a:.3f})"
-            for x, v in zip(xs, m, strict=True)
-        )
-        parts.append(f"  d_a={d_a:g}: {cells}")
-    lines.append(
-        "1. No noise, z holds the action once d_z >= d_a, a share d_z/d_a below (F3a nmse_q):"
-    )
-    lines += parts
-
-    lines.append(
-        "2. i.i.d. noise up to about half the signal's scale barely hurts (F3b, d_z = d_a):"
-    )
-    d_a = _values(rows, "F3b", "d_a")[0]
-    for sigma in _values(rows, "F3b", "sigma_iid"):
-        lines.append(
-            f"  σ_iid={sigma:g}: nmse_q {ms('F3b', 'd_z', 'nmse_q', d_a, sigma_iid=sigma)}, "
-            f"LLO {ms('F3b', 'd_z', 'llo', d_a, sigma_iid=sigma)}"
-        )
-
-    lines.append("3. Other agents: weaker -> latent fits q first; stronger -> noise first (F3c):")
-    for sigma in _values(rows, "F3c", "sigma_exo"):
-        for d_z in _values(rows, "F3c", "d_z"):
-            lines.append(
-                f"  σ_exo={sigma:g} d_z={d_z:g}: "
-                f"nmse_q {ms('F3c', 'd_z', 'nmse_q', d_z, sigma_exo=sigma)}, "
-                f"nmse_eps {ms('F3c', 'd_z', 'nmse_eps', d_z, sigma_exo=sigma)}"
-            )
-
-    lines.append(
-        "4. A more deterministic policy leaves less action in z (F6a, random-policy probes):"
-    )
-    for sigma in _values(rows, "F6a", "sigma_exo"):
-        for chi in _values(rows, "F6a", "chi"):
-            lines.append(
-                f"  σ_exo={sigma:g} χ={chi:g}: "
-                f"nmse_a {ms('F6a', 'chi', 'nmse_a', chi, sigma_exo=sigma)}, "
-                f"nmse_q {ms('F6a', 'chi', 'nmse_q', chi, sigma_exo=sigma)}, "
-                f"nmse_o {ms('F6a', 'chi', 'nmse_o', chi, sigma_exo=sigma)}"
-            )
-
-    lines.append("5. Augmentation removes o from the true latent and recovers the action (F6b):")
-    for sigma in _values(rows, "F6b", "sigma_exo"):
-        for kappa in _values(rows, "F6b", "kappa"):
-            lines.append(
-                f"  σ_exo={sigma:g} κ={kappa:g}: "
-                f"nmse_o {ms('F6b', 'kappa', 'nmse_o', kappa, sigma_exo=sigma)}, "
-                f"nmse_q {ms('F6b', 'kappa', 'nmse_q', kappa, sigma_exo=sigma)}"
-            )
-
-    lines.append("6. ~1% action labels make z capture the action under strong other agents (F6c):")
-    for sigma in _values(rows, "F6c", "sigma_exo"):
-        cells = ", ".join(
-            f"{f:.0%}: {ms('F6c', 'label_fraction', 'nmse_q', f, sigma_exo=sigma)}"
-            for f in _values(rows, "F6c", "label_fraction")
-        )
-        lines.append(f"  σ_exo={sigma:g} nmse_q by label fraction: {cells}")
-
+    for protocol in PROTOCOLS:
+        for figure in FIGURES:
+            sub = [r for r in rows if r["protocol"] == protocol and r["figure"] == figure]
+            if not sub:
+                continue
+            spec = PLOTS[protocol][figure]
+            lines.append(f"{figure} ({protocol}): {spec.title}")
+            for panel in values(sub, spec.panels) if spec.panels else [None]:
+                for curve in values(sub, spec.curves) if spec.curves else [None]:
+                    where = {k: v for k, v in ((spec.panels, panel), (spec.curves, curve)) if k}
+                    head = ", ".join(_name(k, v) for k, v in where.items())
+                    for metric in spec.metrics:
+                        xs, mean, err = aggregate(sub, spec.x, metric, **where)
+                        cells = "  ".join(
+                            f"{x:g}: {m:.3f}±{e:.3f}" for x, m, e in zip(xs, mean, err, strict=True)
+                        )
+                        lines.append(f"  {head + ' ' if head else ''}{LABEL[metric]} by "
+                                     f"{spec.x}: {cells}")  # fmt: skip
     gaps = [
         (r["recon_loss"] - r["analytic_loss"]) / r["analytic_loss"]
         for r in rows
-        if r["figure"] in ("F3b", "F3c") and r["analytic_loss"] > 1e-3
+        if r["figure"] in ("F3b", "F3c") and r["kappa"] == 0 and r["analytic_loss"] > 1e-3
     ]
     if gaps:
-        lines.append(
-            f"Optimisation check (F3b, F3c, random policy, no augmentation): recon loss vs "
-            f"analytic minimum, relative gap median {np.median(gaps):+.2%}, "
-            f"max {np.max(gaps):+.2%} over {len(gaps)} runs."
-        )
+        lines.append(f"Optimisation check (F3b, F3c): recon loss vs the PCA minimum of the same "
+                     f"transitions, relative gap median {np.median(gaps):+.2%}, max "
+                     f"{np.max(gaps):+.2%} over {len(gaps)} runs.")  # fmt: skip
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced sweep for the tests")
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None, published: Published | None = None,
+         package: Package | None = None) -> int:  # fmt: skip
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", default="published", choices=(*PROTOCOLS, "all"),
+                        help="published (default): PROTOCOLS.md's; package: the package's "
+                        "variants; all: both")  # fmt: skip
+    parser.add_argument(
+        "--figures",
+        default=",".join(FIGURES),
+        help="comma-separated figures to run (default: all six)",
+    )
+    parser.add_argument("--quick", action="store_true", help="reduced sweeps for the tests")
     parser.add_argument("--out", type=Path, default=Path("outputs/linear"), help="output folder")
-    parser.add_argument("--progress", action="store_true", help="tqdm bar for each group")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes, one torch thread each (default 2)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier run in --out"
+    )
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # tiny batched models: one thread beats two on a busy CPU
-    sweep = QUICK if args.quick else FULL
-    args.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    all_jobs = jobs(sweep)
-    print(f"{len(all_jobs)} runs ({'quick' if args.quick else 'full'} sweep, d_o = {sweep.d_o})")
-    rows = run_jobs(all_jobs, progress=args.progress)
+    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    unknown = [f for f in figures if f not in FIGURES]
+    if unknown or not figures:
+        parser.error(f"--figures: unknown figure(s) {unknown}; allowed: {', '.join(FIGURES)}")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as error:
+        parser.error(f"--device: {error}")
     csv_path = args.out / "linear_results.csv"
+    if csv_path.exists() and not args.overwrite:
+        parser.error(f"{csv_path} exists; pass --overwrite to replace it, or another --out")
+    torch.set_num_threads(1)  # tiny batched models: one thread per process beats two
+    start = time.perf_counter()
+    protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
+    runs = []
+    if "published" in protocols:
+        runs += published_runs(published or (PUBLISHED_QUICK if args.quick else PUBLISHED),
+                               figures)  # fmt: skip
+    if "package" in protocols:
+        runs += package_runs(package or (PACKAGE_QUICK if args.quick else PACKAGE), figures)
+    groups = groups_of(runs)
+    print(f"{len(runs)} runs in {len(groups)} batched groups ({', '.join(protocols)}; "
+          f"{'quick' if args.quick else 'full'}; {', '.join(figures)}), {args.workers} "
+          f"worker(s), device {device}", flush=True)  # fmt: skip
+    rows = run_groups(groups, args.workers if device == "cpu" else 1, device)
+    args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, csv_path, COLUMNS)
-    # the summary and plots read what was written
-    rows = read_csv(csv_path, text=("figure", "latent"))
-    for path in plot_all(rows, args.out):
-        print(f"wrote {path}")
+    rows = read_csv(csv_path, text=TEXT_COLUMNS, integers=("seed",))  # plots read the CSV
+    for protocol in protocols:
+        for figure in figures:
+            path = plot_figure(rows, protocol, figure, args.out / f"{figure}_{protocol}.png")
+            print(f"wrote {path}")
     print(f"wrote {csv_path} ({len(rows)} rows)")
     print(summary(rows))
     print(f"elapsed {time.perf_counter() - start:.1f} s")
@@ -485,4 +632,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)  # a quiet Ctrl-C: "interrupted", status 130

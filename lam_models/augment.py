@@ -8,7 +8,8 @@ frames keeps the move but hides where it happened.
 - Images (the grid): :func:`shift_columns` rolls an image by −1, 0 or +1 columns with
   periodic wrap (:func:`draw_shifts`; the identity is among the shifts, so unshifted
   test-time images stay in the training distribution).
-- Vectors (the linear environment): x + κ with κ ~ N(0, κ² I) (:func:`gaussian_offsets`).
+- Vectors (the linear environment): x + κ with κ ~ N(0, κ² I) (:func:`gaussian_offsets`;
+  :func:`vector_offsets` gives M copies' κ, which a linear model can apply by linearity).
 
 :func:`augment_pair` applies one augmentation, drawn per transition, to two tensors; with
 a leading model axis (M, B, ...) each copy m draws from its own generator, so a copy's
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["augment_pair", "draw_shifts", "gaussian_offsets", "shift_columns"]
+__all__ = ["augment_pair", "draw_shifts", "gaussian_offsets", "shift_columns", "vector_offsets"]
 
 
 def shift_columns(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -49,26 +50,60 @@ def gaussian_offsets(
     return torch.randn(shape, generator=generator) * scale
 
 
+def vector_offsets(
+    shape: tuple[int, ...],
+    generators: Sequence[torch.Generator],
+    kappa: torch.Tensor | float,
+    draw_of_copy: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+    unit: bool = False,
+) -> torch.Tensor:
+    """The offsets κ of one vector augmentation of M copies: ``shape`` (M, B, d), copy m's
+    rows ~ N(0, κ_m² I), drawn from ``generators[m]`` (or from
+    ``generators[draw_of_copy[m]]``: see :func:`augment_pair`), returned on ``device``;
+    ``unit``: the same draws before scaling by κ_m (N(0, I); the caller scales).
+    ``augment_pair(x, y, ...)`` is (x + κ, y + κ); a linear model can use κ directly."""
+    m = shape[0]
+    index = list(range(m)) if draw_of_copy is None else list(draw_of_copy)
+    if len(index) != m or (index and not 0 <= min(index) <= max(index) < len(generators)):
+        raise ValueError(
+            f"give one generator per copy ({len(generators)} for {m} copies), or a "
+            f"draw_of_copy of {m} indices into the generators"
+        )
+    scale = torch.as_tensor(kappa, dtype=torch.float32).reshape(-1, 1, 1).cpu()
+    scale = scale.expand(m, 1, 1) if scale.shape[0] == 1 else scale
+    draws = torch.stack([gaussian_offsets(tuple(shape[1:]), 1.0, g) for g in generators])
+    if draw_of_copy is not None:  # index_select: far cheaper than advanced indexing on CPU
+        draws = draws.index_select(0, torch.tensor(index))
+    return (draws if unit else draws * scale).to(device)
+
+
 def augment_pair(
     x: torch.Tensor,
     y: torch.Tensor,
     generators: Sequence[torch.Generator],
     kappa: torch.Tensor | float | None = None,
+    draw_of_copy: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmentation per transition, applied to both ``x`` and ``y``.
 
     x, y: (M, B, C, H, W) images, or (M, B, d) vectors when ``kappa`` (κ: a number or (M,)
-    per copy) is given. Copy m draws from ``generators[m]``. Returns (Aug(x), Aug(y)).
+    per copy) is given. Copy m draws from ``generators[m]``; or, with ``draw_of_copy``
+    (M,), copies share draws: copy m uses the draw of ``generators[draw_of_copy[m]]``
+    (scaled by its own κ). Sharing gives exactly what each copy would draw from its own
+    generator when generators of equal seed and state are merged (as the trainers' seeds
+    are), at one draw per distinct generator. Returns (Aug(x), Aug(y)).
     """
     m, b = x.shape[:2]
-    if len(generators) != m:
-        raise ValueError(f"give one generator per copy: {len(generators)} for {m} copies")
-    if kappa is None:
-        shifts = torch.stack([draw_shifts((b,), g) for g in generators])
-        return shift_columns(x, shifts), shift_columns(y, shifts)
-    scale = torch.as_tensor(kappa, dtype=x.dtype).reshape(-1, 1, 1)
-    scale = scale.expand(m, 1, 1) if scale.shape[0] == 1 else scale
-    offsets = torch.stack(
-        [gaussian_offsets(x.shape[1:], scale[i].cpu(), g) for i, g in enumerate(generators)]
-    ).to(x.device)
-    return x + offsets, y + offsets
+    if kappa is not None:
+        offsets = vector_offsets(x.shape, generators, kappa, draw_of_copy, x.device)
+        return x + offsets.to(x.dtype), y + offsets.to(x.dtype)
+    index = list(range(m)) if draw_of_copy is None else list(draw_of_copy)
+    if len(index) != m or (index and not 0 <= min(index) <= max(index) < len(generators)):
+        raise ValueError(
+            f"give one generator per copy ({len(generators)} for {m} copies), or a "
+            f"draw_of_copy of {m} indices into the generators"
+        )
+    shifts = torch.stack([draw_shifts((b,), g) for g in generators])
+    shifts = shifts if draw_of_copy is None else shifts.index_select(0, torch.tensor(index))
+    return shift_columns(x, shifts), shift_columns(y, shifts)

@@ -58,19 +58,21 @@ def test_gaussian_offsets_are_shared_by_a_pair_with_a_scale_per_copy():
 
 @pytest.mark.parametrize("method", ["vq", "laom", "linear"])
 def test_every_trainer_calls_the_tested_function(method, monkeypatch):
-    """The trainers augment through lam_models.augment.augment_pair, not a copy of it."""
+    """The trainers augment through lam_models.augment (augment_pair, or vector_offsets for
+    the linear LAM, which applies the offsets by linearity), not a copy of it."""
     from lam_models.lam import get_lam
     from lam_models.split import DataSpec, Transitions
 
     cls = get_lam(method)
     calls = []
-    real = augment.augment_pair
+    name = "vector_offsets" if method == "linear" else "augment_pair"
+    real = getattr(augment, name)
 
     def spy(*args, **kwargs):
-        calls.append(args[0].shape)
+        calls.append(args[0] if method == "linear" else args[0].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(f"lam_models.lams.{method}.augment_pair", spy)
+    monkeypatch.setattr(f"lam_models.lams.{method}.{name}", spy)
     grid = method != "linear"
     shape = (1, 4, 4) if grid else (6,)
 

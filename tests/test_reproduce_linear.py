@@ -1,13 +1,17 @@
-"""examples/reproduce_linear.py --quick, end to end: the CSV, the plots, and the science.
+"""examples/reproduce_linear.py --quick, end to end: both protocols' CSV, plots and science.
 
-The quick sweep runs at d_o = 32, d_a = 4 with 3 seeds; its numbers already show the clean
-effects, which these tests state.
+The quick sweeps run at d_o = 32, d_a = 4, d_b = 4 with 3 seeds (the published protocol with
+3,000 steps and 500 probe steps; the package's at 500 steps); their numbers already show the
+clean effects, which these tests state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
+import re
 from collections import defaultdict
 
 import pytest
@@ -15,8 +19,8 @@ import pytest
 pytestmark = pytest.mark.slow  # runs an example end to end
 
 COLUMNS = (
-    "figure,seed,d_o,d_a,d_z,d_b,sigma_iid,sigma_exo,chi,kappa,label_fraction,latent,"
-    "nmse_a,nmse_q,nmse_eps,nmse_o,llo,recon_loss,analytic_loss"
+    "protocol,figure,seed,d_o,d_a,d_z,d_b,noise,sigma,chi,kappa,label_fraction,action_weight,"
+    "steps,latent,probe,nmse_a,nmse_noise,nmse_o,llo,recon_loss,analytic_loss"
 ).split(",")
 FIGURES = ("F3a", "F3b", "F3c", "F6a", "F6b", "F6c")
 
@@ -24,52 +28,129 @@ FIGURES = ("F3a", "F3b", "F3c", "F6a", "F6b", "F6c")
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, load_example):
     out = tmp_path_factory.mktemp("linear")
-    assert load_example("reproduce_linear").main(["--quick", "--out", str(out)]) == 0
+    main = load_example("reproduce_linear").main
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["--quick", "--protocol", "all", "--out", str(out)]) == 0
     with (out / "linear_results.csv").open() as f:
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, list(reader)
-    return out, header, rows
+    return out, header, rows, printed.getvalue()
 
 
-def _mean(rows, figure, metric, **where):
+def _mean(rows, protocol, figure, metric, **where):
     values = [
         float(r[metric])
         for r in rows
-        if r["figure"] == figure and all(float(r[k]) == v for k, v in where.items())
+        if r["protocol"] == protocol
+        and r["figure"] == figure
+        and all(float(r[k]) == v for k, v in where.items())
     ]
-    assert len(values) >= 3, (figure, where)
+    assert len(values) >= 3, (protocol, figure, where)
     return sum(values) / len(values)
 
 
+def test_printed_summary_and_elapsed_time(quick_run):
+    *_, printed = quick_run
+    for protocol in ("published", "package"):
+        for figure in FIGURES:
+            assert f"{figure} ({protocol}):" in printed
+    assert re.search(r"nmse\(a\) by d_z: 2: \d\.\d{3}±\d\.\d{3}", printed)
+    assert re.search(r"^elapsed \d+\.\d s$", printed, re.MULTILINE)
+
+
 def test_csv_and_plots(quick_run):
-    out, header, rows = quick_run
+    out, header, rows, _ = quick_run
     assert header == COLUMNS
-    for figure in FIGURES:
-        assert (out / f"{figure}.png").stat().st_size > 10_000
-    settings = COLUMNS[: COLUMNS.index("latent") + 1]
+    for protocol in ("published", "package"):
+        for figure in FIGURES:
+            assert (out / f"{figure}_{protocol}.png").stat().st_size > 10_000
+    settings = [c for c in COLUMNS[: COLUMNS.index("probe") + 1] if c != "seed"]
     seeds = defaultdict(set)
     for r in rows:
-        seeds[tuple(r[k] for k in settings if k != "seed")].add(r["seed"])
-        for key in ("nmse_q", "nmse_o", "llo", "recon_loss", "analytic_loss"):
-            assert math.isfinite(float(r[key]))
-    assert {r["figure"] for r in rows} == set(FIGURES)
+        seeds[tuple(r[k] for k in settings)].add(r["seed"])
+        for key in ("nmse_a", "nmse_noise", "nmse_o", "llo", "recon_loss", "analytic_loss"):
+            assert math.isfinite(float(r[key])), (r, key)
+    assert {(r["protocol"], r["figure"]) for r in rows} == {
+        (p, f) for p in ("published", "package") for f in FIGURES
+    }
     assert min(len(s) for s in seeds.values()) >= 3
+    published = [r for r in rows if r["protocol"] == "published"]
+    assert {r["probe"] for r in published} == {"adam"}
+    latents = {(r["figure"], r["latent"]) for r in published}
+    assert latents == {("F3a", "change"), ("F3b", "change"), ("F3c", "change"),
+                       ("F6a", "change"), ("F6b", "true"), ("F6c", "true")}  # fmt: skip
+    assert {r["noise"] for r in published if r["figure"] == "F6b"} == {"uniform"}
+    # F6c's published head: weight 1 in the mean-over-dimensions loss, λ_a = d_o/d_a here.
+    heads = {float(r["action_weight"]) for r in published if float(r["label_fraction"]) > 0}
+    assert heads == {32 / 4}
+    assert {float(r["kappa"]) for r in published if r["figure"] == "F6c"} == {0.1}
 
 
-def test_quick_run_shows_the_clean_effects(quick_run, capsys):
-    _, _, rows = quick_run
-    # F3a: no noise: nmse(q) = 1 − d_z/d_a below d_a, 0 from d_z = d_a on.
-    assert _mean(rows, "F3a", "nmse_q", d_a=4, d_z=2) == pytest.approx(0.5, abs=0.05)
-    assert _mean(rows, "F3a", "nmse_q", d_a=4, d_z=4) < 0.01
+def test_published_quick_run_shows_the_effects(quick_run):
+    _, _, rows, _ = quick_run
+
+    def mean(figure, metric, **where):
+        return _mean(rows, "published", figure, metric, **where)
+
+    # F3a: no noise: nmse(a) = 1 − d_z/d_a below d_a, about 0 from d_z = d_a on.
+    assert mean("F3a", "nmse_a", d_a=4, d_z=2) == pytest.approx(0.5, abs=0.05)
+    assert mean("F3a", "nmse_a", d_a=4, d_z=4) < 0.05
     # F3c: strong other agents take the latent first, weak ones come after the action.
-    assert _mean(rows, "F3c", "nmse_q", sigma_exo=2.0, d_z=4) > 0.9
-    assert _mean(rows, "F3c", "nmse_q", sigma_exo=0.5, d_z=4) < 0.05
+    assert mean("F3c", "nmse_a", sigma=2.0, d_z=4) > 0.9
+    assert mean("F3c", "nmse_noise", sigma=2.0, d_z=4) < 0.1
+    assert mean("F3c", "nmse_a", sigma=0.5, d_z=4) < 0.1
+    # F6a: a deterministic policy's latent, probed on random-policy data, misses the action.
+    assert mean("F6a", "nmse_a", chi=1.0) > 1 > 0.1 > mean("F6a", "nmse_a", chi=0.0)
     # F6b: augmentation takes o out of the true latent and gives it the action.
-    for sigma in (0.0, 2.0):
-        assert _mean(rows, "F6b", "nmse_o", sigma_exo=sigma, kappa=0.5) > _mean(
-            rows, "F6b", "nmse_o", sigma_exo=sigma, kappa=0.0
+    assert mean("F6b", "nmse_o", kappa=0.5) > mean("F6b", "nmse_o", kappa=0.0)
+    assert mean("F6b", "nmse_a", kappa=0.5) < mean("F6b", "nmse_a", kappa=0.0) - 0.3
+    # F6c: 10% labels pull the latent from strong other agents to the action.
+    assert mean("F6c", "nmse_a", label_fraction=0.1) < 0.3
+    assert mean("F6c", "nmse_a", label_fraction=0.0) > 0.9
+
+
+def test_package_quick_run_shows_the_effects(quick_run):
+    _, _, rows, _ = quick_run
+
+    def mean(figure, metric, **where):
+        return _mean(rows, "package", figure, metric, **where)
+
+    assert mean("F3a", "nmse_a", d_a=4, d_z=2) == pytest.approx(0.5, abs=0.05)
+    assert mean("F3a", "nmse_a", d_a=4, d_z=4) < 0.01
+    # Probed on noisy data the latent holds a noisy action: nmse(a) grows with σ.
+    assert mean("F3b", "nmse_a", sigma=2.0) > 0.5 > 0.01 > mean("F3b", "nmse_a", sigma=0.0)
+    assert mean("F3c", "nmse_a", sigma=2.0, d_z=4) > 0.9
+    assert mean("F3c", "nmse_a", sigma=0.5, d_z=4) < 0.05
+    for sigma in (0.0, 1.0):  # Gaussian noise in the package's F6b
+        assert mean("F6b", "nmse_o", sigma=sigma, kappa=0.5) > mean(
+            "F6b", "nmse_o", sigma=sigma, kappa=0.0
         )
-        assert _mean(rows, "F6b", "nmse_q", sigma_exo=sigma, kappa=0.5) < 0.05
-    # F6c: labels pull the latent to the action under strong other agents.
-    assert _mean(rows, "F6c", "nmse_q", label_fraction=0.1) < 0.1
-    assert _mean(rows, "F6c", "nmse_q", label_fraction=0.0) > 0.9
+    assert mean("F6b", "nmse_a", sigma=0.0, kappa=0.5) < 0.05
+    assert mean("F6c", "nmse_a", label_fraction=0.1) < 0.1
+    assert mean("F6c", "nmse_a", label_fraction=0.0) > 0.9
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--figures", "F3a,F9"], "--figures: unknown figure(s) ['F9']"),
+        (["--protocol", "paper"], "argument --protocol: invalid choice: 'paper'"),
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--device", "tpu"], "--device: unknown device 'tpu'"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(argv, message, load_example, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_example("reproduce_linear").main([*argv, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_an_earlier_run_is_kept_without_overwrite(load_example, tmp_path, capsys):
+    (tmp_path / "linear_results.csv").write_text("earlier\n")
+    with pytest.raises(SystemExit):
+        load_example("reproduce_linear").main(["--quick", "--out", str(tmp_path)])
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "linear_results.csv").read_text() == "earlier\n"

@@ -8,22 +8,35 @@ For a transition (o, o') with o, o' ∈ R^{d_o} (SPEC, "Linear LAM"):
 
     loss = ‖ô' − Aug2(o')‖² + λ_a·‖E·z − a‖²      (action term on labelled transitions only)
 
-Aug_i(x) = x + κ_i with κ_i ~ N(0, κ²I) (:func:`lam_models.augment.augment_pair`): one draw
+Aug_i(x) = x + κ_i with κ_i ~ N(0, κ²I) (:func:`lam_models.augment.vector_offsets`): one draw
 κ_1 per transition shared by both IDM inputs, an independent draw κ_2 shared by the FDM
 input and the target. κ = 0 turns augmentation off.
 
-Loss convention: each term is the per-transition squared error *summed over dimensions*, then
-*averaged over the batch* (the action term over the labelled transitions of the batch only).
-The reconstruction term is then E‖ô' − o'‖², the quantity whose minimum
-:func:`analytic_optimum` gives in closed form (a sum of eigenvalues), so the two compare
-directly. (A mean over dimensions instead divides the reconstruction term by d_o, which is
-the same as multiplying λ_a by d_o.)
+Loss convention (the package's one choice): each term is the per-transition squared error
+*summed over dimensions*, then *averaged over the batch* (the action term over the labelled
+transitions of the batch only). The reconstruction term is then E‖ô' − o'‖², the quantity
+whose minimum :func:`analytic_optimum` gives in closed form (a sum of eigenvalues), so the two
+compare directly. The published code averages each term over its dimensions instead
+(``nn.MSELoss``): recon/d_o + w·action/d_a = (recon + w·(d_o/d_a)·action)/d_o. Adam is
+invariant to the overall factor 1/d_o (up to its ε = 1e-8), so the published weight w is
+λ_a = w·d_o/d_a here (:func:`published_action_weight`: w = 1 at d_o = 128, d_a = 8 is
+λ_a = 16), and a reconstruction-only run is the same under both conventions.
 
 The data: a dataset split (:class:`~lam_models.split.DataSplit`) or fresh transitions streamed
 from the native vector env (:class:`StreamSource`: no dataset on disk; one-step episodes by
-default, so o ~ N(0, I)). Metrics (:meth:`LinearLAM.metrics`): least-squares probes of the true
-latent z = C o + D o' and of the surrogate z̃ = B⁺(ô' − o) for a, q, ε and o, LLO, and the
-reconstruction loss beside the analytic optimum of the same data.
+default, so o ~ N(0, I)), or fresh batches drawn from the formulas
+(:mod:`lam_models.lams.linear_fresh`, the published figures' protocol). Metrics
+(:meth:`LinearLAM.metrics`): least-squares probes of the true latent z = C o + D o' and of the
+surrogate z̃ = B⁺(ô' − o) for a, q, ε and o, LLO, and the reconstruction loss beside the
+analytic optimum of the same data.
+
+Three latents (:data:`LATENTS`, :meth:`LinearNet.latent`): ``true`` z (d_z dims); ``change``
+ô' − o (d_o dims), the published figures' "surrogate latent", what the FDM's prediction says
+changed; ``surrogate`` z̃ = B⁺(ô' − o) (d_z dims), the package's surrogate, the same change
+in latent coordinates. ô' − o = (A − I)o + B z: at the optimum A + B(C + D) = I it lies in
+B's column space, where B⁺ loses nothing, and a linear probe reads the same from both; short
+of it, ``change`` also holds the part of (A − I)o outside B's columns, which ``surrogate``
+projects away.
 """
 
 from __future__ import annotations
@@ -40,16 +53,17 @@ from torch import Tensor, nn
 import lam_envs
 from lam_envs.linear import LinearLAMConfig as EnvConfig
 from lam_envs.validate import check_choice, check_float, check_fraction, check_int
-from lam_models.augment import augment_pair
+from lam_models.augment import vector_offsets
 from lam_models.data import EnvStream
 from lam_models.flags import option
-from lam_models.lam import LAM, TrainingLog, register_lam
+from lam_models.lam import LAM, TrainingLog, _select_copies, register_lam
 from lam_models.metrics import linear_probe_report
 from lam_models.seeding import Stream, derive_seed, numpy_rng, torch_generator
 from lam_models.split import DataSpec, DataSplit, Transitions
 
 __all__ = [
     "AnalyticOptimum",
+    "LATENTS",
     "LinearConfig",
     "LinearLAM",
     "LinearNet",
@@ -57,9 +71,13 @@ __all__ = [
     "analytic_optimum",
     "analytic_optimum_from_moment",
     "optimality_gap",
+    "published_action_weight",
 ]
 
 LR_SCHEDULES = ("constant", "cosine")
+INITS = ("normal", "uniform")
+#: The latents a linear LAM offers to probes (module docstring): name -> width ("d_z"/"d_o").
+LATENTS = {"true": "d_z", "change": "d_o", "surrogate": "d_z"}
 _PROBE_FIT_MAX = 50_000  # transitions of a dataset's train split the probes are fitted on
 FAR_FROM_OPTIMUM = 0.1  # a relative gap above this is reported as a warning
 
@@ -76,7 +94,13 @@ class LinearConfig:
     batch_size: int = option(128, "transitions per update")
     lr: float = option(3e-2, "Adam learning rate")
     lr_schedule: str = option("cosine", "cosine (anneal to 0, lets Adam settle) or constant")
-    init_scale: float = option(0.1, "parameters start as N(0, init_scale² / fan_in)")
+    init_scale: float = option(0.1, "s: parameters start at scale s / sqrt(fan_in) (see --init)")
+    init: str = option(
+        "normal",
+        "normal: N(0, s²/fan_in); uniform: U(−s/√fan_in, s/√fan_in), torch's nn.Linear default "
+        "at s = 1 (the published runs)",
+    )
+    head_bias: bool = option(False, "give the action head a bias (the published F6c head)")
     log_every: int = option(100, "training-curve resolution, in updates")
 
     def __post_init__(self) -> None:
@@ -90,8 +114,10 @@ class LinearConfig:
             if not check_float(name, getattr(self, name), low=0.0) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        if not isinstance(self.action_head, bool):
-            raise ValueError(f"action_head must be True or False, got {self.action_head!r}")
+        check_choice("init", self.init, INITS)
+        for name in ("action_head", "head_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @property
     def effective_action_weight(self) -> float:
@@ -107,65 +133,135 @@ class LossTerms(NamedTuple):
     action: Tensor  # mean over labelled transitions of ‖E z − a‖²; 0 without labels or head
 
 
+class _ThinProduct(torch.autograd.Function):
+    """x @ wᵀ for x (M, N, k), w (M, n, k) with k small (z·Bᵀ), whose gradients are computed
+    as k-row products: on a CPU those run several times faster than the k-column products
+    autograd would use (g·w and gᵀ·x)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return x @ w.mT
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, w = ctx.saved_tensors
+        grad_x = (w.mT @ grad.mT).mT if ctx.needs_input_grad[0] else None  # = grad · w
+        grad_w = (x.mT @ grad).mT if ctx.needs_input_grad[1] else None  # = gradᵀ · x
+        return grad_x, grad_w
+
+
+class _SquaredNorm(torch.autograd.Function):
+    """‖r_m‖² of each copy of r (M, N, d) -> (M,), in one pass each way (the gradient
+    2·r·g is one multiplication; autograd's square-then-sum makes three passes)."""
+
+    @staticmethod
+    def forward(ctx, r: Tensor) -> Tensor:
+        ctx.save_for_backward(r)
+        return torch.linalg.vecdot(r.flatten(1), r.flatten(1))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (r,) = ctx.saved_tensors
+        return r * (2 * grad)[:, None, None]
+
+
 class LinearNet(nn.Module):
     """M linear LAMs as batched tensors (leading dimension M): A (M, d_o, d_o),
-    B (M, d_o, d_z), C and D (M, d_z, d_o), E (M, d_a, d_z) or None. Buffers ``kappa`` and
-    ``action_weight``, (M,). Inputs (N, d_o) shared by all copies or (M, N, d_o); outputs
-    (M, N, ·). Vectors are rows: C·x is written ``x @ C.mT``."""
+    B (M, d_o, d_z), C and D (M, d_z, d_o), E (M, d_a, d_z) or None, and the head's bias
+    e (M, d_a) or None. Buffers ``kappa``, ``action_weight`` (M,) and ``head_bias`` (M, 1):
+    1 where the copy's head has a bias, 0 where its e is held at 0. Inputs (N, d_o) shared by
+    all copies or (M, N, d_o); outputs (M, N, ·). Vectors are rows: C·x is ``x @ C.mT``."""
 
-    def __init__(self, d_o, d_a, d_z, seeds, init_scale, kappas, action_weights, head: bool):
+    def __init__(self, d_o, d_a, d_z, seeds, init_scale, kappas, action_weights, head: bool,
+                 head_biases=None, init: str = "normal"):  # fmt: skip
         super().__init__()
         # Each copy from its own seed, on the CPU (the same start on every device), drawn in
-        # a fixed order: A, B, C, D, E.
+        # a fixed order: A, B, C, D, E, e.
         generators = [torch.Generator().manual_seed(s) for s in seeds]
+        head_biases = head_biases or [False] * len(seeds)
 
-        def init_all(*shape: int) -> nn.Parameter:
-            scale = init_scale / math.sqrt(shape[-1])
-            return nn.Parameter(
-                torch.stack([torch.randn(shape, generator=g) * scale for g in generators])
-            )
+        def init_all(*shape: int, fan_in: int | None = None) -> nn.Parameter:
+            scale = init_scale / math.sqrt(fan_in or shape[-1])
+            if init == "uniform":  # torch's nn.Linear default (kaiming_uniform, a = √5) at s = 1
+                draws = [(torch.rand(shape, generator=g) * 2 - 1) * scale for g in generators]
+            else:
+                draws = [torch.randn(shape, generator=g) * scale for g in generators]
+            return nn.Parameter(torch.stack(draws))
 
         self.A = init_all(d_o, d_o)
         self.B = init_all(d_o, d_z)
         self.C = init_all(d_z, d_o)
         self.D = init_all(d_z, d_o)
         self.E = init_all(d_a, d_z) if head else None
+        self.e = init_all(d_a, fan_in=d_z) if head and any(head_biases) else None
         self.register_buffer("kappa", torch.tensor(kappas, dtype=torch.float32))
         self.register_buffer("action_weight", torch.tensor(action_weights, dtype=torch.float32))
+        self.register_buffer("head_bias", torch.tensor(head_biases, dtype=torch.float32)[:, None])
         self.augment = any(k > 0 for k in kappas)  # decided once: no branch on tensor values
 
     def idm(self, o: Tensor, o_next: Tensor) -> Tensor:
-        """z = C·o + D·o' -> (M, N, d_z)."""
-        return o @ self.C.mT + o_next @ self.D.mT
+        """z = C·o + D·o' -> (M, N, d_z). Computed transposed, C·oᵀ: products with d_z rows
+        run several times faster on a CPU than with d_z columns (and so do their gradients)."""
+        return (self.C @ o.mT + self.D @ o_next.mT).mT
 
     def predict(self, o: Tensor, z: Tensor) -> Tensor:
         """FDM ô' = A·o + B·z -> (M, N, d_o)."""
         return o @ self.A.mT + z @ self.B.mT
 
+    def head(self, z: Tensor) -> Tensor:
+        """The action head â = E z (+ e where the copy's head has a bias) -> (M, N, d_a)."""
+        a = z @ self.E.mT
+        return a if self.e is None else a + (self.e * self.head_bias)[:, None]
+
+    def change(self, o: Tensor, o_next: Tensor) -> Tensor:
+        """ô' − o -> (M, N, d_o): the published figures' surrogate latent."""
+        return self.predict(o, self.idm(o, o_next)) - o
+
     def surrogate_latent(self, o: Tensor, o_next: Tensor) -> Tensor:
         """z̃ = B⁺(ô' − o): what the FDM's prediction says changed, in latent coordinates.
         For the over-parameterised model (A ≠ I, C ≠ −D) the true z also carries o, which
         A·o then cancels; z̃ removes that part."""
-        change = self.predict(o, self.idm(o, o_next)) - o
-        return change @ torch.linalg.pinv(self.B).mT
+        return self.change(o, o_next) @ torch.linalg.pinv(self.B).mT
 
-    def loss(self, batch: Transitions, generators: list[torch.Generator]) -> LossTerms:
-        """Training loss with augmentation κ (when > 0), per copy (M,)."""
+    def latent(self, kind: str, o: Tensor, o_next: Tensor) -> Tensor:
+        """The latent ``kind`` of :data:`LATENTS` ("true", "change" or "surrogate")."""
+        if kind == "true":
+            return self.idm(o, o_next)
+        if kind == "change":
+            return self.change(o, o_next)
+        if kind == "surrogate":
+            return self.surrogate_latent(o, o_next)
+        raise ValueError(f"unknown latent {kind!r}; allowed: {', '.join(LATENTS)}")
+
+    def loss(self, batch: Transitions, generators: list[torch.Generator],
+             draw_of_copy: list[int] | None = None) -> LossTerms:  # fmt: skip
+        """Training loss with augmentation κ (when > 0), per copy (M,). Copy m draws its
+        augmentation from ``generators[m]``, or from ``generators[draw_of_copy[m]]``
+        (:func:`~lam_models.augment.vector_offsets`)."""
         o, o_next = batch.obs, batch.next_obs
-        if self.augment:
-            idm_o, idm_next = augment_pair(o, o_next, generators, self.kappa)
-            fdm_o, target = augment_pair(o, o_next, generators, self.kappa)
-        else:
-            idm_o, idm_next, fdm_o, target = o, o_next, o, o_next
-        z = self.idm(idm_o, idm_next)
-        reconstruction = (self.predict(fdm_o, z) - target).square().sum(-1).mean(-1)
+        z = self.idm(o, o_next)
+        fdm_o, target = o, o_next
+        if self.augment:  # Aug1 = κ1 on both IDM inputs, Aug2 = κ2 on the FDM input and target
+            m, scale = self.kappa.shape[0], self.kappa[:, None, None]
+            shape = (m, *o.shape[-2:])
+            u1 = vector_offsets(shape, generators, self.kappa, draw_of_copy, o.device, unit=True)
+            u2 = vector_offsets(shape, generators, self.kappa, draw_of_copy, o.device, unit=True)
+            # C(o + κ1) + D(o' + κ1) = C o + D o' + (C + D) κ1, by linearity
+            z = z + scale * ((self.C + self.D) @ u1.mT).mT
+            fdm_o = torch.addcmul(o.expand(m, *o.shape[-2:]), u2, scale)
+            target = torch.addcmul(o_next.expand(m, *o.shape[-2:]), u2, scale)
+        # ô' − target = A·fdm_o + B·z − target, in two fused multiply-adds (memory passes,
+        # not arithmetic, bound this step on a CPU).
+        residual = torch.baddbmm(target, fdm_o, self.A.mT, beta=-1) + _ThinProduct.apply(z, self.B)
+        reconstruction = _SquaredNorm.apply(residual) / residual.shape[-2]
         if self.E is None:
             return LossTerms(reconstruction, reconstruction, torch.zeros_like(reconstruction))
         # Replace unlabelled actions before any arithmetic: NaN · 0 is NaN, and a NaN in the
         # graph poisons the gradient even if masked out afterwards.
         mask = batch.label_mask
         a = torch.where(mask[..., None], batch.actions, 0.0)
-        err = torch.where(mask, (z @ self.E.mT - a).square().sum(-1), 0.0)
+        err = torch.where(mask, (self.head(z) - a).square().sum(-1), 0.0)
         action = err.sum(-1) / mask.sum(-1).clamp_min(1)
         return LossTerms(reconstruction + self.action_weight * action, reconstruction, action)
 
@@ -406,7 +502,7 @@ class LinearLAM(LAM):
 
     Config = LinearConfig
     stream_config = StreamConfig
-    per_copy = ("kappa", "action_weight", "action_head")
+    per_copy = ("kappa", "action_weight", "action_head", "head_bias")
     pipeline_defaults = {"steps": 3000, "kappa": 0.1}
 
     def build(self) -> nn.Module:
@@ -422,6 +518,8 @@ class LinearLAM(LAM):
             [cfg.kappa for cfg in self.configs],
             [cfg.effective_action_weight for cfg in self.configs],
             head,
+            [cfg.head_bias and cfg.action_head for cfg in self.configs],
+            c.init,
         )
 
     @classmethod
@@ -445,20 +543,24 @@ class LinearLAM(LAM):
                 "the action head needs labelled transitions, and the data has none (collect "
                 "with --label-fraction > 0, or drop --action-head)"
             )
-        optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
+        optimizer = torch.optim.Adam(net.parameters(), lr=c.lr, fused=True)  # one kernel
         scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.steps)
             if c.lr_schedule == "cosine"
             else None
         )
-        generators = [torch_generator(s, Stream.AUGMENT) for s in self.seeds]
+        # Copies of one seed draw the same augmentation (their generators would be equal):
+        # one generator per distinct seed.
+        distinct = sorted(set(self.seeds))
+        generators = [torch_generator(s, Stream.AUGMENT) for s in distinct]
+        draw_of_copy = [distinct.index(s) for s in self.seeds]
         log = TrainingLog(self, c.steps, c.log_every, progress)
         for step in range(c.steps):
             batch = data.sample(c.batch_size)
             if step == 0:
                 self.check_batch(batch, c.batch_size)
             batch = _flat(batch, self.spec.action_dim)
-            terms = net.loss(batch, generators)
+            terms = net.loss(batch, generators, draw_of_copy)
             optimizer.zero_grad(set_to_none=True)
             terms.total.sum().backward()
             optimizer.step()
@@ -469,6 +571,17 @@ class LinearLAM(LAM):
 
     def encode(self, o: Tensor, o_far: Tensor) -> Tensor:
         return self.module.idm(o.flatten(2), o_far.flatten(2))
+
+    def copy(self, index) -> LinearLAM:
+        """A new LAM of the copies ``index``; a subset without heads drops E and e (unused)."""
+        index = list(index)
+        other = type(self)([self.configs[i] for i in index], self.spec,
+                           [self.seeds[i] for i in index], self.device)  # fmt: skip
+        keys = other.module.state_dict().keys()
+        state = _select_copies(self.module, index)
+        other.module.load_state_dict({k: v for k, v in state.items() if k in keys})
+        other.history = [self.history[i] for i in index]
+        return other
 
     @torch.no_grad()
     def surrogate(self, o: np.ndarray, o_next: np.ndarray) -> np.ndarray:
@@ -637,6 +750,15 @@ def analytic_optimum_from_moment(moment: Tensor | np.ndarray, d_z: int) -> Analy
         C=-B.mT,
         D=B.mT.clone(),
     )
+
+
+def published_action_weight(d_o: int, d_a: int, weight: float = 1.0) -> float:
+    """λ_a of this package's loss (sums over dimensions) that reproduces the published loss
+    recon/d_o + ``weight``·action/d_a (means over dimensions): ``weight``·d_o/d_a, since the
+    published loss is this one divided by d_o, and Adam's steps do not see that factor."""
+    check_int("d_o", d_o, low=1)
+    check_int("d_a", d_a, low=1)
+    return check_float("weight", weight, low=0.0) * d_o / d_a
 
 
 class OptimalityGap(NamedTuple):
