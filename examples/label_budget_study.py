@@ -120,13 +120,14 @@ COLUMNS = [
 class Study:
     """The study's sizes. ``lam`` holds each registered LAM's options (over its defaults)."""
 
+    # all distractors first: with 2 workers, clean and all finish first
     settings: tuple[str, ...] = (
         "clean",
+        "all",
         "other_agents",
         "background",
         "shake",
         "colour_drift",
-        "all",
     )
     methods: tuple[str, ...] = ("laom", "laom+labels", "idm")
     fractions: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1)
@@ -134,14 +135,14 @@ class Study:
     epsilon: float = 0.3  # snaking policy's exploration: enough action variety to learn from
     episodes: int = 100
     episode_length: int = 100
-    policy_steps: int = 1000
+    policy_steps: int = 600
     policy_width: int = 64
     rollout_episodes: int = 16
     lam: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # The CPU sizes: LAOM's encoder cuts the 32×32 image into 4×4 patches and has one stage
-# (ResNet blocks on 8×8), d_z = 128, batches of 32, 600 updates; τ, k_max, λ_a, the
+# (ResNet blocks on 8×8), d_z = 128, batches of 32, 400 updates (the IDM 300); τ, k_max, λ_a, the
 # per-frame augmentation and the separate labelled batch as published.
 _CPU_ENCODER = {"channels": (16,), "blocks": 1, "stem": 4, "embed_dim": 64, "width": 128}
 DEFAULT = Study(
@@ -152,10 +153,10 @@ DEFAULT = Study(
             "shift": 2,
             "batch_size": 32,
             "label_batch_size": 32,
-            "steps": 600,
+            "steps": 400,
         },
-        "idm": {**_CPU_ENCODER, "shift": 2, "batch_size": 32, "steps": 600},
-        "vq": {"steps": 600},
+        "idm": {**_CPU_ENCODER, "shift": 2, "batch_size": 32, "steps": 300},
+        "vq": {"steps": 400},
     }
 )
 # The published sizes (PROTOCOLS.md): d_z = 8,192, the IMPALA-style encoder at full
@@ -220,8 +221,11 @@ def _lam_config(study: Study, method: Method):
     return cls.Config(**options)
 
 
-def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> list[dict]:
-    """Every method, label fraction and seed of one setting; one row each."""
+def run_setting(
+    study: Study, setting: str, root: Path, device: str = "cpu", parts: Path | None = None
+) -> list[dict]:
+    """Every method, label fraction and seed of one setting; one row each (also written to
+    ``parts/<setting>.csv`` when given, as soon as the setting is done)."""
     if device == "cpu":
         torch.set_num_threads(1)
     start = time.perf_counter()
@@ -354,6 +358,8 @@ def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> 
                         else math.nan,
                     }
                 )
+    if parts is not None:
+        write_csv(rows, parts / f"{setting}.csv", COLUMNS)
     print(f"  {setting:<13} done in {time.perf_counter() - start:.1f} s", flush=True)
     return rows
 
@@ -514,11 +520,19 @@ def main(argv: list[str] | None = None) -> int:
         for seed in study.seeds:
             _dataset(study, setting, seed, root)
     n = len(study.settings)
+    done = args.out / "parts"  # each setting's rows as it finishes (kept if the run stops)
+    done.mkdir(exist_ok=True)
+    for stale in done.glob("*.csv"):
+        stale.unlink()
     if args.workers > 1 and device == "cpu" and n > 1:
         with ProcessPoolExecutor(min(args.workers, n), get_context("fork")) as pool:
-            parts = list(pool.map(run_setting, [study] * n, study.settings, [root] * n))
+            parts = list(
+                pool.map(
+                    run_setting, [study] * n, study.settings, [root] * n, ["cpu"] * n, [done] * n
+                )
+            )
     else:
-        parts = [run_setting(study, setting, root, device) for setting in study.settings]
+        parts = [run_setting(study, s, root, device, done) for s in study.settings]
     rows = [row for part in parts for row in part]
     tmp = csv_path.with_suffix(".tmp.csv")
     write_csv(rows, tmp, COLUMNS)

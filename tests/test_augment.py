@@ -56,7 +56,7 @@ def test_gaussian_offsets_are_shared_by_a_pair_with_a_scale_per_copy():
     assert ax[1].std().item() == pytest.approx(2.0, rel=0.05)
 
 
-@pytest.mark.parametrize("method", ["vq", "laom", "linear"])
+@pytest.mark.parametrize("method", ["vq", "laom-mlp", "linear"])
 def test_every_trainer_calls_the_tested_function(method, monkeypatch):
     """The trainers augment through lam_models.augment.augment_pair, not a copy of it."""
     from lam_models.lam import get_lam
@@ -86,7 +86,7 @@ def test_every_trainer_calls_the_tested_function(method, monkeypatch):
 
     settings = {
         "vq": {"augment": True},
-        "laom": {"augment": True},
+        "laom-mlp": {"augment": True},
         "linear": {"kappa": 0.1, "latent_dim": 2},
     }
     config = cls.Config(steps=3, batch_size=8, log_every=3, **settings[method])
