@@ -70,7 +70,7 @@ def test_every_trainer_calls_the_tested_function(method, monkeypatch):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(f"lam_models.lams.{method}.augment_pair", spy)
+    monkeypatch.setattr(f"{get_lam(method).__module__}.augment_pair", spy)
     grid = method != "linear"
     shape = (1, 4, 4) if grid else (6,)
 

@@ -110,6 +110,43 @@ def test_every_lam_plugs_into_the_pipeline(datasets, tmp_path, lam):
     assert 0 <= summary["lam_probe"]["nmse_action"] <= 1.5
 
 
+def test_the_decoder_can_read_the_latent_policys_output(datasets, tmp_path, monkeypatch):
+    """decoder_input="actor" (the published LAOM pipeline): the decoder is fitted on π(o) of
+    the labelled transitions, not on their z."""
+    import lam_models.pipeline as pipeline
+
+    seen = []
+    fit = pipeline.fit_decoder
+
+    def spy(inputs, *args, **kwargs):
+        seen.append(np.asarray(inputs))
+        return fit(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "fit_decoder", spy)
+    for how in ("latent", "actor"):
+        summary = run_pipeline(
+            datasets["none"],
+            lam="laom-mlp",
+            out_dir=tmp_path / how,
+            quick=True,
+            label_fraction=0.05,
+            decoder_input=how,
+        )
+        assert np.isfinite(summary["composed_return"])
+    with np.load(tmp_path / "latent" / "relabel" / "latents.npz") as saved:
+        z = saved["z_train"]
+    np.testing.assert_allclose(seen[0][0], z)  # the relabelled latents
+    assert seen[1].shape == seen[0].shape and not np.allclose(seen[1][0], z, atol=1e-3)
+    # ... and the actor run's are the saved latent policy's outputs on the train observations.
+    from lam_models.bc import actor_outputs
+    from lam_models.split import DataSplit
+
+    policy = pipeline.load_policy(tmp_path / "actor" / "bc" / "latent_policy.pt")
+    train = DataSplit(datasets["none"], 0.1, 0, 0.05).train
+    expected = actor_outputs(policy, train.obs().reshape(1, len(train), -1))
+    np.testing.assert_allclose(seen[1], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_linear_environment_runs_with_continuous_actions(datasets, tmp_path):
     summary = run_pipeline(datasets["linear"], lam="laom-mlp", out_dir=tmp_path / "lin", quick=True)
     assert "llo" in summary["lam_probe"] and np.isfinite(summary["composed_agreement"])
@@ -127,6 +164,7 @@ def test_linear_environment_runs_with_continuous_actions(datasets, tmp_path):
         (["--lam", "laom-mlp", "--lam-k", "0"], "k must be >= 1, got 0"),
         (["--lam-option", "stepz=3"], "unknown VQConfig field(s) ['stepz']"),
         (["--stage", "train"], "unknown stage 'train'; allowed: 'lam', 'relabel'"),
+        (["--decoder-input", "pixels"], "unknown decoder_input 'pixels'; allowed: 'latent'"),
     ],
 )
 def test_bad_input_fails_with_one_line(datasets, tmp_path, capsys, args, message):

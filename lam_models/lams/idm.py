@@ -26,7 +26,7 @@ from lam_envs.validate import check_float, check_int
 from lam_models.augment import augment_frames
 from lam_models.flags import option
 from lam_models.lam import LAM, TrainingLog, register_lam
-from lam_models.lams.laom import make_encoder
+from lam_models.lams.laom import check_channels, make_encoder
 from lam_models.nn import EnsembleMLP, EnsembleModule
 from lam_models.seeding import Stream, torch_generator
 
@@ -56,10 +56,7 @@ class IDMConfig:
         for name in ("embed_dim", "blocks", "stem", "width", "batch_size", "steps", "log_every"):
             check_int(name, getattr(self, name), low=1)
         check_int("shift", self.shift, low=0)
-        if not isinstance(self.channels, tuple) or not self.channels:
-            raise ValueError(f"channels must be a non-empty tuple of ints, got {self.channels!r}")
-        for c in self.channels:
-            check_int("channels", c, low=1)
+        self.channels = check_channels(self.channels)
         check_float("kappa", self.kappa, low=0.0)
         if not check_float("lr", self.lr, low=0.0) > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")

@@ -56,7 +56,14 @@ from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule, ResNetEnc
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import DataSplit
 
-__all__ = ["LAOMConfig", "LAOMLAM", "LAOMNet", "action_regression_targets"]
+__all__ = [
+    "LAOMConfig",
+    "LAOMLAM",
+    "LAOMNet",
+    "action_regression_targets",
+    "check_channels",
+    "make_encoder",
+]
 
 
 @dataclass
@@ -101,10 +108,7 @@ class LAOMConfig:
         ):
             check_int(name, getattr(self, name), low=1)
         check_int("shift", self.shift, low=0)
-        if not isinstance(self.channels, tuple) or not self.channels:
-            raise ValueError(f"channels must be a non-empty tuple of ints, got {self.channels!r}")
-        for c in self.channels:
-            check_int("channels", c, low=1)
+        self.channels = check_channels(self.channels)
         if not 0 < check_float("target_tau", self.target_tau) <= 1:
             raise ValueError(f"target_tau must be in (0, 1], got {self.target_tau}")
         check_float("kappa", self.kappa, low=0.0)
@@ -118,6 +122,14 @@ class LAOMConfig:
     @property
     def effective_action_weight(self) -> float:
         return self.action_weight if self.action_head else 0.0
+
+
+def check_channels(channels: Any) -> tuple[int, ...]:
+    """The encoder's stage widths: a non-empty tuple (or list, from a command line) of
+    positive ints, as a tuple."""
+    if not isinstance(channels, tuple | list) or not channels:
+        raise ValueError(f"channels must be a non-empty tuple of ints, got {channels!r}")
+    return tuple(check_int("channels", c, low=1) for c in channels)
 
 
 def make_encoder(c: Any, m: int, obs_shape: tuple[int, ...]) -> EnsembleModule:
