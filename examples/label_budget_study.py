@@ -1,42 +1,50 @@
-"""Label-budget study: does supervision during LAM training help under distractors?
+"""Label-budget study on the distracting grid: does supervision during LAM training help?
 
-    python examples/label_budget_study.py            # full study (<= 30 min on 2 cores)
-    python examples/label_budget_study.py --quick    # reduced, for the tests (seconds)
+    python examples/label_budget_study.py                  # default (CPU sizes; see README)
+    python examples/label_budget_study.py --scale paper    # the published sizes (a GPU)
+    python examples/label_budget_study.py --quick          # reduced, for the tests
 
-On the grid whose noise row leaks the action (``action_leak`` ρ > 0: the noise row shows
-the action's pattern with probability ρ) and without the leak (ρ = 0, the control; same
-i.i.d. noise row otherwise), three LAMs go through the LAPO-style pipeline
-(:mod:`lam_models.pipeline`) at several label fractions and seeds:
+The distractor paper's comparison (PROTOCOLS.md, "LAOM") on the 32×32 distracting grid:
+the clean grid (control), each distractor alone (other agents, a moving background, camera
+shake, colour drift of the agent) and all four together. In each setting these methods go
+through the LAPO-style pipeline at label fractions {0.5, 1, 2.5, 5, 10}% of the
+trajectories (whole train episodes, nested across fractions), several seeds:
 
-- ``vq``: the VQ LAM (LAPO-style), unsupervised;
-- ``laom``: the LAOM-style LAM without labels;
-- ``laom+labels``: the LAOM-style LAM with its linear action head trained on the labelled
-  subset (λ_a = 1).
+- ``vq``: the package's VQ LAM (LAPO-style), unsupervised (off by default: its dense
+  convolutions do not scale to 32×32 on a CPU; ``--methods`` adds it);
+- ``laom``: LAOM as published (:mod:`lam_models.lams.laom`), unsupervised;
+- ``laom+labels``: LAOM with its linear action head on a separate labelled batch (λ_a as
+  published, 0.001);
+- ``idm``: an inverse dynamics model trained on the labelled transitions alone, its
+  predicted actions relabel the data (:mod:`lam_models.lams.idm`);
+- ``labelled_bc``: behaviour cloning on the labelled transitions alone.
 
-For each it reports the linear-probe nmse of the true action (one-hot) from the latent
-(held-out episodes) and the pipeline's return normalised by BC on fully labelled data (the
-same seed's); BC on the labelled subset alone is reported beside them. Writes
-``<out>/label_budget.csv`` (one row per setting, method, label fraction and seed) and
-``<out>/label_budget.png``, then prints a mean ± s.e. table and the comparison of LAOM with
-and without labels.
-
-Each seed has its own dataset (collected with that seed); the unsupervised LAMs never read
-labels, so one model per seed serves every label fraction; label subsets are nested across
-fractions. Seeds (and label fractions) of one LAM kind train as one batched model, and the
-settings run in two worker processes with one torch thread each.
+Each LAM relabels the train transitions with z(o_t, o_{t+1}); a latent policy π(z | o) is
+cloned on all of them; a decoder from the policy's output π(o) to the action is fitted on
+the labelled subset (the published pipeline); the composed policy is rolled out. Reported
+per method, setting, fraction and seed: the linear-probe nmse of the true action from z
+(held-out episodes), the probe nmse of the distractors' change over the transition (what
+z holds that it should not), agreement with the behaviour policy, and the return
+normalised by BC on fully labelled data (the same seed's). Writes ``<out>/label_budget.csv``,
+``<out>/label_budget_return.png`` and ``<out>/label_budget_probe.png`` (one panel per
+setting, one line per method), and prints a mean ± s.e. table and the paper's headline
+comparisons. The unsupervised LAMs read no labels: one model per seed serves every
+fraction. Seeds (and fractions) of a method train as one batched model; settings run in
+``--workers`` processes with one torch thread each.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
-import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -45,27 +53,62 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lam_envs import DISTRACTOR_SETTINGS, ENV_IDS  # noqa: E402
+from lam_envs.cli import Parser, run_main  # noqa: E402
 from lam_envs.collect import CollectConfig, collect  # noqa: E402
-from lam_models.bc import fit_decoder, fit_policy  # noqa: E402
-from lam_models.lam import get_lam  # noqa: E402
+from lam_models.bc import actor_outputs, fit_decoder, fit_policy  # noqa: E402
+from lam_models.lam import get_lam, resolve_device  # noqa: E402
 from lam_models.metrics import mean_stderr  # noqa: E402
-from lam_models.pipeline import PipelineConfig  # noqa: E402
 from lam_models.rollout import composed, evaluate_policies  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.scoring import evaluate_latents  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
 
-METHODS = ("vq", "laom", "laom+labels")
+
+@dataclass(frozen=True)
+class Method:
+    """A method of the study: a registered LAM (with options), trained once per seed
+    (``per_fraction`` False: it reads no labels) or once per seed and label fraction."""
+
+    lam: str
+    per_fraction: bool
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+
+#: The LAM methods, found by their registered LAM (lam_models.lam.get_lam); "labelled_bc"
+#: (BC on the labelled subset) is always run beside them.
+METHODS: dict[str, Method] = {
+    "vq": Method("vq", False, {}, "VQ LAM (LAPO-style)"),
+    "laom": Method("laom", False, {}, "LAOM, no labels"),
+    "laom+labels": Method("laom", True, {"action_head": True}, "LAOM + labels (head, λ_a)"),
+    "idm": Method("idm", True, {}, "IDM on the labelled subset"),
+}
+BASELINE = "labelled_bc"
+LABELS = {**{k: m.label for k, m in METHODS.items()}, BASELINE: "BC on the labelled subset"}
+
+#: What each setting's distractors change over a transition (oracle fields; their probe
+#: nmse from z is ``nmse_distractor``: 1 = z holds none of it).
+NUISANCE = {
+    "clean": (),
+    "other_agents": ("other_actions",),
+    "correlated_agents": ("other_actions",),
+    "background": ("background_velocity",),
+    "shake": ("shake:change",),
+    "colour_drift": ("agent_intensity:change",),
+    "all": ("other_actions", "background_velocity", "shake:change", "agent_intensity:change"),
+}
+ENV_OF_PRESET = {preset: env_id for env_id, (kind, preset) in ENV_IDS.items() if kind == "grid"}
+
 COLUMNS = [
     "setting",
-    "noise_intensity",
-    "action_leak",
+    "env",
     "method",
     "label_fraction",
+    "labelled_transitions",
     "seed",
     "nmse_action",
-    "probe_controllable_loss",
-    "probe_stochastic_loss",
+    "nmse_distractor",
     "agreement",
     "return",
     "full_bc_return",
@@ -75,48 +118,95 @@ COLUMNS = [
 
 @dataclass(frozen=True)
 class Study:
-    """The study's settings; ``QUICK`` is a scaled-down copy for the tests."""
+    """The study's sizes. ``lam`` holds each registered LAM's options (over its defaults)."""
 
-    # (name, noise_intensity, action_leak ρ) of each setting.
-    settings: tuple[tuple[str, float, float], ...] = (
-        ("none", 0.0, 0.0),  # control: no noise row at all
-        ("iid", 1.0, 0.0),  # i.i.d. noise row, uncorrelated with the action
-        ("correlated", 1.0, 0.8),  # the action leaks into the noise row
+    # all distractors first: with 2 workers, clean and all finish first
+    settings: tuple[str, ...] = (
+        "clean",
+        "all",
+        "other_agents",
+        "background",
+        "shake",
+        "colour_drift",
     )
-    epsilon: float = 0.3  # snaking policy's exploration: enough action variety to learn from
+    methods: tuple[str, ...] = ("laom", "laom+labels", "idm")
     fractions: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1)
     seeds: tuple[int, ...] = (0, 1, 2)
+    epsilon: float = 0.3  # snaking policy's exploration: enough action variety to learn from
     episodes: int = 100
     episode_length: int = 100
-    lam_steps: int = 4000
-    policy_steps: int = 1500
+    policy_steps: int = 600
+    policy_width: int = 64
     rollout_episodes: int = 16
-    action_weight: float = 1.0  # λ_a of laom+labels
+    lam: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-FULL = Study()
-QUICK = Study(
-    settings=(("none", 0.0, 0.0), ("correlated", 1.0, 0.8)),
-    fractions=(0.01, 0.1),
-    seeds=(0, 1),
-    episodes=30,
-    episode_length=60,
-    lam_steps=300,
-    policy_steps=300,
-    rollout_episodes=4,
+# The CPU sizes: LAOM's encoder cuts the 32×32 image into 4×4 patches and has one stage
+# (ResNet blocks on 8×8), d_z = 128, batches of 32, 400 updates (the IDM 300); τ, k_max, λ_a, the
+# per-frame augmentation and the separate labelled batch as published.
+_CPU_ENCODER = {"channels": (16,), "blocks": 1, "stem": 4, "embed_dim": 64, "width": 128}
+DEFAULT = Study(
+    lam={
+        "laom": {
+            **_CPU_ENCODER,
+            "latent_dim": 128,
+            "shift": 2,
+            "batch_size": 32,
+            "label_batch_size": 32,
+            "steps": 400,
+        },
+        "idm": {**_CPU_ENCODER, "shift": 2, "batch_size": 32, "steps": 300},
+        "vq": {"steps": 400},
+    }
 )
+# The published sizes (PROTOCOLS.md): d_z = 8,192, the IMPALA-style encoder at full
+# resolution, batches of 128 and 128 labelled; larger datasets and longer training (a GPU).
+PAPER = Study(
+    methods=("vq", "laom", "laom+labels", "idm"),
+    episodes=1000,
+    policy_steps=5000,
+    policy_width=256,
+    rollout_episodes=32,
+    lam={
+        "laom": {"steps": 20_000},
+        "idm": {"steps": 10_000},
+        "vq": {"steps": 16_000},
+    },
+)
+QUICK = Study(
+    settings=("clean", "shake"),
+    fractions=(0.05, 0.1),
+    seeds=(0, 1),
+    episodes=24,
+    episode_length=40,
+    policy_steps=200,
+    rollout_episodes=4,
+    lam={
+        "laom": {
+            **_CPU_ENCODER,
+            "latent_dim": 16,
+            "batch_size": 16,
+            "label_batch_size": 16,
+            "steps": 40,
+            "action_weight": 1.0,
+        },
+        "idm": {**_CPU_ENCODER, "batch_size": 16, "steps": 40},
+        "vq": {"steps": 20},
+    },
+)
+SCALES = {"default": DEFAULT, "paper": PAPER, "quick": QUICK}
 
 
-def _dataset(study: Study, setting: tuple[str, float, float], seed: int, root: Path) -> Path:
-    """Collect (or reuse) the dataset of one setting and seed, with labels to spare."""
+def _dataset(study: Study, setting: str, seed: int, root: Path) -> Path:
+    """Collect (or reuse) the dataset of one setting and seed, every transition labelled
+    (the split hides all but the chosen episodes' labels)."""
     config = CollectConfig(
-        env="GridLAM-v0",
-        env_kwargs={"noise_intensity": setting[1], "action_leak": setting[2]},
+        env=ENV_OF_PRESET[DISTRACTOR_SETTINGS[setting]],
         policy="snaking",
         epsilon=study.epsilon,
         episodes=study.episodes,
         episode_length=study.episode_length,
-        label_fraction=min(1.0, 2 * max(study.fractions)),  # the split takes some away
+        label_fraction=1.0,
         seed=seed,
     )
     path = root / config.default_dataset_id()
@@ -125,145 +215,152 @@ def _dataset(study: Study, setting: tuple[str, float, float], seed: int, root: P
     return path
 
 
-def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> list[dict]:
-    """Every method, label fraction and seed of one setting; one row each."""
-    label, noise, rho = setting
-    torch.set_num_threads(1)
+def _lam_config(study: Study, method: Method):
+    cls = get_lam(method.lam)
+    options = {**cls.pipeline_defaults, **study.lam.get(method.lam, {}), **method.options}
+    return cls.Config(**options)
+
+
+def run_setting(
+    study: Study, setting: str, root: Path, device: str = "cpu", parts: Path | None = None
+) -> list[dict]:
+    """Every method, label fraction and seed of one setting; one row each (also written to
+    ``parts/<setting>.csv`` when given, as soon as the setting is done)."""
+    if device == "cpu":
+        torch.set_num_threads(1)
     start = time.perf_counter()
     seeds, fractions = list(study.seeds), list(study.fractions)
-    base = PipelineConfig(policy_steps=study.policy_steps, rollout_episodes=study.rollout_episodes)
-    splits = {s: DataSplit(_dataset(study, setting, s, root), base.held_out, s) for s in seeds}
-    # The labelled subsets, nested across fractions (the same seed draws them).
-    labelled = {(s, f): splits[s].with_labels(f) for s in seeds for f in fractions}
-    grid = [(s, f) for s in seeds for f in fractions]
-    spec = splits[seeds[0]].spec
-
-    # Stage 1 and 2: the LAMs and their latents, (method, seed, fraction) -> z train/test.
-    def lam_config(name: str, head: bool):
-        cls = get_lam(name)
-        options = {**cls.pipeline_defaults, "steps": study.lam_steps}
-        if head:
-            options.update(action_head=True, action_weight=study.action_weight)
-        return cls.Config(**options)
-
-    groups = {  # the unsupervised LAMs read no labels: one model per seed serves every fraction
-        "vq": ("vq", False, [splits[s] for s in seeds], seeds, [(s, None) for s in seeds]),
-        "laom": ("laom", False, [splits[s] for s in seeds], seeds, [(s, None) for s in seeds]),
-        "laom+labels": ("laom", True, [labelled[k] for k in grid], [s for s, _ in grid], grid),
+    held_out = 0.1
+    splits = {
+        s: DataSplit(_dataset(study, setting, s, root), held_out, s, label_unit="episode")
+        for s in seeds
     }
-    latents, probes = {}, {}
-    for method, (name, head, group, group_seeds, keys) in groups.items():
-        lam = get_lam(name).train(lam_config(name, head), group, group_seeds, device="cpu")
+    labelled = {(s, f): splits[s].with_labels(f) for s in seeds for f in fractions}
+    spec = splits[seeds[0]].spec
+    grid = [(s, f) for s in seeds for f in fractions]
+
+    def lam_key(method: str, s: int, f: float) -> tuple:
+        return (method, s, f if METHODS[method].per_fraction else None)
+
+    # Stage 1 and 2: each LAM (seeds and fractions batched) and its latents.
+    latents: dict[tuple, np.ndarray] = {}
+    probes: dict[tuple, dict] = {}
+    for name in study.methods:
+        method = METHODS[name]
+        keys = grid if method.per_fraction else [(s, None) for s in seeds]
+        group = [labelled[s, f] if f is not None else splits[s] for s, f in keys]
+        lam = get_lam(method.lam).train(
+            _lam_config(study, method), group, [s for s, _ in keys], device
+        )
         for part in ("train", "test"):
             obs = np.stack([getattr(sp, part).obs() for sp in group])
-            far = np.stack([getattr(sp, part).far_obs(lam.lookahead) for sp in group])
-            for key, z in zip(keys, lam.latents(obs, far), strict=True):
-                latents[method, *key, part] = z
+            nxt = np.stack([getattr(sp, part).next_obs() for sp in group])
+            for (s, f), z in zip(keys, lam.latents(obs, nxt), strict=True):
+                latents[name, s, f, part] = z
         for (s, f), sp in zip(keys, group, strict=True):
-            probes[method, s, f] = evaluate_latents(
-                latents[method, s, f, "train"],
-                latents[method, s, f, "test"],
+            probes[name, s, f] = evaluate_latents(
+                latents[name, s, f, "train"],
+                latents[name, s, f, "test"],
                 sp.train,
                 sp.test,
-                True,
+                spec.discrete,
                 spec.action_dim,
                 s,
+                nuisance=NUISANCE[setting],
             )
+        del lam
         print(
-            f"  {label:<10} {method:<12} LAM ×{len(group)} {time.perf_counter() - start:6.1f} s",
+            f"  {setting:<13} {name:<12} ×{len(keys):<3} {time.perf_counter() - start:7.1f} s",
             flush=True,
         )
 
-    # Stage 3: latent policies (one per trained LAM), and the two BC baselines.
-    lam_keys = [(m, s, None) for m in ("vq", "laom") for s in seeds] + [
-        ("laom+labels", s, f) for s, f in grid
-    ]
-    flat = {s: splits[s].train.obs().reshape(len(splits[s].train), -1) for s in seeds}
-    truth = {s: splits[s].train.oracle["action"] for s in seeds}
-    every = np.ones((len(lam_keys), len(truth[seeds[0]])), dtype=bool)
-    common = dict(steps=study.policy_steps, width=base.width)
-    latent_policy = fit_policy(
-        np.stack([flat[s] for _, s, _ in lam_keys]),
-        np.stack([latents[k + ("train",)] for k in lam_keys]),
-        every,
-        "regression",
-        seeds=[s for _, s, _ in lam_keys],
-        **common,
-    )
-    bc_keys = [("labelled_bc", s, f) for s, f in grid] + [("full_bc", s, None) for s in seeds]
-    bc = fit_policy(
-        np.stack([flat[s] for _, s, _ in bc_keys]),
-        np.stack([truth[s] for _, s, _ in bc_keys]),
-        np.stack(
-            [labelled[s, f].train.label_mask if f is not None else every[0] for _, s, f in bc_keys]
-        ),
-        "classification",
-        seeds=[s for _, s, _ in bc_keys],
-        d_out=spec.action_dim,
-        **common,
-    )
-
-    # Stage 4: decoders, one per (method, seed, fraction), each on its labelled subset.
-    dec_keys = [(m, s, f) for m in METHODS for s, f in grid]
-
-    def lam_of(m, s, f):
-        return (m, s, f if m == "laom+labels" else None)
-
-    decoder = fit_decoder(
-        np.stack([latents[lam_of(*k) + ("train",)] for k in dec_keys]),
-        np.stack([labelled[s, f].train.actions for _, s, f in dec_keys]),  # visible labels
-        np.stack([labelled[s, f].train.label_mask for _, s, f in dec_keys]),
-        True,
-        spec.action_dim,
-        study.policy_steps,
-        [s for _, s, _ in dec_keys],
-        base.width,
-    )
-    # Each decoder copy composed with the latent policy of its own LAM.
-    per_decoder = latent_policy.select([lam_keys.index(lam_of(*k)) for k in dec_keys])
-
-    # Stage 5: agreement on held-out episodes and returns, every policy at once.
-    data = splits[seeds[0]].data
-    results = {}
-    for name, keys, act in (
-        ("composed", dec_keys, composed(per_decoder, decoder)),
-        ("bc", bc_keys, bc.act),
-    ):
-        obs = torch.from_numpy(np.stack([splits[s].test.obs() for _, s, _ in keys])).flatten(2)
-        truth_test = np.stack([splits[s].test.oracle["action"] for _, s, _ in keys])
-        results[name] = evaluate_policies(
-            data, {name: act}, obs, truth_test, study.rollout_episodes, seed=12_345
-        )[name]
-        results[name]["keys"] = keys
-
-    full_return = {
-        s: results["bc"]["return"][i] for i, (n, s, _) in enumerate(bc_keys) if n == "full_bc"
-    }
+    # Stage 3-5 per seed (its dataset's observations shared by every copy of that seed).
     rows = []
-    for name in ("composed", "bc"):
-        r = results[name]
-        for i, (method, s, f) in enumerate(r["keys"]):
-            if method == "full_bc":
-                continue
-            probe = probes.get(lam_of(method, s, f), {}) if name == "composed" else {}
-            rows.append(
-                {
-                    "setting": label,
-                    "noise_intensity": noise,
-                    "action_leak": rho,
-                    "method": method,
-                    "label_fraction": f,
-                    "seed": s,
-                    "nmse_action": probe.get("nmse_action", math.nan),
-                    "probe_controllable_loss": probe.get("probe_controllable_loss", math.nan),
-                    "probe_stochastic_loss": probe.get("probe_stochastic_loss", math.nan),
-                    "agreement": float(r["agreement"][i]),
-                    "return": float(r["return"][i]),
-                    "full_bc_return": float(full_return[s]),
-                    "normalised_return": float(r["return"][i] / full_return[s]),
-                }
+    for s in seeds:
+        train, test = splits[s].train, splits[s].test
+        flat = train.obs().reshape(len(train), -1)
+        common = dict(steps=study.policy_steps, width=study.policy_width, device=device)
+        policies: dict[str, Any] = {}
+        row_keys: dict[str, list[tuple]] = {}
+        for name in study.methods:
+            per_fraction = METHODS[name].per_fraction
+            lam_fs = fractions if per_fraction else [None]
+            latent_policy = fit_policy(
+                flat,
+                np.stack([latents[name, s, f, "train"] for f in lam_fs]),
+                np.ones((len(lam_fs), len(train)), bool),
+                "regression",
+                seeds=[s] * len(lam_fs),
+                **common,
             )
-    print(f"  {label:<10} done in {time.perf_counter() - start:.1f} s", flush=True)
+            actor = actor_outputs(latent_policy, flat)  # (copies, N, d_z)
+            index = [lam_fs.index(f if per_fraction else None) for f in fractions]
+            decoder = fit_decoder(
+                actor[index],
+                np.stack([labelled[s, f].train.actions for f in fractions]),
+                np.stack([labelled[s, f].train.label_mask for f in fractions]),
+                spec.discrete,
+                spec.action_dim,
+                study.policy_steps,
+                [s] * len(fractions),
+                study.policy_width,
+                device,
+            )
+            policies[name] = composed(latent_policy.select(index), decoder)
+            row_keys[name] = [(name, s, f) for f in fractions]
+        bc = fit_policy(
+            flat,
+            train.oracle["action"],
+            np.stack(
+                [labelled[s, f].train.label_mask for f in fractions] + [np.ones(len(train), bool)]
+            ),
+            "classification",
+            seeds=[s] * (len(fractions) + 1),
+            d_out=spec.action_dim,
+            **common,
+        )
+        policies[BASELINE] = bc.select(range(len(fractions))).act
+        test_obs = torch.from_numpy(test.obs().reshape(len(test), -1))
+        results = {}
+        for group, copies in (
+            (policies, len(fractions)),
+            ({"full_bc": bc.select([len(fractions)]).act}, 1),
+        ):
+            results |= evaluate_policies(
+                splits[s].data,
+                group,
+                test_obs[None].expand(copies, *test_obs.shape),
+                test.oracle["action"],
+                study.rollout_episodes,
+                seed=12_345,
+            )
+        full_return = float(results["full_bc"]["return"][0])
+        for name in (*study.methods, BASELINE):
+            for i, f in enumerate(fractions):
+                probe = probes.get(lam_key(name, s, f), {}) if name != BASELINE else {}
+                nuisance = [probe[f"nmse_{k}"] for k in NUISANCE[setting] if f"nmse_{k}" in probe]
+                finite = [v for v in nuisance if math.isfinite(v)]
+                rows.append(
+                    {
+                        "setting": setting,
+                        "env": splits[s].data.env_id,
+                        "method": name,
+                        "label_fraction": f,
+                        "labelled_transitions": labelled[s, f].labelled,
+                        "seed": s,
+                        "nmse_action": probe.get("nmse_action", math.nan),
+                        "nmse_distractor": float(np.mean(finite)) if finite else math.nan,
+                        "agreement": float(results[name]["agreement"][i]),
+                        "return": float(results[name]["return"][i]),
+                        "full_bc_return": full_return,
+                        "normalised_return": float(results[name]["return"][i]) / full_return
+                        if full_return
+                        else math.nan,
+                    }
+                )
+    if parts is not None:
+        write_csv(rows, parts / f"{setting}.csv", COLUMNS)
+    print(f"  {setting:<13} done in {time.perf_counter() - start:.1f} s", flush=True)
     return rows
 
 
@@ -278,133 +375,179 @@ def aggregate(rows: list[dict], setting: str, method: str, metric: str):
     return xs, stats[:, 0], stats[:, 1]
 
 
-LABELS = {
-    "vq": "VQ LAM (LAPO-style)",
-    "laom": "LAOM-style, no labels",
-    "laom+labels": "LAOM-style + labels",
-    "labelled_bc": "BC on labelled subset",
-}
+def _order(values: Sequence[str], reference: Sequence[str]) -> list[str]:
+    return sorted(
+        set(values), key=lambda v: (list(reference).index(v) if v in reference else 99, v)
+    )
 
 
-TITLES = {
-    "none": "no noise row (control)",
-    "iid": "i.i.d. noise row (ρ = 0)",
-    "correlated": "the action leaks into the noise row",
-}
-
-
-def _settings(rows: list[dict]) -> list[tuple[str, float, float]]:
-    """(name, noise_intensity, ρ) of the settings in ``rows``, in the study's order."""
-    found = {(r["setting"], r["noise_intensity"], r["action_leak"]) for r in rows}
-    order = list(TITLES)
-    return sorted(found, key=lambda s: (order.index(s[0]) if s[0] in order else 99, s))
-
-
-def plot(rows: list[dict], path: Path) -> None:
-    settings = _settings(rows)
+def plot(rows: list[dict], path: Path, metric: str, ylabel: str) -> None:
+    """One panel per setting, one line per method (mean ± s.e. over seeds)."""
+    settings = _order([r["setting"] for r in rows], list(DISTRACTOR_SETTINGS))
+    methods = _order([r["method"] for r in rows], [*METHODS, BASELINE])
+    if metric.startswith("nmse"):
+        methods = [m for m in methods if m != BASELINE]
     seeds = len({r["seed"] for r in rows})
-    fig, axes = plt.subplots(2, len(settings), figsize=(5 * len(settings), 8), squeeze=False)
-    for col, (name, noise, rho) in enumerate(settings):
-        for row, (metric, ylabel) in enumerate(
-            (
-                ("normalised_return", "return / return of BC on full labels"),
-                ("nmse_action", "probe nmse of the true action (one-hot)"),
-            )
-        ):
-            ax = axes[row, col]
-            for method in (*METHODS, "labelled_bc"):
-                if metric == "nmse_action" and method == "labelled_bc":
-                    continue
-                xs, m, e = aggregate(rows, name, method, metric)
-                style = "--" if method == "labelled_bc" else "-"
-                (line,) = ax.plot(xs, m, style, marker="o", label=LABELS[method])
-                ax.fill_between(xs, m - e, m + e, color=line.get_color(), alpha=0.2)
-            ax.set_xscale("log")
-            ax.set_xticks(xs, [f"{x:.1%}" for x in xs])
-            ax.minorticks_off()
-            title = f"{TITLES.get(name, name)}\nnoise {noise:g}, ρ = {rho:g}"
-            ax.set(xlabel="label fraction", ylabel=ylabel, title=title)
-            ax.set_ylim(-0.05, 1.15)
-        axes[0, col].legend(fontsize=8)
-    fig.suptitle(f"Label budget on the grid (mean ± s.e. over {seeds} seeds)", fontsize=11)
+    cols = min(3, len(settings))
+    nrows = math.ceil(len(settings) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.8 * nrows), squeeze=False)
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        for method in methods:
+            xs, m, e = aggregate(rows, setting, method, metric)
+            style = "--" if method == BASELINE else "-"
+            (line,) = ax.plot(xs, m, style, marker="o", label=LABELS.get(method, method))
+            ax.fill_between(xs, m - e, m + e, color=line.get_color(), alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:.1%}" for x in xs])
+        ax.minorticks_off()
+        ax.set(xlabel="labelled trajectories", ylabel=ylabel, title=setting.replace("_", " "))
+        ax.set_ylim(-0.05, 1.15)
+    for ax in list(axes.flat)[len(settings) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"Label budget on the distracting grid (mean ± s.e., {seeds} seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def summary(rows: list[dict]) -> str:
-    """The mean ± s.e. table, and LAOM with vs without labels in each setting."""
-    lines = [
-        f"{'setting':<11}{'method':<13}{'fraction':>9}{'probe nmse(a)':>18}{'norm. return':>17}"
+def _mean(rows, setting, method, metric, fraction=None) -> float:
+    values = [
+        r[metric]
+        for r in rows
+        if r["setting"] == setting
+        and r["method"] == method
+        and (fraction is None or r["label_fraction"] == fraction)
     ]
-    settings = _settings(rows)
-    for name, _, _ in settings:
-        for method in (*METHODS, "labelled_bc"):
-            xs, m, e = aggregate(rows, name, method, "normalised_return")
-            _, pm, pe = aggregate(rows, name, method, "nmse_action")
+    return float(np.mean(values)) if values else math.nan
+
+
+def summary(rows: list[dict]) -> str:
+    """The mean ± s.e. table, and the paper's three headline comparisons per setting."""
+    settings = _order([r["setting"] for r in rows], list(DISTRACTOR_SETTINGS))
+    methods = _order([r["method"] for r in rows], [*METHODS, BASELINE])
+    lines = [
+        f"{'setting':<14}{'method':<13}{'labels':>7}{'probe nmse(a)':>17}"
+        f"{'nmse(distr.)':>14}{'norm. return':>17}"
+    ]
+    for setting in settings:
+        for method in methods:
+            xs, m, e = aggregate(rows, setting, method, "normalised_return")
+            _, pm, pe = aggregate(rows, setting, method, "nmse_action")
+            _, dm, _ = aggregate(rows, setting, method, "nmse_distractor")
             for i, x in enumerate(xs):
                 probe = "—" if math.isnan(pm[i]) else f"{pm[i]:.3f} ± {pe[i]:.3f}"
+                distr = "—" if math.isnan(dm[i]) else f"{dm[i]:.3f}"
                 lines.append(
-                    f"{name:<11}{method:<13}{x:>9.1%}{probe:>18}{m[i]:>10.3f} ± {e[i]:.3f}"
+                    f"{setting:<14}{method:<13}{x:>7.1%}{probe:>17}{distr:>14}"
+                    f"{m[i]:>10.3f} ± {e[i]:.3f}"
                 )
-    lines.append("")
-    lines.append("Means over label fractions and seeds (normalised return; probe nmse of a):")
-    for name, _, _ in settings:
-        cells = {}
-        for method in (*METHODS, "labelled_bc"):
-            values = [r for r in rows if r["setting"] == name and r["method"] == method]
-            cells[method] = (
-                np.mean([r["normalised_return"] for r in values]),
-                np.mean([r["nmse_action"] for r in values]),
+    lines += ["", "The paper's comparisons (means over fractions and seeds unless said):"]
+    for setting in settings:
+        cell = {m: _mean(rows, setting, m, "normalised_return") for m in methods}
+        probe = {m: _mean(rows, setting, m, "nmse_action") for m in methods}
+        parts = [f"  {setting:<13}:"]
+        if "vq" in probe and "laom" in probe:
+            parts.append(f"probe nmse(a) LAOM {probe['laom']:.3f} vs LAPO/VQ {probe['vq']:.3f};")
+        elif "laom" in probe:
+            parts.append(f"probe nmse(a) LAOM {probe['laom']:.3f} (no VQ run);")
+        if "laom+labels" in cell and "laom" in cell:
+            ratio = cell["laom+labels"] / cell["laom"] if cell["laom"] > 0 else math.inf
+            parts.append(
+                f"return LAOM+labels {cell['laom+labels']:.3f} vs LAOM-then-decode "
+                f"{cell['laom']:.3f} (×{ratio:.2f});"
             )
-        gain = cells["laom+labels"][0] - cells["laom"][0]
-        lines.append(
-            f"  {name:<10}: return vq {cells['vq'][0]:.3f}, laom {cells['laom'][0]:.3f}, "
-            f"laom+labels {cells['laom+labels'][0]:.3f} (labels: {gain:+.3f}), BC on the "
-            f"labelled subset {cells['labelled_bc'][0]:.3f}; probe vq {cells['vq'][1]:.3f}, "
-            f"laom {cells['laom'][1]:.3f}, laom+labels {cells['laom+labels'][1]:.3f}"
+        others = ", ".join(
+            f"{m} {cell[m]:.3f}" for m in methods if m not in ("laom", "laom+labels")
         )
+        best = max(cell, key=lambda m: cell[m])
+        parts.append(f"{others}; best {best} at {cell[best]:.3f} of BC on all labels")
+        lines.append(" ".join(parts))
     return "\n".join(lines)
 
 
+def _parse_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in items if t not in allowed]
+    if not items or bad:
+        raise ValueError(
+            f"unknown {what} {', '.join(bad) or repr(text)}; choose from {', '.join(allowed)}"
+        )
+    return items
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced study for the tests")
-    parser.add_argument(
-        "--out", type=Path, default=Path("outputs/label_budget"), help="output folder"
-    )
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="default", help="sizes")
+    parser.add_argument("--quick", action="store_true", help="the same as --scale quick")
+    parser.add_argument("--out", type=Path, default=Path("outputs/label_budget"), help="folder")
+    parser.add_argument("--methods", help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--settings", help=f"comma-separated, of {', '.join(DISTRACTOR_SETTINGS)}")
     parser.add_argument("--workers", type=int, default=2, help="processes (one per setting)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (cuda: --workers 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     args = parser.parse_args(argv)
-    study = QUICK if args.quick else FULL
+    try:
+        study = SCALES["quick" if args.quick else args.scale]
+        if args.methods:
+            study = dataclasses.replace(
+                study, methods=_parse_list(args.methods, list(METHODS), "method")
+            )
+        if args.settings:
+            names = _parse_list(args.settings, list(DISTRACTOR_SETTINGS), "setting")
+            study = dataclasses.replace(study, settings=names)
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        device = str(resolve_device(args.device))
+        for name in study.methods:
+            _lam_config(study, METHODS[name])  # every method's LAM registered, options valid
+    except ValueError as error:
+        parser.error(str(error))
+    csv_path = args.out / "label_budget.csv"
+    if csv_path.exists() and not args.overwrite:
+        parser.error(f"{csv_path} exists; use --overwrite to replace it, or another --out")
     args.out.mkdir(parents=True, exist_ok=True)
     root = (args.out / "datasets").resolve()
     start = time.perf_counter()
     print(
-        f"label-budget study ({'quick' if args.quick else 'full'}): settings "
-        f"{[name for name, _, _ in study.settings]}, fractions "
-        f"{study.fractions}, seeds {study.seeds}, {study.episodes}×{study.episode_length} "
-        "transitions per dataset"
+        f"label-budget study ({'quick' if args.quick else args.scale}): settings "
+        f"{list(study.settings)}, methods {[*study.methods, BASELINE]}, fractions "
+        f"{list(study.fractions)} of trajectories, seeds {list(study.seeds)}, "
+        f"{study.episodes}×{study.episode_length} transitions per dataset, device {device}",
+        flush=True,
     )
     for setting in study.settings:  # collect first, in this process: workers only read
         for seed in study.seeds:
             _dataset(study, setting, seed, root)
-    if args.workers > 1:
-        n = len(study.settings)
+    n = len(study.settings)
+    done = args.out / "parts"  # each setting's rows as it finishes (kept if the run stops)
+    done.mkdir(exist_ok=True)
+    for stale in done.glob("*.csv"):
+        stale.unlink()
+    if args.workers > 1 and device == "cpu" and n > 1:
         with ProcessPoolExecutor(min(args.workers, n), get_context("fork")) as pool:
-            parts = list(pool.map(run_setting, [study] * n, study.settings, [root] * n))
+            parts = list(
+                pool.map(
+                    run_setting, [study] * n, study.settings, [root] * n, ["cpu"] * n, [done] * n
+                )
+            )
     else:
-        parts = [run_setting(study, setting, root) for setting in study.settings]
+        parts = [run_setting(study, s, root, device, done) for s in study.settings]
     rows = [row for part in parts for row in part]
-    csv_path = args.out / "label_budget.csv"
-    write_csv(rows, csv_path, COLUMNS)
-    rows = read_csv(csv_path, text=("setting", "method"))
-    png = args.out / "label_budget.png"
-    plot(rows, png)
-    print(f"wrote {csv_path} ({len(rows)} rows) and {png}")
+    tmp = csv_path.with_suffix(".tmp.csv")
+    write_csv(rows, tmp, COLUMNS)
+    tmp.replace(csv_path)
+    rows = read_csv(csv_path, text=("setting", "env", "method"))
+    for metric, ylabel, name in (
+        ("normalised_return", "return / BC on all labels", "label_budget_return.png"),
+        ("nmse_action", "probe nmse of the action (one-hot)", "label_budget_probe.png"),
+    ):
+        plot(rows, args.out / name, metric, ylabel)
+    print(f"wrote {csv_path} ({len(rows)} rows), label_budget_return.png, label_budget_probe.png")
     print(summary(rows))
     print(f"elapsed {time.perf_counter() - start:.1f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(lambda: main())

@@ -14,6 +14,10 @@ frames keeps the move but hides where it happened.
 :func:`augment_pair` applies one augmentation, drawn per transition, to two tensors; with
 a leading model axis (M, B, ...) each copy m draws from its own generator, so a copy's
 augmentations do not depend on the copies it is trained with.
+
+The published LAOM instead augments every frame on its own (:func:`augment_frames`): each
+image gets its own random shift of up to ``pad`` pixels in each direction, edges
+replicated (:func:`shift_images`, DrQ's pad-and-crop), and each vector its own offset κ.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["augment_pair", "draw_shifts", "gaussian_offsets", "shift_columns", "vector_offsets"]
+__all__ = [
+    "augment_frames",
+    "augment_pair",
+    "draw_shifts",
+    "gaussian_offsets",
+    "shift_columns",
+    "shift_images",
+    "vector_offsets",
+]
 
 
 def shift_columns(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -107,3 +119,46 @@ def augment_pair(
     shifts = torch.stack([draw_shifts((b,), g) for g in generators])
     shifts = shifts if draw_of_copy is None else shifts.index_select(0, torch.tensor(index))
     return shift_columns(x, shifts), shift_columns(y, shifts)
+
+
+def shift_images(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Translate each image of ``x`` (..., C, H, W) by its own (dy, dx) pixels, the edge
+    pixels replicated into what comes in: out[i, j] = x[clamp(i − dy), clamp(j − dx)], which
+    is DrQ's random shift (pad by replication, then crop). ``dy``, ``dx``: ``x.shape[:-3]``.
+    """
+    h, w = x.shape[-2:]
+    dy, dx = dy.to(x.device), dx.to(x.device)
+    rows = (torch.arange(h, device=x.device) - dy[..., None]).clamp(0, h - 1)
+    cols = (torch.arange(w, device=x.device) - dx[..., None]).clamp(0, w - 1)
+    x = torch.gather(x, -2, rows[..., None, :, None].expand(x.shape))
+    return torch.gather(x, -1, cols[..., None, None, :].expand(x.shape))
+
+
+def augment_frames(
+    frames: Sequence[torch.Tensor],
+    generators: Sequence[torch.Generator],
+    pad: int = 4,
+    kappa: torch.Tensor | float | None = None,
+) -> list[torch.Tensor]:
+    """Augment every frame independently: each image of each tensor its own shift.
+
+    frames: tensors (M, B, C, H, W) (images: shifts uniform in [−pad, pad]² pixels, edges
+    replicated) or (M, B, d) with ``kappa`` given (vectors: offsets κ ~ N(0, κ² I)). Copy m
+    draws from ``generators[m]``, frame after frame. Returns the augmented frames, in order.
+    """
+    m = frames[0].shape[0]
+    if len(generators) != m:
+        raise ValueError(f"give one generator per copy: {len(generators)} for {m} copies")
+    out = []
+    for x in frames:
+        b = x.shape[1]
+        if kappa is None:
+            d = torch.stack([torch.randint(-pad, pad + 1, (2, b), generator=g) for g in generators])
+            out.append(shift_images(x, d[:, 0], d[:, 1]))
+            continue
+        scale = torch.as_tensor(kappa, dtype=x.dtype).reshape(-1, 1, 1).expand(m, 1, 1)
+        offsets = torch.stack(
+            [gaussian_offsets(x.shape[1:], scale[i].cpu(), g) for i, g in enumerate(generators)]
+        )
+        out.append(x + offsets.to(x.device))
+    return out

@@ -22,7 +22,15 @@ from lam_models.lam import progress_bar
 from lam_models.nn import EnsembleMLP
 from lam_models.seeding import Stream, torch_generator
 
-__all__ = ["Policy", "bc_policies", "fit_decoder", "fit_policy", "load_policy", "save_policy"]
+__all__ = [
+    "Policy",
+    "actor_outputs",
+    "bc_policies",
+    "fit_decoder",
+    "fit_policy",
+    "load_policy",
+    "save_policy",
+]
 
 
 class Policy(nn.Module):
@@ -234,6 +242,17 @@ def fit_decoder(
         progress=progress,
         name="decoder",
     )
+
+
+@torch.no_grad()
+def actor_outputs(policy: Policy, obs: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """The policy's outputs on observations (M, N, d_in) (or (N, d_in), shared), in chunks:
+    (M, N, d_out) float32 numpy. The decoder's inputs in the published LAOM pipeline."""
+    x = torch.as_tensor(obs)
+    if x.ndim == 2:
+        x = x[None].expand(policy.net.num_models, *x.shape)
+    parts = [policy(x[:, i : i + chunk]).float().cpu() for i in range(0, x.shape[1], chunk)]
+    return torch.cat(parts, dim=1).numpy()
 
 
 def save_policy(path: Path, policy: Policy) -> None:

@@ -33,8 +33,8 @@ from lam_models.pipeline import run_pipeline
 DATASET_ID = "lam_envs/demo-grid-snaking-v0"
 METHODS = (  # (label, LAM, its settings: the LAOM head's supervision on the labelled subset)
     ("VQ LAM (LAPO)", "vq", {}),
-    ("LAOM-style, no labels", "laom", {}),
-    ("LAOM-style + 1% labels", "laom", {"action_head": True, "action_weight": 1.0}),
+    ("LAOM-style, no labels", "laom-mlp", {}),
+    ("LAOM-style + 1% labels", "laom-mlp", {"action_head": True, "action_weight": 1.0}),
 )
 
 

@@ -13,7 +13,9 @@ so running them one by one gives exactly what ``--stage all`` gives:
 3. ``bc``: the latent policy π(z | o) on every train transition, and the two baselines
    π(a | o) cloned from the labelled subset alone and from fully labelled data
    (:mod:`lam_models.bc`).
-4. ``decoder``: an MLP from z to the real action, fitted on the labelled subset only.
+4. ``decoder``: an MLP to the real action, fitted on the labelled subset only, from z
+   (``decoder_input="latent"``, the default) or from the latent policy's output π(o)
+   (``"actor"``, the published LAOM pipeline: the decoder learns the inputs it will get).
 5. ``rollout``: the composed policy a = decoder(π(o)) and the baselines in the dataset's
    environment, and their agreement with the behaviour policy on held-out episodes
    (:mod:`lam_models.rollout`).
@@ -39,7 +41,7 @@ import torch
 
 from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_choice, check_fraction, check_int
-from lam_models.bc import bc_policies, fit_decoder, load_policy, save_policy
+from lam_models.bc import actor_outputs, bc_policies, fit_decoder, load_policy, save_policy
 from lam_models.data import DatasetError
 from lam_models.flags import add_flags, add_runtime_flags, given_flags, option
 from lam_models.lam import LAM, config_from_dict, get_lam, load_lam, resolve_device
@@ -59,6 +61,8 @@ __all__ = [
 ]
 
 STAGES = ("lam", "relabel", "bc", "decoder", "rollout")
+#: What the decoder may read: the relabelled latent z, or the latent policy's output π(o).
+DECODER_INPUTS = ("latent", "actor")
 RESULTS = "results.json"
 
 
@@ -85,6 +89,9 @@ class PipelineConfig:
     policy_steps: int = option(1500, "updates of each policy and of the decoder")
     width: int = option(64, "hidden units of the policies and the decoder")
     rollout_episodes: int = option(32, "episodes each policy is rolled out for")
+    decoder_input: str = option(
+        "latent", "what the decoder reads: latent (z of the transition) or actor (π(o), LAOM's)"
+    )
 
     def __post_init__(self) -> None:
         if (
@@ -95,6 +102,7 @@ class PipelineConfig:
         if not 0 < self.held_out < 1:
             raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
         check_int("seed", self.seed, low=0)
+        check_choice("decoder_input", self.decoder_input, DECODER_INPUTS)
         for name in ("policy_steps", "width", "rollout_episodes"):
             check_int(name, getattr(self, name), low=1)
         self.lam_config()  # the LAM's name and settings, checked now
@@ -268,11 +276,17 @@ def stage_bc(run: Run, progress: bool) -> dict[str, Any]:
 
 
 def stage_decoder(run: Run, progress: bool) -> dict[str, Any]:
-    """4. The decoder z -> a on the labelled subset only."""
+    """4. The decoder z -> a (or π(o) -> a) on the labelled subset only."""
     c, train = run.config, run.split.train
     run.check_labels()
+    if c.decoder_input == "actor":
+        bc = run.need("bc", "latent_policy.pt")
+        policy = load_policy(bc / "latent_policy.pt", run.device)
+        inputs = actor_outputs(policy, run.obs("train"))
+    else:
+        inputs = run.latents()["z_train"][None]
     decoder = fit_decoder(
-        run.latents()["z_train"][None],
+        inputs,
         train.actions[None],
         train.label_mask[None],
         run.spec.discrete,

@@ -21,5 +21,5 @@ def test_demo_runs_the_whole_story(tmp_path, capsys):
     dataset = minari.load_dataset(str(tmp_path / "minari" / demo.DATASET_ID))
     assert dataset.total_steps == 20 * 50
     runs = sorted(p.name for p in (tmp_path / "pipeline").iterdir())
-    assert runs == ["laom", "laom-head", "vq"]
+    assert runs == ["laom-mlp", "laom-mlp-head", "vq"]
     assert all((tmp_path / "pipeline" / run / "results.json").exists() for run in runs)

@@ -121,7 +121,12 @@ def test_the_registry_refuses_clashes_and_names_what_it_knows(toy):
 SETTINGS = {
     "linear": ("linear", {"steps": 40, "latent_dim": 4, "kappa": 0.1}),
     "vq": ("grid", {"steps": 40, "augment": True, "action_prediction": True}),
-    "laom": ("grid", {"steps": 40, "action_head": True}),
+    "laom": (
+        "grid",
+        {"steps": 40, "action_head": True, "latent_dim": 32, "channels": (4, 8), "blocks": 1},
+    ),
+    "laom-mlp": ("grid", {"steps": 40, "action_head": True}),
+    "idm": ("grid", {"steps": 40, "channels": (4,), "blocks": 1}),
 }
 
 

@@ -57,7 +57,7 @@ def _cli(capsys, *args):
 def test_composed_policy_snakes_clearly_better_than_random(datasets, tmp_path):
     summary = run_pipeline(
         datasets["none"],
-        lam="laom",
+        lam="laom-mlp",
         out_dir=tmp_path / "run",
         label_fraction=0.05,
         lam_options={"steps": 800, "action_head": True},
@@ -82,7 +82,7 @@ def test_composed_policy_snakes_clearly_better_than_random(datasets, tmp_path):
 
 
 def test_stage_by_stage_equals_all_stages(datasets, tmp_path, capsys):
-    common = ["--dataset", datasets["none"], "--lam", "laom", "--label-fraction", "0.05"]
+    common = ["--dataset", datasets["none"], "--lam", "laom-mlp", "--label-fraction", "0.05"]
     common += ["--lam-steps", "150", "--policy-steps", "150", "--rollout-episodes", "4"]
     code, out, err = _cli(capsys, *common, "--out", str(tmp_path / "all"))
     assert code == 0, err
@@ -110,8 +110,45 @@ def test_every_lam_plugs_into_the_pipeline(datasets, tmp_path, lam):
     assert 0 <= summary["lam_probe"]["nmse_action"] <= 1.5
 
 
+def test_the_decoder_can_read_the_latent_policys_output(datasets, tmp_path, monkeypatch):
+    """decoder_input="actor" (the published LAOM pipeline): the decoder is fitted on π(o) of
+    the labelled transitions, not on their z."""
+    import lam_models.pipeline as pipeline
+
+    seen = []
+    fit = pipeline.fit_decoder
+
+    def spy(inputs, *args, **kwargs):
+        seen.append(np.asarray(inputs))
+        return fit(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "fit_decoder", spy)
+    for how in ("latent", "actor"):
+        summary = run_pipeline(
+            datasets["none"],
+            lam="laom-mlp",
+            out_dir=tmp_path / how,
+            quick=True,
+            label_fraction=0.05,
+            decoder_input=how,
+        )
+        assert np.isfinite(summary["composed_return"])
+    with np.load(tmp_path / "latent" / "relabel" / "latents.npz") as saved:
+        z = saved["z_train"]
+    np.testing.assert_allclose(seen[0][0], z)  # the relabelled latents
+    assert seen[1].shape == seen[0].shape and not np.allclose(seen[1][0], z, atol=1e-3)
+    # ... and the actor run's are the saved latent policy's outputs on the train observations.
+    from lam_models.bc import actor_outputs
+    from lam_models.split import DataSplit
+
+    policy = pipeline.load_policy(tmp_path / "actor" / "bc" / "latent_policy.pt")
+    train = DataSplit(datasets["none"], 0.1, 0, 0.05).train
+    expected = actor_outputs(policy, train.obs().reshape(1, len(train), -1))
+    np.testing.assert_allclose(seen[1], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_linear_environment_runs_with_continuous_actions(datasets, tmp_path):
-    summary = run_pipeline(datasets["linear"], lam="laom", out_dir=tmp_path / "lin", quick=True)
+    summary = run_pipeline(datasets["linear"], lam="laom-mlp", out_dir=tmp_path / "lin", quick=True)
     assert "llo" in summary["lam_probe"] and np.isfinite(summary["composed_agreement"])
     # Agreement is 1 − nmse(a) here; the random policy's a ~ N(0, I) ignores o: nothing to clone.
     assert summary["full_bc_agreement"] < 0.2
@@ -124,9 +161,10 @@ def test_linear_environment_runs_with_continuous_actions(datasets, tmp_path):
         (["--lam", "vqq"], "unknown LAM 'vqq'; registered: "),
         (["--label-fraction", "1.5"], "label_fraction must be in [0.0, 1.0], got 1.5"),
         (["--label-fraction", "0.9"], "label fraction 0.9 out of range"),
-        (["--lam", "laom", "--lam-k", "0"], "k must be >= 1, got 0"),
+        (["--lam", "laom-mlp", "--lam-k", "0"], "k must be >= 1, got 0"),
         (["--lam-option", "stepz=3"], "unknown VQConfig field(s) ['stepz']"),
         (["--stage", "train"], "unknown stage 'train'; allowed: 'lam', 'relabel'"),
+        (["--decoder-input", "pixels"], "unknown decoder_input 'pixels'; allowed: 'latent'"),
     ],
 )
 def test_bad_input_fails_with_one_line(datasets, tmp_path, capsys, args, message):
@@ -145,7 +183,7 @@ def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, 
         "--dataset",
         datasets["unlabelled"],
         "--lam",
-        "laom",
+        "laom-mlp",
         "--lam-steps",
         "20",
         "--out",
@@ -160,7 +198,7 @@ def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, 
         "--dataset",
         datasets["none"],
         "--lam",
-        "laom",
+        "laom-mlp",
         "--lam-steps",
         "20",
         "--out",
@@ -173,14 +211,14 @@ def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, 
     assert code == 2 and "missing artefacts of stage 'relabel'" in err
     assert _cli(capsys, "--out", str(run), "--stage", "relabel")[0] == 0
     code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc", "--lam", "vq")
-    assert code == 2 and "was made with other settings: lam='vq' (folder: 'laom')" in err
+    assert code == 2 and "was made with other settings: lam='vq' (folder: 'laom-mlp')" in err
     # A first stage over a run made with other settings is refused unless --overwrite.
     code, _, err = _cli(
         capsys,
         "--dataset",
         datasets["none"],
         "--lam",
-        "laom",
+        "laom-mlp",
         "--lam-steps",
         "21",
         "--out",
@@ -215,7 +253,7 @@ def test_a_dataset_collected_again_between_stages_is_refused(tmp_path, capsys):
 
     path = collect_as(0)
     run = tmp_path / "run"
-    common = ["--lam", "laom", "--lam-steps", "10", "--out", str(run)]
+    common = ["--lam", "laom-mlp", "--lam-steps", "10", "--out", str(run)]
     assert _cli(capsys, "--dataset", path, *common, "--stage", "lam")[0] == 0
     assert _cli(capsys, "--out", str(run), "--stage", "relabel")[0] == 0
     collect_as(1)  # the same id, other data

@@ -18,7 +18,7 @@ from lam_models.split import DataSplit
 from lam_models.train import RunConfig, main, train_and_evaluate
 
 # The dataset each built-in method is exercised on, and a few quick steps.
-DATA = {"linear": "linear", "vq": "grid", "laom": "grid"}
+DATA = {"linear": "linear", "vq": "grid", "laom-mlp": "grid"}
 QUICK = ["--steps", "60", "--quiet"]
 
 
@@ -124,8 +124,13 @@ def test_bad_input_is_one_line(lam_datasets, tmp_path, capsys, monkeypatch):
         (["vq", "--dataset", grid, "--label-fraction", "0.9"], "label fraction 0.9 out of range"),
         (["vq", "--dataset", grid, "--device", "tpu"], "unknown device 'tpu'"),
         (["vq"], "needs --dataset"),
-        (["laom", "--dataset", grid, "--k", "0"], "k must be >= 1, got 0"),
-        (["laom", "--dataset", grid, "--ema-decay", "1.0"], "ema_decay", "(0, 1)"),
+        (["laom-mlp", "--dataset", grid, "--k", "0"], "k must be >= 1, got 0"),
+        (["laom-mlp", "--dataset", grid, "--ema-decay", "1.0"], "ema_decay", "(0, 1)"),
+        (["laom", "--dataset", grid, "--k-max", "0"], "k_max must be >= 1, got 0"),
+        (["laom", "--dataset", grid, "--target-tau", "1.5"], "target_tau", "(0, 1]"),
+        (["laom", "--dataset", grid, "--channels", "0"], "channels must be >= 1, got 0"),
+        (["laom", "--dataset", grid, "--stem", "3"], "stem 3 must divide the image size"),
+        (["idm", "--dataset", lam_datasets["grid_unlabelled"]], "learns from labelled"),
         (["vqq", "--dataset", grid], "unknown LAM 'vqq'", "linear"),
     ]
     for args, *names in cases:
@@ -267,7 +272,7 @@ def test_laom_labels_pull_the_latent_to_the_action(lam_datasets, tmp_path, capsy
         out = tmp_path / name
         code, text, err = run_cli(
             capsys,
-            "laom",
+            "laom-mlp",
             "--dataset",
             lam_datasets["grid"],
             "--steps",

@@ -1,30 +1,39 @@
-"""LAOM-style latent action model: continuous latent, latent-space prediction, EMA target.
+"""LAOM as published: continuous latent, a future offset drawn per example, prediction of
+the EMA target's embedding of the next observation.
 
-The distractor paper's modification of LAPO (Nikulin et al., "Latent action learning
-requires supervision in the presence of distractors"; SPEC, "LAOM-style LAM"). For a pair
-(o_t, o_{t+k}) with look-ahead k >= 1::
+Nikulin et al., "Latent action learning requires supervision in the presence of
+distractors" (PROTOCOLS.md, "LAOM"). For a transition at t, with a future offset j drawn
+uniformly from 1…k_max per example::
 
-    s_t, s_{t+k} = φ(Aug1(o_t)), φ(Aug1(o_{t+k}))     online encoder (MLP + LayerNorm)
-    z            = IDM(s_t, s_{t+k})                     continuous latent, no quantisation
-    ŝ_{t+k}      = FDM(sg(φ(Aug2(o_t))), z)              prediction in latent space
-    loss         = ‖ŝ_{t+k} − sg(φ̄(Aug2(o_{t+k})))‖² / d_s
-                   + λ_a ‖E z − a_t‖² / d_a               (on a separate labelled batch)
-    φ̄            ← τ φ̄ + (1 − τ) φ                       after every update; never by gradient
+    s_t, s_{t+j} = φ(Aug(o_t)), φ(Aug(o_{t+j}))        one shared encoder (ResNet CNN)
+    z            = IDM(s_t, s_{t+j})                    continuous latent, no quantisation
+    ŝ_{t+1}      = FDM(sg(s_t), z)                      prediction in latent space
+    loss         = ‖ŝ_{t+1} − φ̄(Aug(o_{t+1}))‖² / d_s
+                   + λ_a ‖E z(o_t, o_{t+1}) − a_t‖² / d_a   (a separate labelled batch)
+    φ̄            ← (1 − τ) φ̄ + τ φ                       after every update; no gradient
 
-- φ̄ is the target encoder: an exponential moving average (decay τ = ``ema_decay``) of the
-  online encoder φ. The FDM predicts φ̄'s embedding of the future observation instead of
-  its pixels; as in LAOM the FDM's observation input is detached, so φ learns only through
-  the IDM, and a LayerNorm without affine parameters ends φ (fixed scale, so the embedding
-  cannot shrink to zero).
-- Aug1, Aug2 (:func:`lam_models.augment.augment_pair`): ±1-column periodic shifts on images,
-  Gaussian offsets of scale κ on vectors; Aug1 shared by both IDM inputs, Aug2 by the FDM
-  input and its target.
-- E: the optional linear head from z to the true action (one-hot for discrete actions),
-  trained with weight λ_a on a separate batch of ``label_batch_size`` labelled transitions
-  every update, so it learns even when 0.5% of the data is labelled.
+- φ: :class:`lam_models.nn.ResNetEncoder` (IMPALA-style stages of convolution, max-pool
+  and residual blocks, ending in a LayerNorm) on images; an MLP ending in a LayerNorm on
+  vectors (the linear environment). φ̄, the target encoder, is its exponential moving
+  average with rate τ = ``target_tau`` (0.001 as published: φ̄ moves 0.1% of the way to φ
+  per update).
+- The IDM sees o_t and o_{t+j} with j ~ U{1, …, k_max} per example (``k_max`` = 10 as
+  published; beyond the episode's end o_{t+j} is its last frame); the FDM always predicts
+  the embedding of o_{t+1}. Its observation input is detached, so φ learns only through
+  the IDM.
+- Every frame (o_t, o_{t+j}, o_{t+1}) is augmented on its own
+  (:func:`lam_models.augment.augment_frames`): a random shift of up to ``shift`` pixels
+  each way, edges replicated, on images; an offset κ on vectors.
+- E: a linear head z → a (one-hot on the grid), trained with weight λ_a
+  (``action_weight``, 0.001 as published) on a separate batch of ``label_batch_size``
+  (128) labelled transitions (o_t, o_{t+1}) every update, so it learns even when 0.5% of
+  the data is labelled. Adam gives E's own weights full-size steps whatever λ_a is; λ_a
+  scales how much the labels shape z.
+- Relabelling (:attr:`LAOMLAM.lookahead` = 1): z(o_t, o_{t+1}).
 
-This is the package's LAOM-*style* model (an MLP encoder, a fixed look-ahead, the FDM
-predicting φ̄(o_{t+k})); the published LAOM differs in those respects (PROTOCOLS.md).
+The package's earlier LAOM-style model (an MLP encoder, a fixed look-ahead k, the FDM
+predicting φ̄(o_{t+k}), one augmentation shared by a pair, EMA decay 0.99, d_z = 8) is
+the variant ``laom-mlp`` (:mod:`lam_models.lams.laom_mlp`).
 """
 
 from __future__ import annotations
@@ -40,49 +49,68 @@ import torch.nn.functional as F
 from torch import nn
 
 from lam_envs.validate import check_float, check_int
-from lam_models.augment import augment_pair
+from lam_models.augment import augment_frames
 from lam_models.flags import option
 from lam_models.lam import LAM, TrainingLog, register_lam
-from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule
+from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule, ResNetEncoder
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import DataSplit
 
-__all__ = ["LAOMConfig", "LAOMLAM", "LAOMNet"]
+__all__ = [
+    "LAOMConfig",
+    "LAOMLAM",
+    "LAOMNet",
+    "action_regression_targets",
+    "check_channels",
+    "make_encoder",
+]
 
 
 @dataclass
 class LAOMConfig:
-    """Hyper-parameters of the LAOM-style LAM and its trainer (SPEC symbols)."""
+    """Hyper-parameters of the published LAOM and its trainer. Defaults are the published
+    ones where PROTOCOLS.md gives them (k_max, τ, d_z, per-frame augmentation, λ_a, the
+    labelled batch); the encoder's and MLPs' sizes and the optimiser's are the package's."""
 
-    latent_dim: int = option(8, "d_z, dimension of the continuous latent z")
-    embed_dim: int = option(32, "d_s, dimension of the encoder's space (the FDM's target)")
-    width: int = option(64, "hidden units of the encoder, IDM and FDM")
-    k: int = option(1, "look-ahead: the IDM sees (o_t, o_t+k)")
-    ema_decay: float = option(0.99, "τ of the target encoder, in (0, 1)")
-    augment: bool = option(True, "augmentation Aug1/Aug2 (shifts on images, κ on vectors)")
+    latent_dim: int = option(8192, "d_z, dimension of the continuous latent z (published 8,192)")
+    embed_dim: int = option(256, "d_s, dimension of the encoder's output (the FDM's target)")
+    channels: tuple[int, ...] = option(
+        (16, 32, 32), "channels of the encoder's stages (each halves the image)"
+    )
+    blocks: int = option(2, "residual blocks per encoder stage")
+    stem: int = option(1, "p > 1: cut images into p×p patches first (1: the published encoder)")
+    width: int = option(256, "hidden units of the IDM and FDM MLPs (and the vector encoder)")
+    k_max: int = option(10, "the IDM's future offset j is uniform in 1..k_max per example")
+    target_tau: float = option(0.001, "τ: the target encoder moves τ of the way to φ per update")
+    augment: bool = option(True, "augment every frame on its own (shifts; κ on vectors)")
+    shift: int = option(4, "largest random shift of an image, in pixels, each way")
     kappa: float = option(0.1, "κ, scale of the Gaussian offsets on vector observations")
     action_head: bool = option(False, "train the linear head E on the labelled subset")
-    action_weight: float = option(1.0, "λ_a, weight of the head's loss")
-    label_batch_size: int = option(32, "labelled transitions per update for the head")
-    lr: float = option(1e-3, "Adam learning rate")
+    action_weight: float = option(0.001, "λ_a, weight of the head's loss (published 0.001)")
+    label_batch_size: int = option(128, "labelled transitions per update for the head")
+    lr: float = option(3e-4, "Adam learning rate")
     batch_size: int = option(128, "transitions per update")
-    steps: int = option(3000, "Adam updates")
+    steps: int = option(5000, "Adam updates")
     log_every: int = option(100, "training-curve resolution, in updates")
 
     def __post_init__(self) -> None:
         for name in (
             "latent_dim",
             "embed_dim",
+            "blocks",
+            "stem",
             "width",
-            "k",
+            "k_max",
             "label_batch_size",
             "batch_size",
             "steps",
             "log_every",
         ):
             check_int(name, getattr(self, name), low=1)
-        if not 0 < check_float("ema_decay", self.ema_decay) < 1:
-            raise ValueError(f"ema_decay must be in the open interval (0, 1), got {self.ema_decay}")
+        check_int("shift", self.shift, low=0)
+        self.channels = check_channels(self.channels)
+        if not 0 < check_float("target_tau", self.target_tau) <= 1:
+            raise ValueError(f"target_tau must be in (0, 1], got {self.target_tau}")
         check_float("kappa", self.kappa, low=0.0)
         check_float("action_weight", self.action_weight, low=0.0)
         if not check_float("lr", self.lr, low=0.0) > 0:
@@ -96,17 +124,46 @@ class LAOMConfig:
         return self.action_weight if self.action_head else 0.0
 
 
+def check_channels(channels: Any) -> tuple[int, ...]:
+    """The encoder's stage widths: a non-empty tuple (or list, from a command line) of
+    positive ints, as a tuple."""
+    if not isinstance(channels, tuple | list) or not channels:
+        raise ValueError(f"channels must be a non-empty tuple of ints, got {channels!r}")
+    return tuple(check_int("channels", c, low=1) for c in channels)
+
+
+def make_encoder(c: Any, m: int, obs_shape: tuple[int, ...]) -> EnsembleModule:
+    """φ for M copies: the ResNet CNN on images (C, H, W), an MLP on vectors; both end in
+    a LayerNorm without affine parameters. ``(M, B, *obs_shape) -> (M, B, embed_dim)``."""
+    if len(obs_shape) == 3:
+        return ResNetEncoder(
+            m, obs_shape[0], c.channels, c.blocks, c.embed_dim, obs_shape[1:], c.stem
+        )
+    return _Flat(EnsembleMLP(m, math.prod(obs_shape), c.width, c.embed_dim, norm=True))
+
+
+class _Flat(EnsembleModule):
+    """An MLP on (M, B, *obs) flattened to (M, B, d_o)."""
+
+    def __init__(self, mlp: EnsembleMLP):
+        super().__init__(mlp.num_models)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x.flatten(2))
+
+
 class LAOMNet(nn.Module):
-    """Online encoder φ, target encoder φ̄ (EMA of φ), IDM, FDM and head E, M copies.
+    """Online encoder φ, target encoder φ̄, IDM, FDM and head E, M copies, layout (M, B, ...).
 
     Copy m's initial weights depend only on ``seeds[m]``; φ̄ starts equal to φ and has
-    ``requires_grad = False``. ``action_weights`` (M,) is λ_a per copy. Layout (M, B, ...).
+    ``requires_grad = False``. ``action_weights`` (M,) is λ_a per copy.
     """
 
     def __init__(self, c: LAOMConfig, obs_shape, action_dim, seeds, action_weights):
         super().__init__()
-        m, d_in = len(seeds), math.prod(obs_shape)
-        self.encoder = EnsembleMLP(m, d_in, c.width, c.embed_dim, norm=True)
+        m = len(seeds)
+        self.encoder = make_encoder(c, m, tuple(obs_shape))
         self.idm_head = EnsembleMLP(m, 2 * c.embed_dim, c.width, c.latent_dim)
         self.fdm_head = EnsembleMLP(m, c.embed_dim + c.latent_dim, c.width, c.embed_dim)
         self.action_head = EnsembleLinear(m, c.latent_dim, action_dim)
@@ -117,46 +174,37 @@ class LAOMNet(nn.Module):
                     module.reset_copy(index, generator)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.register_buffer("action_weights", torch.tensor(action_weights, dtype=torch.float32))
-        self.ema_decay = c.ema_decay
+        self.target_tau = c.target_tau
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Everything but the target encoder (which only follows φ by EMA)."""
+        """Everything but the target encoder (which only follows φ)."""
         return [p for name, p in self.named_parameters() if not name.startswith("target_")]
 
     def embed(self, o: torch.Tensor, target: bool = False) -> torch.Tensor:
         """φ(o) (or φ̄(o)): (M, B, *obs_shape) -> (M, B, d_s)."""
-        encoder = self.target_encoder if target else self.encoder
-        return encoder(o.flatten(2))
+        return (self.target_encoder if target else self.encoder)(o)
 
     def idm(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
-        """z = IDM(φ(o_t), φ(o_{t+k})) -> (M, B, d_z)."""
+        """z = IDM(φ(o_t), φ(o_{t+j})) -> (M, B, d_z)."""
         return self.idm_head(torch.cat([self.embed(o), self.embed(o_far)], dim=-1))
-
-    def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """ŝ_{t+k} = FDM(sg(φ(o_t)), z) -> (M, B, d_s)."""
-        return self.fdm_head(torch.cat([self.embed(o).detach(), z], dim=-1))
 
     @torch.no_grad()
     def update_target(self) -> None:
-        """φ̄ ← τ φ̄ + (1 − τ) φ."""
-        tau = self.ema_decay
+        """φ̄ ← (1 − τ) φ̄ + τ φ."""
         for target, online in zip(
             self.target_encoder.parameters(), self.encoder.parameters(), strict=True
         ):
-            target.mul_(tau).add_(online.detach(), alpha=1 - tau)
+            target.lerp_(online.detach(), self.target_tau)
 
 
 @register_lam("laom")
 class LAOMLAM(LAM):
-    """The LAOM-style LAM (EMA target encoder, latent-space prediction, optional head)."""
+    """LAOM as published (ResNet encoder, j ~ U{1..k_max}, FDM → φ̄(o_{t+1}), EMA τ,
+    per-frame augmentation, optional head E on a separate labelled batch)."""
 
     Config = LAOMConfig
     per_copy = ("action_weight", "action_head")
     pipeline_defaults = {}
-
-    @property
-    def lookahead(self) -> int:
-        return self.config.k
 
     def build(self) -> nn.Module:
         return LAOMNet(
@@ -167,44 +215,50 @@ class LAOMLAM(LAM):
             [c.effective_action_weight for c in self.configs],
         )
 
-    def _kappa(self):
-        return None if len(self.spec.obs_shape) == 3 else self.config.kappa
+    def _augment(self, frames: list[torch.Tensor], generators) -> list[torch.Tensor]:
+        c = self.config
+        if not c.augment:
+            return frames
+        kappa = None if len(self.spec.obs_shape) == 3 else c.kappa
+        return augment_frames(frames, generators, c.shift, kappa)
 
-    def fit(self, data, progress: bool = False) -> None:
-        c, net = self.config, self.module
-        weights = net.action_weights
+    def _check_labels(self, data) -> bool:
+        """Whether any copy trains its head; refuses a supervised copy without labels."""
+        weights = self.module.action_weights
         supervised = bool((weights > 0).any())
         if supervised and not bool(data.has_labels.cpu()[weights.cpu() > 0].all()):
             raise ValueError(
                 "the action head needs labelled transitions, and the data of a copy has none "
                 "(collect with --label-fraction > 0, or drop the head)"
             )
+        return supervised
+
+    def fit(self, data, progress: bool = False) -> None:
+        c, net = self.config, self.module
+        supervised = self._check_labels(data)
+        weights = net.action_weights
         optimiser = torch.optim.Adam(net.trainable_parameters(), lr=c.lr)
         generators = [torch_generator(s, Stream.AUGMENT) for s in self.seeds]
         log = TrainingLog(self, c.steps, c.log_every, progress, unit="update")
-        kappa = self._kappa()
         for step in range(c.steps):
-            batch = data.sample(c.batch_size, offset=c.k)
+            batch = data.sample(c.batch_size, offset=c.k_max, uniform_offset=True)
             if step == 0:
                 self.check_batch(batch, c.batch_size)
-            o, o_far = batch.obs, batch.far_obs
-            if c.augment:
-                idm_o, idm_far = augment_pair(o, o_far, generators, kappa)
-                fdm_o, fdm_far = augment_pair(o, o_far, generators, kappa)
-            else:
-                idm_o, idm_far, fdm_o, fdm_far = o, o_far, o, o_far
-            z = net.idm(idm_o, idm_far)
+            o, o_far, o_next = self._augment([batch.obs, batch.far_obs, batch.next_obs], generators)
+            s = net.embed(o)
+            z = net.idm_head(torch.cat([s, net.embed(o_far)], dim=-1))
             with torch.no_grad():
-                target = net.embed(fdm_far, target=True)
-            latent_loss = (net.fdm(fdm_o, z) - target).pow(2).mean((1, 2))  # (M,)
+                target = net.embed(o_next, target=True)
+            predicted = net.fdm_head(torch.cat([s.detach(), z], dim=-1))
+            latent_loss = (predicted - target).pow(2).mean((1, 2))  # (M,)
             action = torch.zeros_like(latent_loss)
             if supervised:
-                labelled = data.sample_labelled(c.label_batch_size, offset=c.k)
-                lo, lo_far = labelled.obs, labelled.far_obs
-                if c.augment:
-                    lo, lo_far = augment_pair(lo, lo_far, generators, kappa)
-                a = _targets(labelled.actions, self.spec.discrete, self.spec.action_dim)
-                error = (net.action_head(net.idm(lo, lo_far)) - a).pow(2).mean(-1)
+                labelled = data.sample_labelled(c.label_batch_size)
+                lo, lo_next = self._augment([labelled.obs, labelled.next_obs], generators)
+                a = action_regression_targets(
+                    labelled.actions, self.spec.discrete, self.spec.action_dim
+                )
+                error = (net.action_head(net.idm(lo, lo_next)) - a).pow(2).mean(-1)
                 valid = labelled.label_mask
                 action = (error * valid).sum(1) / valid.sum(1).clamp(min=1)
             loss = latent_loss + weights * action
@@ -264,7 +318,7 @@ class LAOMLAM(LAM):
         return "\n".join(lines)
 
 
-def _targets(actions: torch.Tensor, discrete: bool, dim: int) -> torch.Tensor:
+def action_regression_targets(actions: torch.Tensor, discrete: bool, dim: int) -> torch.Tensor:
     """Regression targets of visible actions (one-hot on the grid), zeros where unlabelled."""
     if discrete:
         return F.one_hot(actions.clamp_min(0), dim).float() * (actions >= 0)[..., None]
