@@ -1,4 +1,5 @@
-"""Small reusable network blocks for the LAMs: CNN encoder, tiny UNet, vector quantiser.
+"""Small reusable network blocks for the LAMs: CNN encoder, tiny UNet, vector quantiser,
+batch norm, pooling.
 
 Every block holds ``M`` independent copies of itself (an *ensemble*), so that several
 seeds of one model train as one batched computation: the copies' weights are stacked
@@ -110,6 +111,12 @@ class EnsembleConv2d(EnsembleModule):
     ``F.conv2d(x, weight, bias, stride, padding)``, or ``F.conv_transpose2d(x,
     weight.transpose(0, 1), bias, stride)`` when ``transposed`` (kernel = stride only).
     ``circular`` pads periodically (as ``padding_mode="circular"``) instead of with zeros.
+
+    ``grouped``: compute with one grouped ``F.conv2d`` (groups = M) instead. The dense
+    matrix does (H·W)/(k·k) times the arithmetic of a convolution (about 1.8× for a 3×3
+    kernel on 4×4 with zero padding), which is cheaper than the grouped call's overhead
+    when channels are few; with 64 channels and more the grouped call wins (measured
+    on 2 CPU cores: 64→64 channels, 5 copies, batch 1,024: about 1.5× faster).
     """
 
     taps: torch.Tensor
@@ -125,12 +132,16 @@ class EnsembleConv2d(EnsembleModule):
         padding: int = 0,
         transposed: bool = False,
         circular: bool = False,
+        grouped: bool = False,
     ) -> None:
         super().__init__(num_models)
         if transposed and (kernel_size != stride or padding):
             raise ValueError("transposed convolutions here need kernel_size == stride, padding 0")
+        if grouped and transposed:
+            raise ValueError("grouped is for ordinary convolutions, not transposed ones")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.transposed = transposed
+        self.grouped, self.stride, self.padding, self.circular = grouped, stride, padding, circular
         self.weight = nn.Parameter(
             torch.empty(num_models, out_channels, in_channels, kernel_size, kernel_size)
         )
@@ -164,10 +175,83 @@ class EnsembleConv2d(EnsembleModule):
         return dense.reshape(m, self.in_channels * self.taps.shape[1], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grouped:
+            return self._grouped(x)
         m, b = x.shape[:2]
         bias = self.bias[:, None, :, None].expand(m, 1, self.out_channels, self.taps.shape[2])
         y = torch.baddbmm(bias.reshape(m, 1, -1), x.reshape(m, b, -1), self.dense_weight())
         return y.reshape(m, b, self.out_channels, *self.out_size)
+
+    def _grouped(self, x: torch.Tensor) -> torch.Tensor:
+        m, b = x.shape[:2]
+        flat = x.transpose(0, 1).reshape(b, m * self.in_channels, *x.shape[-2:])
+        padding = self.padding
+        if self.circular and padding:
+            flat, padding = F.pad(flat, (padding,) * 4, mode="circular"), 0
+        y = F.conv2d(
+            flat,
+            self.weight.reshape(m * self.out_channels, *self.weight.shape[2:]),
+            self.bias.reshape(-1),
+            stride=self.stride,
+            padding=padding,
+            groups=m,
+        )
+        return y.reshape(b, m, self.out_channels, *y.shape[-2:]).transpose(0, 1)
+
+
+class EnsembleBatchNorm2d(EnsembleModule):
+    """M independent ``BatchNorm2d`` layers: ``(M, B, C, H, W) -> (M, B, C, H, W)``.
+
+    Copy m normalises with its own batch's statistics over (B, H, W) per channel (training)
+    or its own running averages (evaluation), and has its own affine weight and bias, so
+    a copy's numbers do not depend on the copies beside it. Defaults as ``BatchNorm2d``:
+    weight 1, bias 0, momentum 0.1, eps 1e-5.
+    """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def __init__(self, num_models: int, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__(num_models)
+        self.channels, self.momentum, self.eps = channels, momentum, eps
+        self.weight = nn.Parameter(torch.ones(num_models, channels))
+        self.bias = nn.Parameter(torch.zeros(num_models, channels))
+        self.register_buffer("running_mean", torch.zeros(num_models, channels))
+        self.register_buffer("running_var", torch.ones(num_models, channels))
+
+    def reset_copy(self, index: int, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            self.weight[index] = 1.0
+            self.bias[index] = 0.0
+            self.running_mean[index] = 0.0
+            self.running_var[index] = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, b = x.shape[:2]
+        # (M, B, C, H, W) -> (B, M·C, H, W): F.batch_norm's channels are then (copy, channel).
+        flat = x.transpose(0, 1).reshape(b, m * self.channels, *x.shape[-2:])
+        y = F.batch_norm(
+            flat,
+            self.running_mean.view(-1),  # views: F.batch_norm updates the buffers in place
+            self.running_var.view(-1),
+            self.weight.reshape(-1),
+            self.bias.reshape(-1),
+            training=self.training,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
+        return y.reshape(b, m, self.channels, *x.shape[-2:]).transpose(0, 1)
+
+
+def avg_pool2(x: torch.Tensor) -> torch.Tensor:
+    """2×2 average pooling, stride 2: ``(..., H, W) -> (..., H/2, W/2)`` (H, W even)."""
+    h, w = x.shape[-2:]
+    return x.unflatten(-1, (w // 2, 2)).unflatten(-3, (h // 2, 2)).mean((-1, -3))
+
+
+def upsample2(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour upsampling by 2: ``(..., H, W) -> (..., 2H, 2W)``."""
+    return x.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
 
 
 class ConvEncoder(EnsembleModule):

@@ -37,6 +37,8 @@ class Stream(enum.IntEnum):
     POLICY_BATCHES = 9  # their minibatches
     ROLLOUT = 10  # environment seeds of the rollouts
     PROBE = 11  # probes trained by gradient (their initialisation and batches)
+    MODEL_INIT = 12  # a model's initial weights (the published VQ LAM)
+    CODEBOOK = 13  # a codebook's own draws: its initial codes, the encoder outputs it resets to
 
 
 def derive_seed(seed: int, stream: int) -> int:

@@ -17,8 +17,11 @@ so a look-ahead drawn per example costs no memory.
 The labelled subset is ``label_fraction`` of the train transitions, drawn from the
 dataset's labelled ones with the run's :attr:`~lam_models.seeding.Stream.LABELS` stream
 so that subsets are nested: for one seed, a smaller fraction's subset lies inside a
-larger one's. Actions outside the subset hold the dataset's sentinel (−1 on the grid, NaN
-on the linear env), exactly as unlabelled actions on disk do.
+larger one's. With ``label_unit="episode"`` it is that share of the train episodes
+instead, whole (labels given per trajectory, as in the published grid experiments: "1%"
+= 1% of the trajectories), drawn from the episodes the dataset labels throughout. Actions
+outside the subset hold the dataset's sentinel (−1 on the grid, NaN on the linear env),
+exactly as unlabelled actions on disk do.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from lam_envs.validate import check_choice
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.seeding import Stream, numpy_rng, torch_generator
 
 __all__ = [
+    "LABEL_UNITS",
     "CopyBatches",
     "DataSpec",
     "DataSplit",
@@ -44,6 +49,10 @@ __all__ = [
     "action_targets",
     "choose_labels",
 ]
+
+
+#: What a label fraction counts: single transitions, or whole episodes.
+LABEL_UNITS = ("transition", "episode")
 
 
 class Transitions(NamedTuple):
@@ -88,12 +97,20 @@ def action_targets(actions: np.ndarray, discrete: bool, dim: int) -> np.ndarray:
     return np.nan_to_num(np.asarray(actions, np.float32))
 
 
-def choose_labels(label_mask: np.ndarray, fraction: float | None, seed: int) -> np.ndarray:
+def choose_labels(
+    label_mask: np.ndarray, fraction: float | None, seed: int, units: np.ndarray | None = None
+) -> np.ndarray:
     """The labelled subset: round(fraction · N) (at least 1) of the labelled transitions in
     ``label_mask`` (N,), the first ones of a seeded permutation, so that subsets are nested
-    across fractions. ``None``: every labelled transition."""
+    across fractions. ``None``: every labelled transition.
+
+    ``units`` (N,): the episode (any id) of each transition; the subset is then whole
+    episodes: round(fraction · number of episodes) (at least 1) of the episodes labelled
+    throughout in ``label_mask``, nested across fractions in the same way."""
     if fraction is None:
         return np.asarray(label_mask, bool).copy()
+    if units is not None:
+        return _choose_units(np.asarray(label_mask, bool), fraction, seed, np.asarray(units))
     available = np.flatnonzero(label_mask)
     n = len(label_mask)
     wanted = max(1, round(fraction * n))
@@ -107,6 +124,23 @@ def choose_labels(label_mask: np.ndarray, fraction: float | None, seed: int) -> 
     mask = np.zeros(n, dtype=bool)
     mask[chosen] = True
     return mask
+
+
+def _choose_units(label_mask: np.ndarray, fraction: float, seed: int, units: np.ndarray):
+    if units.shape != label_mask.shape:
+        raise ValueError(f"units {units.shape} and label_mask {label_mask.shape} differ in shape")
+    ids, index = np.unique(units, return_inverse=True)
+    unlabelled = np.bincount(index, weights=~label_mask, minlength=len(ids))
+    available = np.flatnonzero(unlabelled == 0)
+    wanted = max(1, round(fraction * len(ids)))
+    if wanted > len(available):
+        raise ValueError(
+            f"label fraction {fraction:g} of episodes out of range: it needs {wanted} train "
+            f"episodes labelled throughout but the dataset has {len(available)} of {len(ids)}; "
+            "collect with --label-unit episode and a larger --label-fraction"
+        )
+    chosen = numpy_rng(seed, Stream.LABELS).permutation(available)[:wanted]
+    return np.isin(index, chosen)
 
 
 @dataclass
@@ -183,13 +217,16 @@ class DataSplit:
 
     dataset: a :class:`LAMDataset`, or a Minari id or path of one.
     held_out: share of episodes held out, in (0, 1); split seeded by ``seed``.
-    label_fraction: share of train transitions in the labelled subset, in (0, 1], at most
-        the dataset's labelled share; ``None``: every labelled train transition.
+    label_fraction: share of train transitions (or episodes) in the labelled subset, in
+        (0, 1], at most the dataset's labelled share; ``None``: every labelled train
+        transition.
     eval_dataset: take the held-out part from this dataset's split instead (a model
         trained on one policy's data, scored on another's); same environment required.
     eval_transitions: keep at most this many held-out transitions (a seeded subset).
     trust_entry_point: let the dataset create an environment lam_envs does not register
         (:class:`LAMDataset`); only the pipeline's rollouts create one.
+    label_unit: "transition" (default) or "episode": what ``label_fraction`` counts.
+        "episode" labels whole train episodes (labels given per trajectory).
     """
 
     def __init__(
@@ -201,7 +238,9 @@ class DataSplit:
         eval_dataset: LAMDataset | str | Path | None = None,
         eval_transitions: int | None = None,
         trust_entry_point: bool = False,
+        label_unit: str = "transition",
     ):
+        self.label_unit = check_choice("label_unit", label_unit, LABEL_UNITS)
         self.data = (
             dataset
             if isinstance(dataset, LAMDataset)
@@ -246,7 +285,8 @@ class DataSplit:
         if isinstance(eval_dataset, LAMDataset):
             eval_dataset = eval_dataset.data_path
         args = (self.data.data_path, self.held_out, self.seed, self.label_fraction,
-                eval_dataset, eval_transitions, self.data.trust_entry_point)  # fmt: skip
+                eval_dataset, eval_transitions, self.data.trust_entry_point,
+                self.label_unit)  # fmt: skip
         return (DataSplit, args)
 
     def __repr__(self) -> str:
@@ -281,16 +321,21 @@ class DataSplit:
         """The train part whose labelled subset is ``label_fraction`` of it, drawn from the
         labels the dataset shows (never from the oracle)."""
         actions, shown = self._shown
-        mask = choose_labels(shown, label_fraction, self.seed)
+        # Each episode's transitions share the row of its final frame: an episode id.
+        units = self.train.last if self.label_unit == "episode" else None
+        mask = choose_labels(shown, label_fraction, self.seed, units)
         hidden = np.array(actions, copy=True)
         hidden[~mask] = -1 if self.discrete else np.nan
         return dataclasses.replace(self.train, actions=hidden, label_mask=mask)
 
-    def with_labels(self, label_fraction: float | None) -> DataSplit:
-        """The same split with another labelled subset (frames shared, not re-read)."""
+    def with_labels(self, label_fraction: float | None, label_unit: str | None = None) -> DataSplit:
+        """The same split with another labelled subset (frames shared, not re-read);
+        ``label_unit`` None keeps this split's."""
         other = object.__new__(DataSplit)
         other.__dict__.update(self.__dict__)
-        other.train = self._labelled_part(label_fraction)
+        if label_unit is not None:
+            other.label_unit = check_choice("label_unit", label_unit, LABEL_UNITS)
+        other.train = other._labelled_part(label_fraction)
         other.label_fraction = label_fraction
         return other
 

@@ -42,6 +42,47 @@ def test_label_subsets_are_nested_and_bounded():
         choose_labels(mask, 0.5, 3)
 
 
+def test_labels_per_episode_take_whole_episodes_nested_and_bounded():
+    units = np.repeat(np.arange(100), 20)  # 100 episodes of 20 transitions
+    mask = np.isin(units, np.arange(0, 100, 2))  # every other episode labelled throughout
+    mask[units == 4] = False  # ... but one of them only in part: never chosen
+    mask[(units == 6) & (np.arange(2000) % 20 == 0)] = False
+    small = choose_labels(mask, 0.01, 3, units)
+    large = choose_labels(mask, 0.2, 3, units)
+    for chosen, episodes in ((small, 1), (large, 20)):
+        counts = np.bincount(units[chosen], minlength=100)
+        assert set(counts) == {0, 20} and (counts == 20).sum() == episodes  # whole episodes
+        assert not (chosen & ~mask).any() and counts[4] == counts[6] == 0
+    assert not (small & ~large).any()  # nested
+    with pytest.raises(ValueError, match=r"0.5 of episodes out of range: it needs 50 .* 48"):
+        choose_labels(mask, 0.5, 3, units)
+
+
+def test_a_split_labels_whole_episodes_with_label_unit_episode(tmp_path):
+    from lam_envs.collect import CollectConfig, collect
+
+    dataset = collect(
+        CollectConfig(episodes=40, episode_length=10, label_unit="episode", label_fraction=0.5),
+        root=tmp_path,
+        progress=False,
+    ).path
+    split = DataSplit(dataset, held_out=0.1, seed=0, label_fraction=0.1, label_unit="episode")
+    per_episode = split.train.label_mask.reshape(36, 10)
+    assert (per_episode.all(1) | ~per_episode.any(1)).all() and per_episode.all(1).sum() == 4
+    shown = split.data.read_numpy(split.train.episodes)["label_mask"].reshape(36, 10)
+    assert not (per_episode & ~shown).any()
+    assert (split.train.actions[~split.train.label_mask] == -1).all()
+    transitions = split.with_labels(0.1, "transition")
+    assert transitions.labelled == 36 and transitions.label_unit == "transition"
+    # pickled as its arguments, the unit included
+    import pickle
+
+    again = pickle.loads(pickle.dumps(split))
+    np.testing.assert_array_equal(again.train.label_mask, split.train.label_mask)
+    with pytest.raises(ValueError, match="unknown label_unit 'trajectory'"):
+        DataSplit(dataset, label_unit="trajectory")
+
+
 def test_partners_look_k_steps_ahead_within_the_episode(lam_datasets):
     split = DataSplit(lam_datasets["grid"], seed=0)
     part = split.train
