@@ -253,7 +253,7 @@ def no_action_error(
     index = index.reshape(-1)
     train_index, test_index = index[: len(o_train)], index[len(o_train) :]
     seen = np.bincount(train_index, minlength=len(keys))
-    if (seen > 0).sum() > len(o_train) / 20:
+    if (seen > 0).sum() > len(o_train) / 2:  # most o seen once: continuous observations
         raise ValueError(
             f"the observations take {(seen > 0).sum()} distinct values in {len(o_train)} "
             "training transitions: too many to estimate E[o' | o] by grouping (the no-action "

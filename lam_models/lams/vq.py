@@ -323,14 +323,19 @@ class VQLAM(LAM):
         ``assigned_action_accuracy`` (code k = action k where the square moved; chance 0.2)."""
         k, num_actions = self.config.codebook_size, self.spec.action_dim
         results = []
+        shared: dict[int, tuple[VQPrediction, Any]] = {}  # copies that share a split
         for m, split in enumerate(splits):
             test = split.test
             o, o_next = torch.from_numpy(test.obs()), torch.from_numpy(test.next_obs())
-            prediction = self.predict(o, o_next)
+            if id(split) not in shared:  # every copy's prediction, and the no-action error
+                fit = split.train.subset(np.arange(min(len(split.train), NO_ACTION_FIT)))
+                shared[id(split)] = (
+                    self.predict(o, o_next),
+                    no_action_error(fit.obs(), fit.next_obs(), test.obs(), test.next_obs()),
+                )
+            prediction, noaction = shared[id(split)]
             pred = prediction.pred_next[m]
             losses = controllable_stochastic_loss(pred, o_next)
-            fit = split.train.subset(np.arange(min(len(split.train), NO_ACTION_FIT)))
-            noaction = no_action_error(fit.obs(), fit.next_obs(), test.obs(), test.next_obs())
             on_noaction = controllable_stochastic_loss(pred, o_next, scale=noaction)
             mse = grid_mse(pred, o_next)
             codes = prediction.codes[m].numpy()
@@ -446,15 +451,15 @@ def plot_transitions(
 
 def plot_codes(
     lam: VQLAM, split: DataSplit, path: str | Path, title: str = "", copy: int = 0,
-    examples: int = 4, eval_transitions: int = 5000,
+    examples: int = 5, eval_transitions: int = 5000,
 ) -> Path:  # fmt: skip
-    """A PNG of what each code means: one row per code k, with the FDM fed code k.
+    """A PNG of what each code means: one row per code k, the FDM fed code k.
 
-    Column 1: the mean predicted change ô' − o over held-out o's (a move shows as a
-    lit cell next to a dark one; a noise pattern as a lit row 3). Next ``examples``
-    columns: ô' for held-out o's with the square in different cells (shown on top).
-    Each row is titled with the share of held-out transitions whose IDM chose k, and
-    their most common true action.
+    Left: the mean predicted change ô' − o over held-out o's (red +, blue −: a move shows
+    as a red cell beside a blue one; a noise pattern as colour in row 3). Right: o for
+    ``examples`` held-out transitions with the square in different cells (top row), then
+    ô' for each of them given code k. Each row is labelled with the share of held-out
+    transitions whose IDM chose k and their most common true action.
     """
     import matplotlib
 
@@ -466,7 +471,7 @@ def plot_codes(
     o = torch.from_numpy(test.obs()[:n])
     chosen = lam.predict(o, torch.from_numpy(test.next_obs()[:n])).codes[copy].numpy()
     actions = test.oracle["action"][:n]
-    cells = test.oracle["position_before"][:n] if "position_before" in test.oracle else None
+    cells = test.oracle.get("position_before")
     picks: list[int] = []
     seen: set[tuple[int, ...]] = set()
     for i in range(n):  # examples with the square in distinct cells
@@ -476,36 +481,48 @@ def plot_codes(
             picks.append(i)
         if len(picks) == examples:
             break
-    predictions = lam.code_predictions(o)[copy]  # (K, N, C, H, W)
-    k_total = predictions.shape[0]
-    change = (predictions - o[None]).mean(1)[:, 0]  # (K, H, W)
-    bound = float(max(change.abs().max(), 1e-6))
+    predictions = lam.code_predictions(o)[copy][:, :, 0].numpy()  # (K, N, H, W)
+    k_total, (h, w) = predictions.shape[0], predictions.shape[-2:]
+    change = (predictions - o[None, :, 0].numpy()).mean(1)  # (K, H, W)
+
+    def mosaic(tiles: list[list[np.ndarray]]) -> np.ndarray:
+        """Rows of H×W tiles, one NaN pixel apart (drawn blank)."""
+        out = np.full((len(tiles) * (h + 1) - 1, len(tiles[0]) * (w + 1) - 1), np.nan)
+        for r, row in enumerate(tiles):
+            for c, tile in enumerate(row):
+                out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tile
+        return out
+
+    blank = np.full((h, w), np.nan)
+    left = mosaic([[blank]] + [[change[k]] for k in range(k_total)])
+    right = mosaic([[o[i, 0].numpy() for i in picks]]
+                   + [[predictions[k, i] for i in picks] for k in range(k_total)])  # fmt: skip
+    bound = float(max(np.abs(change).max(), 1e-6))
     top = float(max(o.max(), predictions.max(), 1.0))
-    fig, axes = plt.subplots(k_total + 1, 1 + len(picks), squeeze=False,
-                             figsize=(1.7 * (1 + len(picks)), 1.6 * (k_total + 1)))  # fmt: skip
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0, 0].axis("off")
-    axes[0, 0].text(0.5, 0.5, "mean ô′ − o\n(red +, blue −)", ha="center", va="center", fontsize=8)
-    for j, i in enumerate(picks):
-        axes[0, j + 1].imshow(o[i, 0].numpy(), cmap="gray", vmin=0.0, vmax=top)
-        axes[0, j + 1].set_title(f"o #{j + 1}", fontsize=8)
+    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(2.6 + 1.0 * len(picks), 1.0 * (k_total + 1)),
+                                     gridspec_kw={"width_ratios": [1, len(picks)]})  # fmt: skip
+    diverging = plt.get_cmap("bwr").with_extremes(bad="0.8")  # the gaps between tiles
+    grey = plt.get_cmap("gray").with_extremes(bad="#5b8fc7")
+    ax_l.imshow(left, cmap=diverging, vmin=-bound, vmax=bound)
+    ax_r.imshow(right, cmap=grey, vmin=0.0, vmax=top)
+    ax_l.set_title("mean ô′ − o", fontsize=8)
+    ax_r.set_title("top: o of held-out examples; below: ô′ given code k", fontsize=8)
+    labels = ["o"]
     for k in range(k_total):
         mine = chosen == k
-        share = float(mine.mean())
-        label = f"code {k}: {share:.0%}"
+        label = f"code {k}: {mine.mean():.0%}"
         if mine.any():
             counts = np.bincount(actions[mine], minlength=len(ACTION_NAMES))
             label += f"\n{ACTION_NAMES[counts.argmax()]} {counts.max() / mine.sum():.0%}"
-        axes[k + 1, 0].imshow(change[k].numpy(), cmap="bwr", vmin=-bound, vmax=bound)
-        axes[k + 1, 0].set_ylabel(label, fontsize=8)
-        for j, i in enumerate(picks):
-            axes[k + 1, j + 1].imshow(predictions[k, i, 0].numpy(), cmap="gray", vmin=0.0,
-                                      vmax=top)  # fmt: skip
-    fig.suptitle(title or "what each code means: the FDM's ô′ given code k", fontsize=9)
+        labels.append(label)
+    centres = [r * (h + 1) + (h - 1) / 2 for r in range(k_total + 1)]
+    ax_l.set_yticks(centres, labels, fontsize=7)
+    ax_l.set_xticks([])
+    ax_r.set_xticks([])
+    ax_r.set_yticks([])
+    fig.suptitle(title or "what each code means: the FDM's ô′ given code k", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
