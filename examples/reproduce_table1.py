@@ -108,7 +108,7 @@ BUDGETS: dict[str, dict[str, dict[str, int]]] = {
     "published": {
         "released": {"steps": 1600, "batch_size": 1024},
         "text": {"steps": 16_000, "batch_size": 1024},
-        "small": {"steps": 600, "batch_size": 128},
+        "small": {"steps": 500, "batch_size": 128},
         "quick": {"steps": 20, "batch_size": 64, "log_every": 10},
     },
     "ours": {
@@ -337,11 +337,20 @@ def run_jobs(jobs: list[Job], workers: int, device: str, pictures: Path, finish)
     into ``pictures/<arch>_<budget>_<setting>/``; ``finish(job, metrics)`` is called as
     each job ends, so that it is cached at once."""
     progress = Progress(jobs, workers)
-    order = sorted(jobs, key=lambda j: -j.work)  # longest first
+    order = sorted(jobs, key=lambda j: (-j.work, j.dataset))  # longest first, data together
+    last: dict[tuple, list[DataSplit]] = {}
 
     def arguments(job: Job) -> tuple:
         folder = pictures / f"{job.arch}_{job.budget}_{job.training}"
-        return ARCHS[job.arch], job.config, job.splits(), job.seeds, device, folder
+        if workers > 1:  # splits travel as their arguments: the worker reads the data
+            splits = job.splits()
+        else:  # in this process: read a dataset once for the jobs on it in a row
+            key = (job.dataset, job.eval_transitions, len(job.seeds))
+            if key not in last:
+                last.clear()
+                last[key] = job.splits()
+            splits = last[key]
+        return ARCHS[job.arch], job.config, splits, job.seeds, device, folder
 
     def done(job: Job, lam: Any, metrics: list[dict]) -> None:
         finish(job, metrics)

@@ -451,7 +451,7 @@ def plot_transitions(
 
 def plot_codes(
     lam: VQLAM, split: DataSplit, path: str | Path, title: str = "", copy: int = 0,
-    examples: int = 5, eval_transitions: int = 5000,
+    examples: int = 5, eval_transitions: int = 2000,
 ) -> Path:  # fmt: skip
     """A PNG of what each code means: one row per code k, the FDM fed code k.
 
