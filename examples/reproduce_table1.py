@@ -17,7 +17,8 @@ Budgets (``--budget``; the CSV's ``budget`` column):
 
 - ``released`` (default): the released code's length, 1,600 updates of 1,024 examples
   (400 epochs of one frame pair from each of the 3,800 training trajectories). A GPU job
-  (``--device cuda``): about 9 minutes per model on 2 CPU cores.
+  (``--device cuda``): the published model costs about 0.8 CPU-seconds per update at
+  batch 1,024, so on 2 CPU cores the table takes hours.
 - ``text``: the paper's text, 16,000 updates of 1,024.
 - ``small``: the published architecture, data and losses, trained on fewer examples
   (:data:`BUDGETS`) so that the whole published table fits in 30 minutes on 2 idle CPU
@@ -577,7 +578,10 @@ def main(argv: list[str] | None = None) -> int:
                     integers=("seed",))  # fmt: skip
     stats = summarise(rows)
     sections, written = [], [csv_path]
-    lengths = {arch: BUDGETS[arch][plan.budget] or "its default length" for arch in archs}
+    lengths = {}
+    for arch in archs:
+        config = model_config(arch, TRAININGS[BASE], plan.budget)
+        lengths[arch] = f"{config.steps:,} updates of {config.batch_size:,}"
     for arch in archs:
         table, checks = markdown_table(stats, arch), "\n".join(directions(stats, arch))
         sections.append(f"## {arch} model ({ARCHS[arch]}; {lengths[arch]})\n\n{table}\n\n"

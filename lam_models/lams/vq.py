@@ -202,8 +202,10 @@ def batch_perplexity(counts: torch.Tensor) -> torch.Tensor:
 
 @register_lam("vq")
 class VQLAM(LAM):
-    """The package's own VQ LAM for the grid ("ours": translation-invariant IDM, EMA
-    codebook); not the published model (``vq-published``)."""
+    """The package's own VQ LAM for the grid ("ours").
+
+    A translation-invariant IDM and an EMA codebook; not the published model
+    (``vq-published``)."""
 
     Config = VQConfig
     kinds = ("grid",)

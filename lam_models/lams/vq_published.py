@@ -255,8 +255,10 @@ class PublishedVQNet(nn.Module):
 
 @register_lam("vq-published")
 class PublishedVQLAM(VQLAM):
-    """The published grid VQ LAM (PROTOCOLS.md): per-frame CNN with batch norm, MLP IDM,
-    5 codes moved only by the dead-code reset, UNet FDM on [o, z as 4×4]."""
+    """The published grid VQ LAM of Table 1, as released.
+
+    Per-frame CNN with batch norm, MLP IDM, 5 codes moved only by the dead-code reset,
+    UNet FDM on [o, z as 4×4] (PROTOCOLS.md, "Grid VQ LAM")."""
 
     Config = PublishedVQConfig
     kinds = ("grid",)
