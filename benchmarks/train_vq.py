@@ -45,8 +45,9 @@ def grid_pool(seed: int = 0) -> dict[str, torch.Tensor]:
     return pool
 
 
-def updates_per_second(pool: dict, seeds: list[int], steps: int, augment: bool, method: str,
-                       batch_size: int | None) -> tuple[float, float]:  # fmt: skip
+def updates_per_second(
+    pool: dict, seeds: list[int], steps: int, augment: bool, method: str, batch_size: int | None
+) -> tuple[float, float]:
     """Batched updates per second of ``len(seeds)`` models trained together, and CPU
     seconds per update."""
     cls = get_lam(method)
@@ -59,11 +60,11 @@ def updates_per_second(pool: dict, seeds: list[int], steps: int, augment: bool, 
         gens = [torch.Generator().manual_seed(s) for s in seeds]
 
         def sample(self, batch_size, **_):
-            index = torch.stack([torch.randint(POOL, (batch_size,), generator=g)
-                                 for g in self.gens])  # fmt: skip
+            index = torch.stack(
+                [torch.randint(POOL, (batch_size,), generator=g) for g in self.gens]
+            )
             o, o_next = pool["obs"][index].float(), pool["next_obs"][index].float()
-            return Transitions(o, o_next, o_next, pool["actions"][index],
-                               pool["label_mask"][index])  # fmt: skip
+            return Transitions(o, o_next, o_next, pool["actions"][index], pool["label_mask"][index])
 
     start, cpu = time.perf_counter(), time.process_time()
     cls.train(config, Pool(), seeds, device="cpu")
@@ -95,8 +96,10 @@ def main() -> None:
     )
     print(f"{'case':<28}{'updates/s':>12}{'model-updates/s':>18}{'CPU-s/model-update':>20}")
     print(f"{'baseline: 1 model':<28}{single:>12,.2f}{single:>18,.2f}{single_cpu:>20,.4f}")
-    print(f"{f'batched: {m} seeds together':<28}{batched:>12,.2f}{m * batched:>18,.2f}"
-          f"{batched_cpu / m:>20,.4f}")  # fmt: skip
+    print(
+        f"{f'batched: {m} seeds together':<28}{batched:>12,.2f}{m * batched:>18,.2f}"
+        f"{batched_cpu / m:>20,.4f}"
+    )
     print(
         f"ratio of model-updates/s, {m} seeds together / 1 model: {m * batched / single:.2f}x "
         f"({m} seeds × 1,000 updates: {1000 * m / single:.1f} s one after another, "

@@ -70,15 +70,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,8 +89,9 @@ import torch  # noqa: E402
 
 from lam_envs.cli import Parser  # noqa: E402
 from lam_envs.collect import CollectConfig, collect, default_root  # noqa: E402
+from lam_models import sweep  # noqa: E402
 from lam_models.data import LAMDataset  # noqa: E402
-from lam_models.lam import get_lam, resolve_device, train_and_score  # noqa: E402
+from lam_models.lam import get_lam, resolve_device  # noqa: E402
 from lam_models.metrics import GridLosses, mean_stderr, no_action_error  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
@@ -122,14 +120,29 @@ BUDGETS: dict[str, dict[str, dict[str, int]]] = {
 EVAL_TRANSITIONS = {"released": 20_000, "text": 20_000, "small": 10_000, "quick": 2000}
 
 COLUMNS = [
-    "group", "setting", "seed", "controllable_loss", "stochastic_loss", "perplexity",
-    "action_accuracy", "arch", "augmentation", "budget", "controllable_loss_signal",
-    "controllable_loss_noaction", "stochastic_loss_signal", "stochastic_loss_noaction",
-]  # fmt: skip
+    "group",
+    "setting",
+    "seed",
+    "controllable_loss",
+    "stochastic_loss",
+    "perplexity",
+    "action_accuracy",
+    "arch",
+    "augmentation",
+    "budget",
+    "controllable_loss_signal",
+    "controllable_loss_noaction",
+    "stochastic_loss_signal",
+    "stochastic_loss_noaction",
+]
 METRICS = [
-    "controllable_loss_signal", "controllable_loss_noaction", "stochastic_loss_signal",
-    "stochastic_loss_noaction", "perplexity", "action_accuracy",
-]  # fmt: skip
+    "controllable_loss_signal",
+    "controllable_loss_noaction",
+    "stochastic_loss_signal",
+    "stochastic_loss_noaction",
+    "perplexity",
+    "action_accuracy",
+]
 HEADERS = {
     "controllable_loss_signal": "controllable ↓ (signal)",
     "controllable_loss_noaction": "controllable ↓ (no-action)",
@@ -205,8 +218,11 @@ QUICK = Plan(budget="quick", seeds=(0, 1), episodes=60, episode_length=40, label
 
 def dataset_path(recipe: str, root: Path, plan: Plan) -> Path:
     """Build the recipe's dataset under ``root`` unless it is there with the same recipe."""
-    sizes = (("episodes", plan.episodes), ("episode_length", plan.episode_length),
-             ("label_fraction", plan.label_fraction))  # fmt: skip
+    sizes = (
+        ("episodes", plan.episodes),
+        ("episode_length", plan.episode_length),
+        ("label_fraction", plan.label_fraction),
+    )
     overrides = {k: v for k, v in sizes if v is not None}
     config = CollectConfig.from_recipe(RECIPES / f"{recipe}.toml", **overrides)
     if overrides:  # a reduced dataset never takes the standard id
@@ -222,157 +238,51 @@ def dataset_path(recipe: str, root: Path, plan: Plan) -> Path:
                 f"({stored}); remove it or choose another --data-root"
             )
         return path
-    print(f"collecting {config.dataset_id} ({config.episodes} × {config.episode_length})",
-          flush=True)  # fmt: skip
+    print(
+        f"collecting {config.dataset_id} ({config.episodes} × {config.episode_length})", flush=True
+    )
     collect(config, root=root, progress=False)
     return path
 
 
-@dataclass(frozen=True)
-class Job:
-    """One setting of one model: its seeds train together on one shared split."""
-
-    arch: str
-    budget: str
-    training: str
-    dataset: str
-    config: Any
-    seeds: tuple[int, ...]
-    eval_transitions: int
-
-    @property
-    def work(self) -> int:
-        """Model-updates: copies × updates."""
-        return len(self.seeds) * self.config.steps
-
-    def splits(self) -> list[DataSplit]:
-        split = DataSplit(self.dataset, HELD_OUT, SPLIT_SEED, None, None, self.eval_transitions)
-        return [split] * len(self.seeds)  # one split, read once, shared by the copies
-
-
 def model_config(arch: str, training: Training, budget: str) -> Any:
     cls = get_lam(ARCHS[arch])
-    return cls.Config(augment=training.augment, noise_copy=training.noise_copy,
-                      action_prediction=training.action_prediction,
-                      **BUDGETS[arch][budget])  # fmt: skip
+    return cls.Config(
+        augment=training.augment,
+        noise_copy=training.noise_copy,
+        action_prediction=training.action_prediction,
+        **BUDGETS[arch][budget],
+    )
 
 
-def cache_key(arch: str, config: Any, fingerprint: str, eval_transitions: int, seed: int) -> str:
-    """What a cached result depends on, hashed: a changed setting never reads a stale one."""
-    record = {"method": ARCHS[arch], "config": dataclasses.asdict(config), "data": fingerprint,
-              "held_out": HELD_OUT, "split_seed": SPLIT_SEED, "eval": eval_transitions,
-              "seed": seed}  # fmt: skip
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
-
-
-class Cache:
-    """Finished setting × seed results, one JSON file each, written atomically."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def path(self, arch: str, budget: str, training: str, seed: int, key: str) -> Path:
-        return self.folder / f"{arch}-{budget}" / training / f"seed{seed}-{key}.json"
-
-    def get(self, *where: Any) -> dict | None:
-        path = self.path(*where)
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def put(self, metrics: dict, *where: Any) -> None:
-        path = self.path(*where)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(metrics, default=float))
-        partial.replace(path)
-
-
-def no_action_scale(dataset: str, cache: Cache, eval_transitions: int) -> GridLosses:
+def no_action_scale(dataset: str, folder: Path, eval_transitions: int) -> GridLosses:
     """The per-pixel error of a predictor that knows o but not the action, on the base
-    data's held-out trajectories (fitted on its train ones): the authors' constant."""
+    data's held-out trajectories (fitted on its train ones): the authors' constant. Cached
+    in ``folder`` by the dataset's fingerprint."""
     fingerprint = LAMDataset(dataset).fingerprint
-    path = cache.folder / f"noaction-{fingerprint[:12]}-{eval_transitions}.json"
+    path = folder / f"noaction-{fingerprint[:12]}-{eval_transitions}.json"
     if path.is_file():
         return GridLosses(*json.loads(path.read_text()))
     split = DataSplit(dataset, HELD_OUT, SPLIT_SEED, None, None, eval_transitions)
     fit = split.train.subset(np.arange(min(len(split.train), NO_ACTION_FIT)))
     scale = no_action_error(fit.obs(), fit.next_obs(), split.test.obs(), split.test.next_obs())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(list(scale)))
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(list(scale)))
+    partial.replace(path)
     return scale
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-class Progress:
-    """Progress lines with an ETA from the measured seconds per model-update of each model."""
-
-    def __init__(self, jobs: list[Job], workers: int):
-        self.left = {id(j): j for j in jobs}
-        self.total, self.workers = len(jobs), workers
-        self.rate: dict[str, list[float]] = defaultdict(list)
-        self.start = time.perf_counter()
-
-    def done(self, job: Job, seconds: float) -> None:
-        self.left.pop(id(job))
-        self.rate[job.arch].append(seconds / job.work)
-        finished = self.total - len(self.left)
-        text = (f"[{finished}/{self.total}] {job.arch} {job.training}: {len(job.seeds)} seeds × "
-                f"{job.config.steps} updates in {seconds:.0f} s; elapsed "
-                f"{_clock(time.perf_counter() - self.start)}")  # fmt: skip
-        if self.left:
-            unknown = {j.arch for j in self.left.values()} - set(self.rate)
-            if unknown:
-                text += f"; ETA after the first {'/'.join(sorted(unknown))} setting"
-            else:
-                rest = sum(j.work * float(np.mean(self.rate[j.arch])) for j in self.left.values())
-                text += f"; ETA {_clock(rest / self.workers)}"
-        print(text, flush=True)
-
-
-def run_jobs(jobs: list[Job], workers: int, device: str, pictures: Path, finish) -> None:
-    """Train and score every job (in ``workers`` processes of one torch thread, or in this
-    process), writing its pictures of seed 0 (what the codes mean, held-out transitions)
-    into ``pictures/<arch>_<budget>_<setting>/``; ``finish(job, metrics)`` is called as
-    each job ends, so that it is cached at once."""
-    progress = Progress(jobs, workers)
-    order = sorted(jobs, key=lambda j: (-j.work, j.dataset))  # longest first, data together
-    last: dict[tuple, list[DataSplit]] = {}
-
-    def arguments(job: Job) -> tuple:
-        folder = pictures / f"{job.arch}_{job.budget}_{job.training}"
-        if workers > 1:  # splits travel as their arguments: the worker reads the data
-            splits = job.splits()
-        else:  # in this process: read a dataset once for the jobs on it in a row
-            key = (job.dataset, job.eval_transitions, len(job.seeds))
-            if key not in last:
-                last.clear()
-                last[key] = job.splits()
-            splits = last[key]
-        return ARCHS[job.arch], job.config, splits, job.seeds, device, folder
-
-    def done(job: Job, lam: Any, metrics: list[dict]) -> None:
-        finish(job, metrics)
-        progress.done(job, lam.history[0]["seconds"][-1])  # the training's own clock
-
-    if workers == 1:
-        for job in order:
-            done(job, *train_and_score(*arguments(job)))
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:  # fmt: skip
-        pending = {pool.submit(train_and_score, *arguments(job)): job for job in order}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = pending.pop(future)
-                done(job, *future.result())
-
-
-def table_row(arch: str, plan: Plan, group: str, setting: str, training: str, seed: int,
-              metrics: dict, scale: GridLosses) -> dict:  # fmt: skip
+def table_row(
+    arch: str,
+    plan: Plan,
+    group: str,
+    setting: str,
+    training: str,
+    seed: int,
+    metrics: dict,
+    scale: GridLosses,
+) -> dict:
     noisy = not math.isnan(metrics["stochastic_loss"])
     values = {
         "controllable_loss_signal": metrics["controllable_loss"],
@@ -384,10 +294,17 @@ def table_row(arch: str, plan: Plan, group: str, setting: str, training: str, se
         "perplexity": metrics["perplexity"],
         "action_accuracy": metrics["action_accuracy"],
     }
-    return {"group": group, "setting": setting, "seed": seed, "arch": arch,
-            "augmentation": TRAININGS[training].augmentation, "budget": plan.budget,
-            "controllable_loss": values["controllable_loss_signal"],
-            "stochastic_loss": values["stochastic_loss_signal"], **values}  # fmt: skip
+    return {
+        "group": group,
+        "setting": setting,
+        "seed": seed,
+        "arch": arch,
+        "augmentation": TRAININGS[training].augmentation,
+        "budget": plan.budget,
+        "controllable_loss": values["controllable_loss_signal"],
+        "stochastic_loss": values["stochastic_loss_signal"],
+        **values,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,17 +341,42 @@ def markdown_table(stats: dict, arch: str) -> str:
 COMPARISONS = [
     ("noise none -> low", ("noise", "none"), ("noise", "low"), "controllable_loss", "up"),
     ("noise low -> high", ("noise", "low"), ("noise", "high"), "controllable_loss", "up"),
-    ("policy uniform -> correlated", ("policy", "uniform"), ("policy", "correlated"),
-     "controllable_loss", "up"),
-    ("augmentation without -> shift (text)", ("augmentation", "without"),
-     ("augmentation", "shift (text)"), "controllable_loss", "down"),
-    ("augmentation without -> noise copy (released)", ("augmentation", "without"),
-     ("augmentation", "noise copy (released)"), "controllable_loss", "down"),
-    ("action prediction without -> with", ("action prediction", "without"),
-     ("action prediction", "with (1% of trajectories)"), "controllable_loss", "down"),
-    ("action prediction without -> with", ("action prediction", "without"),
-     ("action prediction", "with (1% of trajectories)"), "action_accuracy", "up"),
-]  # fmt: skip
+    (
+        "policy uniform -> correlated",
+        ("policy", "uniform"),
+        ("policy", "correlated"),
+        "controllable_loss",
+        "up",
+    ),
+    (
+        "augmentation without -> shift (text)",
+        ("augmentation", "without"),
+        ("augmentation", "shift (text)"),
+        "controllable_loss",
+        "down",
+    ),
+    (
+        "augmentation without -> noise copy (released)",
+        ("augmentation", "without"),
+        ("augmentation", "noise copy (released)"),
+        "controllable_loss",
+        "down",
+    ),
+    (
+        "action prediction without -> with",
+        ("action prediction", "without"),
+        ("action prediction", "with (1% of trajectories)"),
+        "controllable_loss",
+        "down",
+    ),
+    (
+        "action prediction without -> with",
+        ("action prediction", "without"),
+        ("action prediction", "with (1% of trajectories)"),
+        "action_accuracy",
+        "up",
+    ),
+]
 
 
 def directions(stats: dict, arch: str) -> list[str]:
@@ -448,8 +390,10 @@ def directions(stats: dict, arch: str) -> list[str]:
             (ma, ea), (mb, eb) = stats[(arch, *a)][key], stats[(arch, *b)][key]
             moves = mb > ma if way == "up" else mb < ma
             beyond = abs(mb - ma) > ea + eb
-            parts.append(f"{key} {ma:.3f} -> {mb:.3f}: {'yes' if moves else 'NO'}, "
-                         f"{'beyond' if beyond else 'within'} the errors")  # fmt: skip
+            parts.append(
+                f"{key} {ma:.3f} -> {mb:.3f}: {'yes' if moves else 'NO'}, "
+                f"{'beyond' if beyond else 'within'} the errors"
+            )
         lines.append(f"- {text} (published: {way}): " + "; ".join(parts))
     return lines
 
@@ -462,8 +406,13 @@ def plot_bars(stats: dict, arch: str, path: Path, title: str) -> Path:
     for ax, key in zip(axes.flat, METRICS, strict=True):
         means = [stats[(arch, g, s)][key][0] for g, s, _ in TABLE]
         errors = [stats[(arch, g, s)][key][1] for g, s, _ in TABLE]
-        ax.bar(range(len(TABLE)), np.nan_to_num(means), yerr=np.nan_to_num(errors),
-               color=colours, capsize=3)  # fmt: skip
+        ax.bar(
+            range(len(TABLE)),
+            np.nan_to_num(means),
+            yerr=np.nan_to_num(errors),
+            color=colours,
+            capsize=3,
+        )
         ax.set_title(HEADERS[key], fontsize=9)
     for ax in axes[-1]:
         ax.set_xticks(range(len(TABLE)), labels, fontsize=6)
@@ -481,22 +430,33 @@ def plot_bars(stats: dict, arch: str, path: Path, title: str) -> Path:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", choices=[*ARCHS, "all"], default="published",
-                        help="which model: the published one (default), ours, or both")  # fmt: skip
-    parser.add_argument("--budget", choices=["released", "text", "small"], default="released",
-                        help="training length: the released code's (default), the text's 16k "
-                             "updates, or the small CPU budget")  # fmt: skip
+    parser.add_argument(
+        "--arch",
+        choices=[*ARCHS, "all"],
+        default="published",
+        help="which model: the published one (default), ours, or both",
+    )
+    parser.add_argument(
+        "--budget",
+        choices=["released", "text", "small"],
+        default="released",
+        help="training length: the released code's (default), the text's 16k "
+        "updates, or the small CPU budget",
+    )
     parser.add_argument("--quick", action="store_true", help="reduced run for the tests")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--out", type=Path, default=Path("outputs/table1"), help="output folder")
     parser.add_argument(
-        "--data-root", type=Path,
+        "--data-root",
+        type=Path,
         help="where datasets are built or reused (default: Minari's root; --quick: <out>/datasets)",
-    )  # fmt: skip
-    parser.add_argument("--workers", type=int,
-                        help="processes of one torch thread each (default: 2 on the CPU, 1 on a "
-                             "GPU)")  # fmt: skip
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes of one torch thread each (default: 2 on the CPU, 1 on a GPU)",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -517,56 +477,55 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else Plan(budget=args.budget, seeds=tuple(range(args.seeds)))
     archs = list(ARCHS) if args.arch == "all" else [args.arch]
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = Cache(args.out / "cache")
     root = args.data_root or (args.out / "datasets" if args.quick else default_root())
     recipes = sorted({t.recipe for t in TRAININGS.values()})
     paths = {recipe: str(dataset_path(recipe, root, plan)) for recipe in recipes}
-    fingerprints = {recipe: LAMDataset(path).fingerprint for recipe, path in paths.items()}
+    cache = args.out / "cache"
     scale = no_action_scale(paths[TRAININGS[BASE].recipe], cache, plan.eval_transitions)
-    print(f"no-action scale (per-pixel error of a predictor that knows o but not the action, "
-          f"base data): controllable {scale.controllable:.4f} (the authors' constant: 0.060), "
-          f"stochastic {scale.stochastic:.4f}", flush=True)  # fmt: skip
-
-    results: dict[tuple[str, str, int], dict] = {}
-    keys: dict[tuple[str, str, int], str] = {}
-    jobs = []
-    for arch in archs:
-        for name, training in TRAININGS.items():
-            config = model_config(arch, training, plan.budget)
-            missing = []
-            for seed in plan.seeds:
-                key = cache_key(arch, config, fingerprints[training.recipe],
-                                plan.eval_transitions, seed)  # fmt: skip
-                keys[(arch, name, seed)] = key
-                cached = cache.get(arch, plan.budget, name, seed, key)
-                if cached is None:
-                    missing.append(seed)
-                else:
-                    results[(arch, name, seed)] = cached
-            if missing:
-                jobs.append(Job(arch, plan.budget, name, paths[training.recipe], config,
-                                tuple(missing), plan.eval_transitions))  # fmt: skip
-    cached_count = len(results)
-    to_train = sum(len(j.seeds) for j in jobs)
-    print(f"{len(archs)} model(s) × {len(TRAININGS)} settings × {len(plan.seeds)} seeds, budget "
-          f"{plan.budget}: {cached_count} cached, {to_train} to train ({len(jobs)} batched "
-          f"runs) on {args.device}, {args.workers} worker(s)", flush=True)  # fmt: skip
-    pictures = args.out / "pictures"
-
-    def finish(job: Job, metrics: list[dict]) -> None:
-        for seed, m in zip(job.seeds, metrics, strict=True):
-            cache.put(m, job.arch, plan.budget, job.training, seed,
-                      keys[(job.arch, job.training, seed)])  # fmt: skip
-            results[(job.arch, job.training, seed)] = m
-
+    print(
+        f"no-action scale (per-pixel error of a predictor that knows o but not the action, "
+        f"base data): controllable {scale.controllable:.4f} (the authors' constant: 0.060), "
+        f"stochastic {scale.stochastic:.4f}",
+        flush=True,
+    )
+    jobs = {
+        (arch, name): sweep.Job(
+            name=f"{arch}_{plan.budget}_{name}",
+            method=ARCHS[arch],
+            config=model_config(arch, training, plan.budget),
+            dataset=paths[training.recipe],
+            seeds=plan.seeds,
+            held_out=HELD_OUT,
+            split_seed=SPLIT_SEED,
+            eval_transitions=plan.eval_transitions,
+        )
+        for arch in archs
+        for name, training in TRAININGS.items()
+    }
+    print(
+        f"{len(archs)} model(s) × {len(TRAININGS)} settings × {len(plan.seeds)} seeds, "
+        f"budget {plan.budget}:",
+        end=" ",
+    )
     if args.workers == 1 and not args.device.startswith("cuda"):
         torch.set_num_threads(os.cpu_count() or 1)  # one process: every core
-    run_jobs(jobs, args.workers, args.device, pictures, finish)
+    done = sweep.run(
+        list(jobs.values()),
+        sweep.ResultCache(cache),
+        args.workers,
+        args.device,
+        args.out / "pictures",
+    )
+    results = {
+        (arch, name, seed): done[(job.name, seed)]
+        for (arch, name), job in jobs.items()
+        for seed in job.seeds
+    }
 
     rows = [
         table_row(
             arch, plan, group, setting, training, seed, results[(arch, training, seed)], scale
-        )  # fmt: skip
+        )
         for arch in archs
         for group, setting, training in TABLE
         for seed in plan.seeds
@@ -574,8 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     csv_path = args.out / f"table1_{plan.budget}.csv"
     write_csv(rows, csv_path, COLUMNS)
     # the table and plots read what was written
-    rows = read_csv(csv_path, text=("group", "setting", "arch", "augmentation", "budget"),
-                    integers=("seed",))  # fmt: skip
+    rows = read_csv(
+        csv_path, text=("group", "setting", "arch", "augmentation", "budget"), integers=("seed",)
+    )
     stats = summarise(rows)
     sections, written = [], [csv_path]
     lengths = {}
@@ -584,11 +544,19 @@ def main(argv: list[str] | None = None) -> int:
         lengths[arch] = f"{config.steps:,} updates of {config.batch_size:,}"
     for arch in archs:
         table, checks = markdown_table(stats, arch), "\n".join(directions(stats, arch))
-        sections.append(f"## {arch} model ({ARCHS[arch]}; {lengths[arch]})\n\n{table}\n\n"
-                        f"Published directions:\n\n{checks}\n")  # fmt: skip
-        written.append(plot_bars(stats, arch, args.out / f"table1_{plan.budget}_{arch}.png",
-                                 f"Table 1, {arch} model, {plan.budget} budget: mean ± s.e. over "
-                                 f"{len(plan.seeds)} seeds"))  # fmt: skip
+        sections.append(
+            f"## {arch} model ({ARCHS[arch]}; {lengths[arch]})\n\n{table}\n\n"
+            f"Published directions:\n\n{checks}\n"
+        )
+        written.append(
+            plot_bars(
+                stats,
+                arch,
+                args.out / f"table1_{plan.budget}_{arch}.png",
+                f"Table 1, {arch} model, {plan.budget} budget: mean ± s.e. over "
+                f"{len(plan.seeds)} seeds",
+            )
+        )
     notes = (
         f"Mean ± standard error over {len(plan.seeds)} seeds, on each dataset's held-out "
         f"trajectories ({plan.eval_transitions:,} transitions at most). Losses: per-pixel FDM "
@@ -600,14 +568,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     elapsed = time.perf_counter() - start
     md_path = args.out / f"table1_{plan.budget}.md"
-    md_path.write_text(f"# Table 1: grid VQ LAM, {plan.budget} budget ({elapsed:.0f} s; "
-                       f"{cached_count} results cached)\n\n" + "\n".join(sections) +
-                       f"\n{notes}\n")  # fmt: skip
+    md_path.write_text(
+        f"# Table 1: grid VQ LAM, {plan.budget} budget ({elapsed:.0f} s)\n\n"
+        + "\n".join(sections)
+        + f"\n{notes}\n"
+    )
     written.insert(1, md_path)
     print(md_path.read_text())
     for path in written:
         print(f"wrote {path}")
-    print(f"wrote the pictures of {len(jobs)} setting(s) under {pictures}")
+    print(f"pictures of each setting trained: {args.out / 'pictures'}/<model>_<budget>_<setting>")
     print(f"elapsed {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -240,16 +240,21 @@ def no_action_error(
 
     Shapes: obs_* and next_* (N, 1, 4, 4) or (N, 4, 4).
     """
-    named = {"obs_train": obs_train, "next_train": next_train, "obs_test": obs_test,
-             "next_test": next_test}  # fmt: skip
+    named = {
+        "obs_train": obs_train,
+        "next_train": next_train,
+        "obs_test": obs_test,
+        "next_test": next_test,
+    }
     grids = [_as_grid(name, x) for name, x in named.items()]
     o_train, n_train, o_test, n_test = (g.reshape(len(g), -1).numpy() for g in grids)
     if len(o_train) != len(n_train) or len(o_test) != len(n_test):
         raise ValueError("obs and next images must have the same number of transitions")
     rows = np.ascontiguousarray(np.concatenate([o_train, o_test]), dtype=np.float64)
     # One opaque key per image: np.unique of a 1-d array is far faster than of rows.
-    keys, index = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1),
-                            return_inverse=True)  # fmt: skip
+    keys, index = np.unique(
+        rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1), return_inverse=True
+    )
     index = index.reshape(-1)
     train_index, test_index = index[: len(o_train)], index[len(o_train) :]
     seen = np.bincount(train_index, minlength=len(keys))

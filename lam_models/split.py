@@ -284,9 +284,16 @@ class DataSplit:
         eval_dataset, eval_transitions = self._eval
         if isinstance(eval_dataset, LAMDataset):
             eval_dataset = eval_dataset.data_path
-        args = (self.data.data_path, self.held_out, self.seed, self.label_fraction,
-                eval_dataset, eval_transitions, self.data.trust_entry_point,
-                self.label_unit)  # fmt: skip
+        args = (
+            self.data.data_path,
+            self.held_out,
+            self.seed,
+            self.label_fraction,
+            eval_dataset,
+            eval_transitions,
+            self.data.trust_entry_point,
+            self.label_unit,
+        )
         return (DataSplit, args)
 
     def __repr__(self) -> str:

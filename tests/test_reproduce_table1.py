@@ -17,10 +17,21 @@ import pytest
 pytestmark = pytest.mark.slow  # runs an example end to end
 
 COLUMNS = [
-    "group", "setting", "seed", "controllable_loss", "stochastic_loss", "perplexity",
-    "action_accuracy", "arch", "augmentation", "budget", "controllable_loss_signal",
-    "controllable_loss_noaction", "stochastic_loss_signal", "stochastic_loss_noaction",
-]  # fmt: skip
+    "group",
+    "setting",
+    "seed",
+    "controllable_loss",
+    "stochastic_loss",
+    "perplexity",
+    "action_accuracy",
+    "arch",
+    "augmentation",
+    "budget",
+    "controllable_loss_signal",
+    "controllable_loss_noaction",
+    "stochastic_loss_signal",
+    "stochastic_loss_noaction",
+]
 SETTINGS = {
     "noise": {"none", "low", "high"},
     "policy": {"uniform", "correlated"},
@@ -69,17 +80,21 @@ def test_csv_has_the_exact_columns_and_every_model_setting_and_seed(quick_run):
     assert all(s == {"0", "1"} for s in seeds.values())
     # Built from the reduced recipes under the output folder, never Minari's root.
     built = sorted(p.name for p in (out / "datasets").glob("*/*-v0"))
-    assert built == [f"table1-grid-{name}-quick-v0"
-                     for name in ("high-uniform", "low-correlated", "low-uniform",
-                                  "none-uniform")]  # fmt: skip
+    assert built == [
+        f"table1-grid-{name}-quick-v0"
+        for name in ("high-uniform", "low-correlated", "low-uniform", "none-uniform")
+    ]
 
 
 def test_every_row_is_on_the_base_and_baselines_reuse_the_base_model(quick_run):
     _, _, _, rows = quick_run
 
     def metrics(arch, group, setting):
-        return [tuple(r[k] for k in COLUMNS[2:7]) for r in rows
-                if (r["arch"], r["group"], r["setting"]) == (arch, group, setting)]  # fmt: skip
+        return [
+            tuple(r[k] for k in COLUMNS[2:7])
+            for r in rows
+            if (r["arch"], r["group"], r["setting"]) == (arch, group, setting)
+        ]
 
     for arch in ("published", "ours"):
         base = metrics(arch, "noise", "low")
@@ -123,12 +138,12 @@ def test_a_rerun_resumes_from_the_cache(quick_run, capsys):
     assert "28 cached, 0 to train" in capsys.readouterr().out
     assert read(out / "table1_quick.csv")[1] == rows
     # One finished setting × seed lost: only it is trained again.
-    lost = next((out / "cache" / "published-quick" / "shift").glob("seed1-*.json"))
+    lost = next((out / "cache" / "published_quick_shift").glob("seed1-*.json"))
     lost.unlink()
     assert module.main(args) == 0
     printed = capsys.readouterr().out
     assert "27 cached, 1 to train (1 batched runs)" in printed
-    assert "[1/1] published shift: 1 seeds" in printed
+    assert "[1/1] published_quick_shift: 1 seeds" in printed
     assert lost.is_file()
 
 

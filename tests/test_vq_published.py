@@ -176,8 +176,9 @@ def test_a_copy_trains_as_it_would_alone():
     alone_data = Data(1)
     alone_data.sample = lambda b, **k: Transitions(*(x[1:] for x in data.sample(b, **k)))
     alone = train(config, alone_data, seeds=(4,))
-    for (name, a), b in zip(pair.copy([1]).module.state_dict().items(),
-                            alone.module.state_dict().values(), strict=True):  # fmt: skip
+    for (name, a), b in zip(
+        pair.copy([1]).module.state_dict().items(), alone.module.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
@@ -203,9 +204,13 @@ def test_a_model_that_cannot_fit_the_data_is_refused(kwargs, message):
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [(dict(lr=0.0), "lr"), (dict(dead_code_share=2.0), "dead_code_share"),
-     (dict(batch_size=0), "batch_size"), (dict(noise_copy="yes"), "noise_copy")],
-)  # fmt: skip
+    [
+        (dict(lr=0.0), "lr"),
+        (dict(dead_code_share=2.0), "dead_code_share"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(noise_copy="yes"), "noise_copy"),
+    ],
+)
 def test_bad_config_raises_naming_the_value(kwargs, name):
     with pytest.raises(ValueError, match=name) as error:
         PublishedVQConfig(**kwargs)
@@ -220,8 +225,14 @@ def test_it_trains_from_a_dataset_scores_on_both_scales_and_reloads(lam_datasets
     config = PublishedVQConfig(**dict(SMALL, steps=10), action_prediction=True)
     lam = cls.train(config, [split], [0], device="cpu")
     metrics = lam.metrics([split])[0]
-    for key in ("controllable_loss", "controllable_loss_noaction", "stochastic_loss",
-                "stochastic_loss_noaction", "perplexity", "action_accuracy"):  # fmt: skip
+    for key in (
+        "controllable_loss",
+        "controllable_loss_noaction",
+        "stochastic_loss",
+        "stochastic_loss_noaction",
+        "perplexity",
+        "action_accuracy",
+    ):
         assert np.isfinite(metrics[key]), key
     ratio = metrics["controllable_mse"] / metrics["noaction_mse_controllable"]
     assert metrics["controllable_loss_noaction"] == pytest.approx(ratio)
@@ -255,9 +266,15 @@ def test_ensemble_batch_norm_is_one_batch_norm_per_copy():
     x = torch.randn(3, 16, 4, 2, 2) * torch.tensor([1.0, 3.0, 0.1])[:, None, None, None, None]
     refs = [torch.nn.BatchNorm2d(4) for _ in range(3)]
     for m, ref in enumerate(refs):
-        ref.load_state_dict({"weight": bn.weight[m], "bias": bn.bias[m],
-                             "running_mean": torch.zeros(4), "running_var": torch.ones(4),
-                             "num_batches_tracked": torch.tensor(0)})  # fmt: skip
+        ref.load_state_dict(
+            {
+                "weight": bn.weight[m],
+                "bias": bn.bias[m],
+                "running_mean": torch.zeros(4),
+                "running_var": torch.ones(4),
+                "num_batches_tracked": torch.tensor(0),
+            }
+        )
     y = bn(x)
     for m, ref in enumerate(refs):
         torch.testing.assert_close(y[m], ref(x[m]))

@@ -114,8 +114,16 @@ class VQConfig:
     log_every: int = option(100, "training-curve resolution, in updates")
 
     def __post_init__(self) -> None:
-        for name in ("codebook_size", "latent_dim", "idm_width", "fdm_width", "dead_code_steps",
-                     "steps", "batch_size", "log_every"):  # fmt: skip
+        for name in (
+            "codebook_size",
+            "latent_dim",
+            "idm_width",
+            "fdm_width",
+            "dead_code_steps",
+            "steps",
+            "batch_size",
+            "log_every",
+        ):
             check_int(name, getattr(self, name), low=1)
         check_float("commitment_weight", self.commitment_weight, low=0.0)
         check_float("action_weight", self.action_weight, low=0.0)
@@ -270,8 +278,12 @@ class VQLAM(LAM):
             log.add(loss=loss, fdm_loss=fdm_loss, commitment_loss=commitment, action_loss=pull)
             if log.due(step):
                 used = (counts_window > 0).sum(-1)
-                log.step(step, perplexity=batch_perplexity(counts_window), codes_used=used,
-                         revived=revived_window)  # fmt: skip
+                log.step(
+                    step,
+                    perplexity=batch_perplexity(counts_window),
+                    codes_used=used,
+                    revived=revived_window,
+                )
                 counts_window.zero_()
                 revived_window.zero_()
             else:
@@ -307,8 +319,12 @@ class VQLAM(LAM):
         o = o.to(self.device, torch.float32).expand(self.num_copies, *o.shape)
         codes = self.codebook()
         return torch.stack(
-            [self.module.fdm(o, codes[:, k, None].expand(-1, o.shape[1], -1)).cpu()
-             for k in range(codes.shape[1])], dim=1)  # fmt: skip
+            [
+                self.module.fdm(o, codes[:, k, None].expand(-1, o.shape[1], -1)).cpu()
+                for k in range(codes.shape[1])
+            ],
+            dim=1,
+        )
 
     def metrics(self, splits: list[DataSplit]) -> list[dict[str, Any]]:
         """Per copy, on its split's held-out transitions (no augmentation):
@@ -363,7 +379,7 @@ class VQLAM(LAM):
                 "train_perplexity": last.get("perplexity", math.nan),
                 "codes_revived": int(sum(history.get("revived", []))),
                 "data": split.describe(),
-            }  # fmt: skip
+            }
             if self.config.action_prediction:
                 moved = (test.oracle["position"] != test.oracle["position_before"]).any(-1)
                 result["assigned_action_accuracy"] = float((codes[moved] == actions[moved]).mean())
@@ -452,9 +468,14 @@ def plot_transitions(
 
 
 def plot_codes(
-    lam: VQLAM, split: DataSplit, path: str | Path, title: str = "", copy: int = 0,
-    examples: int = 5, eval_transitions: int = 2000,
-) -> Path:  # fmt: skip
+    lam: VQLAM,
+    split: DataSplit,
+    path: str | Path,
+    title: str = "",
+    copy: int = 0,
+    examples: int = 5,
+    eval_transitions: int = 2000,
+) -> Path:
     """A PNG of what each code means: one row per code k, the FDM fed code k.
 
     Left: the mean predicted change ô' − o over held-out o's (red +, blue −: a move shows
@@ -497,12 +518,18 @@ def plot_codes(
 
     blank = np.full((h, w), np.nan)
     left = mosaic([[blank]] + [[change[k]] for k in range(k_total)])
-    right = mosaic([[o[i, 0].numpy() for i in picks]]
-                   + [[predictions[k, i] for i in picks] for k in range(k_total)])  # fmt: skip
+    right = mosaic(
+        [[o[i, 0].numpy() for i in picks]]
+        + [[predictions[k, i] for i in picks] for k in range(k_total)]
+    )
     bound = float(max(np.abs(change).max(), 1e-6))
     top = float(max(o.max(), predictions.max(), 1.0))
-    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(2.6 + 1.0 * len(picks), 1.0 * (k_total + 1)),
-                                     gridspec_kw={"width_ratios": [1, len(picks)]})  # fmt: skip
+    fig, (ax_l, ax_r) = plt.subplots(
+        1,
+        2,
+        figsize=(2.6 + 1.0 * len(picks), 1.0 * (k_total + 1)),
+        gridspec_kw={"width_ratios": [1, len(picks)]},
+    )
     diverging = plt.get_cmap("bwr").with_extremes(bad="0.8")  # the gaps between tiles
     grey = plt.get_cmap("gray").with_extremes(bad="#5b8fc7")
     ax_l.imshow(left, cmap=diverging, vmin=-bound, vmax=bound)

@@ -65,8 +65,13 @@ from lam_models.nn import (
 )
 from lam_models.seeding import Stream, torch_generator
 
-__all__ = ["PublishedEncoder", "PublishedUNet", "PublishedVQConfig", "PublishedVQLAM",
-           "PublishedVQNet"]  # fmt: skip
+__all__ = [
+    "PublishedEncoder",
+    "PublishedUNet",
+    "PublishedVQConfig",
+    "PublishedVQLAM",
+    "PublishedVQNet",
+]
 
 
 @dataclass
@@ -76,30 +81,34 @@ class PublishedVQConfig:
     codebook_size: int = option(
         5, "K, number of codes (>= the number of actions with action prediction)"
     )
-    latent_dim: int = option(16, "D, dimension of the latent and the codes (= H·W: the FDM "
-                                 "reads it as an image)")  # fmt: skip
+    latent_dim: int = option(
+        16, "D, dimension of the latent and the codes (= H·W: the FDM reads it as an image)"
+    )
     encoder_width: int = option(64, "channels of the per-frame CNN encoder")
     mlp_width: int = option(512, "width of the IDM's two hidden layers")
     fdm_width: int = option(64, "channels of the FDM's UNet")
     codebook_weight: float = option(0.1, "weight of the codebook loss ‖sg(latent) − c‖²")
     commitment_weight: float = option(0.025, "β, weight of the commitment loss ‖latent − sg(c)‖²")
     learn_codebook: bool = option(
-        False, "make the codes Adam parameters moved by the codebook loss (the release moves "
-               "them only by the dead-code reset)"
-    )  # fmt: skip
+        False,
+        "make the codes Adam parameters moved by the codebook loss (the release moves "
+        "them only by the dead-code reset)",
+    )
     dead_code_share: float = option(
         0.001, "a code chosen by less than this share of a batch counts one dead check"
     )
     dead_code_checks: int = option(3, "reset a code after more than this many dead checks in a row")
     augment: bool = option(False, "the text's augmentation: random ±1-column periodic shifts")
     noise_copy: bool = option(
-        False, "the released code's augmentation: the IDM sees o with o′'s noise row, the FDM's "
-               "target is o′ with o's noise row"
-    )  # fmt: skip
+        False,
+        "the released code's augmentation: the IDM sees o with o′'s noise row, the FDM's "
+        "target is o′ with o's noise row",
+    )
     action_prediction: bool = option(
-        False, "pre-assign code k to action k; labelled examples feed their action's code to "
-               "the FDM and pull the latent toward it"
-    )  # fmt: skip
+        False,
+        "pre-assign code k to action k; labelled examples feed their action's code to "
+        "the FDM and pull the latent toward it",
+    )
     action_weight: float = option(0.1, "λ_a, weight of the action pull")
     steps: int = option(1600, "Adam updates (released: 400 epochs × 4 batches; the text: 16000)")
     batch_size: int = option(1024, "transitions per update")
@@ -107,8 +116,16 @@ class PublishedVQConfig:
     log_every: int = option(50, "training-curve resolution, in updates")
 
     def __post_init__(self) -> None:
-        for name in ("codebook_size", "latent_dim", "encoder_width", "mlp_width", "fdm_width",
-                     "steps", "batch_size", "log_every"):  # fmt: skip
+        for name in (
+            "codebook_size",
+            "latent_dim",
+            "encoder_width",
+            "mlp_width",
+            "fdm_width",
+            "steps",
+            "batch_size",
+            "log_every",
+        ):
             check_int(name, getattr(self, name), low=1)
         check_int("dead_code_checks", self.dead_code_checks, low=0)
         for name in ("codebook_weight", "commitment_weight", "action_weight"):
@@ -194,8 +211,9 @@ class PublishedVQNet(nn.Module):
                 if isinstance(module, EnsembleModule):
                     module.reset_copy(index, generator)
             with torch.no_grad():
-                codes = torch.randn(config.codebook_size, d,
-                                    generator=torch_generator(seed, Stream.CODEBOOK))  # fmt: skip
+                codes = torch.randn(
+                    config.codebook_size, d, generator=torch_generator(seed, Stream.CODEBOOK)
+                )
                 self.codebook[index] = codes
 
     def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
@@ -209,8 +227,9 @@ class PublishedVQNet(nn.Module):
     def nearest(self, latent: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code: (M, B, D) -> (M, B) int64."""
         codebook = self.codebook.detach()
-        distance = torch.baddbmm(codebook.pow(2).sum(-1)[:, None, :], latent.detach(),
-                                 codebook.transpose(1, 2), alpha=-2)  # fmt: skip
+        distance = torch.baddbmm(
+            codebook.pow(2).sum(-1)[:, None, :], latent.detach(), codebook.transpose(1, 2), alpha=-2
+        )
         return distance.argmin(-1)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
@@ -273,8 +292,9 @@ class PublishedVQLAM(VQLAM):
             )
         shape = self.spec.obs_shape
         if len(shape) != 3 or shape[1] % 2 or shape[2] % 2:
-            raise ValueError(f"the published VQ LAM needs images (C, H, W), H and W even, "
-                             f"got {shape}")  # fmt: skip
+            raise ValueError(
+                f"the published VQ LAM needs images (C, H, W), H and W even, got {shape}"
+            )
         if c.latent_dim != shape[1] * shape[2]:
             raise ValueError(
                 f"the FDM reads the latent as an H×W image, so latent_dim must be "
@@ -333,14 +353,24 @@ class PublishedVQLAM(VQLAM):
             loss.sum().backward()  # summed over copies: each copy gets its own gradient
             optimiser.step()
             counts = F.one_hot(codes, c.codebook_size).sum(1).float()
-            reset_window += net.reset_dead_codes(latent.detach(), counts, dead_checks, c,
-                                                 code_generators)  # fmt: skip
+            reset_window += net.reset_dead_codes(
+                latent.detach(), counts, dead_checks, c, code_generators
+            )
             counts_window += counts
-            log.add(loss=loss, fdm_loss=recon, codebook_loss=codebook_loss,
-                    commitment_loss=commitment, action_loss=pull)  # fmt: skip
+            log.add(
+                loss=loss,
+                fdm_loss=recon,
+                codebook_loss=codebook_loss,
+                commitment_loss=commitment,
+                action_loss=pull,
+            )
             if log.due(step):
-                log.step(step, perplexity=batch_perplexity(counts_window),
-                         codes_used=(counts_window > 0).sum(-1), revived=reset_window)  # fmt: skip
+                log.step(
+                    step,
+                    perplexity=batch_perplexity(counts_window),
+                    codes_used=(counts_window > 0).sum(-1),
+                    revived=reset_window,
+                )
                 counts_window.zero_()
                 reset_window.zero_()
             else:
