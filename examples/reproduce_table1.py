@@ -326,88 +326,60 @@ def _cell(stat: tuple[float, float]) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {err:.3f}"
 
 
-def markdown_table(stats: dict, arch: str) -> str:
+def markdown_table(stats: dict, arch: str, table: list[tuple[str, str, str]]) -> str:
     lines = [
         "| group | setting | " + " | ".join(HEADERS[k] for k in METRICS) + " |",
         "|---|---|" + "---|" * len(METRICS),
     ]
-    for group, setting, _ in TABLE:
+    for group, setting, _ in table:
         s = stats[(arch, group, setting)]
         lines.append(f"| {group} | {setting} | " + " | ".join(_cell(s[k]) for k in METRICS) + " |")
     return "\n".join(lines)
 
 
-# (comparison, from (group, setting), to (group, setting), metric, published direction)
+# (group, from setting, to setting, metric, the published direction)
 COMPARISONS = [
-    ("noise none -> low", ("noise", "none"), ("noise", "low"), "controllable_loss", "up"),
-    ("noise low -> high", ("noise", "low"), ("noise", "high"), "controllable_loss", "up"),
-    (
-        "policy uniform -> correlated",
-        ("policy", "uniform"),
-        ("policy", "correlated"),
-        "controllable_loss",
-        "up",
-    ),
-    (
-        "augmentation without -> shift (text)",
-        ("augmentation", "without"),
-        ("augmentation", "shift (text)"),
-        "controllable_loss",
-        "down",
-    ),
-    (
-        "augmentation without -> noise copy (released)",
-        ("augmentation", "without"),
-        ("augmentation", "noise copy (released)"),
-        "controllable_loss",
-        "down",
-    ),
-    (
-        "action prediction without -> with",
-        ("action prediction", "without"),
-        ("action prediction", "with (1% of trajectories)"),
-        "controllable_loss",
-        "down",
-    ),
-    (
-        "action prediction without -> with",
-        ("action prediction", "without"),
-        ("action prediction", "with (1% of trajectories)"),
-        "action_accuracy",
-        "up",
-    ),
+    ("noise", "none", "low", "controllable_loss", "up"),
+    ("noise", "low", "high", "controllable_loss", "up"),
+    ("policy", "uniform", "correlated", "controllable_loss", "up"),
+    ("augmentation", "without", "shift (text)", "controllable_loss", "down"),
+    ("augmentation", "without", "noise copy (released)", "controllable_loss", "down"),
+    ("action prediction", "without", "with (1% of trajectories)", "controllable_loss", "down"),
+    ("action prediction", "without", "with (1% of trajectories)", "action_accuracy", "up"),
 ]
 
 
 def directions(stats: dict, arch: str) -> list[str]:
-    """Whether each comparison moves the published way, on both loss scales, and by more
-    than the two standard errors together."""
+    """Whether each comparison (of the rows trained) moves the published way, on both loss
+    scales, and by more than the two standard errors together."""
     lines = []
-    for text, a, b, metric, way in COMPARISONS:
+    for group, a, b, metric, way in COMPARISONS:
+        if (arch, group, a) not in stats or (arch, group, b) not in stats:
+            continue
         keys = [f"{metric}_signal", f"{metric}_noaction"] if metric.endswith("loss") else [metric]
         parts = []
         for key in keys:
-            (ma, ea), (mb, eb) = stats[(arch, *a)][key], stats[(arch, *b)][key]
+            (ma, ea), (mb, eb) = stats[(arch, group, a)][key], stats[(arch, group, b)][key]
             moves = mb > ma if way == "up" else mb < ma
             beyond = abs(mb - ma) > ea + eb
             parts.append(
                 f"{key} {ma:.3f} -> {mb:.3f}: {'yes' if moves else 'NO'}, "
                 f"{'beyond' if beyond else 'within'} the errors"
             )
-        lines.append(f"- {text} (published: {way}): " + "; ".join(parts))
+        lines.append(f"- {group} {a} -> {b} (published: {way}): " + "; ".join(parts))
     return lines
 
 
-def plot_bars(stats: dict, arch: str, path: Path, title: str) -> Path:
-    labels = [f"{g}\n{s}" for g, s, _ in TABLE]
-    groups = list(dict.fromkeys(g for g, _, _ in TABLE))
-    colours = [f"C{groups.index(g)}" for g, _, _ in TABLE]
+def plot_bars(stats: dict, arch: str, table: list, path: Path, title: str) -> Path:
+    labels = [f"{g}\n{s}" for g, s, _ in table]
+    groups = list(dict.fromkeys(g for g, _, _ in table))
+    colours = [f"C{groups.index(g)}" for g, _, _ in table]
     fig, axes = plt.subplots(3, 2, figsize=(14, 9), sharex=True)
     for ax, key in zip(axes.flat, METRICS, strict=True):
-        means = [stats[(arch, g, s)][key][0] for g, s, _ in TABLE]
-        errors = [stats[(arch, g, s)][key][1] for g, s, _ in TABLE]
+        means = [stats[(arch, g, s)][key][0] for g, s, _ in table]
+        errors = [stats[(arch, g, s)][key][1] for g, s, _ in table]
         ax.bar(
-            range(len(TABLE)),
+            range(len(table)),
             np.nan_to_num(means),
             yerr=np.nan_to_num(errors),
             color=colours,
@@ -415,7 +387,7 @@ def plot_bars(stats: dict, arch: str, path: Path, title: str) -> Path:
         )
         ax.set_title(HEADERS[key], fontsize=9)
     for ax in axes[-1]:
-        ax.set_xticks(range(len(TABLE)), labels, fontsize=6)
+        ax.set_xticks(range(len(table)), labels, fontsize=6)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -443,6 +415,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="training length: the released code's (default), the text's 16k "
         "updates, or the small CPU budget",
     )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=list(TRAININGS),
+        default=list(TRAININGS),
+        metavar="SETTING",
+        help=f"train only these settings, and give the rows that use them (default: all of "
+        f"{', '.join(TRAININGS)})",
+    )
     parser.add_argument("--quick", action="store_true", help="reduced run for the tests")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -458,6 +439,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="processes of one torch thread each (default: 2 on the CPU, 1 on a GPU)",
     )
     args = parser.parse_args(argv)
+    args.settings = list(dict.fromkeys(args.settings))
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.workers is not None and args.workers < 1:
@@ -478,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = list(ARCHS) if args.arch == "all" else [args.arch]
     args.out.mkdir(parents=True, exist_ok=True)
     root = args.data_root or (args.out / "datasets" if args.quick else default_root())
-    recipes = sorted({t.recipe for t in TRAININGS.values()})
+    recipes = sorted({TRAININGS[name].recipe for name in {*args.settings, BASE}})
     paths = {recipe: str(dataset_path(recipe, root, plan)) for recipe in recipes}
     cache = args.out / "cache"
     scale = no_action_scale(paths[TRAININGS[BASE].recipe], cache, plan.eval_transitions)
@@ -501,9 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for arch in archs
         for name, training in TRAININGS.items()
+        if name in args.settings
     }
+    table = [row for row in TABLE if row[2] in args.settings]
     print(
-        f"{len(archs)} model(s) × {len(TRAININGS)} settings × {len(plan.seeds)} seeds, "
+        f"{len(archs)} model(s) × {len(args.settings)} settings × {len(plan.seeds)} seeds, "
         f"budget {plan.budget}:",
         end=" ",
     )
@@ -527,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             arch, plan, group, setting, training, seed, results[(arch, training, seed)], scale
         )
         for arch in archs
-        for group, setting, training in TABLE
+        for group, setting, training in table
         for seed in plan.seeds
     ]
     csv_path = args.out / f"table1_{plan.budget}.csv"
@@ -543,15 +527,16 @@ def main(argv: list[str] | None = None) -> int:
         config = model_config(arch, TRAININGS[BASE], plan.budget)
         lengths[arch] = f"{config.steps:,} updates of {config.batch_size:,}"
     for arch in archs:
-        table, checks = markdown_table(stats, arch), "\n".join(directions(stats, arch))
+        text, checks = markdown_table(stats, arch, table), "\n".join(directions(stats, arch))
         sections.append(
-            f"## {arch} model ({ARCHS[arch]}; {lengths[arch]})\n\n{table}\n\n"
-            f"Published directions:\n\n{checks}\n"
+            f"## {arch} model ({ARCHS[arch]}; {lengths[arch]})\n\n{text}\n\n"
+            f"Published directions:\n\n{checks or '(no comparison among these rows)'}\n"
         )
         written.append(
             plot_bars(
                 stats,
                 arch,
+                table,
                 args.out / f"table1_{plan.budget}_{arch}.png",
                 f"Table 1, {arch} model, {plan.budget} budget: mean ± s.e. over "
                 f"{len(plan.seeds)} seeds",

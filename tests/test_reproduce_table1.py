@@ -147,6 +147,43 @@ def test_a_rerun_resumes_from_the_cache(quick_run, capsys):
     assert lost.is_file()
 
 
+def test_settings_train_a_subset_and_give_the_rows_that_use_it(quick_run, tmp_path, capsys):
+    import shutil
+
+    module, out, _, rows = quick_run
+    shutil.copytree(out / "cache", tmp_path / "cache")  # the results of the full run
+    capsys.readouterr()
+    args = [
+        "--quick",
+        "--settings",
+        "low",
+        "shift",
+        "--out",
+        str(tmp_path),
+        "--data-root",
+        str(out / "datasets"),
+    ]
+    assert module.main(args) == 0
+    assert "1 model(s) × 2 settings × 2 seeds, budget quick: 4 cached, 0 to train" in (
+        capsys.readouterr().out
+    )
+    _, subset = read(tmp_path / "table1_quick.csv")
+    rows_used = [
+        ("noise", "low"),
+        ("policy", "uniform"),
+        ("augmentation", "without"),
+        ("augmentation", "shift (text)"),
+        ("action prediction", "without"),
+    ]
+    assert sorted({(r["group"], r["setting"]) for r in subset}) == sorted(rows_used)
+    assert subset == [
+        r for r in rows if r["arch"] == "published" and (r["group"], r["setting"]) in rows_used
+    ]
+    text = (tmp_path / "table1_quick.md").read_text()
+    assert "- augmentation without -> shift (text)" in text
+    assert "noise none -> low" not in text
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -154,6 +191,7 @@ def test_a_rerun_resumes_from_the_cache(quick_run, capsys):
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--budget", "huge"], "invalid choice: 'huge'"),
         (["--arch", "mine"], "invalid choice: 'mine'"),
+        (["--settings", "loud"], "invalid choice: 'loud'"),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, message, load_example, capsys, tmp_path):
