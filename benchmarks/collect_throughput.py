@@ -11,13 +11,20 @@ For each configuration, in one run, end-to-end transitions per second written to
 on the same environment, policy and episode length (200 steps). Both write the env's
 infos. The timed span includes environment creation and the final dataset on disk.
 
+Then our collector in parallel, same data (the arrays do not depend on the number of
+workers): ``collect(..., workers=1)`` against ``workers=2`` (two processes writing two
+shards), and Ray with 2 CPUs (``ray.init(num_cpus=2)`` done before the clock starts, its
+time printed apart), each end to end, with the ratios. On a 2-core machine the targets
+are 2 workers >= 1.6x one worker and Ray within 20% of 2 workers.
+
 Then the peak memory (max RSS) of our collector at two dataset sizes, each in a fresh
-subprocess, to show that it does not grow with the number of transitions.
+subprocess, to show that it does not grow with the number of transitions: of the
+process itself with one worker, and of each worker process with two.
 
 Minari's ``DataCollector`` needs ``minari[create]`` (it imports jax); without it the
 baseline is reported as missing and only our rates are measured.
 
-Usage:  python benchmarks/collect_throughput.py [--quick] [--no-memory]
+Usage:  python benchmarks/collect_throughput.py [--quick] [--no-memory] [--no-ray]
 """
 
 from __future__ import annotations
@@ -103,6 +110,7 @@ class Timing:
     wall: float  # seconds
     cpu: float  # CPU seconds of this process (user + system): less sensitive to other load
     bytes: int  # on disk
+    all_cpu: float = 0.0  # CPU seconds of this process and its worker processes
 
     @property
     def rate(self) -> float:
@@ -113,21 +121,36 @@ class Timing:
         return self.transitions / self.cpu
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished child processes (worker processes)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Clock:
     def __enter__(self) -> Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.children = _children_cpu()
         return self
 
     def __exit__(self, *exc) -> None:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        self.children = _children_cpu() - self.children
 
 
-def run_ours(case: Case, episodes: int, root: Path) -> Timing:
-    """Our collector, end to end (env creation to the published dataset)."""
+def run_ours(
+    case: Case, episodes: int, root: Path, workers: int | None = 1, ray: str | None = None
+) -> Timing:
+    """Our collector, end to end (env creation to the published dataset). ``cpu`` is this
+    process's only: with workers it leaves out theirs."""
     config = case.config(episodes, "bench/ours-v0")
     with Clock() as clock:
-        summary = collect(config, root=root, progress=False)
-    return Timing(summary.transitions, clock.wall, clock.cpu, dir_bytes(summary.path))
+        summary = collect(config, root=root, progress=False, workers=workers, ray=ray)
+    timing = Timing(summary.transitions, clock.wall, clock.cpu, dir_bytes(summary.path))
+    timing.all_cpu = clock.cpu + clock.children  # with worker processes (not Ray's)
+    return timing
 
 
 def minari_available() -> str | None:
@@ -199,22 +222,36 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def memory_child(case_index: int, episodes: int, root: str) -> None:
+def memory_child(case_index: int, episodes: int, root: str, workers: int) -> None:
     """Runs in a fresh interpreter (Linux): RSS after imports and the peak RSS while
     collecting. Writing 5 to /proc/self/clear_refs resets the peak (VmHWM) to the current
-    RSS, so the peak is that of the collection, not of importing torch or Minari."""
+    RSS, so the peak is that of the collection, not of importing torch or Minari. With
+    workers, the largest peak RSS among them (getrusage of the waited-for children)."""
+    import resource
+
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
-    timing = run_ours(CASES[case_index], episodes, Path(root))
+    timing = run_ours(CASES[case_index], episodes, Path(root), workers=workers)
     peak = _status_kib("VmHWM")
-    print(json.dumps({"before_kib": before, "peak_kib": peak, "transitions": timing.transitions}))
+    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "before_kib": before,
+                "peak_kib": peak,
+                "worker_peak_kib": worker_peak,
+                "transitions": timing.transitions,
+            }
+        )
+    )
 
 
-def measure_memory(case_index: int, episodes: int, tmp: Path) -> dict[str, int]:
-    root = tmp / f"memory-{episodes}"
+def measure_memory(case_index: int, episodes: int, tmp: Path, workers: int = 1) -> dict[str, int]:
+    root = tmp / f"memory-{episodes}-{workers}"
+    args = [str(case_index), str(episodes), str(root), str(workers)]
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(case_index), str(episodes), str(root)],
+            [sys.executable, __file__, "--memory-child", *args],
             check=True,
             capture_output=True,
             text=True,
@@ -257,6 +294,70 @@ def print_table(rows: list[tuple[Case, Timing, Timing | None]]) -> None:
         print(line)
 
 
+# ---------------------------------------------------------------- parallel
+
+
+def measure_parallel(case: Case, episodes: int, tmp: Path) -> dict[str, Timing]:
+    """One worker against two, on the same data."""
+    timings = {}
+    for workers in (1, 2):
+        root = tmp / f"workers-{workers}"
+        timings[f"{workers} worker" + "s" * (workers > 1)] = run_ours(case, episodes, root, workers)
+        shutil.rmtree(root)
+    return timings
+
+
+def measure_ray(parallel: list[tuple[Case, dict[str, Timing]]], scale: int, tmp: Path) -> str:
+    """Ray with 2 CPUs, started once before the clocks; returns a note on Ray's start."""
+    try:
+        import ray
+    except ImportError:
+        for _, timings in parallel:
+            timings["Ray, 2 CPUs"] = None
+        return "Ray not measured: pip install 'lam-envs[ray]'"
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with Clock() as start:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for i, (case, timings) in enumerate(parallel):
+            root = tmp / f"ray-{i}"
+            episodes = max(1, case.ours_episodes // scale)
+            timings["Ray, 2 CPUs"] = run_ours(case, episodes, root, workers=None, ray="")
+            shutil.rmtree(root)
+            print(f"  measured {case.name} on Ray", file=sys.stderr)
+    finally:
+        ray.shutdown()
+    return f"ray.init(num_cpus=2) took {start.wall:.1f} s, not counted above"
+
+
+def print_parallel(parallel: list[tuple[Case, dict[str, Timing]]], ray_note: str | None) -> None:
+    print("\nin parallel, transitions/s end to end (same data; targets: 2 workers >= 1.6x one,")
+    print("Ray within 20% of 2 workers)")
+    header = (
+        f"{'configuration':41} {'1 worker':>10} {'2 workers':>10} {'ratio':>6} "
+        f"{'Ray, 2 CPUs':>12} {'vs 2 workers':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for case, t in parallel:
+        one, two, on_ray = t["1 worker"], t["2 workers"], t.get("Ray, 2 CPUs")
+        cells = [f"{one.rate:>10,.0f}", f"{two.rate:>10,.0f}", f"{two.rate / one.rate:>5.2f}x"]
+        if on_ray is None:
+            cells += [f"{'n/a':>12}", f"{'n/a':>13}"]
+        else:
+            cells += [f"{on_ray.rate:>12,.0f}", f"{on_ray.rate / two.rate - 1:>+12.0%}"]
+        print(f"{case.name:41} " + " ".join(cells))
+    print("\nCPU seconds of all our processes (less sensitive to other load than the rates):")
+    for case, t in parallel:
+        one, two = t["1 worker"], t["2 workers"]
+        print(
+            f"  {case.name}: 1 worker {one.all_cpu:.1f} s, 2 workers {two.all_cpu:.1f} s "
+            f"({two.all_cpu / one.all_cpu - 1:+.0%}: imports of the workers, the links)"
+        )
+    if ray_note:
+        print(f"  {ray_note}")
+
+
 def _mib(kib: int) -> str:
     return f"{kib / 1024:,.0f} MiB"
 
@@ -269,11 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--profile", action="store_true", help="also cProfile our collector (first config)"
     )
-    p.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--no-parallel", action="store_true", help="skip workers 1 vs 2 and Ray")
+    p.add_argument("--no-ray", action="store_true", help="skip Ray (needs lam-envs[ray])")
+    p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
-        case_index, episodes, root = args.memory_child
-        memory_child(int(case_index), int(episodes), root)
+        case_index, episodes, root, workers = args.memory_child
+        memory_child(int(case_index), int(episodes), root, int(workers))
         return 0
 
     scale = 50 if args.quick else 1
@@ -301,16 +404,29 @@ def main(argv: list[str] | None = None) -> int:
         if why_no_minari is not None:
             print(f"minari DataCollector not measured: {why_no_minari}")
 
+        if not args.no_parallel:
+            parallel = []
+            for i, case in enumerate(CASES):
+                episodes = max(1, case.ours_episodes // scale)
+                parallel.append((case, measure_parallel(case, episodes, tmp / f"par-{i}")))
+                print(f"  measured {case.name} in parallel", file=sys.stderr)
+            ray_note = None
+            if not args.no_ray:
+                ray_note = measure_ray(parallel, scale, tmp)
+            print_parallel(parallel, ray_note)
+
         if not args.no_memory:
             small = 50 if args.quick else 500
             sizes = (small, small * 10)
             print(f"\npeak memory of our collector, {CASES[0].name}, fresh process each:")
             for episodes in sizes:
                 m = measure_memory(0, episodes, tmp)
+                w = measure_memory(0, episodes, tmp, workers=2)
                 print(
                     f"  {m['transitions']:>12,} transitions: peak RSS {_mib(m['peak_kib']):>9} "
                     f"(after imports {_mib(m['before_kib'])}, "
-                    f"growth while collecting {_mib(m['peak_kib'] - m['before_kib'])})"
+                    f"growth while collecting {_mib(m['peak_kib'] - m['before_kib'])}); "
+                    f"with 2 workers, each worker {_mib(w['worker_peak_kib'])}"
                 )
         if args.profile:
             profile_ours(CASES[0], max(1, CASES[0].ours_episodes // scale // 5), tmp)

@@ -3,9 +3,9 @@
     python examples/label_budget_study.py            # full study (<= 30 min on 2 cores)
     python examples/label_budget_study.py --quick    # reduced, for the tests (seconds)
 
-On the grid with action-correlated distractors (``distractor_correlation`` ρ > 0: the noise
-row shows the action's pattern with probability ρ) and without them (ρ = 0, the control;
-same i.i.d. noise row otherwise), three LAMs go through the LAPO-style pipeline
+On the grid whose noise row leaks the action (``action_leak`` ρ > 0: the noise row shows
+the action's pattern with probability ρ) and without the leak (ρ = 0, the control; same
+i.i.d. noise row otherwise), three LAMs go through the LAPO-style pipeline
 (:mod:`lam_models.pipeline`) at several label fractions and seeds:
 
 - ``vq``: the VQ LAM (LAPO-style), unsupervised;
@@ -23,7 +23,7 @@ and without labels.
 Each seed has its own dataset (collected with that seed); the unsupervised LAMs never read
 labels, so one model per seed serves every label fraction; label subsets are nested across
 fractions. Seeds (and label fractions) of one LAM kind train as one batched model, and the
-two distractor settings run in two worker processes with one torch thread each.
+settings run in two worker processes with one torch thread each.
 """
 
 from __future__ import annotations
@@ -57,22 +57,31 @@ from lam_models.split import DataSplit  # noqa: E402
 
 METHODS = ("vq", "laom", "laom+labels")
 COLUMNS = [
-    "setting", "noise_intensity", "distractor_correlation", "method", "label_fraction", "seed",
-    "nmse_action", "probe_controllable_loss", "probe_stochastic_loss", "agreement", "return",
+    "setting",
+    "noise_intensity",
+    "action_leak",
+    "method",
+    "label_fraction",
+    "seed",
+    "nmse_action",
+    "probe_controllable_loss",
+    "probe_stochastic_loss",
+    "agreement",
+    "return",
     "full_bc_return",
     "normalised_return",
-]  # fmt: skip
+]
 
 
 @dataclass(frozen=True)
 class Study:
     """The study's settings; ``QUICK`` is a scaled-down copy for the tests."""
 
-    # (name, noise_intensity, distractor_correlation ρ) of each setting.
+    # (name, noise_intensity, action_leak ρ) of each setting.
     settings: tuple[tuple[str, float, float], ...] = (
         ("none", 0.0, 0.0),  # control: no noise row at all
         ("iid", 1.0, 0.0),  # i.i.d. noise row, uncorrelated with the action
-        ("correlated", 1.0, 0.8),  # action-correlated distractors
+        ("correlated", 1.0, 0.8),  # the action leaks into the noise row
     )
     epsilon: float = 0.3  # snaking policy's exploration: enough action variety to learn from
     fractions: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1)
@@ -102,7 +111,7 @@ def _dataset(study: Study, setting: tuple[str, float, float], seed: int, root: P
     """Collect (or reuse) the dataset of one setting and seed, with labels to spare."""
     config = CollectConfig(
         env="GridLAM-v0",
-        env_kwargs={"noise_intensity": setting[1], "distractor_correlation": setting[2]},
+        env_kwargs={"noise_intensity": setting[1], "action_leak": setting[2]},
         policy="snaking",
         epsilon=study.epsilon,
         episodes=study.episodes,
@@ -152,9 +161,14 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
                 latents[method, *key, part] = z
         for (s, f), sp in zip(keys, group, strict=True):
             probes[method, s, f] = evaluate_latents(
-                latents[method, s, f, "train"], latents[method, s, f, "test"],
-                sp.train, sp.test, True, spec.action_dim, s,
-            )  # fmt: skip
+                latents[method, s, f, "train"],
+                latents[method, s, f, "test"],
+                sp.train,
+                sp.test,
+                True,
+                spec.action_dim,
+                s,
+            )
         print(
             f"  {label:<10} {method:<12} LAM ×{len(group)} {time.perf_counter() - start:6.1f} s",
             flush=True,
@@ -171,16 +185,23 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
     latent_policy = fit_policy(
         np.stack([flat[s] for _, s, _ in lam_keys]),
         np.stack([latents[k + ("train",)] for k in lam_keys]),
-        every, "regression", seeds=[s for _, s, _ in lam_keys], **common,
-    )  # fmt: skip
+        every,
+        "regression",
+        seeds=[s for _, s, _ in lam_keys],
+        **common,
+    )
     bc_keys = [("labelled_bc", s, f) for s, f in grid] + [("full_bc", s, None) for s in seeds]
     bc = fit_policy(
         np.stack([flat[s] for _, s, _ in bc_keys]),
         np.stack([truth[s] for _, s, _ in bc_keys]),
-        np.stack([labelled[s, f].train.label_mask if f is not None else every[0]
-                  for _, s, f in bc_keys]),
-        "classification", seeds=[s for _, s, _ in bc_keys], d_out=spec.action_dim, **common,
-    )  # fmt: skip
+        np.stack(
+            [labelled[s, f].train.label_mask if f is not None else every[0] for _, s, f in bc_keys]
+        ),
+        "classification",
+        seeds=[s for _, s, _ in bc_keys],
+        d_out=spec.action_dim,
+        **common,
+    )
 
     # Stage 4: decoders, one per (method, seed, fraction), each on its labelled subset.
     dec_keys = [(m, s, f) for m in METHODS for s, f in grid]
@@ -192,8 +213,12 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
         np.stack([latents[lam_of(*k) + ("train",)] for k in dec_keys]),
         np.stack([labelled[s, f].train.actions for _, s, f in dec_keys]),  # visible labels
         np.stack([labelled[s, f].train.label_mask for _, s, f in dec_keys]),
-        True, spec.action_dim, study.policy_steps, [s for _, s, _ in dec_keys], base.width,
-    )  # fmt: skip
+        True,
+        spec.action_dim,
+        study.policy_steps,
+        [s for _, s, _ in dec_keys],
+        base.width,
+    )
     # Each decoder copy composed with the latent policy of its own LAM.
     per_decoder = latent_policy.select([lam_keys.index(lam_of(*k)) for k in dec_keys])
 
@@ -221,16 +246,23 @@ def run_setting(study: Study, setting: tuple[str, float, float], root: Path) -> 
             if method == "full_bc":
                 continue
             probe = probes.get(lam_of(method, s, f), {}) if name == "composed" else {}
-            rows.append({
-                "setting": label, "noise_intensity": noise,
-                "distractor_correlation": rho, "method": method, "label_fraction": f, "seed": s,
-                "nmse_action": probe.get("nmse_action", math.nan),
-                "probe_controllable_loss": probe.get("probe_controllable_loss", math.nan),
-                "probe_stochastic_loss": probe.get("probe_stochastic_loss", math.nan),
-                "agreement": float(r["agreement"][i]), "return": float(r["return"][i]),
-                "full_bc_return": float(full_return[s]),
-                "normalised_return": float(r["return"][i] / full_return[s]),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "setting": label,
+                    "noise_intensity": noise,
+                    "action_leak": rho,
+                    "method": method,
+                    "label_fraction": f,
+                    "seed": s,
+                    "nmse_action": probe.get("nmse_action", math.nan),
+                    "probe_controllable_loss": probe.get("probe_controllable_loss", math.nan),
+                    "probe_stochastic_loss": probe.get("probe_stochastic_loss", math.nan),
+                    "agreement": float(r["agreement"][i]),
+                    "return": float(r["return"][i]),
+                    "full_bc_return": float(full_return[s]),
+                    "normalised_return": float(r["return"][i] / full_return[s]),
+                }
+            )
     print(f"  {label:<10} done in {time.perf_counter() - start:.1f} s", flush=True)
     return rows
 
@@ -257,13 +289,13 @@ LABELS = {
 TITLES = {
     "none": "no noise row (control)",
     "iid": "i.i.d. noise row (ρ = 0)",
-    "correlated": "action-correlated distractors",
+    "correlated": "the action leaks into the noise row",
 }
 
 
 def _settings(rows: list[dict]) -> list[tuple[str, float, float]]:
     """(name, noise_intensity, ρ) of the settings in ``rows``, in the study's order."""
-    found = {(r["setting"], r["noise_intensity"], r["distractor_correlation"]) for r in rows}
+    found = {(r["setting"], r["noise_intensity"], r["action_leak"]) for r in rows}
     order = list(TITLES)
     return sorted(found, key=lambda s: (order.index(s[0]) if s[0] in order else 99, s))
 
@@ -274,9 +306,11 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(2, len(settings), figsize=(5 * len(settings), 8), squeeze=False)
     for col, (name, noise, rho) in enumerate(settings):
         for row, (metric, ylabel) in enumerate(
-            (("normalised_return", "return / return of BC on full labels"),
-             ("nmse_action", "probe nmse of the true action (one-hot)"))
-        ):  # fmt: skip
+            (
+                ("normalised_return", "return / return of BC on full labels"),
+                ("nmse_action", "probe nmse of the true action (one-hot)"),
+            )
+        ):
             ax = axes[row, col]
             for method in (*METHODS, "labelled_bc"):
                 if metric == "nmse_action" and method == "labelled_bc":

@@ -45,10 +45,26 @@ from lam_models.metrics import mean_stderr  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 
 COLUMNS = [
-    "figure", "seed", "d_o", "d_a", "d_z", "d_b", "sigma_iid", "sigma_exo", "chi", "kappa",
-    "label_fraction", "latent", "nmse_a", "nmse_q", "nmse_eps", "nmse_o", "llo",
-    "recon_loss", "analytic_loss",
-]  # fmt: skip
+    "figure",
+    "seed",
+    "d_o",
+    "d_a",
+    "d_z",
+    "d_b",
+    "sigma_iid",
+    "sigma_exo",
+    "chi",
+    "kappa",
+    "label_fraction",
+    "latent",
+    "nmse_a",
+    "nmse_q",
+    "nmse_eps",
+    "nmse_o",
+    "llo",
+    "recon_loss",
+    "analytic_loss",
+]
 FIGURES = ("F3a", "F3b", "F3c", "F6a", "F6b", "F6c")
 
 
@@ -113,8 +129,14 @@ QUICK = Sweep(
     f6c_train_transitions=4096,
 )
 
-LATENT = {"F3a": "surrogate", "F3b": "surrogate", "F3c": "surrogate", "F6a": "surrogate",
-          "F6b": "true", "F6c": "surrogate"}  # fmt: skip
+LATENT = {
+    "F3a": "surrogate",
+    "F3b": "surrogate",
+    "F3c": "surrogate",
+    "F6a": "surrogate",
+    "F6b": "true",
+    "F6c": "surrogate",
+}
 
 
 @dataclass(frozen=True)
@@ -136,12 +158,21 @@ def jobs(s: Sweep) -> list[Job]:
     """Every (figure, setting, seed) run of the sweep."""
     out: list[Job] = []
 
-    def add(figure: str, d_z: int, env: dict, policy="random", chi=None,
-            train_transitions=s.train_transitions, label_fraction=1.0, **lam) -> None:  # fmt: skip
+    def add(
+        figure: str,
+        d_z: int,
+        env: dict,
+        policy="random",
+        chi=None,
+        train_transitions=s.train_transitions,
+        label_fraction=1.0,
+        **lam,
+    ) -> None:
         for seed in s.seeds:
             kwargs = {"d_o": s.d_o, "d_a": s.d_a, **env, "structure_seed": seed}
-            stream = StreamConfig(env_kwargs=kwargs, policy=policy, chi=chi,
-                                  train_transitions=train_transitions)  # fmt: skip
+            stream = StreamConfig(
+                env_kwargs=kwargs, policy=policy, chi=chi, train_transitions=train_transitions
+            )
             config = LinearConfig(latent_dim=d_z, steps=s.steps, **lam)
             out.append(Job(figure, stream, config, seed, label_fraction, s.eval_transitions))
 
@@ -184,8 +215,13 @@ def run_jobs(all_jobs: list[Job], progress: bool) -> list[dict]:
     for (d_z, head), group in sorted(groups.items()):
         start = time.perf_counter()
         sources = [j.source() for j in group]
-        lam = LinearLAM.train([j.lam for j in group], sources, [j.seed for j in group],
-                              device="cpu", progress=progress)  # fmt: skip
+        lam = LinearLAM.train(
+            [j.lam for j in group],
+            sources,
+            [j.seed for j in group],
+            device="cpu",
+            progress=progress,
+        )
         results = lam.metrics(sources)
         print(
             f"  d_z={d_z:<3} head={'yes' if head else 'no ':<3} {len(group):>3} models "

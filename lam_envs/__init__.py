@@ -6,15 +6,29 @@ Importing the package registers the environments with Gymnasium:
   ``LinearLAM-OtherAgentsStrong-v0``): o' = o + X a + ε.
 - ``GridLAM-v0`` (low noise) and presets ``GridLAM-NoNoise-v0``, ``GridLAM-LowNoise-v0``,
   ``GridLAM-HighNoise-v0``: a square moved in a 4×4 image above a noise row.
+- The distracting grid, 32×32 pixels (8 per cell), no noise row: ``GridLAM-Distracting-v0``
+  (every distractor), each distractor alone (``GridLAM-OtherAgents-v0``,
+  ``GridLAM-CorrelatedAgents-v0``, ``GridLAM-Background-v0``, ``GridLAM-Shake-v0``,
+  ``GridLAM-ColourDrift-v0``) and the control without any, ``GridLAM-Clean-v0``.
 
 Each has a native vector env: ``gym.make_vec(id, num_envs=N)``.
 """
 
 from __future__ import annotations
 
+from lam_envs.cli import quiet_interrupt_during_startup
+
+quiet_interrupt_during_startup()  # first: `python -m lam_envs.X` exits quietly on Ctrl-C
+
 from gymnasium.envs.registration import register, registry
 
-from lam_envs.grid import GRID_PRESETS, GridLAMConfig, GridLAMEnv, GridLAMVectorEnv
+from lam_envs.grid import (
+    DISTRACTOR_SETTINGS,
+    GRID_PRESETS,
+    GridLAMConfig,
+    GridLAMEnv,
+    GridLAMVectorEnv,
+)
 from lam_envs.linear import LINEAR_PRESETS, LinearLAMConfig, LinearLAMEnv, LinearLAMVectorEnv
 from lam_envs.policies import make_policy
 
@@ -32,6 +46,13 @@ ENV_IDS: dict[str, tuple[str, str | None]] = {
     "GridLAM-NoNoise-v0": ("grid", "none"),
     "GridLAM-LowNoise-v0": ("grid", "low"),
     "GridLAM-HighNoise-v0": ("grid", "high"),
+    "GridLAM-Clean-v0": ("grid", "clean"),
+    "GridLAM-OtherAgents-v0": ("grid", "other_agents"),
+    "GridLAM-CorrelatedAgents-v0": ("grid", "correlated_agents"),
+    "GridLAM-Background-v0": ("grid", "background"),
+    "GridLAM-Shake-v0": ("grid", "shake"),
+    "GridLAM-ColourDrift-v0": ("grid", "colour_drift"),
+    "GridLAM-Distracting-v0": ("grid", "distracting"),
 }
 
 
@@ -54,6 +75,7 @@ def register_envs() -> None:
 register_envs()
 
 __all__ = [
+    "DISTRACTOR_SETTINGS",
     "ENV_IDS",
     "GRID_PRESETS",
     "LINEAR_PRESETS",

@@ -12,18 +12,98 @@ envs seeded ``s, s + 1, ...``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lam_envs._pool import ArrayPool
-from lam_envs.validate import check_int
+from lam_envs.validate import check_int, check_seed
+
+try:
+    from gymnasium.vector import AutoresetMode
+
+    _AUTORESET: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+except ImportError:  # gymnasium 1.0: no AutoresetMode, every vector env resets on the next step
+    _AUTORESET = {}
 
 Info = dict[str, np.ndarray]
+
+
+class ActionCheck:
+    """Checks and converts the actions ``step`` receives, so nothing wrong is reshaped or
+    cast silently: ``check(actions) -> array`` of shape (batch, *space.shape), int64 for a
+    ``Discrete`` space and float32 for a ``Box``; ``batch=None`` checks one action of a
+    single env (shape ``space.shape``). Raises ``ValueError`` for a wrong shape, a discrete
+    action out of range or not integral, a continuous one NaN, infinite or out of bounds.
+    """
+
+    def __init__(self, space: gym.spaces.Space, batch: int | None):
+        self.space, self.batch = space, batch
+        self.shape = space.shape if batch is None else (batch, *space.shape)
+        self.what = "action" if batch is None else f"actions of the {batch} envs"
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        if self.discrete:
+            self.low, self.high = int(space.start), int(space.start + space.n - 1)
+            self.allowed = f"integers in [{self.low}, {self.high}]"
+        else:
+            self.low, self.high = space.low, space.high
+            self.bounded = bool(np.isfinite(space.low).any() or np.isfinite(space.high).any())
+            self.allowed = f"finite numbers, shape {space.shape}"
+
+    def _refuse(self, actions: Any, detail: str) -> None:
+        raise ValueError(f"{self.what} must be {self.allowed}; {detail}, got {actions!r}")
+
+    def __call__(self, actions: Any) -> np.ndarray:
+        a = np.asarray(actions)
+        if a.shape != self.shape:
+            raise ValueError(
+                f"{self.what} must have shape {self.shape}, got shape {a.shape}: {actions!r}"
+            )
+        kind = a.dtype.kind
+        if self.discrete:
+            if kind not in "iu":
+                integral = kind == "f" and np.isfinite(a).all() and (a == np.rint(a)).all()
+                if not integral:
+                    self._refuse(actions, f"dtype {a.dtype}")
+                a = a.astype(np.int64)
+            if a.size and (a.min() < self.low or a.max() > self.high):
+                self._refuse(actions, "out of range")
+            return a.astype(np.int64, copy=False).reshape(-1)
+        if kind not in "fiu":
+            self._refuse(actions, f"dtype {a.dtype}")
+        a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():
+            self._refuse(actions, "not finite")
+        if self.bounded and ((a < self.low).any() or (a > self.high).any()):
+            self._refuse(actions, f"outside [{self.low}, {self.high}]")
+        return a.reshape(-1, *self.space.shape)
+
+
+class RenderModes(list):
+    """The ``render_modes`` of an environment's metadata. ``gym.make`` asks
+    ``render_mode in render_modes`` before the environment sees the value, then calls string
+    methods on it; a value that is not a string is refused here, with a message naming it,
+    instead of an ``AttributeError`` inside Gymnasium."""
+
+    def __contains__(self, render_mode: object) -> bool:
+        if render_mode is not None and not isinstance(render_mode, str):
+            check_render_mode(render_mode, self)
+        return super().__contains__(render_mode)
+
+
+def check_render_mode(render_mode: Any, allowed: Sequence[str]) -> str | None:
+    if render_mode is not None and (
+        not isinstance(render_mode, str) or not list.__contains__(allowed, render_mode)
+    ):
+        raise ValueError(
+            f"unknown render_mode {render_mode!r}; allowed: None, " + ", ".join(map(repr, allowed))
+        )
+    return render_mode
 
 
 class BatchDynamics(ABC):
@@ -76,28 +156,28 @@ class BatchEnv(gym.Env):
     """
 
     dynamics_class: type[BatchDynamics]
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    metadata: dict[str, Any] = {"render_modes": RenderModes(["ansi", "rgb_array"]), "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **params: Any):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"unknown render_mode {render_mode!r}; allowed: None, "
-                + ", ".join(map(repr, self.metadata["render_modes"]))
-            )
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.dynamics = self.dynamics_class(num_envs=1, **params)
         self.config = self.dynamics.config
         self.observation_space = self.dynamics.observation_space
         self.action_space = self.dynamics.action_space
         self._index = np.zeros(1, dtype=np.int64)
+        self._check_action = ActionCheck(self.action_space, None)
+        self._was_reset = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+        super().reset(seed=check_seed("seed", seed))
         info = self.dynamics.reset(self._index, [self.np_random])
+        self._was_reset = True
         return self.dynamics.observations()[0], _first(info)
 
     def step(self, action):
-        actions = np.asarray(action)[None]
+        if not self._was_reset:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        actions = self._check_action(action)
         rewards, info = self.dynamics.step(actions, [self.np_random], None)
         obs = self.dynamics.observations()[0]
         # The process never ends by itself; episodes are cut by TimeLimit (max_episode_steps).
@@ -121,7 +201,7 @@ class BatchVectorEnv(VectorEnv):
     metadata: dict[str, Any] = {
         "render_modes": ["ansi", "rgb_array"],
         "render_fps": 4,
-        "autoreset_mode": AutoresetMode.NEXT_STEP,
+        **_AUTORESET,
     }
 
     def __init__(
@@ -134,13 +214,8 @@ class BatchVectorEnv(VectorEnv):
         self.num_envs = check_int("num_envs", num_envs, low=1)
         if max_episode_steps is not None:
             max_episode_steps = check_int("max_episode_steps", max_episode_steps, low=1)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"unknown render_mode {render_mode!r}; allowed: None, "
-                + ", ".join(map(repr, self.metadata["render_modes"]))
-            )
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.max_episode_steps = max_episode_steps
-        self.render_mode = render_mode
         self.dynamics = self.dynamics_class(num_envs=self.num_envs, **params)
         self.config = self.dynamics.config
         self.single_observation_space = self.dynamics.observation_space
@@ -151,13 +226,19 @@ class BatchVectorEnv(VectorEnv):
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
         self._all = np.arange(self.num_envs)
+        self._check_actions = ActionCheck(self.single_action_space, self.num_envs)
+        self._was_reset = False  # every member has been reset once
 
     @property
     def env_rngs(self) -> list[np.random.Generator]:
         """The per-member generators (member i's equals a single env's ``np_random``)."""
         return self._rngs
 
-    def reset(self, *, seed: int | list[int | None] | None = None, options=None):
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options=None):
+        if seed is not None and (
+            isinstance(seed, str) or not isinstance(seed, Sequence | np.ndarray)
+        ):
+            seed = check_seed("seed", seed)
         super().reset(seed=seed if isinstance(seed, int) else None)
         index = self._all
         if options is not None and "reset_mask" in options:
@@ -169,10 +250,10 @@ class BatchVectorEnv(VectorEnv):
             index = np.flatnonzero(mask)
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, int | np.integer):
-            seeds = [int(seed) + i for i in range(self.num_envs)]
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
         else:
-            seeds = list(seed)
+            seeds = [check_seed(f"seed[{i}]", s) for i, s in enumerate(seed)]
             if len(seeds) != self.num_envs:
                 raise ValueError(
                     f"seed must be an int or a list of {self.num_envs} seeds, got {len(seeds)}"
@@ -183,6 +264,7 @@ class BatchVectorEnv(VectorEnv):
         reset_info = self.dynamics.reset(index, self._rngs)
         self._elapsed[index] = 0
         self._needs_reset[index] = False
+        self._was_reset = self._was_reset or all(rng is not None for rng in self._rngs)
         if len(index) == self.num_envs:
             return self.dynamics.observations(), reset_info
         info = _zeros_like_batch(reset_info, self.num_envs)
@@ -190,7 +272,9 @@ class BatchVectorEnv(VectorEnv):
         return self.dynamics.observations(), info
 
     def step(self, actions):
-        actions = np.asarray(actions)
+        if not self._was_reset:
+            raise gym.error.ResetNeeded("call reset() (of every env) before step()")
+        actions = self._check_actions(actions)
         resetting = np.flatnonzero(self._needs_reset)
         n = self.num_envs
         if resetting.size == 0:

@@ -3,22 +3,26 @@
 Minari's own ``DataCollector`` buffers every step in Python and writes each episode
 through h5py's high-level API; that suits interactive use, not millions of transitions.
 This writer takes episodes as arrays and writes them with h5py's low-level API in
-Minari's on-disk layout (``data/main_data.hdf5``: one group ``episode_{i}`` per episode
-with ``observations`` (L+1), ``actions``, ``rewards``, ``terminations``, ``truncations``
-(L) and an ``infos`` group of (L+1)-row arrays; ``data/metadata.json``), so
-``minari.load_dataset``, ``minari show`` and ``recover_environment`` read it as usual.
+Minari's on-disk layout: one group ``episode_{i}`` per episode with ``observations``
+(L+1), ``actions``, ``rewards``, ``terminations``, ``truncations`` (L) and an ``infos``
+group of (L+1)-row arrays, and ``data/metadata.json``.
 
-Atomicity: everything is written under a hidden staging folder of the root (Minari lists
-no hidden folder) and renamed into place only when complete. An interrupted run leaves no
-dataset under its id; a stale staging folder is removed by the next run.
+Several workers write at once, each to its own shard file ``data/shard-K.hdf5``; the
+``data/main_data.hdf5`` that Minari opens holds one HDF5 external link per episode,
+``episode_{i}`` -> ``shard-K.hdf5:/episode_{i}``, with a relative file name that HDF5
+resolves beside the main file (so the folder can be moved). h5py follows such links like
+groups, so ``minari.load_dataset``, ``minari show``, ``recover_environment`` and our
+loader read the dataset unchanged.
+
+Atomicity: everything is written under a hidden staging folder of the root and renamed
+into place only when complete (``lam_envs._staging``): an interrupted run leaves no
+dataset under its id, and a dataset that appears under the id meanwhile is not replaced.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,19 +30,14 @@ from typing import Any
 import gymnasium as gym
 import h5py
 import numpy as np
-from minari.dataset.minari_storage import MinariStorage
-from minari.namespace import NAMESPACE_METADATA_FILENAME
 
-STAGING = ".lam-envs-staging"
+from lam_envs import _staging as staging
+
 _COMPACT_BYTES = 32 * 1024  # small datasets live in the object header: much faster to create
 
 
 def _noop() -> None:
     pass
-
-
-def dataset_dir(root: Path, dataset_id: str) -> Path:
-    return Path(root, dataset_id)
 
 
 def _dcpl(compact: bool) -> h5py.h5p.PropDCID:
@@ -52,6 +51,9 @@ def _dcpl(compact: bool) -> h5py.h5p.PropDCID:
 _DCPL = {True: _dcpl(True), False: _dcpl(False)}
 _GCPL = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
 _GCPL.set_obj_track_times(False)
+_FCPL = h5py.h5p.create(h5py.h5p.FILE_CREATE)  # links listed in creation order, like h5py's
+_FCPL.set_link_creation_order(h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED)
+MAIN_FILE = "main_data.hdf5"
 
 
 def _group(parent: h5py.h5g.GroupID, name: str) -> h5py.h5g.GroupID:
@@ -88,8 +90,53 @@ def _tree(parent: h5py.h5g.GroupID, name: str, tree: dict[str, Any]) -> None:
             _array(group, key, value)
 
 
-class MinariWriter:
-    """Stage a Minari dataset, append batches of episodes, then publish it atomically.
+class ShardWriter:
+    """Writes episodes, in Minari's per-episode layout, to one shard file of a dataset.
+
+    Use as a context manager; the file is closed on the way out (whatever happens: the
+    caller's staging folder decides what is kept).
+    """
+
+    def __init__(self, path: Path):
+        self._file = h5py.File(path, "w")  # readers go through the main file's ordered links
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def write_episodes(
+        self,
+        episodes: dict[str, Any],
+        first: int,
+        seeds: np.ndarray,
+        check: Callable[[], None] = _noop,
+    ) -> None:
+        """Write B episodes of equal length L as ``episode_{first}`` ... ``episode_{first+B-1}``.
+
+        ``episodes`` maps observations (B, L+1, ...), actions (B, L, ...), rewards,
+        terminations, truncations (B, L) and infos (a tree of (B, L+1, ...) arrays) to data.
+        ``check`` is called between episodes (it may raise to stop).
+        """
+        root = self._file.id
+        n_episodes, n_steps = episodes["rewards"].shape
+        for j in range(n_episodes):
+            index = first + j
+            group = _group(root, f"episode_{index}")
+            _attr(group, "id", index)
+            _attr(group, "seed", int(seeds[j]))
+            _attr(group, "total_steps", n_steps)
+            for key in ("observations", "actions", "rewards", "terminations", "truncations"):
+                _array(group, key, episodes[key][j])
+            _tree(group, "infos", _take(episodes["infos"], j))
+            check()
+
+
+class DatasetStaging:
+    """A dataset being built in a staging folder: its metadata, its shard files, and the
+    ``main_data.hdf5`` that Minari opens, whose ``episode_{i}`` entries are HDF5 external
+    links (relative file names) into the shards, so the folder can be moved.
 
     Use as a context manager: leaving the block by an exception (KeyboardInterrupt
     included) removes the staging folder, and no dataset appears under the id.
@@ -106,18 +153,14 @@ class MinariWriter:
         overwrite: bool = False,
     ):
         self.root, self.dataset_id, self.overwrite = Path(root).absolute(), dataset_id, overwrite
-        self.target = dataset_dir(self.root, dataset_id)
-        if self.target.exists() and not overwrite:
-            raise FileExistsError(
-                f"dataset {dataset_id!r} already exists at {self.target}; "
-                "pass --overwrite to replace it, or choose another --dataset-id"
-            )
-        _remove_stale_staging(self.root / STAGING)
-        self.staging = self.root / STAGING / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        data_path = self.staging / "data"
-        data_path.mkdir(parents=True)
+        check_target(self.root, dataset_id, overwrite)
+        self.folder = staging.new_folder(self.root)
+        self.data_path = self.folder / "data"
+        self.data_path.mkdir(parents=True)
+        from minari.dataset.minari_storage import MinariStorage  # here: workers need no minari
+
         self._storage = MinariStorage.new(
-            data_path,
+            self.data_path,
             observation_space=observation_space,
             action_space=action_space,
             env_spec=env_spec,
@@ -125,68 +168,70 @@ class MinariWriter:
             jpeg_encoding=False,
         )
         self._storage.update_metadata({"dataset_id": dataset_id, **metadata})
-        self._file = h5py.File(data_path / "main_data.hdf5", "w", track_order=True)
-        self.total_episodes = 0
-        self.total_steps = 0
+        self._main = h5py.h5f.create(
+            str(self.data_path / MAIN_FILE).encode(), h5py.h5f.ACC_TRUNC, fcpl=_FCPL
+        )
+        self._links = h5py.h5g.open(self._main, b"/")
+        self._next_link = 0
 
-    def __enter__(self) -> MinariWriter:
+    def __enter__(self) -> DatasetStaging:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
 
-    def write_episodes(
-        self, episodes: dict[str, Any], seeds: np.ndarray, check: Callable[[], None] = _noop
-    ) -> None:
-        """Append B episodes of equal length L.
+    def shard_path(self, index: int) -> Path:
+        return self.data_path / f"shard-{index:05d}.hdf5"
 
-        ``episodes`` maps observations (B, L+1, ...), actions (B, L, ...), rewards,
-        terminations, truncations (B, L) and infos (a tree of (B, L+1, ...) arrays) to data.
-        ``check`` is called between episodes (it may raise to stop).
-        """
-        root = self._file.id
-        n_episodes, n_steps = episodes["rewards"].shape
-        for j in range(n_episodes):
-            index = self.total_episodes
-            group = _group(root, f"episode_{index}")
-            _attr(group, "id", index)
-            _attr(group, "seed", int(seeds[j]))
-            _attr(group, "total_steps", n_steps)
-            for key in ("observations", "actions", "rewards", "terminations", "truncations"):
-                _array(group, key, episodes[key][j])
-            _tree(group, "infos", _take(episodes["infos"], j))
-            self.total_episodes += 1
-            self.total_steps += n_steps
-            check()
+    def link(self, shard: str, episodes: range) -> None:
+        """Point ``episode_{e}`` of the main file, for e in ``episodes``, into ``shard``
+        (which may not exist yet: external links are resolved when read). Call in
+        episode order; links cost ~25 us each, so callers spread them over the run."""
+        if episodes.start != self._next_link:
+            raise ValueError(f"links must come in order: expected episode {self._next_link}")
+        name = shard.encode()
+        for e in episodes:
+            key = f"episode_{e}".encode()
+            self._links.links.create_external(key, name, b"/" + key)
+        self._next_link = episodes.stop
 
-    def publish(self, extra_metadata: dict[str, Any] | None = None) -> Path:
-        """Close the file, write the totals, and move the dataset into place."""
-        self._file.close()
+    def publish(self, total_episodes: int, total_steps: int, extra: dict[str, Any]) -> Path:
+        """Close the main file, write the totals, and move the dataset into place."""
+        if self._next_link != total_episodes:
+            raise ValueError(f"{self._next_link} episodes linked, {total_episodes} written")
+        self._close_main()
         self._storage.update_metadata(
             {
-                "total_episodes": self.total_episodes,
-                "total_steps": self.total_steps,
+                "total_episodes": total_episodes,
+                "total_steps": total_steps,
                 "dataset_size": self._storage.get_size(),
-                **(extra_metadata or {}),
+                **extra,
             }
         )
         _ensure_namespaces(self.root, self.dataset_id)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        trash = None
-        if self.target.exists():  # --overwrite: swap the old one out, then delete it
-            trash = self.root / STAGING / f"old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.target, trash)
-        os.replace(self.staging, self.target)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-        return self.target
+        return staging.publish(self.folder, self.root, self.dataset_id, self.overwrite)
+
+    def _close_main(self) -> None:
+        if self._main.valid:
+            self._links = None
+            self._main.close()
 
     def abort(self) -> None:
         try:
-            self._file.close()
+            self._close_main()
         finally:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def check_target(root: Path, dataset_id: str, overwrite: bool) -> None:
+    """Refuse, before any work, an id that exists (unless ``overwrite``)."""
+    target = Path(root, dataset_id)
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"dataset {dataset_id!r} already exists at {target}; "
+            "pass --overwrite to replace it, or choose another --dataset-id"
+        )
 
 
 def _take(tree: dict[str, Any], j: int) -> dict[str, Any]:
@@ -199,26 +244,8 @@ def _ensure_namespaces(root: Path, dataset_id: str) -> None:
     for depth in range(1, len(parts) + 1):
         folder = Path(root, *parts[:depth])
         folder.mkdir(parents=True, exist_ok=True)
+        from minari.namespace import NAMESPACE_METADATA_FILENAME
+
         meta = folder / NAMESPACE_METADATA_FILENAME
         if not meta.exists():
             meta.write_text(json.dumps({"description": "datasets made by lam-envs"}))
-
-
-def _remove_stale_staging(staging_root: Path) -> None:
-    """Remove staging folders of runs that are no longer alive (killed, crashed)."""
-    if not staging_root.is_dir():
-        return
-    for entry in staging_root.iterdir():
-        pid = entry.name.split("-")[0]
-        if entry.name.startswith("old-") or (pid.isdigit() and not _alive(int(pid))):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

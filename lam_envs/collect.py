@@ -3,143 +3,61 @@
     python -m lam_envs.collect --policy snaking
     python -m lam_envs.collect --env LinearLAM-v0 --preset other_agents --transitions 1e6
     python -m lam_envs.collect --recipe datasets/grid-low-correlated.toml
+    python -m lam_envs.collect --transitions 1e8 --workers 16          # every core
+    python -m lam_envs.collect --transitions 1e9 --ray auto            # a Ray cluster
 
 Rolls the native vector environment out under a behaviour policy, and writes the episodes
 to a Minari dataset (HDF5) in chunks, so memory does not grow with the dataset. A fraction
 of the transitions (or of whole episodes) keeps its action; the others get a sentinel
 (NaN for continuous actions, -1 for discrete ones). The ground truth of every step sits
 under ``infos/oracle``, for evaluation only. See the README's "Dataset contract".
+
+What to collect is a ``CollectConfig`` (``lam_envs._collect_config``, validated there).
+Work is cut into blocks of episodes whose randomness depends only on the seed and the
+block (``lam_envs._shards``), so N worker processes (``--workers``) or Ray tasks
+(``--ray``, ``lam_envs._workers``) write N shard files of the same data that one process
+would write; ``lam_envs._minari_writer`` links them into one Minari dataset, and
+``lam_envs._staging`` publishes it atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import math
+import os
+import shutil
 import signal
 import sys
 import threading
 import time
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import minari
-import numpy as np
-from tqdm.auto import tqdm
 
 import lam_envs
-from lam_envs._minari_writer import MinariWriter
-from lam_envs.cli import Parser, parse_value
-from lam_envs.policies import POLICIES, make_policy
-from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
+from lam_envs import _shards, cli
+from lam_envs import _staging as staging
+from lam_envs._collect_config import (
+    KNOB_DEFAULTS,
+    LABEL_UNITS,
+    NAMESPACE,
+    CollectConfig,
+    check_count,
+)
+from lam_envs._minari_writer import DatasetStaging, check_target
+from lam_envs._workers import Job, WorkerError, ray_session, run_processes, run_ray
+from lam_envs.cli import Parser, parse_value, run_main
+from lam_envs.policies import POLICIES
 
-LABEL_UNITS = ("transition", "episode")
-CONTRACT_VERSION = 1  # bump when the dataset layout below changes
-_CHUNK_BYTES = 96 * 2**20  # memory for one chunk of episodes in flight
+__all__ = ["CollectConfig", "CollectSummary", "collect", "default_root", "main"]
 
-
-@dataclass(frozen=True)
-class CollectConfig:
-    """What to collect. Validated on construction; every field is also a CLI flag and a
-    recipe key."""
-
-    env: str = "GridLAM-v0"
-    preset: str | None = None
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    policy: str = "random"
-    epsilon: float | None = None
-    chi: float | None = None
-    episodes: int = 500
-    episode_length: int = 200
-    transitions: int | None = None
-    seed: int = 0
-    label_fraction: float = 0.01
-    label_unit: str = "transition"
-    full_labels: bool = False
-    dataset_id: str | None = None
-
-    def __post_init__(self):
-        check_choice("environment", self.env, lam_envs.ENV_IDS)
-        check_choice("policy", self.policy, POLICIES)
-        check_int("episode_length", self.episode_length, low=1)
-        if self.transitions is not None:
-            transitions = check_int("transitions", self.transitions, low=1)
-            object.__setattr__(self, "episodes", math.ceil(transitions / self.episode_length))
-            object.__setattr__(self, "transitions", None)
-        check_int("episodes", self.episodes, low=1)
-        check_int("seed", self.seed, low=0)
-        check_fraction("label_fraction", self.label_fraction)
-        check_choice("label_unit", self.label_unit, LABEL_UNITS)
-        knob = POLICIES[self.policy]["knob"]
-        for name in ("epsilon", "chi"):
-            value = getattr(self, name)
-            if value is not None and name != knob:
-                raise ValueError(
-                    f"--{name} does not apply to policy {self.policy!r}"
-                    + (f" (its knob is --{knob})" if knob else " (it has no knob)")
-                )
-        if self.dataset_id is not None:
-            _check_dataset_id(self.dataset_id)
-
-    @property
-    def knobs(self) -> dict[str, float]:
-        knob = POLICIES[self.policy]["knob"]
-        value = getattr(self, knob) if knob else None
-        return {} if value is None else {knob: value}
-
-    @property
-    def env_kwargs_full(self) -> dict[str, Any]:
-        preset = {} if self.preset is None else {"preset": self.preset}
-        return {**preset, **self.env_kwargs}
-
-    def default_dataset_id(self) -> str:
-        name = self.env.removesuffix("-v0").lower()
-        if self.preset:
-            name += f"-{self.preset}"
-        name += "".join(f"-{k}{_short(v)}" for k, v in sorted(self.env_kwargs.items()))
-        name += f"-{self.policy}" + "".join(f"-{k}{_short(v)}" for k, v in self.knobs.items())
-        name += f"-{self.episodes}x{self.episode_length}-lab{_short(self.label_fraction)}"
-        if self.label_unit == "episode":
-            name += "ep"
-        name += "-full" if self.full_labels else ""
-        return f"lam-envs/{name.replace('_', '')}-seed{self.seed}-v0"
-
-    @classmethod
-    def from_recipe(cls, path: Path, **overrides: Any) -> CollectConfig:
-        """A recipe is a TOML file whose keys are the fields of this class (plus
-        ``description``)."""
-        try:
-            recipe = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"recipe file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"recipe file {str(path)!r} is not valid TOML: {error}") from None
-        recipe.pop("description", None)
-        fields = [f.name for f in dataclasses.fields(cls)]
-        check_keys(f"key in recipe {Path(path).name}", recipe, fields)
-        return cls(**{**recipe, **overrides})
-
-
-def _short(value: Any) -> str:
-    """A value as Minari ids allow it (letters, digits, - and _): 0.05 -> 0p05."""
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    return text.replace(".", "p").replace("-", "m")
-
-
-def _check_dataset_id(dataset_id: str) -> None:
-    from minari.dataset.minari_dataset import DATASET_ID_RE
-
-    match = DATASET_ID_RE.fullmatch(dataset_id)
-    if match is None:
-        raise ValueError(
-            f"invalid dataset id {dataset_id!r}: Minari ids are (namespace/)name-vN with "
-            "letters, digits, '-' and '_' (a namespace of 2 characters at least)"
-        )
-    if match.group("version") is None:
-        raise ValueError(f"dataset id {dataset_id!r} needs a version suffix, e.g. {dataset_id}-v0")
+#: 1: one main_data.hdf5. 2: episodes in shard files linked from main_data.hdf5, and the
+#: data a function of (seed, block) (lam_envs._shards), whatever the number of workers.
+CONTRACT_VERSION = 2
+_OVERHEAD_PER_EPISODE = 6000  # bytes of HDF5 objects and links per episode (measured 6-7 kB)
 
 
 @dataclass
@@ -150,46 +68,26 @@ class CollectSummary:
     episodes: int
     labelled: int
     seconds: float
+    workers: str = "1 (in this process)"
+    asked_transitions: int | None = None
 
     def __str__(self) -> str:
         rate = self.transitions / max(self.seconds, 1e-9)
+        rounded = ""
+        if self.asked_transitions is not None and self.asked_transitions != self.transitions:
+            rounded = (
+                f" (asked {self.asked_transitions:,}: rounded up to whole episodes of "
+                f"{self.transitions // self.episodes} steps)"
+            )
         return (
             f"dataset {self.dataset_id}\n"
             f"  path         {self.path}\n"
-            f"  transitions  {self.transitions:,} in {self.episodes:,} episodes\n"
+            f"  transitions  {self.transitions:,} in {self.episodes:,} episodes{rounded}\n"
             f"  labelled     {self.labelled:,} transitions "
             f"({self.labelled / self.transitions:.2%})\n"
+            f"  workers      {self.workers}\n"
             f"  throughput   {rate:,.0f} transitions/s ({self.seconds:.2f} s)"
         )
-
-
-class LabelChooser:
-    """Chooses exactly k of n units uniformly at random, streaming over chunks.
-
-    Selection sampling: for a chunk of m of the r units left, with j labels left to place,
-    the number placed in the chunk is hypergeometric(j, r - j, m); their positions are
-    uniform in the chunk. The result is a uniform k-subset, with O(chunk) memory.
-    """
-
-    def __init__(self, n: int, fraction: float, rng: np.random.Generator):
-        self.left_units = n
-        self.left_labels = 0 if fraction == 0 else max(1, round(fraction * n))
-        self.total = self.left_labels
-        self.rng = rng
-
-    def next(self, m: int) -> np.ndarray:
-        j, r = self.left_labels, self.left_units
-        if j == 0:
-            k = 0
-        elif j >= r:
-            k = m
-        else:
-            k = int(self.rng.hypergeometric(j, r - j, m))
-        mask = np.zeros(m, dtype=bool)
-        mask[self.rng.choice(m, size=k, replace=False)] = True
-        self.left_labels -= k
-        self.left_units -= m
-        return mask
 
 
 class _StopRequests:
@@ -197,7 +95,7 @@ class _StopRequests:
 
     A KeyboardInterrupt raised at an arbitrary bytecode can land inside h5py's or
     weakref's callbacks, where Python prints and ignores it; checking a flag between
-    steps makes the interruption certain, and the writer then removes its staging folder.
+    steps makes the interruption certain, and the staging folder is then removed.
     """
 
     def __enter__(self):
@@ -226,36 +124,131 @@ def default_root() -> Path:
     return Path(get_dataset_path())
 
 
+def cpucheck_count() -> int:
+    """CPU cores this process may use (its affinity, where the system tells)."""
+    with contextlib.suppress(AttributeError):
+        return len(os.sched_getaffinity(0))
+    return os.cpucheck_count() or 1
+
+
+def _root(root: Path | str | None) -> Path:
+    if root is None:
+        return default_root()
+    if str(root).strip() == "":
+        raise ValueError("--root must not be empty (leave it out for Minari's root)")
+    return Path(root)
+
+
 def collect(
     config: CollectConfig,
-    root: Path | None = None,
+    root: Path | str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int | None = 1,
+    ray: str | None = None,
 ) -> CollectSummary:
-    """Roll out, label and write the dataset described by ``config``; see the module doc."""
+    """Roll out, label and write the dataset described by ``config``; see the module doc.
+
+    ``workers``: processes to write shards in parallel (1: in this process; None: one per
+    CPU core, or per Ray CPU); capped by the number of blocks of about
+    ``BLOCK_TRANSITIONS``. ``ray``: run the shards as Ray tasks instead, '' for
+    ``ray.init()``'s default, or an address ('auto', 'ray://host:10001'); an existing
+    ``ray.init`` of the caller is used as it is, and ``root`` must be a path every Ray
+    node sees. Every choice gives the same arrays.
+    """
     start = time.perf_counter()
-    root = Path(root) if root is not None else default_root()
-    _check_writable(root)
+    root = _root(root).absolute()
+    asked = None if workers is None else check_count("workers", workers, low=1)
+    staging.check_writable(root)
     dataset_id = config.dataset_id or config.default_dataset_id()
-    length, n_episodes = config.episode_length, config.episodes
+    _check_path_length(root, dataset_id)
+    check_target(root, dataset_id, overwrite)  # before anything is shown or started
+    single = gym.make(config.env, max_episode_steps=config.episode_length, **config.env_kwargs_full)
+    lam_envs.make_policy(config.policy, single, **config.knobs)  # refuses a misfit now
+    n_blocks = _shards.num_blocks(config)
+    metadata = _metadata(config, dataset_id)
+    with contextlib.ExitStack() as stack:
+        cpus = stack.enter_context(ray_session(ray)) if ray is not None else cpucheck_count()
+        n_jobs = min(cpus if asked is None else asked, n_blocks)
+        check_resources(config, single, root, n_jobs)
+        stop = stack.enter_context(_StopRequests())
+        stage = stack.enter_context(
+            DatasetStaging(
+                root,
+                dataset_id,
+                single.spec,
+                single.observation_space,
+                single.action_space,
+                metadata,
+                overwrite,
+            )
+        )
+        bar = stack.enter_context(
+            cli.progress(
+                total=config.episodes * config.episode_length,
+                desc=dataset_id.split("/")[-1][:40],
+                unit="tr",
+                unit_scale=True,
+                enabled=progress,
+            )
+        )
+        jobs = [
+            Job(i, blocks, stage.shard_path(i))
+            for i, blocks in enumerate(_shards.split_blocks(n_blocks, n_jobs))
+        ]
+        links = _links(config, stage, jobs)
+        idle = lambda: next(links, None)  # noqa: E731  (links are made while workers run)
+        if ray is not None:
+            results = run_ray(config, jobs, bar.update, stop.check, idle)
+            how = f"{len(jobs)} Ray task(s)"
+        elif len(jobs) > 1:
+            results = run_processes(config, jobs, bar.update, stop.check, idle)
+            how = f"{len(jobs)} processes"
+        else:
+            job = jobs[0]
+            results = [_shards.run_shard(config, job.blocks, job.path, bar.update, stop.check)]
+            how = "1 (in this process)"
+        if asked is not None and asked > len(jobs):
+            how += f"; {asked} asked, but the work is {n_blocks} block(s) of episodes"
+        for _ in links:
+            pass
+        transitions = sum(r.transitions for r in results)
+        labelled = sum(r.labelled for r in results)
+        extra = {"lam_envs": {**metadata["lam_envs"], "labelled": labelled, "shards": len(jobs)}}
+        path = stage.publish(config.episodes, transitions, extra)
+    return CollectSummary(
+        dataset_id,
+        path,
+        transitions,
+        config.episodes,
+        labelled,
+        time.perf_counter() - start,
+        how,
+        config.transitions,
+    )
 
-    single = gym.make(config.env, max_episode_steps=length, **config.env_kwargs_full)
-    policy = make_policy(config.policy, single, **config.knobs)
-    discrete = isinstance(single.action_space, gym.spaces.Discrete)
-    seed_seq = np.random.SeedSequence(config.seed)
-    first_episode_seed = int(seed_seq.generate_state(1)[0] >> 1)  # episode i: this + i
-    policy_rng, label_rng = (np.random.default_rng(s) for s in seed_seq.spawn(2))
-    unit_count = n_episodes * length if config.label_unit == "transition" else n_episodes
-    chooser = LabelChooser(unit_count, config.label_fraction, label_rng)
 
-    batch = _chunk_episodes(single, length, n_episodes)
-    metadata = {
-        "algorithm_name": f"lam-envs behaviour policy {config.policy} {config.knobs or ''}",
+def _links(config: CollectConfig, stage: DatasetStaging, jobs: list[Job], chunk: int = 2048):
+    """Make the main file's links, ``chunk`` at a time (a generator: one chunk per step)."""
+    for job in jobs:
+        episodes = _shards.block_episodes(config, job.blocks.start, job.blocks.stop)
+        for first in range(episodes.start, episodes.stop, chunk):
+            stage.link(job.path.name, range(first, min(first + chunk, episodes.stop)))
+            yield
+
+
+def _metadata(config: CollectConfig, dataset_id: str) -> dict[str, Any]:
+    import minari  # here, not above: worker processes import this module too
+
+    knobs = ", ".join(f"{k} = {v:g}" for k, v in config.knobs.items())
+    policy = config.policy + (f" ({knobs})" if knobs else "")
+    return {
+        "algorithm_name": f"lam-envs behaviour policy {policy}",
         "author": {"lam-envs"},
         "minari_version": minari.__version__,
         "description": (
-            f"{config.env} {config.env_kwargs_full} under policy {config.policy} "
-            f"{config.knobs}; {config.label_fraction:g} of {config.label_unit}s labelled. "
+            f"{config.env} {config.env_kwargs_full} under policy {policy}; "
+            f"{config.label_fraction:g} of {config.label_unit}s labelled. "
             "Unlabelled actions hold NaN (Box) or -1 (Discrete); infos/label_mask marks "
             "labelled steps; infos/oracle holds ground truth for evaluation only."
         ),
@@ -263,128 +256,72 @@ def collect(
             "contract_version": CONTRACT_VERSION,
             "package_version": lam_envs.__version__,
             "collect": {**dataclasses.asdict(config), "dataset_id": dataset_id},
+            "episodes_per_block": _shards.episodes_per_block(config.episode_length),
         },
     }
-    labelled = 0
-    bar = tqdm(
-        total=n_episodes * length,
-        unit="tr",
-        unit_scale=True,
-        disable=not progress,
-        desc=dataset_id.split("/")[-1][:40],
-        file=sys.stderr,
-    )
-    with (
-        _StopRequests() as stop,
-        MinariWriter(
-            root,
-            dataset_id,
-            single.spec,
-            single.observation_space,
-            single.action_space,
-            metadata,
-            overwrite,
-        ) as writer,
-        bar,
-    ):
-        env = None
-        for first in range(0, n_episodes, batch):
-            b = min(batch, n_episodes - first)
-            if env is None or env.num_envs != b:
-                env = gym.make_vec(
-                    config.env, num_envs=b, max_episode_steps=length, **config.env_kwargs_full
-                )
-            episodes = _rollout(
-                env, policy, policy_rng, length, first_episode_seed + first, bar, stop
-            )
-            if config.label_unit == "transition":
-                mask = chooser.next(b * length).reshape(b, length)
-            else:
-                mask = np.repeat(chooser.next(b)[:, None], length, axis=1)
-            labelled += int(mask.sum())
-            _apply_labels(episodes, mask, discrete, config.full_labels)
-            seeds = first_episode_seed + first + np.arange(b)
-            writer.write_episodes(episodes, seeds, stop.check)
-        path = writer.publish({"lam_envs": {**metadata["lam_envs"], "labelled": labelled}})
-    return CollectSummary(
-        dataset_id, path, n_episodes * length, n_episodes, labelled, time.perf_counter() - start
-    )
 
 
-def _chunk_episodes(env: gym.Env, length: int, n_episodes: int) -> int:
-    """How many episodes to roll out at once so one chunk stays near _CHUNK_BYTES."""
-    _, info = env.reset(seed=0)
-    obs_bytes = np.prod(env.observation_space.shape) * 4
-    info_bytes = sum(np.asarray(v).nbytes for v in info.values())
-    per_episode = (length + 1) * (2 * obs_bytes + info_bytes + 32)
-    return int(np.clip(_CHUNK_BYTES // per_episode, 1, min(n_episodes, 4096)))
-
-
-def _rollout(env, policy, rng, length: int, seed: int, bar, stop) -> dict[str, Any]:
-    """One batch of fixed-length episodes as arrays (B, L+1, ...) and (B, L, ...)."""
-    obs, info = env.reset(seed=seed)
-    b = env.num_envs
-    observations = np.empty((b, length + 1, *obs.shape[1:]), dtype=obs.dtype)
-    observations[:, 0] = obs
-    infos = {k: np.empty((b, length + 1, *v.shape[1:]), dtype=v.dtype) for k, v in info.items()}
-    for key, value in info.items():
-        infos[key][:, 0] = value
-    actions = rewards = None
-    for t in range(length):
-        action = policy(obs, rng)
-        if actions is None:
-            actions = np.empty((b, length, *action.shape[1:]), dtype=action.dtype)
-            rewards = np.empty((b, length), dtype=np.float64)
-        actions[:, t] = action
-        obs, reward, _, _, info = env.step(action)
-        observations[:, t + 1] = obs
-        rewards[:, t] = reward
-        for key, value in info.items():
-            infos[key][:, t + 1] = value
-        bar.update(b)
-        stop.check()
-    truncations = np.zeros((b, length), dtype=bool)
-    truncations[:, -1] = True  # every episode ends by the time limit
-    return {
-        "observations": observations,
-        "actions": actions,
-        "rewards": rewards,
-        "terminations": np.zeros((b, length), dtype=bool),
-        "truncations": truncations,
-        "infos": {"oracle": infos},
-    }
-
-
-def _apply_labels(episodes: dict[str, Any], mask: np.ndarray, discrete: bool, full: bool):
-    """Hide unlabelled actions (unless ``full``) and record the mask and the true actions."""
-    true_actions = episodes["actions"]
-    sentinel = -1 if discrete else np.nan
-    b, length = mask.shape
-    oracle_action = np.full((b, length + 1, *true_actions.shape[2:]), sentinel, true_actions.dtype)
-    oracle_action[:, 1:] = true_actions
-    label_mask = np.zeros((b, length + 1), dtype=bool)
-    label_mask[:, 1:] = mask
-    if not full:
-        hidden = true_actions.copy()
-        hidden[~mask] = sentinel
-        episodes["actions"] = hidden
-    oracle = {"action": oracle_action, **episodes["infos"]["oracle"]}
-    episodes["infos"] = {"label_mask": label_mask, "oracle": oracle}
-
-
-def _check_writable(root: Path) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".lam-envs-write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
+def _check_path_length(root: Path, dataset_id: str) -> None:
+    longest = root / staging.STAGING / ("x" * 80) / "data" / "shard-00000.hdf5"
+    need = max(len(str(longest).encode()), len(str(root / dataset_id / "data").encode()) + 30)
+    limit = os.pathconf(root, "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+    if need >= limit:
         raise ValueError(
-            f"output folder {str(root)!r} is not writable ({error.strerror or error})"
-        ) from None
+            f"the dataset's path under {str(root)[:60]!r}... would be {need} bytes long; "
+            f"the filesystem takes at most {limit}: choose a shorter --root or --dataset-id"
+        )
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def stored_bytes(config: CollectConfig, env: gym.Env) -> int:
+    """Estimated bytes of the dataset on disk (arrays plus HDF5's per-episode objects)."""
+    per_episode = _shards.episode_bytes(env, config.episode_length) + _OVERHEAD_PER_EPISODE
+    return config.episodes * per_episode
+
+
+def check_resources(config: CollectConfig, env: gym.Env, root: Path, workers: int) -> None:
+    """Refuse, before any rollout, episodes so long that ``workers`` of them at once do not
+    fit in memory, or a dataset larger than the free disk under ``root``."""
+    per_block = _shards.episodes_per_block(config.episode_length)
+    one_block = per_block * _shards.episode_bytes(env, config.episode_length)
+    per_worker = 2 * max(one_block, _shards.CHUNK_BYTES)  # rollout arrays and their copies
+    available = _memory_available()
+    if available is not None and per_worker * workers > available:
+        raise ValueError(
+            f"episodes of {config.episode_length:,} steps need about {_gib(per_worker)} of "
+            f"memory per worker ({workers} worker(s)); {_gib(available)} is available: "
+            "use a shorter --episode-length (or fewer --workers)"
+        )
+    need, free = stored_bytes(config, env), shutil.disk_usage(root).free
+    if need > free:
+        raise ValueError(
+            f"the dataset needs about {_gib(need)} on disk and {root} has {_gib(free)} "
+            "free: collect fewer transitions, or choose another --root"
+        )
+
+
+def _memory_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 # ---------------------------------------------------------------- command line
+
+
+def _integer_text(text: str) -> int | float:
+    """A count on the command line: '1000', '1_000', '1e6' (checked as an integer later)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,58 +335,121 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--env", help=f"environment id (default {d.env}): " + ", ".join(lam_envs.ENV_IDS)
     )
-    p.add_argument("--preset", help="environment preset: none/low/high (grid); iid, ... (linear)")
+    p.add_argument(
+        "--preset",
+        help="environment preset: none/low/high (grid); iid, other_agents, "
+        "other_agents_strong (linear) (default: none given, the environment's defaults)",
+    )
     p.add_argument(
         "--env-kwarg",
         "-k",
         action="append",
         metavar="KEY=VALUE",
-        help="environment parameter, repeatable (e.g. -k sigma_exo=2.0 -k d_b=4)",
+        help="environment parameter, repeatable (e.g. -k sigma_exo=2.0 -k d_b=4) (default: none)",
     )
     p.add_argument(
         "--policy", help=f"behaviour policy (default {d.policy}): " + ", ".join(POLICIES)
     )
-    p.add_argument("--epsilon", type=float, help="snaking: probability of a random action")
-    p.add_argument("--chi", type=float, help="linear: determinism χ (0 random, 1 a = Π o)")
-    p.add_argument("--episodes", type=int, help=f"number of episodes (default {d.episodes})")
     p.add_argument(
-        "--episode-length", type=int, help=f"steps per episode (default {d.episode_length})"
+        "--epsilon",
+        type=float,
+        help="snaking: probability of a random action (default "
+        f"{KNOB_DEFAULTS['epsilon']}, the published correlated policy)",
     )
-    p.add_argument("--transitions", type=float, help="total transitions instead of --episodes")
-    p.add_argument("--seed", type=int, help=f"seed of rollouts and labels (default {d.seed})")
+    p.add_argument(
+        "--chi",
+        type=float,
+        help=f"linear: determinism χ, 0 random, 1 a = Π o (default {KNOB_DEFAULTS['chi']})",
+    )
+    p.add_argument(
+        "--episodes", type=_integer_text, help=f"number of episodes (default {d.episodes})"
+    )
+    p.add_argument(
+        "--episode-length",
+        type=_integer_text,
+        help=f"steps per episode (default {d.episode_length})",
+    )
+    p.add_argument(
+        "--transitions",
+        type=_integer_text,
+        help="total transitions instead of --episodes, e.g. 1e6; rounded up to whole "
+        "episodes (default: episodes x episode length)",
+    )
+    p.add_argument(
+        "--seed", type=_integer_text, help=f"seed of rollouts and labels (default {d.seed})"
+    )
     p.add_argument(
         "--label-fraction",
         type=float,
         help=f"λ, the share of labelled units, in [0, 1] (default {d.label_fraction})",
     )
     p.add_argument(
-        "--label-unit", choices=LABEL_UNITS, help="label single transitions or whole episodes"
+        "--label-unit",
+        choices=LABEL_UNITS,
+        help=f"label single transitions or whole episodes (default {d.label_unit})",
     )
     p.add_argument(
         "--full-labels",
         action="store_true",
         help="keep every action (for libraries that cannot handle missing ones); "
-        "infos/label_mask still marks the λ subset",
+        "infos/label_mask still marks the λ subset (default: off)",
     )
-    p.add_argument("--dataset-id", help="Minari id, namespace/name-vN (default: from the flags)")
-    p.add_argument("--root", type=Path, help="output root (default: Minari's, ~/.minari/datasets)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument(
+        "--dataset-id",
+        help=f"Minari id, namespace/name-vN (default: from the flags, {NAMESPACE}/...)",
+    )
+    p.add_argument(
+        "--root",
+        help="output root (default: $MINARI_DATASETS_PATH if set, else ~/.minari/datasets; "
+        "here: " + os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets") + ")",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing dataset (default: off)"
+    )
+    p.add_argument(
+        "--workers",
+        type=_integer_text,
+        help="processes writing shards in parallel (default: the CPU cores here, "
+        f"{cpucheck_count()}, capped by the work: one per {_shards.BLOCK_TRANSITIONS:,} "
+        "transitions); the data does not depend on it",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the shards as Ray tasks (pip install 'lam-envs[ray]'): no ADDRESS starts "
+        "Ray here (or joins $RAY_ADDRESS), 'auto' joins this machine's cluster; --root "
+        "must be a path every node sees (default: no Ray)",
+    )
     p.add_argument(
         "--recipe",
         type=Path,
         nargs="+",
-        help="TOML recipe(s) from datasets/, built in turn; flags given override them",
+        help="TOML recipe(s) from datasets/, built in turn; flags given override them "
+        "(default: none, the flags alone)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress display (default: a bar on a terminal, a line per 10%% otherwise)",
+    )
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="only remove the staging folders that killed runs left under the root, "
+        "and list what remains (runs of live processes are never touched) (default: off)",
+    )
     return p
+
+
+_RUN_OPTIONS = ("root", "overwrite", "quiet", "clean", "workers", "ray")
 
 
 def configs_from_args(args: argparse.Namespace) -> list[CollectConfig]:
     """One config per recipe (or one from the flags alone); flags given override recipes."""
-    given = vars(args).copy()
+    given = {k: v for k, v in vars(args).items() if k not in _RUN_OPTIONS}
     recipes = given.pop("recipe", None)
-    for key in ("root", "overwrite", "quiet"):
-        given.pop(key, None)
     if "env_kwarg" in given:
         kwargs = {}
         for item in given.pop("env_kwarg"):
@@ -458,8 +458,8 @@ def configs_from_args(args: argparse.Namespace) -> list[CollectConfig]:
                 raise ValueError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
             kwargs[key] = parse_value(value)
         given["env_kwargs"] = kwargs
-    if "transitions" in given:
-        given["transitions"] = int(given["transitions"])
+    if "episodes" in given and "transitions" in given:
+        raise ValueError("give --episodes or --transitions, not both")
     if recipes is None:
         return [CollectConfig(**given)]
     if len(recipes) > 1 and "dataset_id" in given:
@@ -467,25 +467,50 @@ def configs_from_args(args: argparse.Namespace) -> list[CollectConfig]:
     return [CollectConfig.from_recipe(recipe, **given) for recipe in recipes]
 
 
+def clean_root(root: Path) -> int:
+    """``--clean``: remove stale staging folders under ``root`` and say what is left."""
+    found = staging.clean(root)
+    for path, status in found:
+        print(f"{status:9} {path}")
+    for path in staging.unpublished(root):
+        print(f"kept      {path} (a dataset whose publishing was refused; delete it by hand)")
+    removed = sum(status == "removed" for _, status in found)
+    print(f"removed {removed} stale staging folder(s) under {root}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    root = getattr(args, "root", None)
+    args = build_parser().parse_args(argv)
+    ray = getattr(args, "ray", None)
     try:
-        for config in configs_from_args(args):
+        root = _root(getattr(args, "root", None))
+        if getattr(args, "clean", False):
+            return clean_root(root)
+        overwrite = getattr(args, "overwrite", False)
+        configs = configs_from_args(args)
+        for config in configs:  # every refusal before the first rollout
+            check_target(root, config.dataset_id or config.default_dataset_id(), overwrite)
+        for config in configs:
+            dataset_id = config.dataset_id or config.default_dataset_id()
+            print(f"collecting {dataset_id}: {config.describe()}", flush=True)
             summary = collect(
                 config,
                 root,
-                overwrite=getattr(args, "overwrite", False),
+                overwrite=overwrite,
                 progress=not getattr(args, "quiet", False),
+                workers=getattr(args, "workers", None),
+                ray=ray,
             )
             print(summary)
-            hint = "" if root is None else f"MINARI_DATASETS_PATH={root} "
+            hint = "" if getattr(args, "root", None) is None else f"MINARI_DATASETS_PATH={root} "
             load = f"import minari; minari.load_dataset('{summary.dataset_id}')"
             print(f'  load with    {hint}python -c "{load}"')
     except (ValueError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (WorkerError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: the dataset being written was removed", file=sys.stderr)
         return 130
@@ -493,4 +518,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -1,4 +1,5 @@
-"""``GridLAM-v0``: a square moved in the 3×4 top area of a 4×4 image, a noise row below."""
+"""``GridLAM-v0``: a square moved in the 3×4 top area of a 4×4 image, a noise row below;
+at a pixel scale s, with optional exogenous distractors (``GridLAM-Distracting-v0``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,24 @@ import numpy as np
 
 from lam_envs._core import BatchDynamics, BatchEnv, BatchVectorEnv, Info
 from lam_envs._rng import BlockStreams, block_rows, uniform_f32
-from lam_envs.validate import check_choice, check_float, check_fraction, check_keys
+from lam_envs.grid_distractors import (
+    Background,
+    CameraShake,
+    ColourDrift,
+    Distractor,
+    OtherAgents,
+    paint,
+)
+from lam_envs.validate import (
+    FLOAT32_MAX,
+    check_choice,
+    check_float,
+    check_fraction,
+    check_int,
+    check_keys,
+)
 
-ROWS, COLS = 3, 4  # the area the square moves in; row 3 of the image is the noise row
+ROWS, COLS = 3, 4  # the cells the square moves in; row 3 of the image is the noise row
 NUM_ACTIONS = 5
 ACTION_NAMES = ("stay", "up", "down", "left", "right")
 #: (d_row, d_col) of each action.
@@ -41,36 +57,122 @@ def _snake_tables() -> tuple[np.ndarray, np.ndarray]:
 #: the action that moves there.
 SNAKE_NEXT_CELL, SNAKE_ACTION = _snake_tables()
 
-#: Distractor patterns of the noise row, one per action (stay: blank; up/down/left/right: a
-#: single lit cell), scaled by noise_intensity.
-DISTRACTOR_PATTERNS = np.vstack([np.zeros(4), np.eye(4)]).astype(np.float32)
+#: Patterns the noise row shows when the action leaks into it (``action_leak``), one per
+#: action (stay: blank; up/down/left/right: a single lit cell), scaled by noise_intensity.
+#: Not a distractor: it is a second copy of the action.
+ACTION_LEAK_PATTERNS = np.vstack([np.zeros(4), np.eye(4)]).astype(np.float32)
+
+#: The distracting grid: 4×4 cells at 8 pixels a cell (32×32 images), no noise row.
+_PIXELS = {"pixel_scale": 8, "noise_intensity": 0.0}
+_OTHER_AGENTS = {"other_agents": 2, "other_agent_persistence": 0.5}
+_BACKGROUND = {"background_intensity": 0.5, "background_speed": 1}
+_SHAKE = {"shake_bound": 4, "shake_step": 1}
+_COLOUR_DRIFT = {"colour_drift_step": 0.1, "colour_drift_low": 0.5, "colour_drift_high": 1.5}
 
 GRID_PRESETS: dict[str, dict[str, Any]] = {
     "none": {"noise_intensity": 0.0},
     "low": {"noise_intensity": 1.0},
     "high": {"noise_intensity": 2.0},
+    # The distracting grid (s = 8): the clean control, each distractor alone, all together.
+    "clean": {**_PIXELS},
+    "other_agents": {**_PIXELS, **_OTHER_AGENTS},
+    "correlated_agents": {**_PIXELS, **_OTHER_AGENTS, "other_agent_correlation": 0.5},
+    "background": {**_PIXELS, **_BACKGROUND},
+    "shake": {**_PIXELS, **_SHAKE},
+    "colour_drift": {**_PIXELS, **_COLOUR_DRIFT},
+    "distracting": {**_PIXELS, **_OTHER_AGENTS, **_BACKGROUND, **_SHAKE, **_COLOUR_DRIFT},
+}
+
+#: The distracting grid's settings for studies ("each distractor alone and all together",
+#: beside the clean grid at the same pixel scale): setting name -> preset.
+DISTRACTOR_SETTINGS: dict[str, str] = {
+    "clean": "clean",
+    "other_agents": "other_agents",
+    "correlated_agents": "correlated_agents",
+    "background": "background",
+    "shake": "shake",
+    "colour_drift": "colour_drift",
+    "all": "distracting",
 }
 
 
 @dataclass(frozen=True)
 class GridLAMConfig:
-    """Parameters of ``GridLAM-v0``; validated on construction.
+    """Parameters of ``GridLAM-v0``; validated on construction (values are stored as plain
+    ``int``/``float``). Intensities are pixel values; sizes and moves are in pixels unless
+    said otherwise. See :class:`GridLAMEnv` for what each does.
 
+    pixel_scale: s, pixels per cell side (the image is 4s × 4s; s = 1 is the published 4×4).
     noise_intensity: value of a lit noise cell (presets: none 0, low 1, high 2).
-    distractor_correlation: ρ, probability that the noise row shows the action's pattern
-    instead of Bernoulli noise (action-correlated distractors).
+    action_leak: probability that the noise row shows the action's own pattern instead of
+        Bernoulli noise (``ACTION_LEAK_PATTERNS``): the action leaks into the image. Not a
+        distractor; needs noise_intensity > 0.
+    other_agents: k, squares that move under their own policy (0 = off).
+    other_agent_size: their side relative to the agent's (1 = same; 1.5 = larger).
+    other_agent_intensity: their pixel value (the agent's is 1).
+    other_agent_persistence: probability that one repeats its previous action.
+    other_agent_correlation: ρ, probability that one copies the agent's action.
+    background_intensity: peak value of the scrolling background (0 = off).
+    background_speed: its scroll, pixels per step.
+    background_textures: how many textures an episode's background is drawn from.
+    shake_bound: bound of the camera shake per axis, pixels (0 = off).
+    shake_step: largest move of the shake per step and axis, pixels.
+    colour_drift_step: largest change of the agent's intensity per step (0 = off).
+    colour_drift_low, colour_drift_high: bounds of the agent's intensity under drift.
+    structure_seed: seed of the background textures, fixed for the environment's lifetime.
     """
 
+    pixel_scale: int = 1
     noise_intensity: float = 1.0
-    distractor_correlation: float = 0.0
+    action_leak: float = 0.0
+    other_agents: int = 0
+    other_agent_size: float = 1.0
+    other_agent_intensity: float = 1.0
+    other_agent_persistence: float = 0.0
+    other_agent_correlation: float = 0.0
+    background_intensity: float = 0.0
+    background_speed: int = 1
+    background_textures: int = 8
+    shake_bound: int = 0
+    shake_step: int = 1
+    colour_drift_step: float = 0.0
+    colour_drift_low: float = 0.5
+    colour_drift_high: float = 1.5
+    structure_seed: int = 0
 
     def __post_init__(self):
-        check_float("noise_intensity", self.noise_intensity, low=0.0)
-        rho = check_fraction("distractor_correlation", self.distractor_correlation)
-        if rho > 0 and self.noise_intensity == 0:
+        def canonical(name: str, check, *bounds) -> Any:
+            value = check(name, getattr(self, name), *bounds)
+            object.__setattr__(self, name, value)
+            return value
+
+        top = FLOAT32_MAX  # an observation (float32) must hold every intensity
+        s = canonical("pixel_scale", check_int, 1, 32)
+        noise = canonical("noise_intensity", check_float, 0.0, top)
+        leak = canonical("action_leak", check_fraction)
+        canonical("other_agents", check_int, 0, 16)
+        canonical("other_agent_size", check_float, 0.25, 3.0)
+        canonical("other_agent_intensity", check_float, 0.0, top)
+        canonical("other_agent_persistence", check_fraction)
+        canonical("other_agent_correlation", check_fraction)
+        canonical("background_intensity", check_float, 0.0, top)
+        canonical("background_speed", check_int, 1, 4 * s - 1)  # 4s would look still
+        canonical("background_textures", check_int, 1, 1024)
+        bound = canonical("shake_bound", check_int, 0, 2 * s)
+        canonical("shake_step", check_int, 1, 2 * bound if bound else None)
+        canonical("colour_drift_step", check_float, 0.0, top)
+        low = canonical("colour_drift_low", check_float, 0.0, top)
+        high = canonical("colour_drift_high", check_float, 0.0, top)
+        canonical("structure_seed", check_int, 0)
+        if leak > 0 and noise == 0:
             raise ValueError(
-                f"distractor_correlation = {rho} needs noise_intensity > 0 (the distractor "
-                "pattern is drawn at that intensity), got noise_intensity = 0.0"
+                f"action_leak = {leak} needs noise_intensity > 0 (the leaked pattern is drawn "
+                "at that intensity), got noise_intensity = 0.0"
+            )
+        if self.colour_drift_step > 0 and not 0 < low < high:
+            raise ValueError(
+                "colour drift needs 0 < colour_drift_low < colour_drift_high, got "
+                f"colour_drift_low = {low}, colour_drift_high = {high}"
             )
 
     @classmethod
@@ -80,112 +182,260 @@ class GridLAMConfig:
         base = {} if preset is None else GRID_PRESETS[check_choice("preset", preset, GRID_PRESETS)]
         return cls(**{**base, **overrides})
 
+    @property
+    def size(self) -> int:
+        """Side of the (square) image in pixels: 4s."""
+        return 4 * self.pixel_scale
+
+    @property
+    def distractors(self) -> tuple[str, ...]:
+        """Names of the distractors that are on."""
+        on = {
+            "other_agents": self.other_agents > 0,
+            "background": self.background_intensity > 0,
+            "shake": self.shake_bound > 0,
+            "colour_drift": self.colour_drift_step > 0,
+        }
+        return tuple(name for name, is_on in on.items() if is_on)
+
+    @property
+    def observation_high(self) -> float:
+        """The largest pixel value an observation can hold (the space's upper bound)."""
+        values = [1.0, self.noise_intensity]
+        if self.other_agents:
+            values.append(self.other_agent_intensity)
+        if self.background_intensity:
+            values.append(self.background_intensity)
+        if self.colour_drift_step:
+            values.append(self.colour_drift_high)
+        return max(values)
+
 
 def square_positions(observations: np.ndarray) -> np.ndarray:
-    """(row, col) of the square in a batch of observations (N, 1, 4, 4) -> (N, 2) int64."""
-    flat = np.asarray(observations).reshape(len(observations), 16)[:, : ROWS * COLS]
-    cell = flat.argmax(axis=1)
+    """(row, col) of the square in a batch of clean grid observations (N, 1, 4s, 4s) -> (N, 2).
+
+    Reads the brightest cell of the 3×4 area, so it holds for the grid without distractors
+    (any s, any noise row); with other agents, a background or camera shake the square
+    cannot be told from the observation: read ``info["position"]`` instead.
+    """
+    obs = np.asarray(observations)
+    n, size = len(obs), obs.shape[-1]
+    s = size // 4
+    cells = obs.reshape(n, 4, s, 4, s).sum(axis=(2, 4)) if s > 1 else obs.reshape(n, 4, 4)
+    cell = cells[:, :ROWS].reshape(n, ROWS * COLS).argmax(axis=1)
     return np.stack([cell // COLS, cell % COLS], axis=1)
 
 
 class GridDynamics(BatchDynamics):
-    """The square's moves and the noise row, for a batch of envs.
+    """The square's moves, the noise row and the distractors, for a batch of envs.
 
-    Per step each env reads one row of its stream: 4 uniforms for the noise cells (when
-    noise_intensity > 0) and 1 for the distractor coin (when ρ > 0).
+    Randomness of each env (its stream, see ``_rng.py``): on reset the start cell, then the
+    distractors' start states (other agents, background, camera shake, colour drift, each
+    only when on); per step one row of uniforms: 4 for the noise cells (noise_intensity >
+    0), 1 for the action-leak coin (action_leak > 0), then the distractors' columns in the
+    same order. The published grid's stream is unchanged by the distractors.
     """
 
     def __init__(self, num_envs: int, preset: str | None = None, **params: Any):
         super().__init__(num_envs)
         self.config = c = GridLAMConfig.from_preset(preset, **params)
+        s, size = c.pixel_scale, c.size
         self.observation_space = gym.spaces.Box(
-            0.0, max(1.0, c.noise_intensity), (1, 4, 4), np.float32
+            0.0, c.observation_high, (1, size, size), np.float32
         )
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
-        width = 4 * (c.noise_intensity > 0) + (c.distractor_correlation > 0)
+        self._upper = np.array([ROWS - 1, COLS - 1])
+        self.others = self.background = self.shake = self.colour = None
+        self._other_side = max(1, round(c.other_agent_size * s))
+        if c.other_agents:
+            self.others = OtherAgents(
+                num_envs, c.other_agents, c.other_agent_persistence,
+                c.other_agent_correlation, ACTION_DELTAS, self._upper,
+            )  # fmt: skip
+        if c.background_intensity:
+            self.background = Background(
+                num_envs, size, c.background_intensity, c.background_speed,
+                c.background_textures, s, c.structure_seed,
+            )  # fmt: skip
+        if c.shake_bound:
+            self.shake = CameraShake(num_envs, c.shake_bound, c.shake_step)
+        if c.colour_drift_step:
+            self.colour = ColourDrift(
+                num_envs, c.colour_drift_step, c.colour_drift_low, c.colour_drift_high
+            )
+        self._distractors: list[Distractor] = [
+            d for d in (self.others, self.background, self.shake, self.colour) if d is not None
+        ]
+        self._noise_columns = 4 * (c.noise_intensity > 0) + (c.action_leak > 0)
+        width = self._noise_columns + sum(d.columns for d in self._distractors)
         self._streams = BlockStreams(num_envs, width, block_rows(width), uniform_f32)
         self._pos = np.zeros((num_envs, 2), dtype=np.int64)
         self._noise = np.zeros((num_envs, 4), dtype=np.float32)
         self._intensity = np.float32(c.noise_intensity)
-        self._patterns = DISTRACTOR_PATTERNS * self._intensity
-        self._upper = np.array([ROWS - 1, COLS - 1])
+        self._patterns = ACTION_LEAK_PATTERNS * self._intensity
+        # The noise-free image of the square in each of the 12 cells (info's clean_obs).
+        self._clean = np.zeros((ROWS * COLS, 1, size, size), np.float32)
+        for cell in range(ROWS * COLS):
+            r, col = divmod(cell, COLS)
+            self._clean[cell, 0, r * s : (r + 1) * s, col * s : (col + 1) * s] = 1.0
 
     def _noise_rows(self, rows: np.ndarray, actions: np.ndarray | None):
-        if rows.shape[1] == 0:
-            return np.zeros((len(rows), 4), np.float32), np.zeros(len(rows), bool)
+        n = len(rows)
+        if not self._noise_columns:
+            return np.zeros((n, 4), np.float32), None
         noise = (rows[:, :4] < 0.5).astype(np.float32)
         noise *= self._intensity
-        distracted = np.zeros(len(rows), dtype=bool)
-        if actions is not None and rows.shape[1] == 5:
-            distracted = rows[:, 4] < self.config.distractor_correlation
-            noise[distracted] = self._patterns[actions[distracted]]
-        return noise, distracted
+        if self.config.action_leak == 0:
+            return noise, None
+        leaked = np.zeros(n, dtype=bool)
+        if actions is not None:
+            leaked = rows[:, 4] < self.config.action_leak
+            noise[leaked] = self._patterns[actions[leaked]]
+        return noise, leaked
+
+    def _advance_distractors(self, rows: np.ndarray, actions, index) -> None:
+        column = self._noise_columns
+        for d in self._distractors:
+            d.step(rows[:, column : column + d.columns], actions, index)
+            column += d.columns
 
     def reset(self, index, rngs) -> Info:
         for i in index:
             cell = rngs[i].integers(ROWS * COLS)
             self._pos[i] = divmod(int(cell), COLS)
+            for d in self._distractors:
+                d.reset(i, rngs[i])
         self._streams.restart(index, rngs)
-        noise, distracted = self._noise_rows(self._streams.next_rows(rngs, index), None)
+        noise, leaked = self._noise_rows(self._streams.next_rows(rngs, index), None)
         self._noise[index] = noise
-        return self._info(index, self._pos[index], noise, distracted)
+        return self._info(index, self._pos[index], noise, leaked)
 
     def step(self, actions, rngs, index) -> tuple[np.ndarray, Info]:
-        a = np.asarray(actions, dtype=np.int64).reshape(-1)
-        if a.size and (a.min() < 0 or a.max() >= NUM_ACTIONS):
-            raise ValueError(f"actions must be in [0, {NUM_ACTIONS - 1}], got {a}")
+        a = actions  # int64 (n,) in [0, 4]: checked by the environment
         pos = self._pos if index is None else self._pos[index]
-        new = np.clip(pos + ACTION_DELTAS[a], 0, self._upper)  # a move into a wall: stay
+        # a move into a wall: stay (minimum/maximum: np.clip costs more on small arrays)
+        new = np.minimum(np.maximum(pos + ACTION_DELTAS[a], 0), self._upper)
         successor = SNAKE_NEXT_CELL[pos[:, 0], pos[:, 1]]
         rewards = (new == successor).all(axis=1).astype(np.float64)
-        noise, distracted = self._noise_rows(self._streams.next_rows(rngs, index), a)
+        rows = self._streams.next_rows(rngs, index)
+        noise, leaked = self._noise_rows(rows, a)
+        self._advance_distractors(rows, a, index)
         if index is None:
             self._pos, self._noise = new, noise
         else:
             self._pos[index], self._noise[index] = new, noise
-        return rewards, self._info(index, new, noise, distracted)
+        return rewards, self._info(index, new, noise, leaked)
 
-    def _image(self, pos: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
-        n = len(pos)
-        img = np.zeros((n, 16), dtype=np.float32)
-        img[np.arange(n), pos[:, 0] * COLS + pos[:, 1]] = 1.0
-        if noise is not None:
-            img[:, 12:] = noise
-        return img.reshape(n, 1, 4, 4)
-
-    def _info(self, index, pos, noise, distracted) -> Info:
-        return {
-            "position": pos.copy(),
-            "noise": noise.copy(),
-            "clean_obs": self._image(pos, None),
-            "distracted": distracted,
-        }
+    def _info(self, index, pos, noise, leaked) -> Info:
+        cell = pos[:, 0] * COLS + pos[:, 1]
+        if index is None:
+            clean = self.pool.take("clean_obs", (len(pos), *self._clean.shape[1:]), np.float32)
+            np.take(self._clean, cell, axis=0, out=clean, mode="clip")  # clip: unbuffered
+        else:
+            clean = self._clean[cell]
+        info = {"position": pos.copy(), "noise": noise.copy(), "clean_obs": clean}
+        if leaked is not None:
+            info["action_leaked"] = leaked
+        for d in self._distractors:
+            info.update(d.info(index))
+        return info
 
     def observations(self, index=None) -> np.ndarray:
-        if index is None:
-            return self._image(self._pos, self._noise)
-        return self._image(self._pos[index], self._noise[index])
+        """Compose the images: background, noise row, other agents, the agent on top, all
+        translated by the camera shake (what leaves the image is lost)."""
+        c, s, size = self.config, self.config.pixel_scale, self.config.size
+        pos = self._pos if index is None else self._pos[index]
+        noise = self._noise if index is None else self._noise[index]
+        n = len(pos)
+        if not self._distractors and s == 1:  # the published 4×4 grid: the fast path
+            image = self._blank(index, n, 4)
+            image[:, 3, :] = noise
+            image.reshape(n, 16)[np.arange(n), pos[:, 0] * 4 + pos[:, 1]] = 1.0
+            return image.reshape(n, 1, 4, 4)
+        shift = None if self.shake is None else self.shake.state["shake"]
+        if shift is not None and index is not None:
+            shift = shift[index]
+        image = self._blank(index, n, size, fill=self.background is None)
+        if self.background is not None:
+            self.background.picture(index, shift, image)
+        # Where the scene's top-left pixel lands (the shake may take squares partly out).
+        y0, x0 = (0, 0) if shift is None else (shift[:, 0], shift[:, 1])
+        clip = shift is not None
+        if c.noise_intensity > 0:
+            for j in range(COLS):
+                paint(image, y0 + 3 * s, x0 + j * s, s, noise[:, j, None, None], clip)
+        if self.others is not None:
+            side, offset = self._other_side, (s - self._other_side) // 2
+            where = self.others.state["other_positions"]
+            where = where if index is None else where[index]
+            top = (where[:, :, 0] * s + offset).T + y0  # (k, n)
+            left = (where[:, :, 1] * s + offset).T + x0
+            if side <= s and not clip:
+                # All in one go: squares of two other agents are the same (same cell) or
+                # apart (different cells), so the order they are painted in cannot matter.
+                paint(image, top, left, side, c.other_agent_intensity, False)
+            else:  # they may overlap (or their clipping windows may): later over earlier
+                for j in range(c.other_agents):
+                    paint(image, top[j], left[j], side, c.other_agent_intensity, True)
+        value = 1.0
+        if self.colour is not None:
+            value = self.colour.state["agent_intensity"]
+            value = (value if index is None else value[index])[:, None, None]
+        paint(image, y0 + pos[:, 0] * s, x0 + pos[:, 1] * s, s, value, clip)
+        return image.reshape(n, 1, size, size)
+
+    def _blank(self, index, n: int, side: int, name: str = "obs", fill: bool = True):
+        """An (n, side, side) float32 array, zeroed when ``fill``: recycled when all envs
+        are asked for (see ArrayPool), fresh otherwise."""
+        if index is not None:
+            return np.zeros((n, side, side), np.float32)
+        array = self.pool.take(name, (n, side, side), np.float32)
+        if fill:
+            array.fill(0.0)
+        return array
 
     def render_ansi(self, i: int) -> str:
+        """The cells (# the agent, o other agents), the noise row, and the distractors'
+        state."""
         r, c = self._pos[i]
-        lines = [
-            " ".join("#" if (row, col) == (r, c) else "." for col in range(COLS))
-            for row in range(ROWS)
-        ]
+        grid = [["."] * COLS for _ in range(ROWS)]
+        if self.others is not None:
+            for orow, ocol in self.others.state["other_positions"][i]:
+                grid[orow][ocol] = "o"
+        grid[r][c] = "#"
+        lines = [" ".join(row) for row in grid]
         lines.append("-" * (2 * COLS - 1))
         lines.append(" ".join(f"{v:g}" for v in self._noise[i]))
+        for d in self._distractors:
+            if d is not self.others:
+                lines += [f"{key}: {value[i]}" for key, value in d.state.items()]
         return "\n".join(lines) + "\n"
 
     def render_rgb(self, i: int) -> np.ndarray:
-        """A 128×128 picture: the square white on slate, the noise row in amber below."""
+        """A picture of at least 128×128: bright on slate, the noise row in amber below."""
+        c, s = self.config, self.config.pixel_scale
         image = self.observations(np.array([i]))[0, 0]
-        scale = max(1.0, float(self._intensity))
-        cell = np.zeros((4, 4, 3), dtype=np.float32)
-        cell[:3] = np.array([40, 44, 52]) + image[:3, :, None] * np.array([215, 211, 203])
-        cell[3] = np.array([25, 25, 25]) + (image[3, :, None] / scale) * np.array([230, 160, 0])
-        picture = np.kron(cell, np.ones((32, 32, 1))).astype(np.uint8)
-        picture[::32] = picture[:, ::32] = 90  # grid lines
-        picture[95:97] = 200  # the edge of the controllable area
+        zoom = max(1, 128 // c.size)
+        # Rows above ``band`` are the scene (slate to white); below it the noise row (amber),
+        # unless there is no noise row and a background fills the whole image.
+        band = 3 * s if c.noise_intensity > 0 or self.background is None else c.size
+        bright = [1.0, c.background_intensity]
+        if self.others is not None:
+            bright.append(c.other_agent_intensity)
+        if self.colour is not None:
+            bright.append(c.colour_drift_high)
+        top = max(bright)
+        picture = np.zeros((c.size, c.size, 3), dtype=np.float32)
+        lit = np.clip(image[:band, :, None] / top, 0, 1)
+        picture[:band] = np.array([40, 44, 52]) + lit * np.array([215, 211, 203])
+        noise_scale = max(1.0, float(self._intensity))
+        picture[band:] = np.array([25, 25, 25]) + (image[band:, :, None] / noise_scale) * np.array(
+            [230, 160, 0]
+        )
+        picture = np.kron(picture, np.ones((zoom, zoom, 1))).astype(np.uint8)
+        cell = s * zoom
+        picture[::cell] = picture[:, ::cell] = 90  # grid lines between cells
+        picture[3 * cell - 1 : 3 * cell + 1] = 200  # the edge of the controllable area
         return picture
 
 
@@ -193,23 +443,55 @@ class GridLAMEnv(BatchEnv):
     """
     ## Description
 
-    A 4×4 single-channel image. Rows 0–2 (a 3×4 area) hold a square of intensity 1.0 that
-    the agent moves; row 3 is exogenous noise: each of its 4 cells is Bernoulli(0.5) ×
-    ``noise_intensity``, redrawn every step independently of everything else. A latent
-    action should capture the square's move and ignore the noise row.
+    A single-channel image of 4×4 cells, each cell s×s pixels (``pixel_scale`` s; s = 1 is
+    the published 4×4 image). Rows 0–2 of cells (a 3×4 area) hold a square of intensity 1.0
+    that the agent moves; cell row 3 is exogenous noise: each of its 4 cells is
+    Bernoulli(0.5) × ``noise_intensity``, redrawn every step independently of everything
+    else. A latent action should capture the square's move and ignore the rest.
 
-    With ``distractor_correlation`` ρ > 0 the noise row instead shows, with probability ρ,
-    a pattern tied to the action just taken (``DISTRACTOR_PATTERNS``): distractors that move
-    with the agent.
+    ### Distractors (all off by default)
+
+    Exogenous and temporally correlated, as in the Distracting Control Suite; none depends
+    on the action, except other agents that copy it with probability ρ. Each one's state is
+    ground truth in ``info``.
+
+    - **Other agents** (``other_agents`` = k > 0): k squares on the same 3×4 cells, of side
+      ``other_agent_size`` × the agent's and value ``other_agent_intensity``. Each step each
+      takes the action the agent's random policy would (uniform over the 5), except that
+      with probability ``other_agent_persistence`` it repeats its previous action and with
+      probability ``other_agent_correlation`` ρ it copies the agent's action
+      ("action-correlated"); walls stop them as they stop the agent. Start cells uniform.
+    - **Moving background** (``background_intensity`` > 0): a smooth periodic texture
+      (features about one cell wide; one of ``background_textures`` drawn from
+      ``structure_seed``, chosen on reset) with values in [0, background_intensity],
+      behind everything. It scrolls ``background_speed`` pixels per step along one of the 8
+      compass directions, chosen on reset: it moves every step.
+    - **Camera shake** (``shake_bound`` > 0): the whole image is translated by (dy, dx)
+      pixels, a random walk whose coordinates move by an integer uniform in
+      [−``shake_step``, ``shake_step``] per step and are reflected into [−shake_bound,
+      shake_bound]; what is translated out of the image is lost, and what comes in is
+      background (or 0).
+    - **Colour drift** (``colour_drift_step`` > 0): the agent's intensity is a random walk
+      moving by a uniform in [−colour_drift_step, colour_drift_step] per step, reflected
+      into [``colour_drift_low``, ``colour_drift_high``]; its start is uniform there.
+
+    Drawn in this order, later over earlier: background, noise row (when noise_intensity
+    > 0), other agents, the agent; then the shake translates it all.
+
+    ``action_leak`` > 0 is not a distractor: with that probability the noise row shows a
+    pattern of the action just taken (``ACTION_LEAK_PATTERNS``), a second copy of the
+    action in the image.
 
     ## Action Space
 
     ``Discrete(5)``: 0 stay, 1 up, 2 down, 3 left, 4 right. A move into a wall leaves the
-    square where it is.
+    square where it is. ``step`` refuses anything else (a wrong shape, a value out of range
+    or not integral) with a ``ValueError``.
 
     ## Observation Space
 
-    ``Box(0, max(1, noise_intensity), (1, 4, 4), float32)``.
+    ``Box(0, high, (1, 4s, 4s), float32)``, ``high`` the largest value any pixel can hold:
+    max(1, noise_intensity, and the intensities of the distractors that are on).
 
     ## Rewards
 
@@ -218,7 +500,8 @@ class GridLAMEnv(BatchEnv):
 
     ## Starting State
 
-    The square in a cell drawn uniformly from the 12; a fresh noise row.
+    The square in a cell drawn uniformly from the 12; a fresh noise row; the distractors'
+    start states as above.
 
     ## Episode End
 
@@ -227,16 +510,31 @@ class GridLAMEnv(BatchEnv):
 
     ## Info (ground truth, for evaluation only)
 
-    On reset and every step: ``position`` (2,) int64 (row, col) of the square, ``noise``
-    (4,) float32 the noise row, ``clean_obs`` (1, 4, 4) the noise-free image,
-    ``distracted`` bool, whether the noise row is the action's distractor pattern.
+    On reset and every step, the same keys and shapes: ``position`` (2,) int64 (row, col)
+    of the square's cell; ``noise`` (4,) float32 the noise row; ``clean_obs`` (1, 4s, 4s)
+    the image of the square alone (intensity 1, no noise, no distractor, no shake); with
+    ``action_leak`` > 0, ``action_leaked`` bool. For each distractor that is on:
+
+    - other agents: ``other_positions`` (k, 2) int64 cells; ``other_actions`` (k,) int64,
+      the action each took (on reset: its initial heading under persistence, else 0);
+      with ρ > 0, ``other_copied`` (k,) bool, whether it copied the agent's action.
+    - background: ``background_texture`` () int64; ``background_offset`` (2,) int64, the
+      texture pixel at the image's top-left before the shake; ``background_velocity`` (2,)
+      int64, pixels per step.
+    - camera shake: ``shake`` (2,) int64, (dy, dx) in pixels.
+    - colour drift: ``agent_intensity`` () float32.
 
     ## Arguments
 
-    ``gym.make("GridLAM-v0", **kwargs)`` accepts ``preset`` (``none``, ``low``, ``high``;
-    see ``GRID_PRESETS``), the fields of :class:`GridLAMConfig` (``noise_intensity``,
-    default 1.0 = low; ``distractor_correlation``, default 0), and ``render_mode``
-    (``"ansi"``, or ``"rgb_array"`` for a 128×128 picture).
+    ``gym.make("GridLAM-v0", **kwargs)`` accepts ``preset`` (see ``GRID_PRESETS``: the
+    noise presets ``none``, ``low``, ``high``; the distracting grid's ``clean``,
+    ``other_agents``, ``correlated_agents``, ``background``, ``shake``, ``colour_drift``,
+    ``distracting``), the fields of :class:`GridLAMConfig` (explicit values override the
+    preset's) and ``render_mode`` (``"ansi"``, or ``"rgb_array"`` for a picture of at least
+    128×128). Defaults: s = 1, noise_intensity = 1.0 (low), every distractor off; other
+    agents same size and intensity as the agent, persistence 0, ρ = 0; background speed 1
+    pixel per step from 8 textures; shake step 1 pixel; colour drift bounds [0.5, 1.5].
+    Out-of-range values raise ``ValueError`` naming the parameter.
 
     ## Vectorized environment
 
@@ -245,7 +543,8 @@ class GridLAMEnv(BatchEnv):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version; the pixel scale and the distractors are new parameters whose
+      defaults leave the published grid unchanged.
     """
 
     dynamics_class = GridDynamics

@@ -12,7 +12,14 @@ import numpy as np
 
 from lam_envs._core import BatchDynamics, BatchEnv, BatchVectorEnv, Info
 from lam_envs._rng import BlockStreams, block_rows, standard_normal_f32
-from lam_envs.validate import check_choice, check_float, check_fraction, check_int, check_keys
+from lam_envs.validate import (
+    FLOAT32_MAX,
+    check_choice,
+    check_float,
+    check_fraction,
+    check_int,
+    check_keys,
+)
 
 #: Named noise cases of the paper. Explicit keyword arguments override a preset's values.
 LINEAR_PRESETS: dict[str, dict[str, Any]] = {
@@ -44,16 +51,22 @@ class LinearLAMConfig:
     structure_seed: int = 0
 
     def __post_init__(self):
-        d_o = check_int("d_o", self.d_o, low=1)
-        d_a = check_int("d_a", self.d_a, low=1)
-        d_b = check_int("d_b", self.d_b, low=1)
+        def canonical(name: str, check, *bounds) -> Any:
+            value = check(name, getattr(self, name), *bounds)
+            object.__setattr__(self, name, value)  # a plain int/float from here on
+            return value
+
+        # Observations are float32: a scale beyond its range would overflow to inf.
+        d_o = canonical("d_o", check_int, 1)
+        d_a = canonical("d_a", check_int, 1)
+        d_b = canonical("d_b", check_int, 1)
         if d_a > d_o:
             raise ValueError(f"d_a must be <= d_o = {d_o}, got d_a = {d_a}")
-        check_float("sigma_iid", self.sigma_iid, low=0.0)
-        check_float("sigma_exo", self.sigma_exo, low=0.0)
-        overlap = check_fraction("overlap", self.overlap)
-        check_fraction("distractor_correlation", self.distractor_correlation)
-        check_int("structure_seed", self.structure_seed, low=0)
+        canonical("sigma_iid", check_float, 0.0, FLOAT32_MAX)
+        canonical("sigma_exo", check_float, 0.0, FLOAT32_MAX)
+        overlap = canonical("overlap", check_fraction)
+        canonical("distractor_correlation", check_fraction)
+        canonical("structure_seed", check_int, 0)
         if overlap < 1 and d_b > d_o - d_a:
             raise ValueError(
                 f"d_b must be <= d_o - d_a = {d_o - d_a} so that Y can be orthogonal to X "
@@ -142,7 +155,7 @@ class LinearDynamics(BatchDynamics):
 
     def step(self, actions, rngs, index) -> tuple[np.ndarray, Info]:
         c = self.config
-        a = np.asarray(actions, dtype=np.float32).reshape(-1, c.d_a)
+        a = actions  # float32 (n, d_a), finite: checked by the environment
         n = len(a)
         rows = self._streams.next_rows(rngs, index)
 

@@ -1,8 +1,11 @@
 """Behaviour policies, each with one knob from uniformly random to fully deterministic.
 
-A policy is a plain object: ``policy(observations, rng) -> actions`` on a batch
+A policy is a plain object: ``policy(observations, rng, info=None) -> actions`` on a batch
 (observations with a leading batch axis, actions likewise), drawing its randomness only
-from the numpy ``Generator`` it is given. Policies read only the observation.
+from the numpy ``Generator`` it is given. Policies read the observation, except the
+snaking policy on a grid with distractors: other squares, a background or camera shake
+hide which square is the agent, so it reads the documented ``info["position"]`` (the info
+of the same step, batched like the observations) and refuses to act without it.
 
 - ``random``: uniform over the 5 grid actions; a ~ N(0, I) in the linear environment.
 - ``snaking`` (grid): follow ``SNAKE_CYCLE`` through all 12 cells; with probability
@@ -20,8 +23,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lam_envs.grid import NUM_ACTIONS, SNAKE_ACTION, square_positions
+from lam_envs._core import BatchEnv, BatchVectorEnv
+from lam_envs.grid import NUM_ACTIONS, SNAKE_ACTION, GridDynamics, square_positions
+from lam_envs.linear import LinearDynamics
 from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
+
+Info = dict[str, np.ndarray] | None
 
 #: Which knob each policy has, and the environments (action-space kinds) it fits.
 POLICIES = {
@@ -35,21 +42,37 @@ POLICIES = {
 class RandomGridPolicy:
     """Uniform over the 5 grid actions."""
 
-    def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator, info: Info = None):
         return rng.integers(NUM_ACTIONS, size=len(observations))
 
 
 @dataclass(frozen=True)
 class SnakingPolicy:
-    """Follow the snake cycle; with probability ``epsilon`` act uniformly at random."""
+    """Follow the snake cycle; with probability ``epsilon`` act uniformly at random.
+
+    The square's cell comes from ``info["position"]`` when ``info`` is given, else from the
+    observation (``square_positions``), which only the grid without distractors allows:
+    with ``needs_info`` (set by ``make_policy`` for such a grid) a call without ``info``
+    is refused.
+    """
 
     epsilon: float = 0.0
+    needs_info: bool = False
 
     def __post_init__(self):
-        check_fraction("epsilon", self.epsilon)
+        object.__setattr__(self, "epsilon", check_fraction("epsilon", self.epsilon))
 
-    def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        pos = square_positions(observations)
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator, info: Info = None):
+        if info is not None and "position" in info:
+            pos = np.asarray(info["position"]).reshape(len(observations), 2)
+        elif self.needs_info:
+            raise ValueError(
+                "the snaking policy cannot tell the agent from the distractors in the "
+                "observation: call policy(observations, rng, info) with the step's info "
+                "(it reads info['position'])"
+            )
+        else:
+            pos = square_positions(observations)
         actions = SNAKE_ACTION[pos[:, 0], pos[:, 1]]
         if self.epsilon > 0:
             n = len(observations)
@@ -76,12 +99,14 @@ class LinearPolicy:
     def __post_init__(self):
         d_o = check_int("d_o", self.d_o, low=1)
         d_a = check_int("d_a", self.d_a, low=1, high=d_o)
-        check_fraction("chi", self.chi)
+        object.__setattr__(self, "chi", check_fraction("chi", self.chi))
+        object.__setattr__(self, "d_o", d_o)
+        object.__setattr__(self, "d_a", d_a)
         rng = np.random.Generator(np.random.PCG64(self.projection_seed))
         q, _ = np.linalg.qr(rng.standard_normal((d_o, d_a)))
         object.__setattr__(self, "projection", np.ascontiguousarray(q.T, dtype=np.float32))
 
-    def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator, info: Info = None):
         s = rng.standard_normal((len(observations), self.d_a), dtype=np.float32)
         if self.chi == 0:
             return s
@@ -89,21 +114,38 @@ class LinearPolicy:
         return np.float32(self.chi) * determined + np.float32(1 - self.chi) * s
 
 
-def env_kind(action_space: gym.spaces.Space) -> str:
-    """'grid' for the Discrete(5) environment, 'linear' for a Box action space."""
-    if isinstance(action_space, gym.spaces.Discrete):
-        return "grid"
-    if isinstance(action_space, gym.spaces.Box):
-        return "linear"
-    raise ValueError(f"no behaviour policy for action space {action_space}")
+def env_dynamics(env: gym.Env | gym.vector.VectorEnv) -> GridDynamics | LinearDynamics:
+    """The dynamics of one of this package's environments, single or vector (native, or
+    Gymnasium's sync/async over single ones), through wrappers; ``ValueError`` otherwise."""
+    inner = env.unwrapped
+    dynamics = (
+        getattr(inner, "dynamics", None) if isinstance(inner, BatchEnv | BatchVectorEnv) else None
+    )
+    if dynamics is None and isinstance(inner, gym.vector.VectorEnv):
+        try:  # Gymnasium's sync or async vector env over our single envs
+            dynamics = inner.get_attr("dynamics")[0]
+        except (AttributeError, IndexError):
+            dynamics = None
+    if not isinstance(dynamics, GridDynamics | LinearDynamics):
+        raise ValueError(
+            "make_policy knows only this package's environments (lam_envs.ENV_IDS: GridLAM, "
+            f"LinearLAM), got {env!r}: its actions would not fit the policies"
+        )
+    return dynamics
+
+
+def env_kind(env: gym.Env | gym.vector.VectorEnv) -> str:
+    """'grid' or 'linear' for one of this package's environments (see ``env_dynamics``)."""
+    return "grid" if isinstance(env_dynamics(env), GridDynamics) else "linear"
 
 
 def make_policy(name: str, env: gym.Env | gym.vector.VectorEnv, **knobs: Any):
-    """Build the policy ``name`` for ``env`` (single or vector). ``knobs``: ``epsilon`` for
-    ``snaking``, ``chi`` (and ``projection_seed``) for ``linear``, none for ``random``."""
+    """Build the policy ``name`` for ``env`` (one of this package's environments, single or
+    vector). ``knobs``: ``epsilon`` for ``snaking``, ``chi`` (and ``projection_seed``) for
+    ``linear``, none for ``random``. Another environment is refused (``ValueError``)."""
     check_choice("policy", name, POLICIES)
-    action_space = getattr(env, "single_action_space", env.action_space)
-    kind = env_kind(action_space)
+    dynamics = env_dynamics(env)
+    kind = "grid" if isinstance(dynamics, GridDynamics) else "linear"
     if kind not in POLICIES[name]["fits"]:
         raise ValueError(
             f"policy {name!r} does not fit the {kind} environment; it fits: "
@@ -114,9 +156,11 @@ def make_policy(name: str, env: gym.Env | gym.vector.VectorEnv, **knobs: Any):
     allowed = {"random": [], "snaking": ["epsilon"], "linear": ["chi", "projection_seed"]}[name]
     check_keys(f"knob for policy {name!r}", knobs, allowed)
     if name == "snaking":
-        return SnakingPolicy(**knobs)
+        # Only the colour drift leaves the agent the one bright square of the cells.
+        hidden = set(dynamics.config.distractors) - {"colour_drift"}
+        return SnakingPolicy(**knobs, needs_info=bool(hidden))
     if kind == "grid":
         return RandomGridPolicy()
-    obs_space = getattr(env, "single_observation_space", env.observation_space)
     # ``random`` in the linear environment is the linear policy at χ = 0: a ~ N(0, I).
-    return LinearPolicy(d_o=obs_space.shape[0], d_a=action_space.shape[0], **knobs)
+    config = dynamics.config
+    return LinearPolicy(d_o=config.d_o, d_a=config.d_a, **knobs)

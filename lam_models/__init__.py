@@ -8,6 +8,10 @@
 - ``python -m lam_models.train METHOD``, ``python -m lam_models.pipeline``.
 """
 
+from lam_envs.cli import quiet_interrupt_during_startup
+
+quiet_interrupt_during_startup()  # a Ctrl-C while `python -m lam_models.X` imports: exit 130
+
 from lam_models.lam import LAM, get_lam, lam_names, load_lam, register_lam
 from lam_models.scoring import evaluate
 from lam_models.split import DataSplit

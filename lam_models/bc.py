@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lam_envs.validate import check_choice
+from lam_models.lam import progress_bar
 from lam_models.nn import EnsembleMLP
 from lam_models.seeding import Stream, torch_generator
 
@@ -38,8 +39,12 @@ class Policy(nn.Module):
         check_choice("policy kind", kind, ("regression", "classification"))
         self.kind, self.d_in, self.d_out, self.width = kind, d_in, d_out, width
         self.net = EnsembleMLP(num_models, d_in, width, d_out)
-        for name, dim in (("in_mean", d_in), ("in_std", d_in), ("out_mean", d_out),
-                          ("out_std", d_out)):  # fmt: skip
+        for name, dim in (
+            ("in_mean", d_in),
+            ("in_std", d_in),
+            ("out_mean", d_out),
+            ("out_std", d_out),
+        ):
             fill = torch.ones if name.endswith("std") else torch.zeros
             self.register_buffer(name, fill(num_models, 1, dim))
 
@@ -48,8 +53,13 @@ class Policy(nn.Module):
         return self.in_mean.device
 
     def spec(self) -> dict[str, Any]:
-        return {"num_models": self.net.num_models, "d_in": self.d_in, "d_out": self.d_out,
-                "width": self.width, "kind": self.kind}  # fmt: skip
+        return {
+            "num_models": self.net.num_models,
+            "d_in": self.d_in,
+            "d_out": self.d_out,
+            "width": self.width,
+            "kind": self.kind,
+        }
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.in_mean) / self.in_std)
@@ -95,6 +105,8 @@ def fit_policy(
     lr: float = 1e-3,
     d_out: int | None = None,
     device: torch.device | str = "cpu",
+    progress: bool = False,
+    name: str = "policy",
 ) -> Policy:
     """Fit M policies: copy m on the rows ``support[m]`` of its (x[m], y[m]).
 
@@ -132,6 +144,7 @@ def fit_policy(
     generators = [torch_generator(seed, Stream.POLICY_BATCHES) for seed in seeds]
     pools = [torch.from_numpy(np.flatnonzero(s)) for s in support]
     optimiser = torch.optim.Adam(policy.net.parameters(), lr=lr)
+    bar = progress_bar(steps, f"{name} ×{m}", "step", progress)
     for _ in range(steps):
         index = torch.stack(
             [
@@ -149,6 +162,10 @@ def fit_policy(
         optimiser.zero_grad(set_to_none=True)
         loss.sum().backward()
         optimiser.step()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return policy.eval()
 
 
@@ -164,6 +181,7 @@ def bc_policies(
     seeds: Sequence[int],
     width: int,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> dict[str, Policy]:
     """Stage 3 for M copies: the latent policy π(z | o) on every transition, and the baselines
     π(a | o) on the labelled subset and on all transitions (true actions).
@@ -174,18 +192,28 @@ def bc_policies(
     """
     kind = "classification" if discrete else "regression"
     everything = np.ones(labelled.shape, dtype=bool)
-    common = dict(steps=steps, width=width, d_out=num_actions, seeds=seeds, device=device)
+    common = dict(
+        steps=steps, width=width, d_out=num_actions, seeds=seeds, device=device, progress=progress
+    )
     return {
-        "latent_policy": fit_policy(obs, z, everything, "regression", **common),
-        "labelled_bc": fit_policy(obs, actions, labelled, kind, **common),
-        "full_bc": fit_policy(obs, true_actions, everything, kind, **common),
+        "latent_policy": fit_policy(obs, z, everything, "regression", name="π(z | o)", **common),
+        "labelled_bc": fit_policy(obs, actions, labelled, kind, name="BC, labelled", **common),
+        "full_bc": fit_policy(obs, true_actions, everything, kind, name="BC, all", **common),
     }
 
 
 def fit_decoder(
-    z: np.ndarray, actions: np.ndarray, labelled: np.ndarray, discrete: bool, num_actions: int,
-    steps: int, seeds: Sequence[int], width: int, device: torch.device | str = "cpu",
-) -> Policy:  # fmt: skip
+    z: np.ndarray,
+    actions: np.ndarray,
+    labelled: np.ndarray,
+    discrete: bool,
+    num_actions: int,
+    steps: int,
+    seeds: Sequence[int],
+    width: int,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> Policy:
     """Stage 4 for M copies: the decoder z -> a, fitted on the labelled subset only.
 
     z (M, N, d_z); actions (M, N[, d_a]), read only where ``labelled`` (M, N) is True.
@@ -193,8 +221,19 @@ def fit_decoder(
     if not np.asarray(labelled).reshape(len(seeds), -1).any(1).all():
         raise ValueError("the decoder needs labelled transitions; a copy has none")
     kind = "classification" if discrete else "regression"
-    return fit_policy(z, actions, labelled, kind, steps=steps, seeds=seeds, width=width,
-                      d_out=num_actions, device=device)  # fmt: skip
+    return fit_policy(
+        z,
+        actions,
+        labelled,
+        kind,
+        steps=steps,
+        seeds=seeds,
+        width=width,
+        d_out=num_actions,
+        device=device,
+        progress=progress,
+        name="decoder",
+    )
 
 
 def save_policy(path: Path, policy: Policy) -> None:

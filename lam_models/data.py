@@ -5,7 +5,7 @@ Learning sees ``Batch(obs, next_obs, actions, label_mask)``: actions hold a sent
 where unlabelled (NaN for the linear env, -1 for the grid). Evaluation asks for the oracle
 fields separately (``LAMDataset.oracle``), so ground truth never slips into a batch.
 
-    data = LAMDataset("lam-envs/gridlam-snaking-...-v0")     # a Minari id, or a path
+    data = LAMDataset("lam_envs/gridlam-snaking-...-v0")     # a Minari id, or a path
     train, held_out = data.split(held_out=0.1, seed=0)       # by episode
     for batch in data.batches(128, episodes=train, seed=0):   # one shuffled epoch, chunked
         ...
@@ -300,7 +300,9 @@ class LAMDataset:
         """Ground truth for evaluation, one row per transition (aligned with ``read``):
         ``action`` (the true action) and the environment's info fields after the step
         (linear: ``q``, ``eps``, ``b``; grid: ``position``, ``noise``, ``clean_obs``,
-        ``distracted``), plus ``position_before`` / ``clean_obs_before`` on the grid."""
+        the distractors' state), plus ``<field>_before`` (the value before the step) for the
+        grid's position, clean image and the distractor states that move (camera shake,
+        the agent's colour, the background and the other agents)."""
         episodes = self.episodes if episodes is None else np.asarray(episodes)
         names = list(self._file[f"episode_{int(episodes[0])}/infos/oracle"].keys())
         keys = tuple(f"infos/oracle/{name}" for name in names)
@@ -309,7 +311,9 @@ class LAMDataset:
             name: np.concatenate([p[key][1:] for p in parts])
             for name, key in zip(names, keys, strict=True)
         }
-        for name in ("position", "clean_obs"):
+        before = ("position", "clean_obs", "shake", "agent_intensity", "background_offset",
+                  "other_positions")  # fmt: skip
+        for name in before:
             if name in names:
                 key = f"infos/oracle/{name}"
                 result[f"{name}_before"] = np.concatenate([p[key][:-1] for p in parts])
@@ -463,7 +467,7 @@ class EnvStream:
         self._rng, self._label_rng = (np.random.default_rng(s) for s in seeds.spawn(2))
         self._t = episode_length  # reset on the first call
         self._episode = 0
-        self._obs = None
+        self._obs = self._info = None
 
     @property
     def unwrapped(self):
@@ -474,12 +478,14 @@ class EnvStream:
         """One batch as numpy: (learning fields, oracle fields)."""
         if self._t == self.episode_length:
             seed = self._env_seed + self._episode * self.env.num_envs
-            self._obs, _ = self.env.reset(seed=seed)
+            self._obs, self._info = self.env.reset(seed=seed)
             self._t, self._episode = 0, self._episode + 1
         obs = self._obs
-        actions = self.policy(obs, self._rng)
+        # A scripted policy may read a documented info field (the square's position where
+        # distractors hide it in the image).
+        actions = self.policy(obs, self._rng, self._info)
         next_obs, _, _, _, info = self.env.step(actions)
-        self._obs, self._t = next_obs, self._t + 1
+        self._obs, self._info, self._t = next_obs, info, self._t + 1
         mask = self._label_rng.random(len(obs)) < self.label_fraction
         shown = np.array(actions, copy=True)
         shown[~mask] = -1 if self.discrete else np.nan

@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from lam_envs.cli import parse_value
@@ -170,10 +171,19 @@ def add_runtime_flags(parser: argparse.ArgumentParser, overwrite: bool = True) -
         help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)",
     )
     group.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch CPU threads (default: 1, fastest for these small models on a busy CPU)",
-    )  # fmt: skip
+    )
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="also log the training curves to DIR for TensorBoard (pip install "
+        "'lam-envs[tensorboard]')",
+    )
     if overwrite:
         group.add_argument(
             "--overwrite", action="store_true", help="write into an --out folder that holds files"

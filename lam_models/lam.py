@@ -212,6 +212,7 @@ class LAM(abc.ABC):
         self.configs, self.spec, self.seeds = configs, spec, seeds
         self.device = resolve_device(device)
         self.history: list[dict[str, list[float]]] = [{} for _ in seeds]
+        self.tensorboard = None  # a SummaryWriter while training, when asked for
         self.module = self.build().to(self.device)
 
     # ------------------------------------------------------------------ to implement
@@ -252,11 +253,14 @@ class LAM(abc.ABC):
         seeds: Sequence[int],
         device: str | torch.device = "auto",
         progress: bool = False,
+        tensorboard: str | Path | None = None,
     ) -> LAM:
         """Build M = len(seeds) copies and train them together; copy m on ``data[m]``.
 
         ``data``: one :class:`DataSplit` per copy (batches come from their train parts and
         labelled subsets), or an object with the :class:`CopyBatches` interface.
+        ``tensorboard``: a folder where the training curves are also logged for TensorBoard
+        (``pip install 'lam-envs[tensorboard]'``).
         """
         seeds = list(seeds)
         if isinstance(data, Sequence):
@@ -266,15 +270,22 @@ class LAM(abc.ABC):
         else:
             batches = data
         lam = cls(configs, batches.spec, seeds, device)
+        lam.tensorboard = open_tensorboard(tensorboard) if tensorboard is not None else None
         lam.module.train()
-        lam.fit(batches, progress)
+        try:
+            lam.fit(batches, progress)
+        finally:
+            if lam.tensorboard is not None:
+                lam.tensorboard.close()
+                lam.tensorboard = None
         lam.module.eval()
         check_finite_parameters(lam.module, lam.name)
         return lam
 
     @classmethod
-    def open_stream(cls, stream: Any, seed: int, label_fraction: float | None,
-                    eval_transitions: int) -> Any:  # fmt: skip
+    def open_stream(
+        cls, stream: Any, seed: int, label_fraction: float | None, eval_transitions: int
+    ) -> Any:
         """A data source of fresh transitions (methods with a ``stream_config``)."""
         raise ValueError(f"the {cls.name!r} LAM trains on datasets only; give --dataset")
 
@@ -352,8 +363,9 @@ class LAM(abc.ABC):
     def copy(self, index: Sequence[int]) -> LAM:
         """A new LAM of the copies ``index`` (weights copied), in that order."""
         index = list(index)
-        other = type(self)([self.configs[i] for i in index], self.spec,
-                           [self.seeds[i] for i in index], self.device)  # fmt: skip
+        other = type(self)(
+            [self.configs[i] for i in index], self.spec, [self.seeds[i] for i in index], self.device
+        )
         other.module.load_state_dict(_select_copies(self.module, index))
         other.history = [self.history[i] for i in index]
         return other
@@ -501,6 +513,12 @@ class TrainingLog:
             for key, values in {**means, **points}.items():
                 history.setdefault(key, []).append(values[m])
             history.setdefault("seconds", []).append(seconds)
+        writer = getattr(self.lam, "tensorboard", None)
+        if writer is not None:
+            for key, values in {**means, **points}.items():
+                for m, value in enumerate(values):
+                    tag = key if len(values) == 1 else f"{key}/seed{self.lam.seeds[m]}"
+                    writer.add_scalar(tag, value, step + 1)
         for value in self.window.values():
             value.zero_()
         self.count = 0
@@ -512,10 +530,22 @@ class TrainingLog:
                 self.bar.close()
 
 
+def open_tensorboard(folder: str | Path):
+    """A ``torch.utils.tensorboard.SummaryWriter`` logging into ``folder``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError(
+            "--tensorboard needs the tensorboard package: pip install 'lam-envs[tensorboard]'"
+        ) from None
+    return SummaryWriter(log_dir=str(folder))
+
+
 def progress_bar(total: int, desc: str, unit: str, enabled: bool):
-    """A tqdm bar (None when disabled)."""
+    """The package's progress display (:func:`lam_envs.cli.progress`: a bar on a terminal,
+    a line per 10% in a log); None when disabled."""
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from lam_envs.cli import progress
 
-    return tqdm(total=total, desc=desc, unit=unit)
+    return progress(total=total, desc=desc, unit=unit)

@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lam_envs.cli import Parser
+from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_choice, check_fraction, check_int
 from lam_models.bc import bc_policies, fit_decoder, load_policy, save_policy
 from lam_models.data import DatasetError
 from lam_models.flags import add_flags, add_runtime_flags, given_flags, option
 from lam_models.lam import LAM, config_from_dict, get_lam, load_lam, resolve_device
 from lam_models.rollout import composed, evaluate_policies
-from lam_models.runs import save_run
+from lam_models.runs import plot_history, save_run
 from lam_models.split import DataSplit
 
 __all__ = [
@@ -111,20 +111,32 @@ class PipelineConfig:
     def quick(cls, **overrides: Any) -> PipelineConfig:
         """A configuration small enough for tests and demos (seconds, not minutes)."""
         options = {"steps": 400, **overrides.pop("lam_options", {})}
-        return cls(**{"policy_steps": 400, "rollout_episodes": 8, "lam_options": options,
-                      **overrides})  # fmt: skip
+        return cls(
+            **{"policy_steps": 400, "rollout_episodes": 8, "lam_options": options, **overrides}
+        )
 
 
 class Run:
     """A run folder: its configuration, dataset split, device and stage artefacts."""
 
     def __init__(
-        self, out_dir: Path, config: PipelineConfig, device: str = "auto", trust: bool = False
+        self,
+        out_dir: Path,
+        config: PipelineConfig,
+        device: str = "auto",
+        trust: bool = False,
+        tensorboard: Path | None = None,
     ):
         self.out, self.config = Path(out_dir), config
         self.device = resolve_device(device)
-        self.split = DataSplit(config.dataset, config.held_out, config.seed, config.label_fraction,
-                               trust_entry_point=trust)  # fmt: skip
+        self.tensorboard = tensorboard
+        self.split = DataSplit(
+            config.dataset,
+            config.held_out,
+            config.seed,
+            config.label_fraction,
+            trust_entry_point=trust,
+        )
         self.data = self.split.data
         self.spec = self.split.spec
 
@@ -189,9 +201,12 @@ def stage_lam(run: Run, progress: bool) -> dict[str, Any]:
     """1. Train the LAM on the train split; probe its latent on held-out transitions."""
     c = run.config
     run.check_labels()  # refused before the LAM is trained: the decoder will need labels
-    lam = c.lam_class().train([c.lam_config()], [run.split], [c.seed], run.device, progress)
+    lam = c.lam_class().train(
+        [c.lam_config()], [run.split], [c.seed], run.device, progress, run.tensorboard
+    )
     metrics = LAM.metrics(lam, [run.split])[0]
     lam.save(run.folder("lam"), metrics, pipeline_config=c)
+    plot_history(lam.history[0], run.folder("lam") / "training.png", f"{c.lam} LAM")
     return metrics
 
 
@@ -199,33 +214,46 @@ def stage_relabel(run: Run, progress: bool) -> dict[str, Any]:
     """2. z of every train and held-out transition, z(o_t, o_{t+k})."""
     lam = load_lam(run.need("lam", "run.json", "model.pt"), run.device)
     z = {
-        part: lam.latents(getattr(run.split, part).obs(),
-                          getattr(run.split, part).far_obs(lam.lookahead))[0]
+        part: lam.latents(
+            getattr(run.split, part).obs(), getattr(run.split, part).far_obs(lam.lookahead)
+        )[0]
         for part in ("train", "test")
-    }  # fmt: skip
+    }
     folder = run.folder("relabel")
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "latents.tmp.npz"
     np.savez(tmp, z_train=z["train"], z_test=z["test"])
     tmp.replace(folder / "latents.npz")
-    return run.save("relabel", {"transitions": {k: len(v) for k, v in z.items()},
-                                "latent_dim": int(z["train"].shape[1])})  # fmt: skip
+    return run.save(
+        "relabel",
+        {"transitions": {k: len(v) for k, v in z.items()}, "latent_dim": int(z["train"].shape[1])},
+    )
 
 
 def stage_bc(run: Run, progress: bool) -> dict[str, Any]:
     """3. π(z | o) on every train transition; BC on the labelled subset and on all labels."""
     c, train = run.config, run.split.train
     policies = bc_policies(
-        run.obs("train"), run.latents()["z_train"][None], train.actions[None],
-        train.oracle["action"][None], train.label_mask[None], run.spec.discrete,
-        run.spec.action_dim, c.policy_steps, [c.seed], c.width, run.device,
-    )  # fmt: skip
+        run.obs("train"),
+        run.latents()["z_train"][None],
+        train.actions[None],
+        train.oracle["action"][None],
+        train.label_mask[None],
+        run.spec.discrete,
+        run.spec.action_dim,
+        c.policy_steps,
+        [c.seed],
+        c.width,
+        run.device,
+        progress,
+    )
     folder = run.folder("bc")
     folder.mkdir(parents=True, exist_ok=True)
     for name, policy in policies.items():
         save_policy(folder / f"{name}.pt", policy)
-    return run.save("bc", {"labelled_transitions": run.split.labelled,
-                           "train_transitions": len(train)})  # fmt: skip
+    return run.save(
+        "bc", {"labelled_transitions": run.split.labelled, "train_transitions": len(train)}
+    )
 
 
 def stage_decoder(run: Run, progress: bool) -> dict[str, Any]:
@@ -233,9 +261,17 @@ def stage_decoder(run: Run, progress: bool) -> dict[str, Any]:
     c, train = run.config, run.split.train
     run.check_labels()
     decoder = fit_decoder(
-        run.latents()["z_train"][None], train.actions[None], train.label_mask[None],
-        run.spec.discrete, run.spec.action_dim, c.policy_steps, [c.seed], c.width, run.device,
-    )  # fmt: skip
+        run.latents()["z_train"][None],
+        train.actions[None],
+        train.label_mask[None],
+        run.spec.discrete,
+        run.spec.action_dim,
+        c.policy_steps,
+        [c.seed],
+        c.width,
+        run.device,
+        progress,
+    )
     folder = run.folder("decoder")
     folder.mkdir(parents=True, exist_ok=True)
     save_policy(folder / "decoder.pt", decoder)
@@ -247,17 +283,24 @@ def stage_rollout(run: Run, progress: bool) -> dict[str, Any]:
     c = run.config
     bc = run.need("bc", "latent_policy.pt", "labelled_bc.pt", "full_bc.pt")
     decoder = load_policy(run.need("decoder", "decoder.pt") / "decoder.pt", run.device)
-    loaded = {name: load_policy(bc / f"{name}.pt", run.device)
-              for name in ("latent_policy", "labelled_bc", "full_bc")}  # fmt: skip
+    loaded = {
+        name: load_policy(bc / f"{name}.pt", run.device)
+        for name in ("latent_policy", "labelled_bc", "full_bc")
+    }
     policies = {
         "composed": composed(loaded["latent_policy"], decoder),
         "labelled_bc": loaded["labelled_bc"].act,
         "full_bc": loaded["full_bc"].act,
     }
     results = evaluate_policies(
-        run.data, policies, torch.from_numpy(run.obs("test")),
-        run.split.test.oracle["action"], c.rollout_episodes, c.seed,
-    )  # fmt: skip
+        run.data,
+        policies,
+        torch.from_numpy(run.obs("test")),
+        run.split.test.oracle["action"],
+        c.rollout_episodes,
+        c.seed,
+        progress,
+    )
     metrics: dict[str, Any] = {
         name: {k: float(v[0]) for k, v in r.items()} for name, r in results.items()
     }
@@ -301,6 +344,7 @@ def run_stage(
     device: str = "auto",
     overwrite: bool = False,
     trust: bool = False,
+    tensorboard: Path | None = None,
 ) -> dict[str, Any]:
     """Run one stage (or ``"all"``) in the run folder ``out_dir``; return its metrics.
 
@@ -330,7 +374,7 @@ def run_stage(
             f"{_differences(config, saved)}; {hint}"
         )
     config = config if config is not None else saved
-    run = Run(out, config, device, trust)
+    run = Run(out, config, device, trust, tensorboard)
     if first:
         run.check_labels()  # before anything is written: the decoder will need labels
         out.mkdir(parents=True, exist_ok=True)
@@ -468,13 +512,25 @@ def config_from_args(args: argparse.Namespace, lam: str) -> PipelineConfig | Non
         if not given.get("dataset"):
             raise PipelineError(f"--stage {args.stage} needs --dataset")
         base = PipelineConfig.quick(dataset=given["dataset"]) if args.quick else PipelineConfig()
-        return PipelineConfig(**{**dataclasses.asdict(base), **given, "lam": lam,
-                                 "lam_options": {**base.lam_options, **options}})  # fmt: skip
+        return PipelineConfig(
+            **{
+                **dataclasses.asdict(base),
+                **given,
+                "lam": lam,
+                "lam_options": {**base.lam_options, **options},
+            }
+        )
     saved = _saved_config(args.out)
     if saved is None or not (given or options):
         return None
-    return PipelineConfig(**{**dataclasses.asdict(saved), **given, "lam": lam,
-                             "lam_options": {**saved.lam_options, **options}})  # fmt: skip
+    return PipelineConfig(
+        **{
+            **dataclasses.asdict(saved),
+            **given,
+            "lam": lam,
+            "lam_options": {**saved.lam_options, **options},
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,8 +546,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(check_int("threads", args.threads, low=1))
         check_choice("stage", args.stage, (*STAGES, "all"))
         config = config_from_args(args, lam)
-        result = run_stage(args.stage, args.out, config, not args.quiet, args.device,
-                           args.overwrite, args.trust_dataset)  # fmt: skip
+        result = run_stage(
+            args.stage,
+            args.out,
+            config,
+            not args.quiet,
+            args.device,
+            args.overwrite,
+            args.trust_dataset,
+            args.tensorboard,
+        )
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -505,4 +569,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -15,6 +15,7 @@ import torch
 
 from lam_models.bc import Policy
 from lam_models.data import LAMDataset
+from lam_models.lam import progress_bar
 
 __all__ = ["agreement", "composed", "evaluate_policies", "rollout_returns"]
 
@@ -37,6 +38,8 @@ def rollout_returns(
     num_copies: int,
     episodes: int,
     seed: int,
+    progress: bool = False,
+    name: str = "rollout",
 ) -> np.ndarray:
     """Mean episode return of M policies in the dataset's environment, (M,).
 
@@ -49,10 +52,15 @@ def rollout_returns(
     env = data.make_vector_env(num_copies * episodes, max_episode_steps=length)
     obs, _ = env.reset(seed=seed)
     total = np.zeros(num_copies * episodes)
+    bar = progress_bar(length, f"{name}, {num_copies * episodes} episodes", "step", progress)
     for _ in range(length):
         action = np.asarray(act(obs.reshape(num_copies, episodes, *obs.shape[1:])))
         obs, reward, _, _, _ = env.step(action.reshape(num_copies * episodes, *action.shape[2:]))
         total += reward
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     env.close()
     return total.reshape(num_copies, episodes).mean(1)
 
@@ -69,6 +77,7 @@ def evaluate_policies(
     test_actions: np.ndarray,
     episodes: int,
     seed: int,
+    progress: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """For each named policy (flattened observations (M, N, d_o) -> actions (M, N[, d_a])),
     its agreement on the held-out transitions and its mean return in the environment, (M,)."""
@@ -82,6 +91,6 @@ def evaluate_policies(
 
         results[name] = {
             "agreement": agreement(predicted, test_actions, data.discrete),
-            "return": rollout_returns(data, act_env, m, episodes, seed),
+            "return": rollout_returns(data, act_env, m, episodes, seed, progress, name),
         }
     return results

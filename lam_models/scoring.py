@@ -91,6 +91,7 @@ def evaluate_latents(
     num_actions: int,
     seed: int = 0,
     offset: int = 1,
+    nuisance: Sequence[str] = (),
 ) -> dict[str, float]:
     """Probe metrics of a latent, fitted on ``train`` transitions, measured on ``test``.
 
@@ -98,7 +99,9 @@ def evaluate_latents(
     most :data:`PROBE_FIT_MAX` train transitions (a seeded subset) fit the probes. On the
     grid the probe-based losses predict o_{t+offset} (the IDM's partner). Returns
     ``nmse_action``, and ``probe_controllable_loss``, ``probe_stochastic_loss`` (grid) or
-    ``nmse_q``, ``nmse_eps``, ``nmse_o``, ``llo`` (linear).
+    ``nmse_q``, ``nmse_eps``, ``nmse_o``, ``llo`` (linear); and ``nmse_<field>`` for each
+    oracle field named in ``nuisance`` (what the latent holds of the noise row, the
+    distractors, ...: NaN where the field never varies).
     """
     z_train, z_test = np.asarray(z_train, np.float64), np.asarray(z_test, np.float64)
     if len(z_train) != len(train) or len(z_test) != len(test):
@@ -111,7 +114,49 @@ def evaluate_latents(
     rows = _fit_rows(len(train), seed)
     fit = train.subset(rows)
     z_fit = z_train[rows]
+    extra = {}
+    for name in nuisance:
+        y_fit, y_test = nuisance_targets(name, fit, test)
+        extra[f"nmse_{name}"] = probe_nmse(z_fit, y_fit, z_test, y_test)
+    result = _evaluate(z_fit, z_test, fit, test, discrete, num_actions, offset)
+    return {**result, **extra}
+
+
+def nuisance_targets(name: str, *parts: Part) -> list[np.ndarray]:
+    """The probe targets of a nuisance in each part, (N, d) float64: the oracle field
+    ``name``; its change over the transition for ``"<field>:change"`` (field −
+    field_before); integer fields (the other agents' actions) one-hot per column, with the
+    same width in every part."""
+    field, _, change = name.partition(":")
+    if change not in ("", "change"):
+        raise ValueError(f"unknown nuisance {name!r}: give an oracle field, or FIELD:change")
+    needed = [field] + ([f"{field}_before"] if change else [])
+    for part in parts:
+        missing = [k for k in needed if k not in part.oracle]
+        if missing:
+            raise ValueError(
+                f"no oracle field {missing[0]!r} to probe; the data has {sorted(part.oracle)}"
+            )
+    ys = []
+    for part in parts:
+        y = part.oracle[field]
+        if change:
+            y = y.astype(np.float64) - part.oracle[f"{field}_before"]
+        ys.append(y.reshape(len(part), -1))
+    if ys[0].dtype.kind in "iub":
+        width = int(max(y.max() for y in ys)) + 1
+        ys = [np.concatenate([np.eye(width)[c] for c in y.T.astype(int)], 1) for y in ys]
+    return [y.astype(np.float64) for y in ys]
+
+
+def _evaluate(z_fit, z_test, fit: Part, test: Part, discrete, num_actions, offset) -> dict:
     a_fit, a_test = fit.oracle["action"], test.oracle["action"]
+    if discrete and np.prod(fit.frames.shape[1:]) != 16:
+        # The probe-based losses are defined on the 4×4 grid (rows 0-2 and the noise row).
+        nan = float("nan")
+        return {"nmse_action": probe_nmse(z_fit, action_targets(a_fit, True, num_actions), z_test,
+                                          action_targets(a_test, True, num_actions)),
+                "probe_controllable_loss": nan, "probe_stochastic_loss": nan}  # fmt: skip
     if discrete:
         a_fit = action_targets(a_fit, True, num_actions)
         a_test = action_targets(a_test, True, num_actions)
@@ -124,10 +169,14 @@ def evaluate_latents(
             "probe_stochastic_loss": losses.stochastic,
         }
     targets = [
-        {"a": p.oracle["action"], "q": p.oracle["q"], "eps": p.oracle["eps"],
-         "o": p.obs().reshape(len(p), -1)}
+        {
+            "a": p.oracle["action"],
+            "q": p.oracle["q"],
+            "eps": p.oracle["eps"],
+            "o": p.obs().reshape(len(p), -1),
+        }
         for p in (fit, test)
-    ]  # fmt: skip
+    ]
     report = linear_probe_report(z_fit, z_test, *targets)
     return {
         "nmse_action": report["nmse_a"],
@@ -144,9 +193,15 @@ def score_lam(lam: Any, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
         for name, part in (("train", split.train), ("test", split.test)):
             z[name] = lam.latents(part.obs(), part.far_obs(k))[m]
         result = evaluate_latents(
-            z["train"], z["test"], split.train, split.test, split.discrete,
-            split.spec.action_dim, lam.seeds[m], offset=k,
-        )  # fmt: skip
+            z["train"],
+            z["test"],
+            split.train,
+            split.test,
+            split.discrete,
+            split.spec.action_dim,
+            lam.seeds[m],
+            offset=k,
+        )
         result["data"] = split.describe()
         results.append(result)
     return results
@@ -157,8 +212,10 @@ def _apply(latent_fn: Callable, o: np.ndarray, o_next: np.ndarray, batch_size: i
     parts = []
     with torch.no_grad():
         for i in range(0, len(o), batch_size):
-            z = latent_fn(torch.from_numpy(o[i : i + batch_size]).float(),
-                          torch.from_numpy(o_next[i : i + batch_size]).float())  # fmt: skip
+            z = latent_fn(
+                torch.from_numpy(o[i : i + batch_size]).float(),
+                torch.from_numpy(o_next[i : i + batch_size]).float(),
+            )
             z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
             parts.append(z.reshape(len(z), -1).astype(np.float64))
     z = np.concatenate(parts)
@@ -174,6 +231,7 @@ def evaluate(
     seed: int = 0,
     eval_transitions: int = 20_000,
     batch_size: int = 4096,
+    nuisance: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score any LAM's latent on a lam_envs dataset with the package's metrics.
 
@@ -182,6 +240,7 @@ def evaluate(
     dataset: a :class:`~lam_models.split.DataSplit`, or a dataset (id, path or
         :class:`LAMDataset`) split by episode here (``held_out``, ``seed``; at most
         ``eval_transitions`` held-out transitions).
+    nuisance: oracle fields to probe as well (``nmse_<field>``), e.g. ``("noise",)``.
     Returns the metrics of :func:`evaluate_latents` and the split's description.
     """
     split = (
@@ -194,8 +253,9 @@ def evaluate(
     z_train = _apply(latent_fn, train.obs(), train.next_obs(), batch_size)
     z_test = _apply(latent_fn, split.test.obs(), split.test.next_obs(), batch_size)
     result = evaluate_latents(
-        z_train, z_test, train, split.test, split.discrete, split.spec.action_dim, split.seed
-    )
+        z_train, z_test, train, split.test, split.discrete, split.spec.action_dim, split.seed,
+        nuisance=nuisance,
+    )  # fmt: skip
     result["data"] = split.describe()
     return result
 

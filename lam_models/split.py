@@ -346,6 +346,15 @@ class DataSplit:
         other.label_fraction = label_fraction
         return other
 
+    def training_view(self) -> DataSplit:
+        """The split as a method under benchmark may see it: the train part with its
+        visible actions and labelled subset, no held-out part and no oracle fields."""
+        other = object.__new__(DataSplit)
+        other.__dict__.update(self.__dict__)
+        other.train = dataclasses.replace(self.train, oracle={})
+        other.test = None
+        return other
+
     def describe(self) -> str:
         d = self.data
         policy = d.collect_config.get("policy") if "lam_envs" in d.metadata else "?"

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from lam_envs.cli import Parser
+from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_int
 from lam_models.data import DatasetError
 from lam_models.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
@@ -72,10 +72,17 @@ def open_data(cls: type[LAM], run: RunConfig, stream: Any = None) -> Any:
     if run.dataset is None:
         if cls.stream_config is None:
             raise ValueError(f"the {cls.name!r} LAM needs --dataset")
-        return cls.open_stream(stream or cls.stream_config(), run.seed, run.label_fraction,
-                               run.eval_transitions)  # fmt: skip
-    return DataSplit(run.dataset, run.held_out, run.seed, run.label_fraction,
-                     run.eval_dataset, run.eval_transitions)  # fmt: skip
+        return cls.open_stream(
+            stream or cls.stream_config(), run.seed, run.label_fraction, run.eval_transitions
+        )
+    return DataSplit(
+        run.dataset,
+        run.held_out,
+        run.seed,
+        run.label_fraction,
+        run.eval_dataset,
+        run.eval_transitions,
+    )
 
 
 def train_and_evaluate(
@@ -85,13 +92,14 @@ def train_and_evaluate(
     stream: Any = None,
     device: str = "auto",
     progress: bool = False,
+    tensorboard: Path | None = None,
 ) -> tuple[LAM, dict[str, Any], Any]:
     """Train one ``method`` LAM and score it; returns (lam, its metrics, the data source)."""
     cls = get_lam(method)
     run = run or RunConfig()
     lam_config = lam_config if lam_config is not None else cls.Config()
     source = open_data(cls, run, stream)
-    lam = cls.train([lam_config], [source], [run.seed], device, progress)
+    lam = cls.train([lam_config], [source], [run.seed], device, progress, tensorboard)
     return lam, lam.metrics([source])[0], source
 
 
@@ -145,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         if run.dataset is not None and stream is not None:
             given = [n for n in flag_names(cls.stream_config) if hasattr(args, n)]
             if given:
-                raise ValueError(f"--{given[0].replace('_', '-')} applies to streamed data, "
-                                 "not to --dataset")  # fmt: skip
+                raise ValueError(
+                    f"--{given[0].replace('_', '-')} applies to streamed data, not to --dataset"
+                )
         out = args.out or default_out(cls.name, run, stream)
         check_out_dir(out, args.overwrite)
         start = time.perf_counter()
         lam, metrics, source = train_and_evaluate(
-            cls.name, lam_config, run, stream, args.device, not args.quiet
+            cls.name, lam_config, run, stream, args.device, not args.quiet, args.tensorboard
         )
         elapsed = time.perf_counter() - start
     except (ValueError, DatasetError) as error:
@@ -161,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cls.name} LAM ({settings}); seed {run.seed}, device {lam.device}\n")
     print(cls.format_metrics(metrics))
     path = lam.save(out, metrics, run_config=run, stream=stream, elapsed_seconds=elapsed)
-    pictures = [plot_history(lam.history[0], out / "training.png", f"{cls.name} LAM"),
-                *lam.plots(out, [source])]  # fmt: skip
+    pictures = [
+        plot_history(lam.history[0], out / "training.png", f"{cls.name} LAM"),
+        *lam.plots(out, [source]),
+    ]
     names = ", ".join(p.name for p in (path.with_name("model.pt"), path, *pictures))
     print(f"\nsaved {out}/ ({names}) in {elapsed:.1f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,7 +15,8 @@ import minari
 import numpy as np
 import pytest
 
-from lam_envs.collect import CollectConfig, LabelChooser, collect, main
+from lam_envs.collect import CollectConfig, collect, main
+from lam_models.data import LAMDataset
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT_DIR / "datasets").glob("*.toml"))
@@ -40,22 +39,24 @@ def _collect(root, **kwargs):
 def test_a_relative_root_works(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["--root", "rel", "--episodes", "2", "--episode-length", "5", "--quiet"]
-    assert main([*args, "--dataset-id", "lam-envs/rel-v0"]) == 0
-    assert minari.load_dataset(str(tmp_path / "rel" / "lam-envs" / "rel-v0")).total_steps == 10
+    assert main([*args, "--dataset-id", "lam_envs/rel-v0"]) == 0
+    assert minari.load_dataset(str(tmp_path / "rel" / "lam_envs" / "rel-v0")).total_steps == 10
 
 
 def test_cli_default_snaking_and_minari_reads_it(root, capsys):
     assert main(["--policy", "snaking", "--root", str(root), "--quiet", "--episodes", "20"]) == 0
     out = capsys.readouterr().out
     for word in (
-        "dataset lam-envs/",
-        "transitions  4,000 in 20 episodes",
+        "under policy snaking epsilon = 0.05, the published correlated policy",
+        "dataset lam_envs/gridlam-snaking-epsilon0p05-20x200-lab0p01-seed0-v0\n",
+        "transitions  4,000 in 20 episodes\n",
         "labelled     40 ",
         "throughput",
     ):
         assert word in out
-    dataset_id = out.split()[1]
+    dataset_id = out.split("dataset ")[1].split()[0]
     data = minari.load_dataset(dataset_id)
+    assert data.storage.metadata["lam_envs"]["collect"]["epsilon"] == 0.05
     assert data.total_episodes == 20 and data.total_steps == 4000
     episode = data[0]
     assert episode.observations.shape == (201, 1, 4, 4)
@@ -67,6 +68,7 @@ def test_cli_default_snaking_and_minari_reads_it(root, capsys):
         [str(minari_cli), "show", dataset_id], capture_output=True, text=True, check=True
     )
     assert "Total Steps" in shown.stdout and "100000" not in shown.stdout
+    assert "snaking (epsilon = 0.05)" in " ".join(shown.stdout.split())
     assert dataset_id in minari.list_local_datasets()
 
 
@@ -127,27 +129,19 @@ def test_full_labels_export_keeps_every_action_and_the_mask(root):
         np.testing.assert_array_equal(x.infos["label_mask"], y.infos["label_mask"])
 
 
-def test_label_chooser_exact_and_uniform():
-    counts = np.zeros(50)
-    for seed in range(400):
-        chooser = LabelChooser(50, 0.1, np.random.default_rng(seed))
-        mask = np.concatenate([chooser.next(m) for m in (7, 13, 30)])
-        assert mask.sum() == 5
-        counts += mask
-    # each unit labelled with probability 0.1: 40 of 400 on average, sd ~6
-    assert counts.min() > 15 and counts.max() < 70
-
-
 def _digest(root, dataset_id):
+    """A hash of every array of every episode, through the main file's links."""
     h = hashlib.sha256()
     with h5py.File(Path(root, dataset_id, "data", "main_data.hdf5")) as f:
-        f.visititems(
-            lambda name, obj: (
-                h.update(name.encode() + obj[()].tobytes())
-                if isinstance(obj, h5py.Dataset)
-                else None
+        for key in sorted(f, key=lambda k: int(k.removeprefix("episode_"))):
+            h.update(key.encode() + f[key].attrs["seed"].tobytes())
+            f[key].visititems(
+                lambda name, obj: (
+                    h.update(name.encode() + obj[()].tobytes())
+                    if isinstance(obj, h5py.Dataset)
+                    else None
+                )
             )
-        )
     return h.hexdigest()
 
 
@@ -177,61 +171,78 @@ def test_existing_id_refused_then_overwritten(root, capsys):
     assert minari.load_dataset("tests/x-v0").total_episodes == 4
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_run_leaves_no_dataset(root, sig):
-    dataset_id = "tests/interrupted-v0"
-    cmd = [
-        sys.executable,
-        "-m",
-        "lam_envs.collect",
-        "--env",
-        "LinearLAM-v0",
-        "--quiet",
-        "--episodes",
-        "100000",
-        "--root",
-        str(root),
-        "--dataset-id",
-        dataset_id,
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    staging = root / ".lam-envs-staging"
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until episodes are being written
-        files = list(staging.glob("*/data/main_data.hdf5")) if staging.exists() else []
-        if files and files[0].stat().st_size > 1_000_000:
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the collector never started writing")
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert not (root / "tests" / "interrupted-v0").exists()
-    assert dataset_id not in minari.list_local_datasets()
-    with pytest.raises(FileNotFoundError):
-        minari.load_dataset(dataset_id)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "interrupted" in err
-        assert not any(staging.iterdir())  # cleaned up on the way out
-        assert "Traceback" not in err
-    else:  # a stale staging folder is left, invisible to minari, and removed next time
-        assert any(staging.iterdir())
-        _collect(root, dataset_id="tests/after-v0")
-        assert [p.name for p in staging.iterdir()] == []
+def test_progress_is_a_line_per_tenth_in_logs_and_refusals_come_first(root, capsys):
+    argv = ["--root", str(root), "--episodes", "30", "--episode-length", "10"]
+    assert main([*argv, "--dataset-id", "tests/log-v0"]) == 0
+    err = capsys.readouterr().err.splitlines()  # captured: not a terminal
+    assert 2 <= len(err) <= 10 and err[-1].startswith("log-v0: done 300/300 tr")
+    # an existing id is refused before anything is shown, for every recipe given
+    recipe = root.parent / "r.toml"
+    recipe.write_text('dataset_id = "tests/log-v0"\nepisodes = 3\n')
+    fresh = ROOT_DIR / "datasets" / "grid-none-uniform.toml"
+    assert main([*argv, "--recipe", str(fresh), str(recipe)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: dataset 'tests/log-v0' already exists")
+    assert len(err.splitlines()) == 1
+    assert not (root / "lam_envs" / "grid-none-uniform-v0").exists()
+
+
+def test_transitions_are_rounded_up_to_whole_episodes_and_the_summary_says_so(root, capsys):
+    argv = ["--root", str(root), "--quiet", "--episode-length", "30", "--transitions", "100"]
+    assert main([*argv, "--dataset-id", "tests/rounded-v0"]) == 0
+    out = capsys.readouterr().out
+    assert "transitions  120 in 4 episodes (asked 100: rounded up to whole episodes of 30 " in out
+    assert minari.load_dataset("tests/rounded-v0").total_steps == 120
+    assert main([*argv[:-1], "90", "--dataset-id", "tests/exact-v0"]) == 0
+    assert "transitions  90 in 3 episodes\n" in capsys.readouterr().out
+
+
+def test_help_shows_every_default_and_the_minari_root_variable():
+    from lam_envs.collect import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:
+        if action.dest != "help":
+            assert "default" in action.help, action.option_strings
+    text = " ".join(parser.format_help().split())
+    assert "MINARI_DATASETS_PATH" in text and "default 0.05, the published correlated" in text
+
+
+@pytest.mark.parametrize(
+    ("policy", "env", "knobs"),
+    [
+        ("snaking", "GridLAM-v0", {"epsilon": 0.05, "chi": None}),
+        ("linear", "LinearLAM-v0", {"epsilon": None, "chi": 0.0}),
+        ("random", "GridLAM-v0", {"epsilon": None, "chi": None}),
+    ],
+)
+def test_every_knob_has_a_default_recorded_in_the_metadata(root, policy, env, knobs):
+    summary = _collect(root, env=env, policy=policy, episodes=2, episode_length=3)
+    metadata = minari.load_dataset(summary.dataset_id).storage.metadata
+    recorded = metadata["lam_envs"]["collect"]
+    assert {k: recorded[k] for k in knobs} == knobs
+    given = {k: v for k, v in knobs.items() if v is not None}
+    assert all(f"{k} = {v:g}" in metadata["algorithm_name"] for k, v in given.items())
+
+
+def test_old_namespace_ids_still_load(root):
+    summary = _collect(root, dataset_id="lam-envs/old-style-v0")
+    assert LAMDataset("lam-envs/old-style-v0").num_transitions() == summary.transitions
+    assert minari.load_dataset("lam-envs/old-style-v0").total_steps == summary.transitions
+    assert CollectConfig().default_dataset_id().startswith("lam_envs/")
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_recipes_are_valid(recipe):
     config = CollectConfig.from_recipe(recipe)
-    assert config.dataset_id == f"lam-envs/{recipe.stem}-v0"
+    assert config.dataset_id == f"lam_envs/{recipe.stem}-v0"
 
 
 def test_recipe_builds_with_flag_overrides(root, capsys):
     recipe = ROOT_DIR / "datasets" / "grid-low-correlated.toml"
     argv = ["--recipe", str(recipe), "--episodes", "4", "--root", str(root), "--quiet"]
     assert main(argv) == 0
-    data = minari.load_dataset("lam-envs/grid-low-correlated-v0")
+    data = minari.load_dataset("lam_envs/grid-low-correlated-v0")
     assert data.total_episodes == 4
     assert data.recover_environment().unwrapped.config.noise_intensity == 1.0
 
@@ -253,6 +264,33 @@ def test_recipe_builds_with_flag_overrides(root, capsys):
         (["--dataset-id", "has spaces v0"], "invalid dataset id 'has spaces v0'"),
         (["--dataset-id", "tests/noversion"], "needs a version suffix"),
         (["--recipe", "nope.toml"], "recipe file 'nope.toml' does not exist"),
+        # numbers: non-finite, non-integral, beyond what the sampler, disk or memory take
+        (["--transitions", "inf"], "transitions must be finite, got inf"),
+        (["--transitions", "nan"], "transitions must be finite, got nan"),
+        (["--transitions", "1000.5"], "transitions must be an integer, got 1000.5"),
+        (["--transitions", "1e20"], "the label sampler chooses among at most 1,900,000,000"),
+        (["--transitions", "1e20", "--label-fraction", "0"], "GiB on disk and"),
+        (["--episodes", "9e6"], "GiB on disk and"),  # 1.8e9 transitions, labels and all
+        (["--episode-length", "1e9", "--episodes", "1"], "GiB of memory per worker"),
+        (["--episodes", "10", "--transitions", "100"], "give --episodes or --transitions"),
+        (["--episodes", "2.5"], "episodes must be an integer, got 2.5"),
+        (["--seed", "-1"], "seed must be >= 0, got -1"),
+        (["--seed", "1.5"], "seed must be an integer, got 1.5"),
+        (["--label-fraction", "nan"], "label_fraction must be finite, got nan"),
+        (["--policy", "snaking", "--epsilon", "inf"], "epsilon must be finite, got inf"),
+        (["-k", "noise_intensity=Infinity"], "env_kwargs 'noise_intensity' must be finite"),
+        (["-k", "noise_intensity=NaN"], "env_kwargs 'noise_intensity' must be finite"),
+        (["-k", "noise_intensity={}"], "env_kwargs 'noise_intensity' must be a number, string"),
+        (["--workers", "0"], "workers must be >= 1, got 0"),
+        (["--workers", "1.5"], "workers must be an integer, got 1.5"),
+        # keywords the collector sets itself
+        (["-k", "max_episode_steps=10"], "max_episode_steps is set by --episode-length"),
+        (["-k", "num_envs=4"], "num_envs is set by the collector"),
+        (["-k", "preset=high"], "preset is set by --preset"),
+        # ids Minari or the filesystem reject
+        (["--dataset-id", "tests/na.me-v0"], "invalid dataset id 'tests/na.me-v0'"),
+        (["--dataset-id", "tests//x-v0"], "invalid dataset id 'tests//x-v0'"),
+        (["--dataset-id", "tests/" + "x" * 300 + "-v0"], "is too long: each '/'-separated part"),
     ],
 )
 def test_bad_input_one_line_and_exit_2(root, capsys, argv, message):
@@ -263,11 +301,60 @@ def test_bad_input_one_line_and_exit_2(root, capsys, argv, message):
     assert not [p for p in root.glob("*") if not p.name.startswith(".")]  # nothing written
 
 
-def test_bad_recipe_keys(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('env = "GridLAM-v0"\nepisodez = 3\n', "unknown key in recipe bad.toml 'episodez'"),
+        ('full_labels = "no"\n', "recipe bad.toml: full_labels must be true or false, got 'no'"),
+        ("full_labels = 0\n", "full_labels must be true or false, got 0"),
+        ("episodes = inf\n", "recipe bad.toml: episodes must be finite, got inf"),
+        ("episodes = 12.5\n", "episodes must be an integer, got 12.5"),
+        ('episodes = "12"\n', "episodes must be an integer, got '12'"),
+        ("label_fraction = nan\n", "label_fraction must be finite, got nan"),
+        ('policy = "snaking"\nepsilon = "high"\n', "epsilon must be a number, got 'high'"),
+        ("env_kwargs = 5\n", "env_kwargs must be a table of KEY = VALUE, got 5"),
+        ("env_kwargs = { noise_intensity = inf }\n", "env_kwargs 'noise_intensity' must be finite"),
+        ('[env]\nname = "GridLAM-v0"\n', "env must be a string, got {'name': 'GridLAM-v0'}"),
+        ("seed = 2026-01-01\n", "seed must be an integer, got datetime.date(2026, 1, 1)"),
+        ("description = 3\n", "recipe bad.toml: description must be a string"),
+        ("episodes = \n", "recipe file '{path}' is not valid TOML"),
+    ],
+)
+def test_bad_recipes_one_line(tmp_path, capsys, text, message):
     recipe = tmp_path / "bad.toml"
-    recipe.write_text('env = "GridLAM-v0"\nepisodez = 3\n')
-    assert main(["--recipe", str(recipe), "--root", str(tmp_path / "r")]) == 2
-    assert "unknown key in recipe bad.toml 'episodez'" in capsys.readouterr().err
+    recipe.write_text(text)
+    assert main(["--recipe", str(recipe), "--root", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message.replace("{path}", str(recipe)) in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("root", ["", " "])
+def test_an_empty_root_is_refused(tmp_path, monkeypatch, capsys, root):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--root", root, "--quiet"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "error: --root must not be empty (leave it out for Minari's root)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recipe_that_is_a_directory_or_binary(tmp_path, capsys):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(bytes(range(256)))
+    for path, what in ((tmp_path, "is a directory"), (binary, "is not text")):
+        assert main(["--recipe", str(path), "--root", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: recipe file {str(path)!r} {what}" + err.split(what)[1]
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_ray_without_ray_is_refused_before_work(root, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    assert main(["--ray", "--root", str(root), "--quiet"]) == 2
+    assert "--ray needs Ray, which is not installed" in capsys.readouterr().err
+    assert not [p for p in root.glob("*") if not p.name.startswith(".")]
 
 
 def test_unwritable_output_folder(tmp_path, capsys):

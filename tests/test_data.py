@@ -73,8 +73,8 @@ def test_recover_environment(grid_dataset):
 
 def test_missing_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    with pytest.raises(DatasetError, match="no dataset 'lam-envs/nothing-v0'"):
-        LAMDataset("lam-envs/nothing-v0")
+    with pytest.raises(DatasetError, match="no dataset 'lam_envs/nothing-v0'"):
+        LAMDataset("lam_envs/nothing-v0")
 
 
 def test_corrupt_datasets(grid_dataset, tmp_path):
@@ -242,10 +242,20 @@ def test_an_episode_that_disagrees_is_refused_when_read(grid_dataset, tmp_path):
     import h5py
 
     broken = _copy(grid_dataset, tmp_path, "episode")
+
+    def episode(f: h5py.File, index: int) -> h5py.Group:
+        """The episode's group where it is stored (main_data.hdf5 may link into shards)."""
+        link = f.get(f"episode_{index}", getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            return h5py.File(broken / "data" / link.filename, "a")[link.path]
+        return f[f"episode_{index}"]
+
     with h5py.File(broken / "data" / "main_data.hdf5", "a") as f:
-        f["episode_4"].attrs["total_steps"] = 24
-        del f["episode_7/actions"]
-        f["episode_7/actions"] = np.zeros(24, dtype=np.int64)
+        episode(f, 4).attrs["total_steps"] = 24
+        seven = episode(f, 7)
+        del seven["actions"]
+        seven["actions"] = np.zeros(24, dtype=np.int64)
+        seven.file.close()
     data = LAMDataset(broken)
     data.read(np.array([0, 1, 2]))  # the intact episodes still read
     with pytest.raises(DatasetError, match="episode 4 has attribute 'total_steps' = 24, but"):

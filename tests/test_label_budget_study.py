@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.slow  # runs an example end to end
 
 COLUMNS = (
-    "setting,noise_intensity,distractor_correlation,method,label_fraction,seed,nmse_action,"
+    "setting,noise_intensity,action_leak,method,label_fraction,seed,nmse_action,"
     "probe_controllable_loss,probe_stochastic_loss,agreement,return,full_bc_return,"
     "normalised_return"
 ).split(",")
@@ -58,7 +58,8 @@ def test_labels_make_the_laom_latent_hold_the_action(quick_run):
         return sum(values) / len(values)
 
     # With 10% labels in its head, the LAOM latent holds the action far better, with or
-    # without distractors (the unsupervised models are the same at every fraction).
+    # without the action leaking into the noise row (the unsupervised models are the same at
+    # every fraction).
     for setting in ("none", "correlated"):
         assert probe("laom+labels", setting) < probe("laom", setting) - 0.1
     # Fully labelled BC is the yardstick: it follows the snake (the quick episodes are short).

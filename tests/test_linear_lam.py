@@ -181,8 +181,13 @@ def test_shared_augmentation_cancels_at_the_optimum():
     with torch.no_grad():
         for name in "ABCD":
             getattr(model, name).copy_(getattr(opt, name)[None].float())
-    batch = Transitions(t["o"][None], t["o_next"][None], t["o_next"][None], t["a"][None],
-                        torch.ones(1, 4096, dtype=torch.bool))  # fmt: skip
+    batch = Transitions(
+        t["o"][None],
+        t["o_next"][None],
+        t["o_next"][None],
+        t["a"][None],
+        torch.ones(1, 4096, dtype=torch.bool),
+    )
     augmented = model.loss(batch, augmentation_generators(1))
     clean = model.reconstruction_loss(t["o"], t["o_next"])
     torch.testing.assert_close(augmented.reconstruction, clean, rtol=1e-4, atol=1e-5)
@@ -228,8 +233,9 @@ def test_unlabelled_nan_actions_never_reach_the_loss():
 
     def loss_and_grads(a, label_mask):
         model.zero_grad()
-        batch = Transitions(t["o"][None], t["o_next"][None], t["o_next"][None], a[None],
-                            label_mask[None])  # fmt: skip
+        batch = Transitions(
+            t["o"][None], t["o_next"][None], t["o_next"][None], a[None], label_mask[None]
+        )
         terms = model.loss(batch, augmentation_generators(1))
         terms.total.sum().backward()
         return terms, [p.grad.clone() for p in model.parameters()]
@@ -305,7 +311,8 @@ def test_surrogate_latent_is_the_latent_when_A_is_identity():
     [
         (dict(latent_dim=0), r"latent_dim must be >= 1, got 0"),
         (dict(kappa=-0.1), r"kappa must be >= 0.0, got -0.1"),
-        (dict(kappa=math.nan), r"kappa must be a number, got nan"),
+        (dict(kappa=math.nan), r"kappa must be a finite number, got nan"),
+        (dict(kappa=math.inf), r"kappa must be a finite number, got inf"),
         (dict(action_weight=-1.0), r"action_weight must be >= 0.0, got -1.0"),
         (dict(lr=0.0), r"lr must be > 0, got 0.0"),
         (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
@@ -333,8 +340,9 @@ def test_a_source_of_the_wrong_shape_is_refused():
     class Wrong(FormulaData):
         def sample(self, batch_size, **_):  # o and o' in 8 dimensions instead of d_o = 16
             o = torch.zeros(1, batch_size, 8)
-            return Transitions(o, o, o, torch.zeros(1, batch_size, D_A),
-                               torch.ones(1, batch_size, dtype=bool))  # fmt: skip
+            return Transitions(
+                o, o, o, torch.zeros(1, batch_size, D_A), torch.ones(1, batch_size, dtype=bool)
+            )
 
     config = LinearConfig(latent_dim=2, steps=5, batch_size=BATCH)
     with pytest.raises(ValueError, match=r"obs of shape \(1, 128, 8\); expected \(1, 128, 16\)"):

@@ -22,15 +22,25 @@ def datasets(tmp_path_factory):
 
     def grid(noise: float, label_fraction: float, **kw):
         config = CollectConfig(
-            env_kwargs={"noise_intensity": noise}, policy="snaking", epsilon=0.3, episodes=30,
-            episode_length=50, label_fraction=label_fraction, seed=1, **kw,
-        )  # fmt: skip
+            env_kwargs={"noise_intensity": noise},
+            policy="snaking",
+            epsilon=0.3,
+            episodes=30,
+            episode_length=50,
+            label_fraction=label_fraction,
+            seed=1,
+            **kw,
+        )
         return str(collect(config, root=root, progress=False).path)
 
     linear = CollectConfig(
-        env="LinearLAM-v0", env_kwargs={"d_o": 8, "d_a": 2, "d_b": 2}, episodes=20,
-        episode_length=20, label_fraction=0.2, seed=0,
-    )  # fmt: skip
+        env="LinearLAM-v0",
+        env_kwargs={"d_o": 8, "d_a": 2, "d_b": 2},
+        episodes=20,
+        episode_length=20,
+        label_fraction=0.2,
+        seed=0,
+    )
     return {
         "none": grid(0.0, 0.1),
         "unlabelled": grid(0.0, 0.0),
@@ -46,10 +56,14 @@ def _cli(capsys, *args):
 
 def test_composed_policy_snakes_clearly_better_than_random(datasets, tmp_path):
     summary = run_pipeline(
-        datasets["none"], lam="laom", out_dir=tmp_path / "run", label_fraction=0.05,
-        lam_options={"steps": 800, "action_head": True}, policy_steps=600,
+        datasets["none"],
+        lam="laom",
+        out_dir=tmp_path / "run",
+        label_fraction=0.05,
+        lam_options={"steps": 800, "action_head": True},
+        policy_steps=600,
         rollout_episodes=8,
-    )  # fmt: skip
+    )
     data = LAMDataset(datasets["none"])
     rng = np.random.default_rng(0)
     random = rollout_returns(data, lambda o: rng.integers(5, size=o.shape[:2]), 1, 8, seed=0)[0]
@@ -126,12 +140,34 @@ def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, 
     assert code == 2 and "missing artefacts" in err and "has no config.json" in err
     # The decoder will need labels: a dataset without any is refused before the LAM trains.
     run = tmp_path / "run"
-    code, _, err = _cli(capsys, "--dataset", datasets["unlabelled"], "--lam", "laom",
-                        "--lam-steps", "20", "--out", str(run), "--stage", "lam")  # fmt: skip
+    code, _, err = _cli(
+        capsys,
+        "--dataset",
+        datasets["unlabelled"],
+        "--lam",
+        "laom",
+        "--lam-steps",
+        "20",
+        "--out",
+        str(run),
+        "--stage",
+        "lam",
+    )
     assert code == 2 and "no labelled transition in its train split" in err
     assert not (run / "lam").exists()
-    code, _, err = _cli(capsys, "--dataset", datasets["none"], "--lam", "laom", "--lam-steps",
-                        "20", "--out", str(run), "--stage", "lam")  # fmt: skip
+    code, _, err = _cli(
+        capsys,
+        "--dataset",
+        datasets["none"],
+        "--lam",
+        "laom",
+        "--lam-steps",
+        "20",
+        "--out",
+        str(run),
+        "--stage",
+        "lam",
+    )
     assert code == 0, err
     code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc")
     assert code == 2 and "missing artefacts of stage 'relabel'" in err
@@ -139,8 +175,19 @@ def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, 
     code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc", "--lam", "vq")
     assert code == 2 and "was made with other settings: lam='vq' (folder: 'laom')" in err
     # A first stage over a run made with other settings is refused unless --overwrite.
-    code, _, err = _cli(capsys, "--dataset", datasets["none"], "--lam", "laom", "--lam-steps",
-                        "21", "--out", str(run), "--stage", "lam")  # fmt: skip
+    code, _, err = _cli(
+        capsys,
+        "--dataset",
+        datasets["none"],
+        "--lam",
+        "laom",
+        "--lam-steps",
+        "21",
+        "--out",
+        str(run),
+        "--stage",
+        "lam",
+    )
     assert code == 2 and "other settings" in err and "--overwrite" in err
     before = json.loads((run / "config.json").read_text())
     assert before["lam_options"] == {"steps": 20}

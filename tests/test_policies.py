@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from lam_envs.grid import SNAKE_CYCLE
+from lam_envs.grid import SNAKE_CYCLE, square_positions
 from lam_envs.policies import LinearPolicy, SnakingPolicy, make_policy
 
 
@@ -99,3 +99,42 @@ def test_policy_knobs_checked():
         make_policy("linear", gym.make("LinearLAM-v0"), chi=-0.1)
     with pytest.raises(ValueError, match="unknown knob for policy 'snaking' 'chi'"):
         make_policy("snaking", gym.make("GridLAM-v0"), chi=0.5)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "MountainCarContinuous-v0"])
+def test_make_policy_refuses_environments_it_does_not_know(env_id):
+    """Discrete(2) or Box(-1, 1) actions would be out of range: refused, not guessed."""
+    with pytest.raises(ValueError, match="knows only this package's environments"):
+        make_policy("random", gym.make(env_id))
+
+
+def test_make_policy_takes_gymnasium_vector_envs_of_ours():
+    sync = gym.make_vec("GridLAM-v0", num_envs=2, vectorization_mode="sync")
+    assert make_policy("snaking", sync, epsilon=0.1) == SnakingPolicy(0.1)
+    assert make_policy("random", gym.make("LinearLAM-v0", d_o=16, d_a=4)).d_a == 4
+
+
+@pytest.mark.parametrize(
+    "env_id", ["GridLAM-Distracting-v0", "GridLAM-OtherAgents-v0", "GridLAM-Shake-v0"]
+)
+def test_snaking_on_the_distracting_grid_reads_the_position_from_info(env_id):
+    env = gym.make_vec(env_id, num_envs=12)
+    policy = make_policy("snaking", env, epsilon=0.0)
+    rng = np.random.default_rng(0)
+    obs, info = env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"call policy\(observations, rng, info\)"):
+        policy(obs, rng)
+    for _ in range(24):
+        obs, reward, *_, info = env.step(policy(obs, rng, info))
+        assert (reward == 1).all()
+
+
+@pytest.mark.parametrize("env_id", ["GridLAM-Clean-v0", "GridLAM-ColourDrift-v0"])
+def test_square_positions_at_any_pixel_scale(env_id):
+    """Without other squares, a background or shake the agent is found in the image."""
+    env = gym.make_vec(env_id, num_envs=64)
+    assert not make_policy("snaking", env).needs_info
+    obs, info = env.reset(seed=0)
+    for _ in range(5):
+        np.testing.assert_array_equal(square_positions(obs), info["position"])
+        obs, *_, info = env.step(np.random.default_rng(0).integers(5, size=64))

@@ -389,3 +389,58 @@ def test_latents_that_are_not_finite_are_refused_clearly(lam_datasets):
         lam_models.evaluate(
             lambda o, o2: torch.full((len(o), 2), float("nan")), lam_datasets["grid"]
         )
+
+
+def test_training_curves_go_to_a_png_and_to_tensorboard(lam_datasets, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, board = tmp_path / "run", tmp_path / "board"
+    code, _, err = run_cli(
+        capsys,
+        "vq",
+        "--dataset",
+        lam_datasets["grid"],
+        "--steps",
+        "200",
+        "--quiet",
+        "--out",
+        str(out),
+        "--tensorboard",
+        str(board),
+    )
+    assert code == 0, err
+    assert (out / "training.png").stat().st_size > 10_000
+    events = EventAccumulator(str(board))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"loss", "fdm_loss", "commitment_loss", "perplexity", "codes_used"} <= set(tags)
+    history = json.loads((out / "run.json").read_text())["history"][0]
+    logged = [e.value for e in events.Scalars("perplexity")]
+    assert logged == pytest.approx(history["perplexity"])  # the same numbers as run.json
+    assert [e.step for e in events.Scalars("loss")] == history["step"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["lam_models.train", "lam_models.pipeline"])
+def test_ctrl_c_while_a_training_command_imports_torch_exits_quietly(command, tmp_path):
+    """A real `python -m lam_models.train`, interrupted while it loads torch."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    args = ["vq", "--dataset", "x"] if command.endswith("train") else ["--out", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", command, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while b"libtorch" not in Path(f"/proc/{proc.pid}/maps").read_bytes():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err

@@ -70,8 +70,16 @@ class LAOMConfig:
     log_every: int = option(100, "training-curve resolution, in updates")
 
     def __post_init__(self) -> None:
-        for name in ("latent_dim", "embed_dim", "width", "k", "label_batch_size", "batch_size",
-                     "steps", "log_every"):  # fmt: skip
+        for name in (
+            "latent_dim",
+            "embed_dim",
+            "width",
+            "k",
+            "label_batch_size",
+            "batch_size",
+            "steps",
+            "log_every",
+        ):
             check_int(name, getattr(self, name), low=1)
         if not 0 < check_float("ema_decay", self.ema_decay) < 1:
             raise ValueError(f"ema_decay must be in the open interval (0, 1), got {self.ema_decay}")
@@ -151,8 +159,13 @@ class LAOMLAM(LAM):
         return self.config.k
 
     def build(self) -> nn.Module:
-        return LAOMNet(self.config, self.spec.obs_shape, self.spec.action_dim, self.seeds,
-                       [c.effective_action_weight for c in self.configs])  # fmt: skip
+        return LAOMNet(
+            self.config,
+            self.spec.obs_shape,
+            self.spec.action_dim,
+            self.seeds,
+            [c.effective_action_weight for c in self.configs],
+        )
 
     def _kappa(self):
         return None if len(self.spec.obs_shape) == 3 else self.config.kappa
@@ -199,8 +212,12 @@ class LAOMLAM(LAM):
             loss.sum().backward()
             optimiser.step()
             net.update_target()
-            log.add(loss=loss, latent_loss=latent_loss, action_loss=action,
-                    embed_std=target.std(1).mean(-1))  # fmt: skip
+            log.add(
+                loss=loss,
+                latent_loss=latent_loss,
+                action_loss=action,
+                embed_std=target.std(1).mean(-1),
+            )
             log.step(step)
 
     def encode(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:

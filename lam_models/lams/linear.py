@@ -181,8 +181,13 @@ class LinearNet(nn.Module):
 
 
 def _probe_set(o, o_next, oracle) -> dict[str, np.ndarray]:
-    return {"o": o.reshape(len(o), -1), "o_next": o_next.reshape(len(o), -1),
-            "a": oracle["action"], "q": oracle["q"], "eps": oracle["eps"]}  # fmt: skip
+    return {
+        "o": o.reshape(len(o), -1),
+        "o_next": o_next.reshape(len(o), -1),
+        "a": oracle["action"],
+        "q": oracle["q"],
+        "eps": oracle["eps"],
+    }
 
 
 def _eval_sets(source, seed: int) -> dict[str, Any]:
@@ -272,9 +277,12 @@ class StreamSource:
         )
         knobs = {"chi": c.chi} if c.policy == "linear" and c.chi is not None else {}
         self._train_kwargs = dict(
-            policy=c.policy, episode_length=c.episode_length, label_fraction=label_fraction,
-            policy_knobs=knobs, **c.env_kwargs,
-        )  # fmt: skip
+            policy=c.policy,
+            episode_length=c.episode_length,
+            label_fraction=label_fraction,
+            policy_knobs=knobs,
+            **c.env_kwargs,
+        )
         self._stream: EnvStream | None = None
         self._pool = self._pool_oracle = None
         self._rng = numpy_rng(seed, Stream.BATCHES)
@@ -300,9 +308,11 @@ class StreamSource:
             return {k: v[index] for k, v in self._pool.items()}
         if self._stream is None:
             self._stream = EnvStream(
-                self.config.env, n, seed=derive_seed(self.seed, Stream.BATCHES),
+                self.config.env,
+                n,
+                seed=derive_seed(self.seed, Stream.BATCHES),
                 **self._train_kwargs,
-            )  # fmt: skip
+            )
         return self._stream.next_numpy()[0]
 
     def eval_sets(self) -> dict[str, Any]:
@@ -315,9 +325,10 @@ class StreamSource:
                 fit_learn, fit_oracle = self._pool, self._pool_oracle
             else:
                 fit_learn, fit_oracle = self._draw(
-                    len(self._pool["obs"]), derive_seed(self.seed, Stream.EVAL_SUBSET),
+                    len(self._pool["obs"]),
+                    derive_seed(self.seed, Stream.EVAL_SUBSET),
                     **random_kwargs,
-                )  # fmt: skip
+                )
         else:
             learn, _ = self._draw(
                 n, derive_seed(self.seed, Stream.STREAM_RECON), **self._train_kwargs
@@ -403,16 +414,22 @@ class LinearLAM(LAM):
         check_int("latent_dim", c.latent_dim, low=1, high=d_o)
         head = any(cfg.action_head for cfg in self.configs)
         return LinearNet(
-            d_o, self.spec.action_dim, c.latent_dim, self.seeds, c.init_scale,
+            d_o,
+            self.spec.action_dim,
+            c.latent_dim,
+            self.seeds,
+            c.init_scale,
             [cfg.kappa for cfg in self.configs],
-            [cfg.effective_action_weight for cfg in self.configs], head,
-        )  # fmt: skip
+            [cfg.effective_action_weight for cfg in self.configs],
+            head,
+        )
 
     @classmethod
     def open_stream(cls, stream: StreamConfig, seed: int, label_fraction, eval_transitions):
         """Fresh transitions instead of a dataset (``python -m lam_models.train linear --env``)."""
-        return StreamSource(stream, seed, 1.0 if label_fraction is None else label_fraction,
-                            eval_transitions)  # fmt: skip
+        return StreamSource(
+            stream, seed, 1.0 if label_fraction is None else label_fraction, eval_transitions
+        )
 
     @classmethod
     def batches(cls, data, seeds, device):
@@ -479,8 +496,10 @@ class LinearLAM(LAM):
                             else self.module.surrogate_latent(o, o_next)
                         )
                     z[part] = latent[m].cpu().numpy()
-                targets = [{k: sets[p][k] for k in ("a", "q", "eps", "o")}
-                           for p in ("probe_fit", "probe_test")]  # fmt: skip
+                targets = [
+                    {k: sets[p][k] for k in ("a", "q", "eps", "o")}
+                    for p in ("probe_fit", "probe_test")
+                ]
                 result[kind] = linear_probe_report(
                     z["probe_fit"], z["probe_test"], *targets, latent_name=kind
                 )
@@ -497,11 +516,17 @@ class LinearLAM(LAM):
             env = sets["env_config"]
             history = self.history[m]
             result.update(
-                recon_loss=loss, analytic_loss=minimum, relative_gap=gap,
+                recon_loss=loss,
+                analytic_loss=minimum,
+                relative_gap=gap,
                 final_train_loss=history["loss"][-1] if history.get("loss") else math.nan,
-                data=sets["description"], d_o=env.d_o, d_a=env.d_a, d_b=env.d_b,
-                sigma_iid=env.sigma_iid, sigma_exo=env.sigma_exo,
-            )  # fmt: skip
+                data=sets["description"],
+                d_o=env.d_o,
+                d_a=env.d_a,
+                d_b=env.d_b,
+                sigma_iid=env.sigma_iid,
+                sigma_exo=env.sigma_exo,
+            )
             results.append(result)
         return results
 
@@ -547,9 +572,12 @@ def _flat(batch: Transitions, action_dim: int) -> Transitions:
     if not actions.is_floating_point():
         actions = torch.nn.functional.one_hot(actions.clamp_min(0), action_dim).float()
     return Transitions(
-        batch.obs.flatten(2), batch.next_obs.flatten(2), batch.far_obs.flatten(2),
-        actions, batch.label_mask,
-    )  # fmt: skip
+        batch.obs.flatten(2),
+        batch.next_obs.flatten(2),
+        batch.far_obs.flatten(2),
+        actions,
+        batch.label_mask,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,9 +630,13 @@ def analytic_optimum_from_moment(moment: Tensor | np.ndarray, d_z: int) -> Analy
     eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
     B = eigenvectors[:, :d_z]
     return AnalyticOptimum(
-        min_loss=float(eigenvalues[d_z:].sum()), eigenvalues=eigenvalues,
-        A=torch.eye(d_o, dtype=torch.float64), B=B, C=-B.mT, D=B.mT.clone(),
-    )  # fmt: skip
+        min_loss=float(eigenvalues[d_z:].sum()),
+        eigenvalues=eigenvalues,
+        A=torch.eye(d_o, dtype=torch.float64),
+        B=B,
+        C=-B.mT,
+        D=B.mT.clone(),
+    )
 
 
 class OptimalityGap(NamedTuple):

@@ -425,7 +425,9 @@ class VQLAM(LAM):
 def plot_transitions(
     lam: VQLAM, split: DataSplit, path: str | Path, count: int = 6, title: str = "", copy: int = 0
 ) -> Path:
-    """A PNG of ``count`` held-out transitions: o, o', ô' and the chosen code (and action).
+    """A PNG of ``count`` held-out transitions: o, o′ and the prediction ô′ (one column each),
+    with the true action and the chosen code above each column, the noise row marked, and a
+    colour scale for the pixel values.
 
     Picks the first transition of each true action in turn, so every action appears.
     """
@@ -446,23 +448,36 @@ def plot_transitions(
     o_next = torch.from_numpy(test.next_obs()[chosen])
     prediction = lam.predict(o, o_next)
     top = float(max(o.max(), o_next.max(), 1.0))
-    fig, axes = plt.subplots(3, len(chosen), figsize=(1.6 * len(chosen), 5.2), squeeze=False)
+    height = o.shape[-2]
+    noise_row = height - 1  # the grid's last row is the exogenous noise
+    fig, axes = plt.subplots(3, len(chosen), figsize=(1.7 * len(chosen) + 1.2, 5.6), squeeze=False)
+    image = None
     for j, i in enumerate(chosen):
         images = (o[j, 0], o_next[j, 0], prediction.pred_next[copy, j, 0])
-        for row, (image, name) in enumerate(zip(images, ("o", "o'", "ô'"), strict=True)):
+        for row, (picture, name) in enumerate(
+            zip(images, ("o", "o′ (true)", "ô′ (predicted)"), strict=True)
+        ):
             ax = axes[row, j]
-            ax.imshow(image.numpy(), cmap="gray", vmin=0.0, vmax=top)
+            image = ax.imshow(picture.numpy(), cmap="viridis", vmin=0.0, vmax=top)
+            ax.axhline(noise_row - 0.5, color="white", lw=1.5, ls="--")
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(name)
+                ax.set_yticks([noise_row], ["noise"], fontsize=7)
         axes[0, j].set_title(
-            f"a = {ACTION_NAMES[actions[i]]}\ncode {int(prediction.codes[copy, j])}", fontsize=9
+            f"action: {ACTION_NAMES[actions[i]]}\ncode {int(prediction.codes[copy, j])}",
+            fontsize=9,
         )
-    fig.suptitle(title or "held-out transitions: o, o', predicted ô' and the chosen code")
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes, shrink=0.6, label="pixel value (o, o′, ô′)")
+    fig.suptitle(
+        title
+        or "held-out transitions: the true action and the chosen code over each column; "
+        "below the dashed line, the noise row",
+        fontsize=9,
+    )
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 

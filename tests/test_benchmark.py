@@ -1,0 +1,138 @@
+"""The LAM report card (lam_models.benchmark): a user's method, defined here, is trained and
+scored on the tiny suite; its card agrees with lam_models.evaluate on the same data."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+import lam_models
+from lam_models import benchmark
+from lam_models.split import DataSplit
+
+
+def change_of_the_top_rows(data, seed):
+    """A user's 'LAM': no training, z = the change of the observation (the top rows on the
+    grid, everything on the linear environment)."""
+    grid = len(data.spec.obs_shape) == 3
+    assert data.test is None and data.train.oracle == {}  # no held-out part, no ground truth
+    assert data.train.obs().shape[0] > 0
+
+    def latent(o, o_next):
+        change = o_next - o
+        return change[:, 0, :3].flatten(1) if grid else change
+
+    return latent
+
+
+def test_a_users_method_gets_a_card_that_matches_evaluate(tmp_path):
+    rows = benchmark.run_benchmark([change_of_the_top_rows], "tiny", out=tmp_path, workers=1)
+    suite = benchmark.SUITES["tiny"]
+    assert len(rows) == len(suite.settings) * suite.seeds
+    for name in ("card.csv", "card.md", "card.png"):
+        assert (tmp_path / name).stat().st_size > 100, name
+    with (tmp_path / "card.csv").open() as f:
+        card = list(csv.DictReader(f))
+    assert {r["method"] for r in card} == {"change_of_the_top_rows"}
+    assert {r["suite_version"] for r in card} == {benchmark.SUITE_VERSION}
+    # Every number on the card is lam_models.evaluate's on the same split.
+    for row in card:
+        setting = next(s for s in suite.settings if s.name == row["setting"])
+        path = benchmark.ensure_dataset(
+            setting.recipe, tmp_path / "datasets", episodes=suite.episodes
+        )
+        split = DataSplit(path, seed=int(row["seed"]), eval_transitions=20_000)
+        scores = lam_models.evaluate(
+            change_of_the_top_rows(split.training_view(), 0), split, nuisance=setting.nuisance
+        )
+        assert float(row["nmse_action"]) == pytest.approx(scores["nmse_action"], rel=1e-5)
+        held = [1 - scores[f"nmse_{n}"] for n in setting.nuisance]
+        assert float(row["nuisance_held"]) == pytest.approx(np.clip(max(held), 0, 1), abs=1e-5)
+    # What the card says: the change of the top rows holds much of the move (a linear probe
+    # reads the row and column changes, not all five one-hot actions) and none of the noise
+    # row; on the linear env o' − o holds the action and the other agents alike.
+    by = {(r["setting"], r["seed"]): r for r in card}
+    grid = by["grid/low", "0"]
+    assert float(grid["action_held"]) > 0.3 and float(grid["nuisance_held"]) < 0.05
+    linear = by["linear/agents-strong", "0"]
+    assert float(linear["action_held"]) > 0.99 and float(linear["nuisance_held"]) > 0.99
+    assert "✗" not in (tmp_path / "card.md").read_text()  # the mark lives in the picture
+
+
+def test_a_builtin_method_and_a_module_function_by_name(tmp_path, capsys, monkeypatch):
+    # A user's module on the path (worker processes inherit it).
+    (tmp_path / "my_lam_method.py").write_text(
+        "def train(data, seed):\n    return lambda o, o_next: (o_next - o).flatten(1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = benchmark.main(
+        [
+            "--method",
+            "my_lam_method:train",
+            "--method",
+            "vq",
+            "--suite",
+            "tiny",
+            "--seeds",
+            "1",
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "card"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| vq | grid/low |" in out and "linear/agents-strong" in out
+    with (tmp_path / "card" / "card.csv").open() as f:
+        card = list(csv.DictReader(f))
+    # The VQ LAM works on images only: it has no linear row.
+    assert {(r["method"], r["setting"]) for r in card if r["method"] == "vq"} == {
+        ("vq", "grid/low")
+    }
+    assert all(math.isfinite(float(r["nmse_action"])) for r in card)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "vqq"], "unknown method 'vqq'"),
+        (["--method", "no_such_module:f"], "cannot import 'no_such_module'"),
+        (["--method", "lam_models:no_such_function"], "has no function 'no_such_function'"),
+        (["--method", "vq", "--suite", "huge"], "unknown suite 'huge'"),
+        (["--method", "vq", "--seeds", "0"], "seeds must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, tmp_path, capsys):
+    assert benchmark.main([*args, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_the_full_suite_covers_the_standard_settings():
+    names = {s.name for s in benchmark.SUITES["full"].settings}
+    for wanted in (
+        "linear/no-noise",
+        "linear/iid",
+        "linear/agents-weak",
+        "linear/agents-strong",
+        "linear/deterministic",
+        "grid/none",
+        "grid/low",
+        "grid/high",
+        "grid/correlated",
+    ):
+        assert wanted in names
+    assert benchmark.SUITES["full"].seeds == 3
+
+
+def test_with_the_pipeline_the_card_reports_the_normalised_return(tmp_path):
+    suite = benchmark.Suite((benchmark.STANDARD[6],), episodes=12, steps=60, seeds=1)
+    (row,) = benchmark.run_benchmark(
+        [change_of_the_top_rows], suite, out=tmp_path, with_pipeline=True
+    )
+    assert math.isfinite(row["normalised_return"]) and row["normalised_return"] >= 0
+    assert "norm. return" in (tmp_path / "card.md").read_text()
