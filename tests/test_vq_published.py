@@ -193,7 +193,7 @@ def test_seeds_come_from_named_streams():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(latent_dim=8), "latent_dim must be 16"),
+        (dict(latent_dim=8), r"latent_dim must be \(H/s\)·\(W/s\).*e\.g\. 16"),
         (dict(codebook_size=4, action_prediction=True), "codebook_size must be >= 5"),
     ],
 )
@@ -255,6 +255,41 @@ def test_grouped_convolution_equals_the_dense_one():
         grouped = EnsembleConv2d(3, 4, 6, 3, (4, 4), padding=1, circular=circular, grouped=True)
         grouped.load_state_dict(dense.state_dict())
         torch.testing.assert_close(grouped(x), dense(x), rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_transposed_convolution_equals_the_dense_one():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4, 2, 2)
+    dense = EnsembleConv2d(3, 4, 6, 2, (2, 2), stride=2, transposed=True, grouped=False)
+    grouped = EnsembleConv2d(3, 4, 6, 2, (2, 2), stride=2, transposed=True, grouped=True)
+    grouped.load_state_dict(dense.state_dict())
+    torch.testing.assert_close(grouped(x), dense(x), rtol=1e-5, atol=1e-5)
+
+
+def test_convolutions_on_large_images_are_grouped_by_default():
+    # The dense form's matrix grows as (H·W)²: on 32×32 frames it would not fit.
+    assert not EnsembleConv2d(2, 8, 8, 3, (4, 4), padding=1).grouped
+    big = EnsembleConv2d(2, 8, 8, 3, (32, 32), padding=1)
+    assert big.grouped and big.taps is None
+    assert big(torch.randn(2, 3, 8, 32, 32)).shape == (2, 3, 8, 32, 32)
+
+
+def test_the_published_model_on_the_distracting_grid_reads_the_latent_at_cell_scale():
+    # Pixel scale 8 (32×32 frames): the 16-d latent is a 4×4 image of 8×8 blocks.
+    spec = DataSpec("grid", (1, 32, 32), True, 5)
+    net = PublishedVQLAM(PublishedVQConfig(**SMALL), spec, [0], "cpu").module
+    assert net.latent_scale == 8
+    seen = {}
+    net.fdm_unet.register_forward_hook(lambda _, inputs, out: seen.update(x=inputs[0]))
+    z = torch.randn(1, 3, 16)
+    assert net.fdm(torch.rand(1, 3, 1, 32, 32), z).shape == (1, 3, 1, 32, 32)
+    z_map = seen["x"][:, :, 1]
+    torch.testing.assert_close(z_map[..., ::8, ::8], z.reshape(1, 3, 4, 4))
+    torch.testing.assert_close(z_map, upsample2(upsample2(upsample2(z.reshape(1, 3, 4, 4)))))
+    o = torch.rand(1, 3, 1, 32, 32)
+    assert net.idm(o, o).shape == (1, 3, 16)
+    with pytest.raises(ValueError, match="latent_dim must be"):
+        PublishedVQLAM(PublishedVQConfig(latent_dim=15), spec, [0], "cpu")
 
 
 def test_ensemble_batch_norm_is_one_batch_norm_per_copy():

@@ -44,6 +44,7 @@ code resets from ``CODEBOOK`` (:mod:`lam_models.seeding`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +83,9 @@ class PublishedVQConfig:
         5, "K, number of codes (>= the number of actions with action prediction)"
     )
     latent_dim: int = option(
-        16, "D, dimension of the latent and the codes (= H·W: the FDM reads it as an image)"
+        16,
+        "D, dimension of the latent and the codes (the FDM reads it as an image of the "
+        "frame's shape: H·W on the 4×4 grid, H·W/s² at pixel scale s)",
     )
     encoder_width: int = option(64, "channels of the per-frame CNN encoder")
     mlp_width: int = option(512, "width of the IDM's two hidden layers")
@@ -139,8 +142,25 @@ class PublishedVQConfig:
 
 
 def _conv(m: int, c_in: int, c_out: int, size: tuple[int, int]) -> EnsembleConv2d:
-    """3×3, zero padding 1; grouped (one F.conv2d call) at 64 channels, where it is fastest."""
-    return EnsembleConv2d(m, c_in, c_out, 3, size, padding=1, grouped=max(c_in, c_out) >= 32)
+    """3×3, zero padding 1; grouped (one F.conv2d call) at 64 channels, where it is fastest
+    (otherwise the layer's own choice by image size)."""
+    grouped = True if max(c_in, c_out) >= 32 else None
+    return EnsembleConv2d(m, c_in, c_out, 3, size, padding=1, grouped=grouped)
+
+
+def latent_scale(latent_dim: int, image_size: tuple[int, int]) -> int:
+    """The integer s with latent_dim = (H/s)·(W/s), s dividing H and W: the FDM reads the
+    latent as an (H/s)×(W/s) image upsampled by s (s = 1 on the published 4×4 grid; at
+    pixel scale 8, 32×32 frames, the default D = 16 is a 4×4 image of 8×8 blocks)."""
+    h, w = image_size
+    s = round(math.sqrt(h * w / latent_dim))
+    if s < 1 or h % s or w % s or (h // s) * (w // s) != latent_dim:
+        raise ValueError(
+            f"the FDM reads the latent as an image of the frame's shape, so latent_dim must be "
+            f"(H/s)·(W/s) for an integer s dividing H = {h} and W = {w} (e.g. {h * w}), "
+            f"got {latent_dim}"
+        )
+    return s
 
 
 class PublishedEncoder(EnsembleModule):
@@ -198,6 +218,7 @@ class PublishedVQNet(nn.Module):
         c, h, w = obs_shape
         m, d, width = len(seeds), config.latent_dim, config.mlp_width
         self.image_size = (h, w)
+        self.latent_scale = latent_scale(config.latent_dim, (h, w))
         self.encoder = PublishedEncoder(m, c, config.encoder_width, (h, w))
         features = 2 * (h // 2) * (w // 2)
         self.hidden1 = EnsembleLinear(m, features, width)
@@ -238,8 +259,12 @@ class PublishedVQNet(nn.Module):
         return self.codebook[models[:, None], codes]
 
     def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """ô' from o (M, B, C, H, W) and z (M, B, D = H·W) read as a one-channel image."""
-        z_map = z.reshape(*z.shape[:2], 1, *self.image_size)
+        """ô' from o (M, B, C, H, W) and z (M, B, D) read as a one-channel image: H×W on
+        the 4×4 grid; (H/s)×(W/s), each value an s×s block, at pixel scale s."""
+        s = self.latent_scale
+        z_map = z.reshape(*z.shape[:2], 1, self.image_size[0] // s, self.image_size[1] // s)
+        if s > 1:
+            z_map = z_map.repeat_interleave(s, dim=-1).repeat_interleave(s, dim=-2)
         return self.fdm_unet(torch.cat([o, z_map], dim=2))
 
     def forward(self, o: torch.Tensor, o_next: torch.Tensor) -> VQPrediction:
@@ -295,11 +320,7 @@ class PublishedVQLAM(VQLAM):
             raise ValueError(
                 f"the published VQ LAM needs images (C, H, W), H and W even, got {shape}"
             )
-        if c.latent_dim != shape[1] * shape[2]:
-            raise ValueError(
-                f"the FDM reads the latent as an H×W image, so latent_dim must be "
-                f"{shape[1] * shape[2]} for images {shape}, got {c.latent_dim}"
-            )
+        latent_scale(c.latent_dim, shape[1:])  # raises unless the latent fits the frame
         return PublishedVQNet(c, shape, self.seeds)
 
     def codebook(self) -> torch.Tensor:
