@@ -379,6 +379,7 @@ class LAM(abc.ABC):
             [dataclasses.asdict(c) for c in self.configs],
             metrics if metrics is not None else {},
             seeds=self.seeds,
+            device=str(self.device),
             spec=dataclasses.asdict(self.spec),
             history=self.history,
             **extra,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,20 @@ def test_with_the_pipeline_the_card_reports_the_normalised_return(tmp_path):
     )
     assert math.isfinite(row["normalised_return"]) and row["normalised_return"] >= 0
     assert "norm. return" in (tmp_path / "card.md").read_text()
+
+
+def test_the_readme_example_of_a_users_lam_gets_a_card(tmp_path, monkeypatch, capsys):
+    """The README's plain-PyTorch LAM, as written, through the command line."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "# my_lam.py" in b)
+    (tmp_path / "my_lam.py").write_text(block.replace("range(2000)", "range(300)"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "card"
+    args = ["--method", "my_lam:train", "--suite", "tiny", "--seeds", "1", "--workers", "1"]
+    assert benchmark.main([*args, "--out", str(out)]) == 0, capsys.readouterr().err
+    with (out / "card.csv").open() as f:
+        card = list(csv.DictReader(f))
+    assert {r["setting"] for r in card} == {s.name for s in benchmark.SUITES["tiny"].settings}
+    assert all(0 <= float(r["nmse_action"]) < 1.5 for r in card)
