@@ -10,6 +10,9 @@ frames keeps the move but hides where it happened.
   test-time images stay in the training distribution).
 - Vectors (the linear environment): x + κ with κ ~ N(0, κ² I) (:func:`gaussian_offsets`;
   :func:`vector_offsets` gives M copies' κ, which a linear model can apply by linearity).
+- The grid's noise row (the published VQ LAM's released code, :func:`copy_noise_row`): not
+  a random draw but a copy: the IDM sees o with o′'s noise row, and the FDM's target is o′
+  with o's noise row, so neither the latent nor the FDM can see the noise change.
 
 :func:`augment_pair` applies one augmentation, drawn per transition, to two tensors; with
 a leading model axis (M, B, ...) each copy m draws from its own generator, so a copy's
@@ -27,14 +30,19 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
+    "NOISE_ROWS",
     "augment_frames",
     "augment_pair",
+    "copy_noise_row",
     "draw_shifts",
     "gaussian_offsets",
     "shift_columns",
     "shift_images",
     "vector_offsets",
 ]
+
+#: The rows of a GridLAM image that hold the exogenous noise (row 3 of the 4×4 image).
+NOISE_ROWS = slice(3, 4)
 
 
 def shift_columns(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -161,4 +169,23 @@ def augment_frames(
             [gaussian_offsets(x.shape[1:], scale[i].cpu(), g) for i, g in enumerate(generators)]
         )
         out.append(x + offsets.to(x.device))
+    return out
+
+
+def copy_noise_row(x: torch.Tensor, source: torch.Tensor, rows: slice = NOISE_ROWS) -> torch.Tensor:
+    """``x`` (..., C, H, W) with its noise ``rows`` replaced by those of ``source`` (same
+    shape); a new tensor, ``x`` is unchanged.
+
+    The released code's augmentation of the published VQ LAM (PROTOCOLS.md, "Grid VQ LAM"),
+    per transition (o, o′)::
+
+        IDM inputs:           copy_noise_row(o, o′), o′     # the noise row does not change
+        FDM input, target:    o, copy_noise_row(o′, o)      # nor has it to be predicted
+
+    so a latent that encodes the noise change no longer lowers the loss.
+    """
+    if x.shape != source.shape:
+        raise ValueError(f"x {tuple(x.shape)} and source {tuple(source.shape)} differ in shape")
+    out = x.clone()
+    out[..., rows, :] = source[..., rows, :]
     return out

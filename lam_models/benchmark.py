@@ -1,6 +1,7 @@
 """A LAM report card: one command trains and scores any LAM across the standard settings.
 
     python -m lam_models.benchmark --method vq                        # a built-in method
+    python -m lam_models.benchmark --method vq-published --device cuda  # the published grid VQ
     python -m lam_models.benchmark --method my_package.lam:train      # yours
     python -m lam_models.benchmark --method laom --method laom+labels --suite full
 
@@ -15,12 +16,16 @@ frame, a distractor?" A *method* is any function ``train(data, seed) -> latent_f
 - it may take a ``device`` keyword (the benchmark passes ``--device``);
 - it returns ``latent_fn(o, o_next) -> z`` on float32 tensors (B, *obs_shape) -> (B, d_z).
 
-The built-in methods (``linear``, ``vq``, ``laom``, ``laom+labels``, and every other
-registered LAM by its name) are such functions too, so the reference rows come from the same
-code path as yours. Every latent is scored by :func:`lam_models.evaluate` on the held-out
-episodes: the action probe, a probe of each nuisance the setting has (the exogenous noise ε,
-the noise row, each distractor's state: what the latent holds that it should not), and the
-observation leakage on the linear environment (1 − nmse(o)). ``--with-pipeline`` also runs
+The built-in methods (``linear``, ``vq`` (the package's grid VQ LAM), ``vq-published`` (the
+published one behind Table 1, at its own batch of 1,024), ``laom``, ``laom+labels``, and every
+other registered LAM by its name) are such functions too, so the reference rows come from the
+same code path as yours. The grid methods run on the distracting grid's 32×32 frames too
+(their convolutions go grouped there); ``vq-published`` there is a GPU job (64-channel
+convolutions on 32×32 frames: tens of CPU-seconds per update). Every latent is scored by
+:func:`lam_models.evaluate` on the held-out episodes: the action probe, a probe of each
+nuisance the setting has (the exogenous noise ε, the noise row, each distractor's state: what
+the latent holds that it should not), and the observation leakage on the linear environment
+(1 − nmse(o)). ``--with-pipeline`` also runs
 the LAPO-style pipeline from the latents and reports the return normalised by BC on all
 labels.
 
@@ -514,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="NAME|MODULE:FUNCTION",
-        help="a built-in method (linear, vq, laom, laom+labels, or any registered LAM) or "
+        help="a built-in method (linear, vq, vq-published, laom, laom+labels, or any "
+        "registered LAM) or "
         "your function train(data, seed) -> latent_fn; repeatable",
     )
     p.add_argument("--suite", default="quick", help=f"{', '.join(SUITES)} (default: quick)")

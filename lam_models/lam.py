@@ -392,11 +392,18 @@ def train_and_score(
     splits: Sequence[DataSplit],
     seeds: Sequence[int],
     device: str | torch.device = "cpu",
+    plots: str | Path | None = None,
 ) -> tuple[LAM, list[dict[str, Any]]]:
     """Train the copies of ``method`` on their splits and score each: a plain function of
-    picklable arguments, for worker processes (splits travel as their arguments)."""
+    picklable arguments, for worker processes (splits travel as their arguments).
+    ``plots``: a folder to write the method's pictures of copy 0 into (:meth:`LAM.plots`),
+    while the splits are at hand."""
     lam = get_lam(method).train(configs, list(splits), list(seeds), device)
-    return lam, lam.metrics(list(splits))
+    metrics = lam.metrics(list(splits))
+    if plots is not None:
+        Path(plots).mkdir(parents=True, exist_ok=True)
+        lam.plots(Path(plots), list(splits))
+    return lam, metrics
 
 
 def _select_copies(module: nn.Module, index: list[int]) -> dict[str, torch.Tensor]:

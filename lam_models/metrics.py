@@ -8,7 +8,9 @@ arrays), so researchers can score latents from any model.
   :func:`lam_models.evaluate` does the same for any LAM given only its latent function and
   a dataset.
 - :func:`controllable_stochastic_loss`: the grid's reconstruction losses on the controllable
-  rows and on the noise row.
+  rows and on the noise row, on either scale: over the signal's variance (the paper's text),
+  or over the error of a predictor that knows o but not the action
+  (:func:`no_action_error`; the constant 0.060 of the authors' code).
 - :func:`code_action_map`, :func:`code_action_accuracy`, :func:`perplexity`: discrete codes.
 - :func:`mean_stderr`: every reported figure is a mean over seeds with its standard error.
 """
@@ -28,8 +30,10 @@ __all__ = [
     "code_action_accuracy",
     "code_action_map",
     "controllable_stochastic_loss",
+    "grid_mse",
     "linear_probe_report",
     "mean_stderr",
+    "no_action_error",
     "perplexity",
     "probe_nmse",
 ]
@@ -168,31 +172,103 @@ class GridLosses(NamedTuple):
     stochastic: float  # row 3, the exogenous noise; NaN when the noise row never varies
 
 
-def controllable_stochastic_loss(pred_next: ArrayLike, next_obs: ArrayLike) -> GridLosses:
+_GRID_ROWS = (slice(0, 3), slice(3, 4))  # controllable rows, the noise row
+
+
+def controllable_stochastic_loss(
+    pred_next: ArrayLike, next_obs: ArrayLike, scale: GridLosses | None = None
+) -> GridLosses:
     """FDM reconstruction losses on the 4×4 grid, split by rows.
 
     Arguments:
         pred_next: (N, 1, 4, 4) or (N, 4, 4) predicted next images ô'.
         next_obs: the same shape, the true next images o'.
+        scale: None (the text's scale): divide by the signal's variance. Or per-pixel
+            errors (controllable, stochastic) to divide by instead, e.g. those of a
+            predictor that knows o but not the action (:func:`no_action_error`): the
+            scale of the authors' code, which divides by such a constant (0.060).
 
     Returns:
         controllable = E‖ô' − o'‖² over rows 0–2 / total variance of rows 0–2 of o' (sum over
-        the 12 cells of each cell's variance over the N evaluated transitions);
-        stochastic = the same over row 3. With no noise (row 3 constant, e.g. intensity 0) the
-        stochastic loss is undefined and returned as NaN.
+        the 12 cells of each cell's variance over the N evaluated transitions), i.e. the
+        per-pixel MSE over the mean per-pixel variance; with ``scale``, the per-pixel MSE
+        over ``scale.controllable``. stochastic = the same over row 3. With no noise (row 3
+        constant, e.g. intensity 0) the stochastic loss is undefined and returned as NaN on
+        either scale.
     """
     pred, target = (_as_grid(n, x) for n, x in (("pred_next", pred_next), ("next_obs", next_obs)))
     if pred.shape != target.shape:
         raise ValueError(f"pred_next {pred.shape} and next_obs {target.shape} differ in shape")
 
-    def normalised(rows: slice) -> float:
+    def normalised(rows: slice, per_pixel: float | None) -> float:
         p, t = pred[:, rows].reshape(len(pred), -1), target[:, rows].reshape(len(target), -1)
         total_variance = _total_variance(t)
         if math.isnan(total_variance):
             return math.nan
-        return float((p - t).square().sum(-1).mean()) / total_variance
+        if per_pixel is None:
+            return float((p - t).square().sum(-1).mean()) / total_variance
+        if not per_pixel > 0:
+            return math.nan
+        return float((p - t).square().mean()) / per_pixel
 
-    return GridLosses(controllable=normalised(slice(0, 3)), stochastic=normalised(slice(3, 4)))
+    scales = (None, None) if scale is None else tuple(scale)
+    return GridLosses(*(normalised(r, k) for r, k in zip(_GRID_ROWS, scales, strict=True)))
+
+
+def grid_mse(pred_next: ArrayLike, next_obs: ArrayLike) -> GridLosses:
+    """Per-pixel mean squared error of ô' on rows 0–2 (controllable) and on row 3
+    (stochastic), unnormalised: shapes as :func:`controllable_stochastic_loss`."""
+    pred, target = (_as_grid(n, x) for n, x in (("pred_next", pred_next), ("next_obs", next_obs)))
+    if pred.shape != target.shape:
+        raise ValueError(f"pred_next {pred.shape} and next_obs {target.shape} differ in shape")
+    return GridLosses(*(float((pred[:, r] - target[:, r]).square().mean()) for r in _GRID_ROWS))
+
+
+def no_action_error(
+    obs_train: ArrayLike, next_train: ArrayLike, obs_test: ArrayLike, next_test: ArrayLike
+) -> GridLosses:
+    """Per-pixel MSE of the best predictor of o' that knows o but not the action.
+
+    The predictor is E[o' | o]: the mean o' of the training transitions with the same o
+    (grid observations take few distinct values: 12 square cells × 16 noise rows on the
+    4×4 grid), measured on the test transitions (an o never seen in training is predicted
+    by the mean o'). Returned as (controllable: rows 0–2, stochastic: row 3); pass it as
+    the ``scale`` of :func:`controllable_stochastic_loss`. Under the uniform policy with
+    low noise the controllable error is about 0.057 (5 equally likely moves, walls turning
+    some into "stay"): the constant 0.060 the authors' code divides by; the stochastic
+    error is the noise row's variance, 0.25 (the row is independent of o).
+
+    Shapes: obs_* and next_* (N, 1, 4, 4) or (N, 4, 4).
+    """
+    named = {
+        "obs_train": obs_train,
+        "next_train": next_train,
+        "obs_test": obs_test,
+        "next_test": next_test,
+    }
+    grids = [_as_grid(name, x) for name, x in named.items()]
+    o_train, n_train, o_test, n_test = (g.reshape(len(g), -1).numpy() for g in grids)
+    if len(o_train) != len(n_train) or len(o_test) != len(n_test):
+        raise ValueError("obs and next images must have the same number of transitions")
+    rows = np.ascontiguousarray(np.concatenate([o_train, o_test]), dtype=np.float64)
+    # One opaque key per image: np.unique of a 1-d array is far faster than of rows.
+    keys, index = np.unique(
+        rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1), return_inverse=True
+    )
+    index = index.reshape(-1)
+    train_index, test_index = index[: len(o_train)], index[len(o_train) :]
+    seen = np.bincount(train_index, minlength=len(keys))
+    if (seen > 0).sum() > len(o_train) / 2:  # most o seen once: continuous observations
+        raise ValueError(
+            f"the observations take {(seen > 0).sum()} distinct values in {len(o_train)} "
+            "training transitions: too many to estimate E[o' | o] by grouping (the no-action "
+            "error is for the grid's discrete images)"
+        )
+    sums = np.zeros((len(keys), n_train.shape[1]))
+    np.add.at(sums, train_index, n_train)
+    means = np.where(seen[:, None] > 0, sums / np.maximum(seen, 1)[:, None], n_train.mean(0))
+    pred = means[test_index].reshape(-1, 4, 4)
+    return grid_mse(pred, n_test.reshape(-1, 4, 4))
 
 
 def _as_grid(name: str, x: ArrayLike) -> torch.Tensor:

@@ -98,6 +98,11 @@ def _conv_taps(
     return out.reshape(h * w, kernel_size**2, -1).transpose(0, 1).contiguous()
 
 
+#: Input pixels up to which :class:`EnsembleConv2d` computes as a dense matrix by default
+#: (8×8; the 4×4 grid's layers are dense, the 32×32 distracting grid's grouped).
+DENSE_MAX_PIXELS = 64
+
+
 class EnsembleConv2d(EnsembleModule):
     """M independent ``Conv2d`` (or ``ConvTranspose2d``) layers on images of a fixed size.
 
@@ -112,14 +117,18 @@ class EnsembleConv2d(EnsembleModule):
     weight.transpose(0, 1), bias, stride)`` when ``transposed`` (kernel = stride only).
     ``circular`` pads periodically (as ``padding_mode="circular"``) instead of with zeros.
 
-    ``grouped``: compute with one grouped ``F.conv2d`` (groups = M) instead. The dense
-    matrix does (H·W)/(k·k) times the arithmetic of a convolution (about 1.8× for a 3×3
-    kernel on 4×4 with zero padding), which is cheaper than the grouped call's overhead
-    when channels are few; with 64 channels and more the grouped call wins (measured
-    on 2 CPU cores: 64→64 channels, 5 copies, batch 1,024: about 1.5× faster).
+    ``grouped``: compute with one grouped ``F.conv2d`` (or ``F.conv_transpose2d``;
+    groups = M) instead. The dense matrix does (H·W)/(k·k) times the arithmetic of a
+    convolution (about 1.8× for a 3×3 kernel on 4×4 with zero padding), which is cheaper
+    than the grouped call's overhead when channels are few; with 64 channels and more the
+    grouped call wins (measured on 2 CPU cores: 64→64 channels, 5 copies, batch 1,024:
+    about 1.5× faster). ``None`` (the default) chooses by the image: dense up to
+    :data:`DENSE_MAX_PIXELS` input pixels, grouped above, where the dense matrix grows as
+    (H·W)² (a 3×3 layer on 32×32 images: 114× the arithmetic, 4 MB of taps and 128 MB of
+    weights per 16×16 channels) and does not scale.
     """
 
-    taps: torch.Tensor
+    taps: torch.Tensor | None
 
     def __init__(
         self,
@@ -132,29 +141,28 @@ class EnsembleConv2d(EnsembleModule):
         padding: int = 0,
         transposed: bool = False,
         circular: bool = False,
-        grouped: bool = False,
+        grouped: bool | None = None,
     ) -> None:
         super().__init__(num_models)
         if transposed and (kernel_size != stride or padding):
             raise ValueError("transposed convolutions here need kernel_size == stride, padding 0")
-        if grouped and transposed:
-            raise ValueError("grouped is for ordinary convolutions, not transposed ones")
+        h, w = image_size
+        if grouped is None:
+            grouped = h * w > DENSE_MAX_PIXELS
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.transposed = transposed
+        self.transposed, self.kernel_area = transposed, kernel_size**2
         self.grouped, self.stride, self.padding, self.circular = grouped, stride, padding, circular
         self.weight = nn.Parameter(
             torch.empty(num_models, out_channels, in_channels, kernel_size, kernel_size)
         )
         self.bias = nn.Parameter(torch.empty(num_models, out_channels))
-        # A grouped layer never reads the tap pattern (only its k·k rows, for the fan-in):
-        # on 32×32 images the pattern would be (H·W)² numbers per tap.
+        # The dense form's tap pattern; a grouped layer needs none.
         taps = (
-            torch.zeros(kernel_size**2, 0, 0)
+            None
             if grouped
             else _conv_taps(kernel_size, stride, padding, image_size, transposed, circular)
         )
         self.register_buffer("taps", taps, persistent=False)
-        h, w = image_size
         self.out_size = (
             (h * stride, w * stride)
             if transposed
@@ -170,7 +178,7 @@ class EnsembleConv2d(EnsembleModule):
         # PyTorch's defaults: fan_in = weight.size(1) · kernel area, which for
         # ConvTranspose2d's (in, out, k, k) weight is out_channels · k².
         channels = self.out_channels if self.transposed else self.in_channels
-        bound = 1.0 / math.sqrt(channels * self.taps.shape[0])
+        bound = 1.0 / math.sqrt(channels * self.kernel_area)
         _uniform_(self.weight[index], bound, generator)
         _uniform_(self.bias[index], bound, generator)
 
@@ -191,6 +199,12 @@ class EnsembleConv2d(EnsembleModule):
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
         m, b = x.shape[:2]
         flat = x.transpose(0, 1).reshape(b, m * self.in_channels, *x.shape[-2:])
+        if self.transposed:  # conv_transpose2d's weight is (in, out, k, k) per group
+            weight = self.weight.transpose(1, 2).reshape(
+                m * self.in_channels, -1, self.stride, self.stride
+            )
+            y = F.conv_transpose2d(flat, weight, self.bias.reshape(-1), self.stride, groups=m)
+            return y.reshape(b, m, self.out_channels, *y.shape[-2:]).transpose(0, 1)
         padding = self.padding
         if self.circular and padding:
             flat, padding = F.pad(flat, (padding,) * 4, mode="circular"), 0

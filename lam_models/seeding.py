@@ -37,7 +37,9 @@ class Stream(enum.IntEnum):
     POLICY_BATCHES = 9  # their minibatches
     ROLLOUT = 10  # environment seeds of the rollouts
     PROBE = 11  # probes trained by gradient (their initialisation and batches)
-    POLICY_MATRIX = 12  # a fixed random policy matrix (the published F6a policy's Π)
+    MODEL_INIT = 12  # a model's initial weights (the published VQ LAM)
+    CODEBOOK = 13  # a codebook's own draws: its initial codes, the encoder outputs it resets to
+    POLICY_MATRIX = 14  # a fixed random policy matrix (the published F6a policy's Π)
 
 
 def derive_seed(seed: int, stream: int) -> int:

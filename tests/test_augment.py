@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lam_models.augment as augment
-from lam_models.augment import augment_pair, shift_columns
+from lam_models.augment import augment_pair, copy_noise_row, shift_columns
 
 
 def _shift_of(shifted: torch.Tensor, original: torch.Tensor) -> np.ndarray:
@@ -45,6 +45,45 @@ def test_a_copy_draws_the_same_augmentations_whatever_its_companions():
     together = augment_pair(o, o, [torch.Generator().manual_seed(s) for s in (5, 6, 7)])[0]
     alone = augment_pair(o[1:2], o[1:2], [torch.Generator().manual_seed(6)])[0]
     assert torch.equal(together[1], alone[0])
+
+
+def test_the_noise_row_copy_replaces_row_3_only_and_leaves_its_input_alone():
+    o, o_next = torch.rand(2, 8, 1, 4, 4), torch.rand(2, 8, 1, 4, 4)
+    before = o.clone()
+    idm_o = copy_noise_row(o, o_next)  # the IDM's view of o: o′'s noise row
+    assert torch.equal(idm_o[..., 3, :], o_next[..., 3, :])
+    assert torch.equal(idm_o[..., :3, :], o[..., :3, :])
+    assert torch.equal(o, before)
+    target = copy_noise_row(o_next, o)  # the FDM's target: o's noise row, nothing to predict
+    assert torch.equal(target[..., 3, :], o[..., 3, :])
+    with pytest.raises(ValueError, match="differ in shape"):
+        copy_noise_row(o, o_next[:, :4])
+
+
+@pytest.mark.parametrize("method", ["vq", "vq-published"])
+def test_both_vq_trainers_copy_the_noise_row_through_the_tested_function(method, monkeypatch):
+    from lam_models.lam import get_lam
+    from lam_models.split import DataSpec, Transitions
+
+    calls = []
+    real = augment.copy_noise_row
+    module = get_lam(method).__module__
+    monkeypatch.setattr(f"{module}.copy_noise_row", lambda *a: calls.append(1) or real(*a))
+
+    class Data:
+        spec = DataSpec("grid", (1, 4, 4), True, 5)
+        num_copies = 1
+        has_labels = torch.tensor([False])
+
+        def sample(self, batch_size, **_):
+            o = torch.rand(1, batch_size, 1, 4, 4)
+            mask = torch.zeros(1, batch_size, dtype=torch.bool)
+            return Transitions(o, o, o, torch.full((1, batch_size), -1), mask)
+
+    cls = get_lam(method)
+    config = cls.Config(steps=3, batch_size=8, log_every=3, noise_copy=True)
+    cls.train(config, Data(), [0], device="cpu")
+    assert len(calls) == 6  # the IDM's o and the FDM's target, every step
 
 
 def test_gaussian_offsets_are_shared_by_a_pair_with_a_scale_per_copy():

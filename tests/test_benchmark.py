@@ -97,6 +97,18 @@ def test_a_builtin_method_and_a_module_function_by_name(tmp_path, capsys, monkey
     assert all(math.isfinite(float(r["nmse_action"])) for r in card)
 
 
+def test_the_published_vq_is_a_builtin_method(tmp_path):
+    # The published grid VQ LAM of Table 1 gives its reference rows through the same code
+    # path as a user's method (a few updates here: the card's plumbing, not its numbers).
+    method = benchmark.builtin_method("vq-published", steps=3)
+    assert method.supports("grid") and not method.supports("linear")
+    suite = benchmark.Suite(benchmark.SUITES["tiny"].settings, 12, 3, seeds=1)
+    rows = benchmark.run_benchmark(["vq-published"], suite, out=tmp_path, workers=1)
+    assert [(r["method"], r["setting"]) for r in rows] == [("vq-published", "grid/low")]
+    assert math.isfinite(rows[0]["nmse_action"]) and 0 <= rows[0]["nuisance_held"] <= 1
+    assert "| vq-published | grid/low |" in (tmp_path / "card.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

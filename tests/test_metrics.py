@@ -9,8 +9,10 @@ import torch
 from lam_models.metrics import (
     code_action_accuracy,
     controllable_stochastic_loss,
+    grid_mse,
     linear_probe_report,
     mean_stderr,
+    no_action_error,
     perplexity,
     probe_nmse,
 )
@@ -125,6 +127,51 @@ def test_controllable_and_stochastic_losses_on_hand_made_images():
     quiet[:, :, 3] = 0.0
     losses = controllable_stochastic_loss(quiet[:, 0], quiet[:, 0])  # (N, 4, 4) works too
     assert losses.controllable == 0.0 and math.isnan(losses.stochastic)
+
+
+def test_the_no_action_scale_divides_the_per_pixel_error_by_a_given_one():
+    next_obs = np.zeros((2, 1, 4, 4))
+    next_obs[0, 0, 0, 0] = next_obs[1, 0, 1, 1] = 1.0
+    next_obs[0, 0, 3] = [1, 0, 1, 0]
+    next_obs[1, 0, 3] = [0, 1, 0, 1]
+    pred = next_obs.copy()
+    pred[:, :, :3] = 0.0  # per-pixel error on rows 0-2: 2 / 24
+    pred[:, :, 3] = 0.5  # on row 3: 1/4
+    assert grid_mse(pred, next_obs) == pytest.approx((2 / 24, 1 / 4))
+    scaled = controllable_stochastic_loss(pred, next_obs, scale=(1 / 24, 1 / 8))
+    assert scaled == pytest.approx((2.0, 2.0))
+    quiet = next_obs.copy()
+    quiet[:, :, 3] = 0.0  # no noise: undefined on either scale
+    assert math.isnan(controllable_stochastic_loss(quiet, quiet, scale=(0.1, 0.1)).stochastic)
+
+
+def _uniform_grid(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """GridLAM transitions under the uniform policy with low noise."""
+    moves = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
+    cell = rng.integers(0, 12, n)
+    row, col = cell // 4, cell % 4
+    a = rng.integers(0, 5, n)
+    o, o_next = np.zeros((n, 4, 4)), np.zeros((n, 4, 4))
+    o[np.arange(n), row, col] = 1.0
+    o_next[np.arange(n), np.clip(row + moves[a, 0], 0, 2), np.clip(col + moves[a, 1], 0, 3)] = 1
+    o[:, 3], o_next[:, 3] = rng.random((n, 4)) < 0.5, rng.random((n, 4)) < 0.5
+    return o, o_next
+
+
+def test_the_no_action_error_is_the_authors_constant_under_the_uniform_policy():
+    rng = np.random.default_rng(0)
+    (o, o_next), (o_test, next_test) = _uniform_grid(60_000, rng), _uniform_grid(20_000, rng)
+    error = no_action_error(o, o_next, o_test, next_test)
+    # E[o' | o] spreads the square over its 5 moves (walls turn some into "stay"):
+    # per cell 1 − Σ p², averaged over the 12 cells = 0.68, over 12 pixels = 0.0567.
+    assert error.controllable == pytest.approx(0.68 / 12, rel=0.03)
+    assert error.controllable == pytest.approx(0.060, rel=0.1)  # the authors' constant
+    assert error.stochastic == pytest.approx(0.25, rel=0.03)  # the noise: nothing to know
+    # A predictor that knows o as well as the action has no controllable error to divide.
+    moved = no_action_error(o, o, o_test, o_test)
+    assert moved == (0.0, 0.0)
+    with pytest.raises(ValueError, match="too many to estimate"):
+        no_action_error(rng.random((100, 4, 4)), o_next[:100], o_test[:10], next_test[:10])
 
 
 def test_code_action_accuracy_and_perplexity():

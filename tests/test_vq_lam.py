@@ -179,6 +179,28 @@ def test_dense_ensemble_conv_equals_torch_conv(transposed):
         assert torch.allclose(y[m], ref, atol=1e-5)
 
 
+def test_ours_runs_on_the_distracting_grids_32_by_32_frames():
+    # Its convolutions go grouped on 32×32 frames (a dense matrix there would hold
+    # 9·(32·32)² taps per layer); one training update runs and gives finite weights.
+    config = VQConfig(steps=1, batch_size=4, log_every=1)
+    spec = DataSpec("grid", (1, 32, 32), True, 5)
+
+    class Data:
+        num_copies, has_labels = 1, torch.zeros(1, dtype=torch.bool)
+
+        def sample(self, batch_size, **kwargs):
+            o = torch.rand(1, batch_size, 1, 32, 32)
+            actions = torch.full((1, batch_size), -1)
+            return Transitions(o, o, o, actions, torch.zeros(1, batch_size, dtype=torch.bool))
+
+    Data.spec = spec
+    lam = VQLAM.train(config, Data(), [0], device="cpu")
+    convs = [m for m in lam.module.modules() if isinstance(m, EnsembleConv2d)]
+    assert convs and all(m.grouped for m in convs)
+    o = torch.rand(5, 1, 32, 32)
+    assert lam.latents(o, o).shape == (1, 5, config.latent_dim)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [

@@ -1,7 +1,8 @@
 """The built-in latent action models, registered on import (:mod:`lam_models.lam`):
 
 - ``linear``: the linear LAM (:mod:`lam_models.lams.linear`);
-- ``vq``: the package's VQ LAM for the grid (:mod:`lam_models.lams.vq`);
+- ``vq``: the package's own VQ LAM for the grid, "ours" (:mod:`lam_models.lams.vq`);
+- ``vq-published``: the published grid VQ LAM of Table 1 (:mod:`lam_models.lams.vq_published`);
 - ``laom``: LAOM as published (:mod:`lam_models.lams.laom`);
 - ``laom-mlp``: the package's LAOM-style variant, MLP encoder (:mod:`lam_models.lams.laom_mlp`);
 - ``idm``: an inverse dynamics model trained on the labelled subset alone, its latent the
@@ -13,5 +14,6 @@ from lam_models.lams.laom import LAOMLAM
 from lam_models.lams.laom_mlp import LAOMMLPLAM
 from lam_models.lams.linear import LinearLAM
 from lam_models.lams.vq import VQLAM
+from lam_models.lams.vq_published import PublishedVQLAM
 
-__all__ = ["IDMLAM", "LAOMLAM", "LAOMMLPLAM", "LinearLAM", "VQLAM"]
+__all__ = ["IDMLAM", "LAOMLAM", "LAOMMLPLAM", "LinearLAM", "PublishedVQLAM", "VQLAM"]

@@ -1,4 +1,7 @@
-"""The VQ latent action model for the grid: config, model, training loop, metrics, picture.
+"""The package's own VQ latent action model for the grid ("ours", ``vq``): config, model,
+training loop, metrics, pictures. The published model behind the paper's Table 1 is
+``vq-published`` (:mod:`lam_models.lams.vq_published`), which reuses this module's
+metrics and pictures.
 
 The model (SPEC, "VQ LAM (grid)")::
 
@@ -14,7 +17,9 @@ an EMA one (:class:`lam_models.nn.VectorQuantiser`: no codebook loss; dead codes
 onto encoder outputs after ``dead_code_steps`` unused updates; usage and perplexity logged).
 
 - Aug1, Aug2: random ±1-column periodic shifts (:func:`lam_models.augment.augment_pair`),
-  Aug1 shared by both IDM inputs, Aug2 by the FDM input and its target.
+  Aug1 shared by both IDM inputs, Aug2 by the FDM input and its target. ``noise_copy``:
+  the published code's other augmentation (:func:`lam_models.augment.copy_noise_row`),
+  offered here too so that both models run the same table.
 - Action prediction (``action_prediction``, weight λ_a = ``action_weight``): code k is
   pre-assigned to action k; on labelled transitions the pre-quantisation latent is pulled
   toward its true action's code e_a, and those transitions are quantised to e_a (for the
@@ -26,9 +31,11 @@ onto encoder outputs after ``dead_code_steps`` unused updates; usage and perplex
   the same subset; they are reused more often.
 
 Metrics (:meth:`VQLAM.metrics`, held-out transitions, no augmentation): the FDM's
-controllable loss (rows 0–2) and stochastic loss (row 3), each over the variance of its
-rows of o' (:func:`lam_models.metrics.controllable_stochastic_loss`), the perplexity of the
-chosen codes, and the accuracy of the best code→action map.
+controllable loss (rows 0–2) and stochastic loss (row 3) on both scales (over the variance
+of its rows of o', and over the error of a predictor that knows o but not the action:
+:func:`lam_models.metrics.controllable_stochastic_loss`), the perplexity of the chosen
+codes, and the accuracy of the best code→action map. Pictures: held-out transitions
+(:func:`plot_transitions`) and what each code means (:func:`plot_codes`).
 """
 
 from __future__ import annotations
@@ -43,15 +50,34 @@ import torch
 from torch import nn
 
 from lam_envs.validate import check_float, check_int
-from lam_models.augment import augment_pair
+from lam_models.augment import augment_pair, copy_noise_row
 from lam_models.flags import option
 from lam_models.lam import LAM, TrainingLog, register_lam
-from lam_models.metrics import code_action_accuracy, controllable_stochastic_loss, perplexity
+from lam_models.metrics import (
+    code_action_accuracy,
+    controllable_stochastic_loss,
+    grid_mse,
+    no_action_error,
+    perplexity,
+)
 from lam_models.nn import ConvEncoder, EnsembleModule, TinyUNet, VectorQuantiser
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import DataSplit
 
-__all__ = ["ACTION_NAMES", "VQConfig", "VQLAM", "VQNet", "VQPrediction", "action_loss"]
+__all__ = [
+    "ACTION_NAMES",
+    "VQConfig",
+    "VQLAM",
+    "VQNet",
+    "VQPrediction",
+    "action_loss",
+    "batch_perplexity",
+    "plot_codes",
+    "plot_transitions",
+]
+
+#: Train transitions the no-action predictor of the metrics is estimated from, at most.
+NO_ACTION_FIT = 100_000
 
 ACTION_NAMES = ("stay", "up", "down", "left", "right")  # GridLAM's Discrete(5)
 
@@ -70,6 +96,11 @@ class VQConfig:
     ema_decay: float = option(0.99, "γ, decay of the codebook's moving averages, in (0, 1)")
     dead_code_steps: int = option(100, "revive a code unused for this many updates")
     augment: bool = option(False, "random ±1-column periodic shifts (Aug1, Aug2)")
+    noise_copy: bool = option(
+        False,
+        "the published code's augmentation: the IDM sees o with o′'s noise row, the "
+        "FDM's target is o′ with o's noise row",
+    )
     action_prediction: bool = option(
         False, "pre-assign code k to action k; pull labelled latents toward their action's code"
     )
@@ -101,7 +132,7 @@ class VQConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 < check_float("ema_decay", self.ema_decay) < 1:
             raise ValueError(f"ema_decay must be in the open interval (0, 1), got {self.ema_decay}")
-        for name in ("augment", "action_prediction"):
+        for name in ("augment", "noise_copy", "action_prediction"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -171,7 +202,7 @@ def action_loss(
     return error.sum(1) / label_mask.sum(1).clamp(min=1)
 
 
-def _perplexity(counts: torch.Tensor) -> torch.Tensor:
+def batch_perplexity(counts: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of code-usage counts (..., K)."""
     p = counts / counts.sum(-1, keepdim=True).clamp(min=1)
     return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum(-1))
@@ -179,7 +210,10 @@ def _perplexity(counts: torch.Tensor) -> torch.Tensor:
 
 @register_lam("vq")
 class VQLAM(LAM):
-    """The package's VQ LAM for the grid (translation-invariant IDM, EMA codebook)."""
+    """The package's own VQ LAM for the grid ("ours").
+
+    A translation-invariant IDM and an EMA codebook; not the published model
+    (``vq-published``)."""
 
     Config = VQConfig
     kinds = ("grid",)
@@ -214,16 +248,12 @@ class VQLAM(LAM):
             batch = data.sample(c.batch_size, labelled_share=share)
             if step == 0:
                 self.check_batch(batch, c.batch_size)
+            idm_o, idm_next, fdm_o, target = batch.obs, batch.next_obs, batch.obs, batch.next_obs
+            if c.noise_copy:
+                idm_o, target = copy_noise_row(idm_o, idm_next), copy_noise_row(target, fdm_o)
             if c.augment:
-                idm_o, idm_next = augment_pair(batch.obs, batch.next_obs, generators)
-                fdm_o, target = augment_pair(batch.obs, batch.next_obs, generators)
-            else:
-                idm_o, idm_next, fdm_o, target = (
-                    batch.obs,
-                    batch.next_obs,
-                    batch.obs,
-                    batch.next_obs,
-                )
+                idm_o, idm_next = augment_pair(idm_o, idm_next, generators)
+                fdm_o, target = augment_pair(fdm_o, target, generators)
             latent = net.idm(idm_o, idm_next)
             if step == 0:
                 net.quantiser.init_from_batch(latent.detach(), generators)
@@ -250,7 +280,7 @@ class VQLAM(LAM):
                 used = (counts_window > 0).sum(-1)
                 log.step(
                     step,
-                    perplexity=_perplexity(counts_window),
+                    perplexity=batch_perplexity(counts_window),
                     codes_used=used,
                     revived=revived_window,
                 )
@@ -277,9 +307,33 @@ class VQLAM(LAM):
         q = self.module.quantiser
         return q.lookup(q.nearest(self.module.idm(o, o_far)))
 
+    def codebook(self) -> torch.Tensor:
+        """The codes of every copy, (M, K, D) on the device."""
+        return self.module.quantiser.codebook
+
+    @torch.no_grad()
+    def code_predictions(self, o: torch.Tensor) -> torch.Tensor:
+        """ô' of observations o (N, C, H, W) with every code in turn fed to the FDM:
+        (M, K, N, C, H, W) on the CPU. What code k means: ô' − o given code k."""
+        self.module.eval()
+        o = o.to(self.device, torch.float32).expand(self.num_copies, *o.shape)
+        codes = self.codebook()
+        return torch.stack(
+            [
+                self.module.fdm(o, codes[:, k, None].expand(-1, o.shape[1], -1)).cpu()
+                for k in range(codes.shape[1])
+            ],
+            dim=1,
+        )
+
     def metrics(self, splits: list[DataSplit]) -> list[dict[str, Any]]:
         """Per copy, on its split's held-out transitions (no augmentation):
-        ``controllable_loss``, ``stochastic_loss`` (NaN without noise), ``perplexity`` and
+        ``controllable_loss``, ``stochastic_loss`` (NaN without noise; over the signal's
+        variance, the paper's text), ``controllable_loss_noaction`` and
+        ``stochastic_loss_noaction`` (over the error of a predictor that knows o but not the
+        action, estimated on the split's train transitions: the authors' code's scale; the
+        two errors are ``noaction_mse_*``), the unnormalised per-pixel errors
+        ``controllable_mse`` and ``stochastic_mse``, ``perplexity`` and
         ``codes_used`` of the chosen codes, ``action_accuracy`` (the best, i.e. majority,
         code→action map fitted on the scored transitions: with K × 5 cells and thousands of
         transitions this adds no measurable optimism; wall bumps look like "stay", so under
@@ -287,11 +341,21 @@ class VQLAM(LAM):
         ``assigned_action_accuracy`` (code k = action k where the square moved; chance 0.2)."""
         k, num_actions = self.config.codebook_size, self.spec.action_dim
         results = []
+        shared: dict[int, tuple[VQPrediction, Any]] = {}  # copies that share a split
         for m, split in enumerate(splits):
             test = split.test
             o, o_next = torch.from_numpy(test.obs()), torch.from_numpy(test.next_obs())
-            prediction = self.predict(o, o_next)
-            losses = controllable_stochastic_loss(prediction.pred_next[m], o_next)
+            if id(split) not in shared:  # every copy's prediction, and the no-action error
+                fit = split.train.subset(np.arange(min(len(split.train), NO_ACTION_FIT)))
+                shared[id(split)] = (
+                    self.predict(o, o_next),
+                    no_action_error(fit.obs(), fit.next_obs(), test.obs(), test.next_obs()),
+                )
+            prediction, noaction = shared[id(split)]
+            pred = prediction.pred_next[m]
+            losses = controllable_stochastic_loss(pred, o_next)
+            on_noaction = controllable_stochastic_loss(pred, o_next, scale=noaction)
+            mse = grid_mse(pred, o_next)
             codes = prediction.codes[m].numpy()
             actions = test.oracle["action"].astype(np.int64)
             history = self.history[m]
@@ -299,6 +363,12 @@ class VQLAM(LAM):
             result: dict[str, Any] = {
                 "controllable_loss": losses.controllable,
                 "stochastic_loss": losses.stochastic,
+                "controllable_loss_noaction": on_noaction.controllable,
+                "stochastic_loss_noaction": on_noaction.stochastic,
+                "controllable_mse": mse.controllable,
+                "stochastic_mse": mse.stochastic,
+                "noaction_mse_controllable": noaction.controllable,
+                "noaction_mse_stochastic": noaction.stochastic,
                 "perplexity": perplexity(codes, k),
                 "codes_used": int(len(np.unique(codes))),
                 "action_accuracy": code_action_accuracy(
@@ -318,19 +388,21 @@ class VQLAM(LAM):
 
     @classmethod
     def format_metrics(cls, metrics: dict[str, Any]) -> str:
-        stochastic = metrics["stochastic_loss"]
-        stochastic_text = (
-            "n/a (no noise)"
-            if stochastic is None or math.isnan(stochastic)
-            else f"{stochastic:.4f}"
-        )
+        def text(value: float | None) -> str:
+            return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
         lines = [
             f"data: {metrics['data']}",
             f"scored on {metrics['eval_transitions']:,} held-out transitions",
             "",
-            f"controllable loss    {metrics['controllable_loss']:.4f}   rows 0-2; lower: z holds "
+            "                     signal   no-action  (over the signal's variance; over the "
+            "error of a predictor knowing o, not a)",
+            f"controllable loss    {text(metrics['controllable_loss']):<8} "
+            f"{text(metrics.get('controllable_loss_noaction')):<10} rows 0-2; lower: z holds "
             "more of the action",
-            f"stochastic loss      {stochastic_text:<8} row 3; higher: z holds less noise",
+            f"stochastic loss      {text(metrics['stochastic_loss']):<8} "
+            f"{text(metrics.get('stochastic_loss_noaction')):<10} row 3; higher: z holds less "
+            "noise (n/a: no noise)",
             f"codebook perplexity  {metrics['perplexity']:.3f}    ({metrics['codes_used']} codes "
             "used)",
             f"action accuracy      {metrics['action_accuracy']:.4f}   best code→action map "
@@ -344,7 +416,10 @@ class VQLAM(LAM):
         return "\n".join(lines)
 
     def plots(self, folder: Path, splits: list[DataSplit]) -> list[Path]:
-        return [plot_transitions(self, splits[0], folder / "transitions.png")]
+        return [
+            plot_transitions(self, splits[0], folder / "transitions.png"),
+            plot_codes(self, splits[0], folder / "codes.png"),
+        ]
 
 
 def plot_transitions(
@@ -403,5 +478,95 @@ def plot_transitions(
     )
     path = Path(path)
     fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_codes(
+    lam: VQLAM,
+    split: DataSplit,
+    path: str | Path,
+    title: str = "",
+    copy: int = 0,
+    examples: int = 5,
+    eval_transitions: int = 2000,
+) -> Path:
+    """A PNG of what each code means: one row per code k, the FDM fed code k.
+
+    Left: the mean predicted change ô' − o over held-out o's (red +, blue −: a move shows
+    as a red cell beside a blue one; a noise pattern as colour in row 3). Right: o for
+    ``examples`` held-out transitions with the square in different cells (top row), then
+    ô' for each of them given code k. Each row is labelled with the share of held-out
+    transitions whose IDM chose k and their most common true action.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test = split.test
+    n = min(len(test), eval_transitions)
+    o = torch.from_numpy(test.obs()[:n])
+    chosen = lam.predict(o, torch.from_numpy(test.next_obs()[:n])).codes[copy].numpy()
+    actions = test.oracle["action"][:n]
+    cells = test.oracle.get("position_before")
+    picks: list[int] = []
+    seen: set[tuple[int, ...]] = set()
+    for i in range(n):  # examples with the square in distinct cells
+        key = tuple(cells[i]) if cells is not None else (i,)
+        if key not in seen:
+            seen.add(key)
+            picks.append(i)
+        if len(picks) == examples:
+            break
+    predictions = lam.code_predictions(o)[copy][:, :, 0].numpy()  # (K, N, H, W)
+    k_total, (h, w) = predictions.shape[0], predictions.shape[-2:]
+    change = (predictions - o[None, :, 0].numpy()).mean(1)  # (K, H, W)
+
+    def mosaic(tiles: list[list[np.ndarray]]) -> np.ndarray:
+        """Rows of H×W tiles, one NaN pixel apart (drawn blank)."""
+        out = np.full((len(tiles) * (h + 1) - 1, len(tiles[0]) * (w + 1) - 1), np.nan)
+        for r, row in enumerate(tiles):
+            for c, tile in enumerate(row):
+                out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tile
+        return out
+
+    blank = np.full((h, w), np.nan)
+    left = mosaic([[blank]] + [[change[k]] for k in range(k_total)])
+    right = mosaic(
+        [[o[i, 0].numpy() for i in picks]]
+        + [[predictions[k, i] for i in picks] for k in range(k_total)]
+    )
+    bound = float(max(np.abs(change).max(), 1e-6))
+    top = float(max(o.max(), predictions.max(), 1.0))
+    fig, (ax_l, ax_r) = plt.subplots(
+        1,
+        2,
+        figsize=(2.6 + 1.0 * len(picks), 1.0 * (k_total + 1)),
+        gridspec_kw={"width_ratios": [1, len(picks)]},
+    )
+    diverging = plt.get_cmap("bwr").with_extremes(bad="0.8")  # the gaps between tiles
+    grey = plt.get_cmap("gray").with_extremes(bad="#5b8fc7")
+    ax_l.imshow(left, cmap=diverging, vmin=-bound, vmax=bound)
+    ax_r.imshow(right, cmap=grey, vmin=0.0, vmax=top)
+    ax_l.set_title("mean ô′ − o", fontsize=8)
+    ax_r.set_title("top: o of held-out examples; below: ô′ given code k", fontsize=8)
+    labels = ["o"]
+    for k in range(k_total):
+        mine = chosen == k
+        label = f"code {k}: {mine.mean():.0%}"
+        if mine.any():
+            counts = np.bincount(actions[mine], minlength=len(ACTION_NAMES))
+            label += f"\n{ACTION_NAMES[counts.argmax()]} {counts.max() / mine.sum():.0%}"
+        labels.append(label)
+    centres = [r * (h + 1) + (h - 1) / 2 for r in range(k_total + 1)]
+    ax_l.set_yticks(centres, labels, fontsize=7)
+    ax_l.set_xticks([])
+    ax_r.set_xticks([])
+    ax_r.set_yticks([])
+    fig.suptitle(title or "what each code means: the FDM's ô′ given code k", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -1,0 +1,403 @@
+"""The published grid VQ LAM (``vq-published``): the model, data use and training behind
+the paper's Table 1, as PROTOCOLS.md ("Grid VQ LAM") reads them from the text and the
+authors' released code. The package's own VQ LAM (``vq``, :mod:`lam_models.lams.vq`) is a
+different model; this module reuses its scoring, metrics and pictures.
+
+The model, M copies batched (layout (M, B, ...)); each copy has its own batch norm::
+
+    e(x)   = flatten ReLU conv3×3(64→1) AvgPool2 BN ReLU conv3×3(64→64) BN ReLU conv3×3(1→64) x
+             one frame (1, 4, 4) -> 4 numbers (position-aware: no global pooling)
+    latent = MLP([e(o), e(o')])           8 -> 512 -> ReLU -> 512 -> ReLU -> 16
+    k      = argmin_j ‖latent − c_j‖       5 codes c_j ∈ R^16, initialised N(0, 1)
+    z      = latent + sg(c_k − latent)     straight-through
+    ô'     = ReLU UNet([o, z as 4×4])      2 channels in (see :class:`PublishedUNet`)
+    loss   = ‖ô' − o'‖² + 0.1 ‖sg(latent) − c_k‖² + 0.025 ‖latent − sg(c_k)‖²
+             + 0.1 ‖latent − sg(c_a)‖² (labelled examples, with action prediction)
+
+(squared norms averaged over their elements). Adam, lr 1e-4, batch 1,024; 1,600 updates
+by default: the released code's 400 epochs, each one random frame pair of every one of the
+3,800 training trajectories (4 batches). The text's 16k updates is ``--steps 16000``.
+
+- Codebook (as released): not an optimiser parameter, so the codebook loss moves nothing
+  and only the dead-code reset moves the codes: at every update, a code chosen by fewer
+  than ``dead_code_share`` (0.1%) of the batch counts one check; after more than
+  ``dead_code_checks`` (3) such checks in a row it is reset to an encoder output of the
+  batch drawn at random. ``learn_codebook`` makes the codes Adam parameters moved by the
+  codebook loss (a documented variant).
+- Data: one random frame pair per example (:meth:`CopyBatches.sample`, uniform over the
+  train transitions: every trajectory has 200 frames, so the same as a random pair of a
+  random trajectory); labelled examples come at their natural rate (no oversampling).
+  Labels are given per trajectory by the dataset (``label_unit = "episode"``) or the split
+  (``DataSplit(label_unit="episode")``).
+- Action prediction: code k is pre-assigned to action k; for a labelled example the FDM
+  receives the true action's code c_a instead of the chosen one, and the latent is pulled
+  toward c_a (weight 0.1, averaged over the labelled examples of the batch).
+- Augmentation, two variants (:mod:`lam_models.augment`): ``augment``, the text's random
+  ±1-column periodic shift (one shift shared by both IDM inputs, another by the FDM input
+  and its target), and ``noise_copy``, the released code's copy of the noise row (the IDM
+  sees o with o′'s noise row; the FDM's target is o′ with o's noise row).
+
+Seeds: copy m draws its initial weights and codes from its seed's ``MODEL_INIT`` and
+``CODEBOOK`` streams, its batches from ``BATCHES``, its shifts from ``AUGMENT`` and its
+code resets from ``CODEBOOK`` (:mod:`lam_models.seeding`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lam_envs.validate import check_float, check_int
+from lam_models.augment import augment_pair, copy_noise_row
+from lam_models.flags import option
+from lam_models.lam import TrainingLog, register_lam
+from lam_models.lams.vq import VQLAM, VQPrediction, action_loss, batch_perplexity
+from lam_models.nn import (
+    EnsembleBatchNorm2d,
+    EnsembleConv2d,
+    EnsembleLinear,
+    EnsembleModule,
+    avg_pool2,
+    upsample2,
+)
+from lam_models.seeding import Stream, torch_generator
+
+__all__ = [
+    "PublishedEncoder",
+    "PublishedUNet",
+    "PublishedVQConfig",
+    "PublishedVQLAM",
+    "PublishedVQNet",
+]
+
+
+@dataclass
+class PublishedVQConfig:
+    """Hyper-parameters of the published grid VQ LAM (defaults: PROTOCOLS.md)."""
+
+    codebook_size: int = option(
+        5, "K, number of codes (>= the number of actions with action prediction)"
+    )
+    latent_dim: int = option(
+        16,
+        "D, dimension of the latent and the codes (the FDM reads it as an image of the "
+        "frame's shape: H·W on the 4×4 grid, H·W/s² at pixel scale s)",
+    )
+    encoder_width: int = option(64, "channels of the per-frame CNN encoder")
+    mlp_width: int = option(512, "width of the IDM's two hidden layers")
+    fdm_width: int = option(64, "channels of the FDM's UNet")
+    codebook_weight: float = option(0.1, "weight of the codebook loss ‖sg(latent) − c‖²")
+    commitment_weight: float = option(0.025, "β, weight of the commitment loss ‖latent − sg(c)‖²")
+    learn_codebook: bool = option(
+        False,
+        "make the codes Adam parameters moved by the codebook loss (the release moves "
+        "them only by the dead-code reset)",
+    )
+    dead_code_share: float = option(
+        0.001, "a code chosen by less than this share of a batch counts one dead check"
+    )
+    dead_code_checks: int = option(3, "reset a code after more than this many dead checks in a row")
+    augment: bool = option(False, "the text's augmentation: random ±1-column periodic shifts")
+    noise_copy: bool = option(
+        False,
+        "the released code's augmentation: the IDM sees o with o′'s noise row, the FDM's "
+        "target is o′ with o's noise row",
+    )
+    action_prediction: bool = option(
+        False,
+        "pre-assign code k to action k; labelled examples feed their action's code to "
+        "the FDM and pull the latent toward it",
+    )
+    action_weight: float = option(0.1, "λ_a, weight of the action pull")
+    steps: int = option(1600, "Adam updates (released: 400 epochs × 4 batches; the text: 16000)")
+    batch_size: int = option(1024, "transitions per update")
+    lr: float = option(1e-4, "Adam learning rate")
+    log_every: int = option(50, "training-curve resolution, in updates")
+
+    def __post_init__(self) -> None:
+        for name in (
+            "codebook_size",
+            "latent_dim",
+            "encoder_width",
+            "mlp_width",
+            "fdm_width",
+            "steps",
+            "batch_size",
+            "log_every",
+        ):
+            check_int(name, getattr(self, name), low=1)
+        check_int("dead_code_checks", self.dead_code_checks, low=0)
+        for name in ("codebook_weight", "commitment_weight", "action_weight"):
+            check_float(name, getattr(self, name), low=0.0)
+        check_float("dead_code_share", self.dead_code_share, low=0.0, high=1.0)
+        if not check_float("lr", self.lr, low=0.0) > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("learn_codebook", "augment", "noise_copy", "action_prediction"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _conv(m: int, c_in: int, c_out: int, size: tuple[int, int]) -> EnsembleConv2d:
+    """3×3, zero padding 1; grouped (one F.conv2d call) at 64 channels, where it is fastest
+    (otherwise the layer's own choice by image size)."""
+    grouped = True if max(c_in, c_out) >= 32 else None
+    return EnsembleConv2d(m, c_in, c_out, 3, size, padding=1, grouped=grouped)
+
+
+def latent_scale(latent_dim: int, image_size: tuple[int, int]) -> int:
+    """The integer s with latent_dim = (H/s)·(W/s), s dividing H and W: the FDM reads the
+    latent as an (H/s)×(W/s) image upsampled by s (s = 1 on the published 4×4 grid; at
+    pixel scale 8, 32×32 frames, the default D = 16 is a 4×4 image of 8×8 blocks)."""
+    h, w = image_size
+    s = round(math.sqrt(h * w / latent_dim))
+    if s < 1 or h % s or w % s or (h // s) * (w // s) != latent_dim:
+        raise ValueError(
+            f"the FDM reads the latent as an image of the frame's shape, so latent_dim must be "
+            f"(H/s)·(W/s) for an integer s dividing H = {h} and W = {w} (e.g. {h * w}), "
+            f"got {latent_dim}"
+        )
+    return s
+
+
+class PublishedEncoder(EnsembleModule):
+    """The per-frame encoder: ``(M, B, C, H, W) -> (M, B, H·W/4)``.
+
+    conv3×3(C→w) → ReLU → BN → conv3×3(w→w) → ReLU → BN → AvgPool 2 → conv3×3(w→1) →
+    ReLU → flatten: 4 numbers for a 4×4 frame, one per 2×2 quarter (position-aware).
+    """
+
+    def __init__(self, m: int, channels: int, width: int, image_size: tuple[int, int]):
+        super().__init__(m)
+        half = (image_size[0] // 2, image_size[1] // 2)
+        self.conv1, self.bn1 = _conv(m, channels, width, image_size), EnsembleBatchNorm2d(m, width)
+        self.conv2, self.bn2 = _conv(m, width, width, image_size), EnsembleBatchNorm2d(m, width)
+        self.conv3 = _conv(m, width, 1, half)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn1(F.relu(self.conv1(x)))
+        h = self.bn2(F.relu(self.conv2(h)))
+        return F.relu(self.conv3(avg_pool2(h))).flatten(2)
+
+
+class PublishedUNet(EnsembleModule):
+    """The FDM's small UNet: ``(M, B, C_in, H, W) -> (M, B, C_out, H, W)``, output ≥ 0.
+
+    conv(C_in→w) → ReLU → BN → conv(w→w) → ReLU → BN [skip] → AvgPool 2 → conv(w→w) → ReLU
+    → BN → nearest upsample → concat with the skip → conv(2w→w) → ReLU → BN → conv(w→C_out)
+    → ReLU; 3×3 convolutions with zero padding. (PROTOCOLS.md lists the layers; how the
+    skip joins is not stated: a UNet's concatenation is assumed.)
+    """
+
+    def __init__(self, m: int, c_in: int, c_out: int, width: int, image_size: tuple[int, int]):
+        super().__init__(m)
+        half = (image_size[0] // 2, image_size[1] // 2)
+        self.conv1, self.bn1 = _conv(m, c_in, width, image_size), EnsembleBatchNorm2d(m, width)
+        self.conv2, self.bn2 = _conv(m, width, width, image_size), EnsembleBatchNorm2d(m, width)
+        self.conv3, self.bn3 = _conv(m, width, width, half), EnsembleBatchNorm2d(m, width)
+        self.conv4 = _conv(m, 2 * width, width, image_size)
+        self.bn4 = EnsembleBatchNorm2d(m, width)
+        self.out = _conv(m, width, c_out, image_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.bn2(F.relu(self.conv2(self.bn1(F.relu(self.conv1(x))))))
+        h = upsample2(self.bn3(F.relu(self.conv3(avg_pool2(skip)))))
+        h = self.bn4(F.relu(self.conv4(torch.cat([h, skip], dim=2))))
+        return F.relu(self.out(h))
+
+
+class PublishedVQNet(nn.Module):
+    """Encoder, IDM head, codebook (M, K, D) and FDM of M copies; copy m's initial weights
+    and codes depend only on ``seeds[m]``."""
+
+    def __init__(self, config: PublishedVQConfig, obs_shape: tuple[int, int, int], seeds):
+        super().__init__()
+        c, h, w = obs_shape
+        m, d, width = len(seeds), config.latent_dim, config.mlp_width
+        self.image_size = (h, w)
+        self.latent_scale = latent_scale(config.latent_dim, (h, w))
+        self.encoder = PublishedEncoder(m, c, config.encoder_width, (h, w))
+        features = 2 * (h // 2) * (w // 2)
+        self.hidden1 = EnsembleLinear(m, features, width)
+        self.hidden2 = EnsembleLinear(m, width, width)
+        self.head = EnsembleLinear(m, width, d)
+        self.fdm_unet = PublishedUNet(m, c + 1, c, config.fdm_width, (h, w))
+        self.codebook = nn.Parameter(torch.empty(m, config.codebook_size, d))
+        for index, seed in enumerate(seeds):
+            generator = torch_generator(seed, Stream.MODEL_INIT)
+            for module in self.modules():
+                if isinstance(module, EnsembleModule):
+                    module.reset_copy(index, generator)
+            with torch.no_grad():
+                codes = torch.randn(
+                    config.codebook_size, d, generator=torch_generator(seed, Stream.CODEBOOK)
+                )
+                self.codebook[index] = codes
+
+    def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
+        """Pre-quantisation latent: (M, B, C, H, W) × 2 -> (M, B, D). Both frames go through
+        the encoder in one call (as one batch of 2B for its batch norm)."""
+        b = o.shape[1]
+        e = self.encoder(torch.cat([o, o_next], dim=1))
+        h = torch.cat([e[:, :b], e[:, b:]], dim=-1)
+        return self.head(F.relu(self.hidden2(F.relu(self.hidden1(h)))))
+
+    def nearest(self, latent: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code: (M, B, D) -> (M, B) int64."""
+        codebook = self.codebook.detach()
+        distance = torch.baddbmm(
+            codebook.pow(2).sum(-1)[:, None, :], latent.detach(), codebook.transpose(1, 2), alpha=-2
+        )
+        return distance.argmin(-1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors of indices (M, B) -> (M, B, D) (differentiable in the codebook)."""
+        models = torch.arange(self.codebook.shape[0], device=codes.device)
+        return self.codebook[models[:, None], codes]
+
+    def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """ô' from o (M, B, C, H, W) and z (M, B, D) read as a one-channel image: H×W on
+        the 4×4 grid; (H/s)×(W/s), each value an s×s block, at pixel scale s."""
+        s = self.latent_scale
+        z_map = z.reshape(*z.shape[:2], 1, self.image_size[0] // s, self.image_size[1] // s)
+        if s > 1:
+            z_map = z_map.repeat_interleave(s, dim=-1).repeat_interleave(s, dim=-2)
+        return self.fdm_unet(torch.cat([o, z_map], dim=2))
+
+    def forward(self, o: torch.Tensor, o_next: torch.Tensor) -> VQPrediction:
+        latent = self.idm(o, o_next)
+        codes = self.nearest(latent)
+        return VQPrediction(self.fdm(o, self.lookup(codes)), codes, latent)
+
+    @torch.no_grad()
+    def reset_dead_codes(
+        self,
+        latent: torch.Tensor,
+        counts: torch.Tensor,
+        dead_checks: torch.Tensor,
+        config: PublishedVQConfig,
+        generators: list[torch.Generator],
+    ) -> torch.Tensor:
+        """One dead-code check: ``counts`` (M, K) codes chosen in the batch of ``latent``
+        (M, B, D); ``dead_checks`` (M, K) consecutive dead checks, updated in place. A code
+        past ``dead_code_checks`` moves onto a random encoder output of the batch (drawn
+        from its copy's generator, on the CPU). Returns the number reset per copy, (M,)."""
+        dead = counts < config.dead_code_share * latent.shape[1]
+        dead_checks.add_(1).masked_fill_(~dead, 0)
+        reset = dead_checks > config.dead_code_checks
+        if reset.any():
+            for m in torch.nonzero(reset.any(-1)).flatten().tolist():
+                ks = torch.nonzero(reset[m]).flatten()
+                rows = torch.randint(latent.shape[1], (len(ks),), generator=generators[m])
+                self.codebook[m, ks] = latent[m, rows.to(latent.device)]
+                dead_checks[m, ks] = 0
+        return reset.sum(-1)
+
+
+@register_lam("vq-published")
+class PublishedVQLAM(VQLAM):
+    """The published grid VQ LAM of Table 1, as released.
+
+    Per-frame CNN with batch norm, MLP IDM, 5 codes moved only by the dead-code reset,
+    UNet FDM on [o, z as 4×4] (PROTOCOLS.md, "Grid VQ LAM")."""
+
+    Config = PublishedVQConfig
+    kinds = ("grid",)
+    pipeline_defaults = {}
+
+    def build(self) -> nn.Module:
+        c = self.config
+        if c.action_prediction and c.codebook_size < self.spec.action_dim:
+            raise ValueError(
+                f"action prediction pre-assigns code k to action k, so codebook_size must be "
+                f">= {self.spec.action_dim} (the number of actions), got {c.codebook_size}"
+            )
+        shape = self.spec.obs_shape
+        if len(shape) != 3 or shape[1] % 2 or shape[2] % 2:
+            raise ValueError(
+                f"the published VQ LAM needs images (C, H, W), H and W even, got {shape}"
+            )
+        latent_scale(c.latent_dim, shape[1:])  # raises unless the latent fits the frame
+        return PublishedVQNet(c, shape, self.seeds)
+
+    def codebook(self) -> torch.Tensor:
+        return self.module.codebook.detach()
+
+    def fit(self, data, progress: bool = False) -> None:
+        c, net, m = self.config, self.module, self.num_copies
+        if c.action_prediction and not bool(data.has_labels.all()):
+            raise ValueError(
+                "action prediction needs labelled transitions, and the data of a copy has none "
+                "(collect with --label-fraction > 0, or drop --action-prediction)"
+            )
+        # As released the codes are no optimiser parameter: the codebook loss moves nothing.
+        net.codebook.requires_grad_(c.learn_codebook)
+        optimiser = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=c.lr)
+        augment_generators = [torch_generator(s, Stream.AUGMENT) for s in self.seeds]
+        # The reset draws follow the initial codes on each copy's CODEBOOK stream.
+        code_generators = [torch_generator(s, Stream.CODEBOOK) for s in self.seeds]
+        for g in code_generators:
+            torch.randn(c.codebook_size, c.latent_dim, generator=g)
+        dead_checks = torch.zeros(m, c.codebook_size, dtype=torch.long, device=self.device)
+        counts_window = torch.zeros(m, c.codebook_size, device=self.device)
+        reset_window = torch.zeros(m, device=self.device)
+        log = TrainingLog(self, c.steps, c.log_every, progress, unit="update")
+        for step in range(c.steps):
+            batch = data.sample(c.batch_size)  # labelled examples at their natural rate
+            if step == 0:
+                self.check_batch(batch, c.batch_size)
+            idm_o, idm_next, fdm_o, target = batch.obs, batch.next_obs, batch.obs, batch.next_obs
+            if c.noise_copy:
+                idm_o, target = copy_noise_row(idm_o, idm_next), copy_noise_row(target, fdm_o)
+            if c.augment:
+                idm_o, idm_next = augment_pair(idm_o, idm_next, augment_generators)
+                fdm_o, target = augment_pair(fdm_o, target, augment_generators)
+            latent = net.idm(idm_o, idm_next)
+            codes = net.nearest(latent)
+            fed = codes
+            if c.action_prediction:  # a labelled example's FDM gets its action's code
+                fed = torch.where(batch.label_mask, batch.actions, codes)
+            code_vectors = net.lookup(fed)
+            z = latent + (code_vectors - latent).detach()  # straight-through estimator
+            recon = (net.fdm(fdm_o, z) - target).pow(2).flatten(1).mean(-1)
+            codebook_loss = (latent.detach() - code_vectors).pow(2).flatten(1).mean(-1)
+            commitment = (latent - code_vectors.detach()).pow(2).flatten(1).mean(-1)
+            loss = recon + c.codebook_weight * codebook_loss + c.commitment_weight * commitment
+            pull = torch.zeros_like(loss)
+            if c.action_prediction:
+                pull = action_loss(latent, net.codebook, batch.actions, batch.label_mask)
+                loss = loss + c.action_weight * pull
+            optimiser.zero_grad(set_to_none=True)
+            loss.sum().backward()  # summed over copies: each copy gets its own gradient
+            optimiser.step()
+            counts = F.one_hot(codes, c.codebook_size).sum(1).float()
+            reset_window += net.reset_dead_codes(
+                latent.detach(), counts, dead_checks, c, code_generators
+            )
+            counts_window += counts
+            log.add(
+                loss=loss,
+                fdm_loss=recon,
+                codebook_loss=codebook_loss,
+                commitment_loss=commitment,
+                action_loss=pull,
+            )
+            if log.due(step):
+                log.step(
+                    step,
+                    perplexity=batch_perplexity(counts_window),
+                    codes_used=(counts_window > 0).sum(-1),
+                    revived=reset_window,
+                )
+                counts_window.zero_()
+                reset_window.zero_()
+            else:
+                log.step(step)
+
+    def encode(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
+        """The quantised latent: the chosen code's vector (M, N, D)."""
+        net = self.module
+        return net.lookup(net.nearest(net.idm(o, o_far))).detach()
