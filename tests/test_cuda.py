@@ -36,8 +36,20 @@ def _setting(method: str):
     return dataset, settings
 
 
+@pytest.fixture
+def full_precision():
+    """CUDA's convolutions in plain float32: cuDNN's default TF32 (10-bit mantissa) moves a
+    model by about 1e-3 relative per update, which batch norm and a dead-code reset (codes
+    set to encoder outputs) amplify past any tolerance that would still catch a real
+    difference."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 @pytest.mark.parametrize("method", lam_names())
-def test_every_method_trains_on_cuda_like_on_the_cpu(method, lam_datasets):
+def test_every_method_trains_on_cuda_like_on_the_cpu(method, lam_datasets, full_precision):
     dataset, settings = _setting(method)
     cls = get_lam(method)
     split = DataSplit(lam_datasets[dataset], seed=0)
@@ -50,9 +62,12 @@ def test_every_method_trains_on_cuda_like_on_the_cpu(method, lam_datasets):
     assert all(p.device.type == "cuda" for p in gpu.module.parameters())
     z = {device: np.asarray(lam.latents(o, o2)[0]) for device, lam in trained.items()}
     assert np.isfinite(z["cuda"]).all() and z["cuda"].shape == z["cpu"].shape
-    # 20 updates from the same seed: the same model up to summation order. Discrete codes
-    # may flip where two are nearly equidistant, so compare the bulk, not every entry.
-    close = np.isclose(z["cuda"], z["cpu"], rtol=1e-2, atol=1e-3).all(axis=-1)
+    # 20 updates from the same seed: the same model up to summation order. A discrete code
+    # may flip where two are nearly equidistant, so compare the bulk of the latents, each
+    # relative to its own size.
+    error = np.linalg.norm(z["cuda"] - z["cpu"], axis=-1)
+    size = np.linalg.norm(z["cpu"], axis=-1) + 1e-3 * np.linalg.norm(z["cpu"], axis=-1).mean()
+    close = error <= 0.02 * size
     assert close.mean() > 0.95, f"{method}: {close.mean():.3f} of the latents agree"
     numbers = list(_numbers(gpu.metrics([split])[0]))
     assert numbers and np.isfinite(numbers).all()
