@@ -164,11 +164,7 @@ def augment_frames(
             d = torch.stack([torch.randint(-pad, pad + 1, (2, b), generator=g) for g in generators])
             out.append(shift_images(x, d[:, 0], d[:, 1]))
             continue
-        scale = torch.as_tensor(kappa, dtype=x.dtype).reshape(-1, 1, 1).expand(m, 1, 1)
-        offsets = torch.stack(
-            [gaussian_offsets(x.shape[1:], scale[i].cpu(), g) for i, g in enumerate(generators)]
-        )
-        out.append(x + offsets.to(x.device))
+        out.append(x + vector_offsets(x.shape, generators, kappa, device=x.device).to(x.dtype))
     return out
 
 
