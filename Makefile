@@ -30,8 +30,11 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# One process per core (at most 4), whole test files per process so that a file's fixtures
+# are built once; TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= auto
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 demo: setup
 	$(PY) -m lam_models.demo --out $(DEMO_OUT)
