@@ -136,6 +136,14 @@ class _Progress:
         print(text, flush=True)
 
 
+def _train_score(*arguments: Any) -> tuple[float, list[dict]]:
+    """:func:`train_and_score`'s training seconds (the training's own clock) and metrics,
+    not the model: from a worker on a GPU its tensors would come back as CUDA handles of a
+    process about to exit."""
+    lam, metrics = train_and_score(*arguments)
+    return lam.history[0]["seconds"][-1], metrics
+
+
 def run(
     jobs: Sequence[Job],
     cache: ResultCache,
@@ -182,16 +190,16 @@ def run(
         folder = None if pictures is None else Path(pictures) / job.name
         return job.method, job.config, splits, job.seeds, device, folder
 
-    def done(job: Job, lam: Any, metrics: list[dict]) -> None:
+    def done(job: Job, seconds: float, metrics: list[dict]) -> None:
         for seed, m in zip(job.seeds, metrics, strict=True):
             cache.put(job, seed, m)
             results[(job.name, seed)] = m
-        progress.done(job, lam.history[0]["seconds"][-1])  # the training's own clock
+        progress.done(job, seconds)
 
     order = sorted(todo, key=lambda j: (-j.work, j.dataset))  # longest first, data together
     if workers == 1:
         for job in order:
-            done(job, *train_and_score(*arguments(job)))
+            done(job, *_train_score(*arguments(job)))
         return results
     with ProcessPoolExecutor(
         workers,
@@ -199,7 +207,7 @@ def run(
         initializer=torch.set_num_threads,
         initargs=(1,),
     ) as pool:
-        pending = {pool.submit(train_and_score, *arguments(job)): job for job in order}
+        pending = {pool.submit(_train_score, *arguments(job)): job for job in order}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,12 @@ EXAMPLES = REPO / "examples"
 VENV_CACHE = Path(
     os.environ.get("LAM_ENVS_VENV_CACHE") or Path(tempfile.gettempdir()) / "lam-envs-venvs"
 )
+
+
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` of a test's subprocess that is sent Ctrl-C: SIGINT as a shell gives
+    it (pytest-xdist's workers ignore SIGINT, and a child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pytest_sessionfinish(session, exitstatus):

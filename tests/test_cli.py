@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tqdm
+from conftest import sigint_as_in_a_terminal
 
 from lam_envs import cli
 
@@ -93,7 +94,12 @@ SLOW_IMPORT = "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntim
 def _interrupt(tmp_path, module: str, then: str) -> subprocess.CompletedProcess:
     (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
     script = INTERRUPTED_IMPORT.format(module=module, folder=str(tmp_path), then=then)
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        preexec_fn=sigint_as_in_a_terminal,
+    )
 
 
 @pytest.mark.slow
@@ -114,7 +120,13 @@ def test_ctrl_c_during_the_real_startup_of_collect(tmp_path):
     """A real `python -m lam_envs.collect`, interrupted while it imports (once numpy is
     loaded, which the package imports after setting the quiet Ctrl-C up)."""
     cmd = [sys.executable, "-m", "lam_envs.collect", "--quiet", "--root", str(tmp_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_as_in_a_terminal,
+    )
     deadline = time.time() + 30
     while b"numpy" not in Path(f"/proc/{proc.pid}/maps").read_bytes():
         assert time.time() < deadline and proc.poll() is None

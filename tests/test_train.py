@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import sigint_as_in_a_terminal
 
 from lam_models.lam import get_lam, lam_names, load_lam
 from lam_models.split import DataSplit
@@ -441,6 +442,7 @@ def test_ctrl_c_while_a_training_command_imports_torch_exits_quietly(command, tm
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     deadline = time.time() + 60
     while b"libtorch" not in Path(f"/proc/{proc.pid}/maps").read_bytes():
