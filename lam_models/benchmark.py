@@ -19,9 +19,12 @@ frame, a distractor?" A *method* is any function ``train(data, seed) -> latent_f
 The built-in methods (``linear``, ``vq`` (the package's grid VQ LAM), ``vq-published`` (the
 published one behind Table 1, at its own batch of 1,024), ``laom``, ``laom+labels``, and every
 other registered LAM by its name) are such functions too, so the reference rows come from the
-same code path as yours. The grid methods run on the distracting grid's 32×32 frames too
-(their convolutions go grouped there); ``vq-published`` there is a GPU job (64-channel
-convolutions on 32×32 frames: tens of CPU-seconds per update). Every latent is scored by
+same code path as yours. By default (``--sizes cpu``, :data:`CPU_SIZES`) they run at sizes
+a CPU handles: on the distracting grid's 32×32 frames ``vq`` at batch 32 and LAOM with the
+label-budget study's CPU encoder (d_z 128; on the 4×4 grid too), ``vq-published`` at batch 128
+and on the 4×4 grid only (its 64-channel convolutions on 32×32 frames take seconds per
+update); ``--sizes published`` gives every built-in its own defaults everywhere (a GPU job).
+Your method's sizes are its own. Every latent is scored by
 :func:`lam_models.evaluate` on the held-out episodes: the action probe, a probe of each
 nuisance the setting has (the exogenous noise ε, the noise row, each distractor's state: what
 the latent holds that it should not), and the observation leakage on the linear environment
@@ -54,8 +57,8 @@ import numpy as np
 import torch
 
 from lam_envs.cli import Parser, run_main
-from lam_envs.validate import check_int
-from lam_models.data import DatasetError
+from lam_envs.validate import check_choice, check_int
+from lam_models.data import DatasetError, LAMDataset
 from lam_models.lam import get_lam, registry, resolve_device
 from lam_models.metrics import mean_stderr
 from lam_models.recipes import ensure_dataset
@@ -142,6 +145,38 @@ STANDARD = (
 )
 
 
+#: Frames of more pixels than this are images (the distracting grid's 32×32), where the
+#: built-in methods take their ``NAME/image`` sizes.
+IMAGE_PIXELS = 64
+
+#: The built-in methods' sizes in the CPU suites, by registered LAM: ``NAME`` on every
+#: setting, ``NAME/image`` on top of it on images; ``None``: not run on images (the card
+#: leaves the cell blank). Measured per update on one CPU thread (28 Nov 2026): ``vq`` on
+#: 32×32 frames 281 ms at its batch of 128, 49 ms at 32; ``vq-published`` 828 ms at its
+#: batch of 1,024 on the 4×4 grid, 118 ms at 128, and 6.7 s at 128 on 32×32 (its full-
+#: resolution 64-channel convolutions); the published LAOM (d_z 8,192, three ResNet stages)
+#: 200 ms on 4×4 and 773 ms on 32×32, at the label-budget study's CPU sizes 15 and 71 ms.
+#: ``--sizes published`` runs every built-in at its own defaults instead (a GPU job).
+CPU_SIZES: dict[str, dict[str, Any] | None] = {
+    "vq/image": {"batch_size": 32},
+    "vq-published": {"batch_size": 128},  # Table 1's small budget's batch
+    "vq-published/image": None,
+    # the label-budget study's CPU encoder; the published shift (4 pixels of 64) to scale
+    "laom": {
+        "channels": (16,),
+        "blocks": 1,
+        "embed_dim": 64,
+        "width": 128,
+        "latent_dim": 128,
+        "batch_size": 32,
+        "label_batch_size": 32,
+        "shift": 0,
+    },
+    "laom/image": {"stem": 4, "shift": 2},
+}
+SIZES = {"cpu": CPU_SIZES, "published": {}}
+
+
 @dataclass(frozen=True)
 class Suite:
     """Settings and sizes: ``episodes`` overrides the recipes' (None: theirs), ``steps`` is
@@ -171,24 +206,45 @@ BUILTIN_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 @dataclass(frozen=True)
 class BuiltinMethod:
-    """A registered LAM as a benchmark method (picklable, for worker processes)."""
+    """A registered LAM as a benchmark method (picklable, for worker processes), at the
+    sizes of :data:`SIZES` ``[sizes]``."""
 
     name: str
     steps: int
+    sizes: str = "cpu"
+
+    @property
+    def lam_name(self) -> str:
+        return BUILTIN_VARIANTS.get(self.name, (self.name, {}))[0]
+
+    def options(self, image: bool) -> dict[str, Any] | None:
+        """Its config overrides on a setting (``image``: frames of more than
+        :data:`IMAGE_PIXELS` pixels); None where the sizes leave it out."""
+        table = SIZES[self.sizes]
+        options = dict(table.get(self.lam_name) or {})
+        if image:
+            if f"{self.lam_name}/image" in table and table[f"{self.lam_name}/image"] is None:
+                return None
+            options.update(table.get(f"{self.lam_name}/image") or {})
+        return {**options, **BUILTIN_VARIANTS.get(self.name, (self.name, {}))[1]}
 
     def __call__(self, data: DataSplit, seed: int, device: str = "cpu") -> LatentFn:
-        lam_name, options = BUILTIN_VARIANTS.get(self.name, (self.name, {}))
-        cls = get_lam(lam_name)
+        cls = get_lam(self.lam_name)
+        options = self.options(int(np.prod(data.spec.obs_shape)) > IMAGE_PIXELS)
+        if options is None:
+            raise ValueError(f"{self.name} does not run on these frames at {self.sizes} sizes")
         config = cls.Config(**{**cls.pipeline_defaults, **options, "steps": self.steps})
         lam = cls.train(config, [data], [seed], device=device)
         return lambda o, o_next: lam.latents(o, o_next)[0]
 
     def supports(self, kind: str) -> bool:
-        return kind in get_lam(BUILTIN_VARIANTS.get(self.name, (self.name, {}))[0]).kinds
+        return kind in get_lam(self.lam_name).kinds
 
 
-def builtin_method(name: str, steps: int) -> BuiltinMethod:
-    """The built-in method ``name`` (a registered LAM, or ``laom+labels``)."""
+def builtin_method(name: str, steps: int, sizes: str = "cpu") -> BuiltinMethod:
+    """The built-in method ``name`` (a registered LAM, or ``laom+labels``) at ``sizes``
+    (a key of :data:`SIZES`)."""
+    check_choice("sizes", sizes, SIZES)
     if name not in BUILTIN_VARIANTS:
         try:
             get_lam(name)
@@ -198,16 +254,16 @@ def builtin_method(name: str, steps: int) -> BuiltinMethod:
                 f"unknown method {name!r}: give a built-in name ({', '.join(known)}) or "
                 "MODULE:FUNCTION"
             ) from None
-    return BuiltinMethod(name, steps)
+    return BuiltinMethod(name, steps, sizes)
 
 
-def resolve_method(spec: str | Method, steps: int) -> tuple[str, Method]:
+def resolve_method(spec: str | Method, steps: int, sizes: str = "cpu") -> tuple[str, Method]:
     """(its name on the card, the method) of a built-in name, ``MODULE:FUNCTION`` or a
     callable."""
     if callable(spec):
         return getattr(spec, "__name__", "method"), spec
     if ":" not in spec:
-        return spec, builtin_method(spec, steps)
+        return spec, builtin_method(spec, steps, sizes)
     module_name, _, function_name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -219,8 +275,10 @@ def resolve_method(spec: str | Method, steps: int) -> tuple[str, Method]:
     return spec, function
 
 
-def _supports(method: Method, kind: str) -> bool:
-    return method.supports(kind) if isinstance(method, BuiltinMethod) else True
+def _supports(method: Method, kind: str, image: bool) -> bool:
+    if not isinstance(method, BuiltinMethod):
+        return True
+    return method.supports(kind) and method.options(image) is not None
 
 
 def _call(method: Method, data: DataSplit, seed: int, device: str) -> LatentFn:
@@ -345,25 +403,30 @@ def run_benchmark(
     device: str = "cpu",
     workers: int = 1,
     with_pipeline: bool = False,
+    sizes: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Score ``methods`` on every setting of ``suite``; write the card into ``out``; return
     its rows. Datasets are built from the recipes under ``data_root`` (default
-    ``<out>/datasets``) on first use and reused after."""
+    ``<out>/datasets``) on first use and reused after. ``sizes``: the built-in methods'
+    (:data:`SIZES`: ``cpu`` or ``published``)."""
     suite = SUITES[suite] if isinstance(suite, str) else suite
     n_seeds = check_int("seeds", seeds if seeds is not None else suite.seeds, low=1)
+    check_choice("sizes", sizes, SIZES)
     out = Path(out)
     root = Path(data_root) if data_root is not None else out / "datasets"
-    resolved = [resolve_method(m, suite.steps) for m in methods]
+    resolved = [resolve_method(m, suite.steps, sizes) for m in methods]
     device = str(resolve_device(device))
-    paths = {}
+    paths, images = {}, {}
     for setting in suite.settings:  # collect here, before any worker reads
         overrides = {"episodes": suite.episodes} if suite.episodes else {}
         paths[setting.name] = str(ensure_dataset(setting.recipe, root, **overrides))
+        shape = LAMDataset(paths[setting.name]).observation_shape
+        images[setting.name] = int(np.prod(shape)) > IMAGE_PIXELS
     jobs = []
     for name, method in resolved:
         for setting in suite.settings:
             kind = "linear" if setting.name.startswith("linear") else "grid"
-            if _supports(method, kind):
+            if _supports(method, kind, images[setting.name]):
                 jobs.append((name, method, setting))
     args = [
         (name, method, setting, paths[setting.name], list(range(n_seeds)), device, with_pipeline)
@@ -386,7 +449,7 @@ def run_benchmark(
             print(
                 f"  {name:<16} {setting.name:<22} {time.perf_counter() - start:6.0f} s", flush=True
             )
-    write_card(rows, out, suite)
+    write_card(rows, out, suite, sizes)
     return rows
 
 
@@ -404,7 +467,7 @@ COLUMNS = [
 ]
 
 
-def write_card(rows: list[dict[str, Any]], out: Path, suite: Suite) -> None:
+def write_card(rows: list[dict[str, Any]], out: Path, suite: Suite, sizes: str = "cpu") -> None:
     """card.csv, card.md and card.png into ``out`` (created)."""
     out.mkdir(parents=True, exist_ok=True)
     extra = sorted({k for r in rows for k in r} - set(COLUMNS))
@@ -412,7 +475,7 @@ def write_card(rows: list[dict[str, Any]], out: Path, suite: Suite) -> None:
     rows = read_csv(
         out / "card.csv", text=("suite_version", "method", "setting"), integers=("seed",)
     )
-    (out / "card.md").write_text(card_markdown(rows, suite) + "\n")
+    (out / "card.md").write_text(card_markdown(rows, suite, sizes) + "\n")
     plot_card(rows, suite, out / "card.png")
 
 
@@ -428,7 +491,7 @@ def _methods(rows) -> list[str]:
     return list(dict.fromkeys(r["method"] for r in rows))
 
 
-def card_markdown(rows: list[dict[str, Any]], suite: Suite) -> str:
+def card_markdown(rows: list[dict[str, Any]], suite: Suite, sizes: str = "cpu") -> str:
     """One table: a row per method and setting, mean ± s.e. over seeds."""
     seeds = len({r["seed"] for r in rows})
     metrics = [
@@ -441,7 +504,8 @@ def card_markdown(rows: list[dict[str, Any]], suite: Suite) -> str:
     cells = {k: _cells(rows, k) for k, _ in metrics}
     lines = [
         f"LAM report card (suite v{SUITE_VERSION}, mean ± s.e. over {seeds} seeds; held = "
-        "1 − nmse of a probe from z, on held-out episodes)",
+        f"1 − nmse of a probe from z, on held-out episodes; built-in methods at {sizes} "
+        f"sizes, {suite.steps:,} updates)",
         "",
         "| method | setting | " + " | ".join(t for _, t in metrics) + " |",
         "|---|---|" + "---|" * len(metrics),
@@ -545,6 +609,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the LAPO-style pipeline's normalised return (slower)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument(
+        "--sizes",
+        default="cpu",
+        help="the built-in methods' sizes: cpu (default: smaller batches and encoders on "
+        "images, vq-published on the 4×4 grid only; see lam_models.benchmark.CPU_SIZES) or "
+        "published (each method's own defaults everywhere: a GPU job)",
+    )
     return p
 
 
@@ -564,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
             args.device,
             args.workers,
             args.with_pipeline,
+            args.sizes,
         )
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -576,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
                 integers=("seed",),
             ),
             SUITES[args.suite],
+            args.sizes,
         )
     )
     print(

@@ -117,12 +117,34 @@ def test_the_published_vq_is_a_builtin_method(tmp_path):
         (["--method", "lam_models:no_such_function"], "has no function 'no_such_function'"),
         (["--method", "vq", "--suite", "huge"], "unknown suite 'huge'"),
         (["--method", "vq", "--seeds", "0"], "seeds must be >= 1"),
+        (["--method", "vq", "--sizes", "huge"], "unknown sizes 'huge'"),
     ],
 )
 def test_bad_input_is_one_line(args, message, tmp_path, capsys):
     assert benchmark.main([*args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_the_cpu_sizes_shrink_the_builtins_on_images_and_the_published_ones_do_not():
+    laom = benchmark.builtin_method("laom+labels", steps=5)
+    on_grid, on_images = laom.options(image=False), laom.options(image=True)
+    assert on_grid["latent_dim"] == 128 and on_grid["shift"] == 0 and "stem" not in on_grid
+    assert on_images["stem"] == 4 and on_images["shift"] == 2 and on_images["action_head"]
+    assert benchmark.builtin_method("vq-published", 5).options(image=True) is None
+    assert benchmark.builtin_method("vq-published", 5).options(image=False) == {"batch_size": 128}
+    published = benchmark.builtin_method("laom", 5, sizes="published")
+    assert published.options(image=True) == published.options(image=False) == {}
+
+
+def test_on_the_distracting_grid_the_cpu_sizes_leave_out_the_published_vq(tmp_path):
+    # 32×32 frames: laom trains at its CPU image sizes; vq-published (6.7 s per update on
+    # one CPU thread there) has no row, and the card says which sizes it used.
+    clean = next(s for s in benchmark.STANDARD if s.name == "distracting/clean")
+    suite = benchmark.Suite((clean,), 4, 2, seeds=1)
+    rows = benchmark.run_benchmark(["vq-published", "laom"], suite, out=tmp_path, workers=1)
+    assert [(r["method"], r["setting"]) for r in rows] == [("laom", "distracting/clean")]
+    assert "built-in methods at cpu sizes" in (tmp_path / "card.md").read_text()
 
 
 def test_the_full_suite_covers_the_standard_settings():
