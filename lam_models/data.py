@@ -401,7 +401,19 @@ def _parse_env_spec(name: str, text: Any) -> gym.envs.registration.EnvSpec:
             f"dataset {name!r} is corrupt: metadata field 'env_spec' is not a Gymnasium "
             f"environment spec ({detail[:200]})"
         ) from None
+    kind = lam_envs.ENV_IDS.get(spec.id, ("?",))[0]
+    for old, new in RENAMED_ENV_KWARGS.get(kind, {}).items():
+        if old in spec.kwargs and new not in spec.kwargs:
+            spec.kwargs[new] = spec.kwargs.pop(old)
     return spec
+
+
+#: Environment arguments renamed since a dataset may have been collected, by environment
+#: kind: old name -> new (same law). Datasets of earlier versions roll out as they were.
+RENAMED_ENV_KWARGS = {
+    # GridLAM's noise row showing the action's pattern: not a distractor (it is the action)
+    "grid": {"distractor_correlation": "action_leak"},
+}
 
 
 def _untrusted(spec: gym.envs.registration.EnvSpec) -> str | None:

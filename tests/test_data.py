@@ -199,6 +199,21 @@ def test_a_foreign_entry_point_is_never_called(
         assert (module_dir / "called").exists()
 
 
+def test_a_dataset_of_an_earlier_version_rolls_out_under_the_renamed_argument(
+    grid_dataset, tmp_path
+):
+    # Before the rename, GridLAM's action-leak probability was `distractor_correlation`.
+    def old_name(meta):
+        spec = json.loads(meta["env_spec"])
+        spec["kwargs"]["distractor_correlation"] = 0.25
+        meta["env_spec"] = json.dumps(spec)
+
+    data = LAMDataset(_copy(grid_dataset, tmp_path, "old", old_name))
+    for env in (data.recover_environment(), data.make_vector_env(2)):
+        assert env.unwrapped.config.action_leak == 0.25
+        env.reset(seed=0)
+
+
 def test_trusted_datasets_recover_their_vector_env(grid_dataset):
     envs = LAMDataset(grid_dataset).make_vector_env(3)
     assert envs.num_envs == 3 and type(envs).__name__ == "GridLAMVectorEnv"
