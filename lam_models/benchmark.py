@@ -404,15 +404,22 @@ def run_benchmark(
     workers: int = 1,
     with_pipeline: bool = False,
     sizes: str = "cpu",
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Score ``methods`` on every setting of ``suite``; write the card into ``out``; return
     its rows. Datasets are built from the recipes under ``data_root`` (default
     ``<out>/datasets``) on first use and reused after. ``sizes``: the built-in methods'
-    (:data:`SIZES`: ``cpu`` or ``published``)."""
+    (:data:`SIZES`: ``cpu`` or ``published``). An earlier card in ``out`` is refused
+    unless ``overwrite``."""
     suite = SUITES[suite] if isinstance(suite, str) else suite
     n_seeds = check_int("seeds", seeds if seeds is not None else suite.seeds, low=1)
     check_choice("sizes", sizes, SIZES)
     out = Path(out)
+    if (out / "card.csv").exists() and not overwrite:
+        raise ValueError(
+            f"{out / 'card.csv'} exists (an earlier card): pass --overwrite to replace it, "
+            "or choose another --out"
+        )
     root = Path(data_root) if data_root is not None else out / "datasets"
     resolved = [resolve_method(m, suite.steps, sizes) for m in methods]
     device = str(resolve_device(device))
@@ -609,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the LAPO-style pipeline's normalised return (slower)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier card in --out")
     p.add_argument(
         "--sizes",
         default="cpu",
@@ -636,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             args.workers,
             args.with_pipeline,
             args.sizes,
+            args.overwrite,
         )
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)

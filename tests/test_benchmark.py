@@ -126,6 +126,17 @@ def test_bad_input_is_one_line(args, message, tmp_path, capsys):
     assert message in err and err.count("\n") == 1
 
 
+def test_an_earlier_card_is_kept_unless_overwrite(tmp_path, capsys):
+    (tmp_path / "card.csv").write_text("an earlier card\n")
+    args = ["--method", "linear", "--suite", "tiny", "--seeds", "1", "--out", str(tmp_path)]
+    assert benchmark.main(args) == 2
+    err = capsys.readouterr().err
+    assert "card.csv exists (an earlier card): pass --overwrite" in err and err.count("\n") == 1
+    assert (tmp_path / "card.csv").read_text() == "an earlier card\n"
+    assert benchmark.main([*args, "--workers", "1", "--overwrite"]) == 0
+    assert (tmp_path / "card.csv").read_text().startswith("suite_version,method")
+
+
 def test_the_cpu_sizes_shrink_the_builtins_on_images_and_the_published_ones_do_not():
     laom = benchmark.builtin_method("laom+labels", steps=5)
     on_grid, on_images = laom.options(image=False), laom.options(image=True)
