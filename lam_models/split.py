@@ -48,7 +48,14 @@ __all__ = [
     "Transitions",
     "action_targets",
     "choose_labels",
+    "labelled_mean",
 ]
+
+
+def labelled_mean(values: torch.Tensor, label_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (M, B) over each copy's labelled transitions (``label_mask``,
+    (M, B)): (M,); 0 for a copy whose batch has none."""
+    return (values * label_mask).sum(1) / label_mask.sum(1).clamp(min=1)
 
 
 #: What a label fraction counts: single transitions, or whole episodes.

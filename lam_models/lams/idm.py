@@ -29,6 +29,7 @@ from lam_models.lam import LAM, TrainingLog, register_lam
 from lam_models.lams.laom import check_channels, make_encoder
 from lam_models.nn import EnsembleMLP, EnsembleModule
 from lam_models.seeding import Stream, torch_generator
+from lam_models.split import labelled_mean
 
 __all__ = ["IDMConfig", "IDMLAM", "IDMNet"]
 
@@ -116,7 +117,7 @@ class IDMLAM(LAM):
                 ).view(out.shape[:2])
             else:
                 loss = (out - torch.nan_to_num(batch.actions)).pow(2).mean(-1)
-            loss = (loss * batch.label_mask).sum(1) / batch.label_mask.sum(1).clamp(min=1)
+            loss = labelled_mean(loss, batch.label_mask)
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimiser.step()

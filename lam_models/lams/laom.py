@@ -54,12 +54,13 @@ from lam_models.flags import option
 from lam_models.lam import LAM, TrainingLog, register_lam
 from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule, ResNetEncoder
 from lam_models.seeding import Stream, torch_generator
-from lam_models.split import DataSplit
+from lam_models.split import DataSplit, Transitions, labelled_mean
 
 __all__ = [
     "LAOMConfig",
     "LAOMLAM",
     "LAOMNet",
+    "action_head_loss",
     "action_regression_targets",
     "check_channels",
     "make_encoder",
@@ -255,12 +256,9 @@ class LAOMLAM(LAM):
             if supervised:
                 labelled = data.sample_labelled(c.label_batch_size)
                 lo, lo_next = self._augment([labelled.obs, labelled.next_obs], generators)
-                a = action_regression_targets(
-                    labelled.actions, self.spec.discrete, self.spec.action_dim
+                action = action_head_loss(
+                    net.action_head(net.idm(lo, lo_next)), labelled, self.spec
                 )
-                error = (net.action_head(net.idm(lo, lo_next)) - a).pow(2).mean(-1)
-                valid = labelled.label_mask
-                action = (error * valid).sum(1) / valid.sum(1).clamp(min=1)
             loss = latent_loss + weights * action
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()
@@ -316,6 +314,13 @@ class LAOMLAM(LAM):
             f"{metrics['embed_std']:.3f} (near 0: collapsed)"
         )
         return "\n".join(lines)
+
+
+def action_head_loss(prediction: torch.Tensor, labelled: Transitions, spec: Any) -> torch.Tensor:
+    """The action head's term: mean over the labelled transitions of ‖head(z) − a‖² / d_a
+    (a one-hot on the grid), per copy: (M,)."""
+    a = action_regression_targets(labelled.actions, spec.discrete, spec.action_dim)
+    return labelled_mean((prediction - a).pow(2).mean(-1), labelled.label_mask)
 
 
 def action_regression_targets(actions: torch.Tensor, discrete: bool, dim: int) -> torch.Tensor:

@@ -43,7 +43,7 @@ from lam_envs.validate import check_float, check_int
 from lam_models.augment import augment_pair
 from lam_models.flags import option
 from lam_models.lam import TrainingLog, register_lam
-from lam_models.lams.laom import LAOMLAM, action_regression_targets
+from lam_models.lams.laom import LAOMLAM, action_head_loss
 from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule
 from lam_models.seeding import Stream, torch_generator
 
@@ -198,12 +198,7 @@ class LAOMMLPLAM(LAOMLAM):
                 lo, lo_far = labelled.obs, labelled.far_obs
                 if c.augment:
                     lo, lo_far = augment_pair(lo, lo_far, generators, kappa)
-                a = action_regression_targets(
-                    labelled.actions, self.spec.discrete, self.spec.action_dim
-                )
-                error = (net.action_head(net.idm(lo, lo_far)) - a).pow(2).mean(-1)
-                valid = labelled.label_mask
-                action = (error * valid).sum(1) / valid.sum(1).clamp(min=1)
+                action = action_head_loss(net.action_head(net.idm(lo, lo_far)), labelled, self.spec)
             loss = latent_loss + weights * action
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()

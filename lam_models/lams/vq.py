@@ -62,7 +62,7 @@ from lam_models.metrics import (
 )
 from lam_models.nn import ConvEncoder, EnsembleModule, TinyUNet, VectorQuantiser
 from lam_models.seeding import Stream, torch_generator
-from lam_models.split import DataSplit
+from lam_models.split import DataSplit, labelled_mean
 
 __all__ = [
     "ACTION_NAMES",
@@ -198,8 +198,7 @@ def action_loss(
     safe_actions = torch.where(label_mask, actions, torch.zeros_like(actions))
     models = torch.arange(latent.shape[0], device=latent.device)
     target = codebook[models[:, None], safe_actions].detach()
-    error = (latent - target).pow(2).mean(-1) * label_mask
-    return error.sum(1) / label_mask.sum(1).clamp(min=1)
+    return labelled_mean((latent - target).pow(2).mean(-1), label_mask)
 
 
 def batch_perplexity(counts: torch.Tensor) -> torch.Tensor:
