@@ -74,6 +74,7 @@ __all__ = [
     "main",
     "resolve_method",
     "run_benchmark",
+    "setting_split",
 ]
 
 #: Bumped whenever a setting, its data or its metrics change: cards of different versions
@@ -189,8 +190,8 @@ class Suite:
 
 
 SUITES = {
-    # 1,500 updates: every built-in on every setting in ≈ 70 min on 2 CPU cores (cpu sizes;
-    # projected from per-update costs measured on the full datasets, 28 Nov 2026)
+    # 1,500 updates: all five built-ins on every setting in 71 min 45 s on the idle 2-core
+    # machine (cpu sizes, 2 workers, collection included; 28 Nov 2026)
     "full": Suite(STANDARD, None, 1500),
     "quick": Suite(STANDARD, 40, 800),
     # the tests' version: two settings, seconds
@@ -291,6 +292,18 @@ def _call(method: Method, data: DataSplit, seed: int, device: str) -> LatentFn:
 # --------------------------------------------------------------------------------- scoring
 
 
+def setting_split(setting: Setting, path: str | Path, seed: int) -> DataSplit:
+    """The card's split of a setting's dataset for one seed: 10% of the episodes held out
+    (at most 20,000 of their transitions scored), the setting's label budget."""
+    return DataSplit(
+        path,
+        held_out=0.1,
+        seed=seed,
+        label_fraction=setting.label_fraction,
+        eval_transitions=20_000,
+    )
+
+
 def score_setting(
     name: str,
     method: Method,
@@ -305,13 +318,7 @@ def score_setting(
     torch.set_num_threads(1)
     rows = []
     for seed in seeds:
-        split = DataSplit(
-            path,
-            held_out=0.1,
-            seed=seed,
-            label_fraction=setting.label_fraction,
-            eval_transitions=20_000,
-        )
+        split = setting_split(setting, path, seed)
         start = time.perf_counter()
         latent_fn = _call(method, split.training_view(), seed, device)
         scores = evaluate(latent_fn, split, nuisance=setting.nuisance)

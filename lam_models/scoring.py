@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lam_envs.validate import check_choice
 from lam_models.data import LAMDataset
 from lam_models.metrics import (
     GridLosses,
@@ -232,6 +233,7 @@ def evaluate(
     eval_transitions: int = 20_000,
     batch_size: int = 4096,
     nuisance: Sequence[str] = (),
+    measure_on: str = "held_out",
 ) -> dict[str, Any]:
     """Score any LAM's latent on a lam_envs dataset with the package's metrics.
 
@@ -241,8 +243,12 @@ def evaluate(
         :class:`LAMDataset`) split by episode here (``held_out``, ``seed``; at most
         ``eval_transitions`` held-out transitions).
     nuisance: oracle fields to probe as well (``nmse_<field>``), e.g. ``("noise",)``.
+    measure_on: ``"held_out"`` (the score) or ``"fit"``: the probes measured on the very
+        transitions they were fitted on, whose gap to the held-out score says whether a
+        poor score is the latent's or the probe's transfer to unseen episodes.
     Returns the metrics of :func:`evaluate_latents` and the split's description.
     """
+    check_choice("measure_on", measure_on, ("held_out", "fit"))
     split = (
         dataset
         if isinstance(dataset, DataSplit)
@@ -251,9 +257,13 @@ def evaluate(
     rows = _fit_rows(len(split.train), split.seed)
     train = split.train.subset(rows)
     z_train = _apply(latent_fn, train.obs(), train.next_obs(), batch_size)
-    z_test = _apply(latent_fn, split.test.obs(), split.test.next_obs(), batch_size)
+    if measure_on == "fit":
+        test, z_test = train, z_train
+    else:
+        test = split.test
+        z_test = _apply(latent_fn, test.obs(), test.next_obs(), batch_size)
     result = evaluate_latents(
-        z_train, z_test, train, split.test, split.discrete, split.spec.action_dim, split.seed,
+        z_train, z_test, train, test, split.discrete, split.spec.action_dim, split.seed,
         nuisance=nuisance,
     )  # fmt: skip
     result["data"] = split.describe()
