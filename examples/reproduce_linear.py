@@ -1,6 +1,7 @@
 """Reproduce the linear-LAM figures F3a–F3c and F6a–F6c (SPEC, "Experiments to reproduce").
 
-    python examples/reproduce_linear.py                      # published (~30 min, 2 idle cores)
+    python examples/reproduce_linear.py                      # published, thinned (~40 min, 2 cores)
+    python examples/reproduce_linear.py --grid published     # the papers' full sweeps (GPU)
     python examples/reproduce_linear.py --protocol package   # the package's variants (~8 min)
     python examples/reproduce_linear.py --protocol all       # both
     python examples/reproduce_linear.py --quick              # reduced sweeps, d_o = 32 (the tests)
@@ -11,14 +12,17 @@ PNG per figure and protocol (``F3a_published.png``, ``F3a_package.png``, ...; me
 with a standard-error band), and prints each figure's numbers (means ± s.e.), the training
 speed of the batched groups, and the elapsed time.
 
-``--protocol published`` follows PROTOCOLS.md ("Linear LAM"): every step a fresh batch of 128
-transitions drawn from the formulas (``lam_models.lams.linear_fresh``), Adam at its defaults
-(lr 1e-3, constant), torch's default initialisation, the published step counts; after
-training, linear probes with bias are trained with Adam on 5,000 fresh batches of the frozen
-LAM's latent and measured on 10,000 fresh transitions. Each figure probes its own latent
-(``change`` = ô' − o, the published surrogate, or ``true`` = z) on its own probe data. The
-grids are thinned to fit 30 minutes on two cores (``PUBLISHED`` below; the README says
-which values were dropped).
+``--protocol published`` follows the published protocol (docs/protocols.md, "Linear LAM"):
+every step a fresh batch of 128 transitions drawn from the formulas
+(``lam_models.lams.linear_fresh``), Adam at its defaults (lr 1e-3, constant), torch's default
+initialisation, the published step counts; after training, linear probes with bias are trained
+with Adam on 5,000 fresh batches of the frozen LAM's latent and measured on 10,000 fresh
+transitions. Each figure probes its own latent (``change`` = ô' − o, the published surrogate,
+or ``true`` = z) on its own probe data. F6a's policy matrix Π has orthonormal rows, as released
+(``--f6a-pi gaussian``: the variant with i.i.d. N(0, 1) entries). ``--grid thinned`` (default)
+keeps the points that carry each published finding within 45 minutes on two cores
+(:data:`PUBLISHED`; docs/protocols.md lists what is dropped); ``--grid published`` runs every
+value of the papers' grids.
 
 ``--protocol package`` runs the package's own variants, which answer other questions:
 finite pools of transitions from ``LinearLAM-v0`` with least-squares probes, the package's
@@ -56,16 +60,21 @@ from lam_models.lams.linear import (  # noqa: E402
     StreamSource,
     published_action_weight,
 )
-from lam_models.lams.linear_fresh import FreshLaw, ProbePlan, train_and_probe  # noqa: E402
+from lam_models.lams.linear_fresh import (  # noqa: E402
+    PROJECTIONS,
+    FreshLaw,
+    ProbePlan,
+    train_and_probe,
+)
 from lam_models.metrics import mean_stderr  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 
 COLUMNS = [
-    "protocol", "figure", "seed", "d_o", "d_a", "d_z", "d_b", "noise", "sigma", "chi", "kappa",
-    "label_fraction", "action_weight", "steps", "latent", "probe", "nmse_a", "nmse_noise",
-    "nmse_o", "llo", "recon_loss", "analytic_loss",
+    "protocol", "projection", "figure", "seed", "d_o", "d_a", "d_z", "d_b", "noise", "sigma",
+    "chi", "kappa", "label_fraction", "action_weight", "steps", "latent", "probe", "nmse_a",
+    "nmse_noise", "nmse_o", "llo", "recon_loss", "analytic_loss",
 ]  # fmt: skip
-TEXT_COLUMNS = ("protocol", "figure", "noise", "latent", "probe")
+TEXT_COLUMNS = ("protocol", "projection", "figure", "noise", "latent", "probe")
 FIGURES = ("F3a", "F3b", "F3c", "F6a", "F6b", "F6c")
 PROTOCOLS = ("published", "package")
 MAX_GROUP = 30  # copies per batched model (larger groups are split: fewer, larger
@@ -79,8 +88,10 @@ MAX_GROUP = 30  # copies per batched model (larger groups are split: fewer, larg
 
 @dataclass(frozen=True)
 class Published:
-    """The published sweeps, thinned to fit 30 minutes on two cores (the published values in
-    the comments); step counts, batch size, optimiser, latents and probes as published."""
+    """The published sweeps (:data:`PUBLISHED_FULL`: every value of the papers' grids), or
+    thinned (:data:`PUBLISHED`, the default run) to the points that carry each published
+    finding, within 45 minutes on two idle cores; step counts, batch size, optimiser, latents
+    and probes as published. ``f6b_extra`` are (σ, κ) points beside the σ × κ grid."""
 
     d_o: int = 128
     d_a: int = 8
@@ -89,33 +100,45 @@ class Published:
     probe_steps: int = 5000
     test_transitions: int = 10_000
     f3a_steps: int = 20_000
-    f3a_d_a: tuple[int, ...] = (4, 8, 16)  # published: 2, 4, ..., 16
-    f3a_d_z: tuple[int, ...] = (4, 8, 16)  # published: 1, 2, ..., 16
+    f3a_d_a: tuple[int, ...] = (4, 8, 16)
+    f3a_d_z: tuple[int, ...] = (4, 8, 16)
     f3b_steps: int = 10_000
-    f3b_sigma: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)  # published: 0, 0.1, ..., 1.5
-    f3b_d_z: tuple[int, ...] = (8, 16)  # published: 2, 4, ..., 16
+    f3b_sigma: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
+    f3b_d_z: tuple[int, ...] = (8, 16)
     steps: int = 40_000  # F3c, F6a, F6b, F6c
     f3c_sigma: tuple[float, ...] = (0.5, 2.0)
-    f3c_d_z: tuple[int, ...] = (4, 8, 16)  # published: 2, ..., 16
-    f6a_chi: tuple[float, ...] = (0.0, 0.1, 1.0)  # published: 0, 0.1, ..., 1
-    f6a_d_z: tuple[int, ...] = (8,)  # published: 2, ..., 16
+    f3c_d_z: tuple[int, ...] = (4, 8, 10, 16)  # 10: noise enters only past d_z = d_a
+    f6a_chi: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    f6a_d_z: tuple[int, ...] = (4, 8)
+    f6a_projection: str = "orthonormal"  # published; "gaussian" is the variant
     f6b_kappa: tuple[float, ...] = (0.0, 0.01, 0.1, 0.5)
-    f6b_sigma: tuple[float, ...] = (0.1,)  # published: 0, 0.1, 0.5, 1
-    f6b_d_z: tuple[int, ...] = (8,)  # published: 2, ..., 16
+    f6b_sigma: tuple[float, ...] = (0.1,)
+    f6b_extra: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.5, 0.1), (1.0, 0.0), (1.0, 0.1))
+    f6b_d_z: tuple[int, ...] = (8,)
     f6c_fraction: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1)
-    f6c_sigma: tuple[float, ...] = (2.0,)  # published: 0.5, 1, 2
-    f6c_d_z: tuple[int, ...] = (8,)  # published: 2, ..., 16
+    f6c_sigma: tuple[float, ...] = (1.0, 2.0)
+    f6c_d_z: tuple[int, ...] = (8,)
     f6c_kappa: float = 0.1
     f6c_weight: float = 1.0  # the head's weight in the published (mean over dimensions) loss
 
 
 PUBLISHED = Published()
+#: The papers' full sweeps (docs/protocols.md, "Linear LAM"): a GPU or a long CPU run.
+PUBLISHED_FULL = Published(
+    f3a_d_a=tuple(range(2, 17, 2)), f3a_d_z=tuple(range(1, 17)),
+    f3b_sigma=tuple(round(0.1 * i, 1) for i in range(16)), f3b_d_z=tuple(range(2, 17, 2)),
+    f3c_d_z=tuple(range(2, 17)), f6a_d_z=tuple(range(2, 17)),
+    f6b_sigma=(0.0, 0.1, 0.5, 1.0), f6b_extra=(), f6b_d_z=tuple(range(2, 17)),
+    f6c_sigma=(0.5, 1.0, 2.0), f6c_d_z=tuple(range(2, 17)),
+)  # fmt: skip
 PUBLISHED_QUICK = Published(
     d_o=32, d_a=4, d_b=4, probe_steps=500, test_transitions=2000,
     f3a_steps=3000, f3a_d_a=(2, 4), f3a_d_z=(2, 4), f3b_steps=3000, f3b_sigma=(0.0, 1.0),
     f3b_d_z=(4,), steps=3000, f3c_d_z=(2, 4), f6a_chi=(0.0, 1.0), f6a_d_z=(4,),
-    f6b_kappa=(0.0, 0.5), f6b_d_z=(4,), f6c_fraction=(0.0, 0.1), f6c_d_z=(4,),
+    f6b_kappa=(0.0, 0.5), f6b_extra=(), f6b_d_z=(4,), f6c_fraction=(0.0, 0.1), f6c_sigma=(2.0,),
+    f6c_d_z=(4,),
 )  # fmt: skip
+GRIDS = {"thinned": PUBLISHED, "published": PUBLISHED_FULL}
 
 
 @dataclass(frozen=True)
@@ -159,11 +182,12 @@ def published_runs(p: Published, figures) -> list[FreshRun]:
             add("F3c", d_z, p.steps, change, noise="other_agents", sigma=sigma)
     for chi in p.f6a_chi:  # fitted on χ-policy data, measured on random-policy data
         for d_z in p.f6a_d_z:
-            add("F6a", d_z, p.steps, ProbePlan("change", test="random_policy"), chi=chi)
-    for sigma in p.f6b_sigma:
-        for kappa in p.f6b_kappa:
-            for d_z in p.f6b_d_z:
-                add("F6b", d_z, p.steps, ProbePlan("true"), kappa, noise="uniform", sigma=sigma)
+            add("F6a", d_z, p.steps, ProbePlan("change", test="random_policy"), chi=chi,
+                projection=p.f6a_projection)  # fmt: skip
+    f6b = [(sigma, kappa) for sigma in p.f6b_sigma for kappa in p.f6b_kappa]
+    for sigma, kappa in f6b + [x for x in p.f6b_extra if x not in f6b]:
+        for d_z in p.f6b_d_z:
+            add("F6b", d_z, p.steps, ProbePlan("true"), kappa, noise="uniform", sigma=sigma)
     for sigma in p.f6c_sigma:
         for fraction in p.f6c_fraction:
             for d_z in p.f6c_d_z:
@@ -175,8 +199,9 @@ def published_runs(p: Published, figures) -> list[FreshRun]:
 def fresh_row(run: FreshRun, result: dict) -> dict:
     law, c = run.law, run.config
     return {
-        "protocol": "published", "figure": run.figure, "seed": run.seed, "d_o": law.d_o,
-        "d_a": law.d_a, "d_z": c.latent_dim, "d_b": law.d_b, "noise": law.noise,
+        "protocol": "published", "projection": law.projection, "figure": run.figure,
+        "seed": run.seed, "d_o": law.d_o, "d_a": law.d_a, "d_z": c.latent_dim, "d_b": law.d_b,
+        "noise": law.noise,
         "sigma": law.sigma, "chi": law.chi, "kappa": c.kappa, "label_fraction": run.label_fraction,
         "action_weight": c.effective_action_weight, "steps": c.steps, "latent": run.probe.latent,
         "probe": "adam", **{k: result[k] for k in ("nmse_a", "nmse_noise", "nmse_o")},
@@ -299,7 +324,8 @@ def stream_row(run: StreamRun, result: dict) -> dict:
         noise, sigma = "other_agents", env["sigma_exo"]
     fraction = run.label_fraction if run.figure == "F6c" else 0.0
     return {
-        "protocol": "package", "figure": run.figure, "seed": run.seed, "d_o": result["d_o"],
+        "protocol": "package", "projection": "orthonormal", "figure": run.figure,
+        "seed": run.seed, "d_o": result["d_o"],
         "d_a": result["d_a"], "d_z": run.config.latent_dim, "d_b": result["d_b"],
         "noise": noise, "sigma": sigma, "chi": run.stream.chi or 0.0, "kappa": run.config.kappa,
         "label_fraction": fraction, "action_weight": run.config.effective_action_weight,
@@ -440,7 +466,8 @@ PUBLISHED_PLOTS = {
     "F3c": Plot("d_z", None, "sigma", ("nmse_a", "nmse_noise", "nmse_o"), "other agents σ·Y b "
                 "(noise target b): weaker ones are fitted after the action, stronger before it"),
     "F6a": Plot("chi", "d_z", None, ("nmse_a", "nmse_o"), "policy a = (1 − χ) s + χ Π o "
-                "(Π Gaussian); probes fitted on χ-policy data, measured on random-policy data"),
+                "(Π {projection}); probes fitted on χ-policy data, measured on random-policy "
+                "data"),
     "F6b": Plot("kappa", "sigma", None, ("nmse_o", "nmse_a"), "augmentation κ under uniform "
                 "[0, σ) noise: κ takes o out of the true latent, gives it the action", True),
     "F6c": Plot("label_fraction", "sigma", None, ("nmse_a", "nmse_noise"), "action head "
@@ -523,13 +550,20 @@ def plot_figure(rows: list[dict], protocol: str, figure: str, path: Path) -> Pat
     seeds = len(values(rows, "seed"))
     latent = {"change": "surrogate ô′ − o", "true": "true latent z",
               "surrogate": "surrogate B⁺(ô′ − o)"}[rows[0]["latent"]]  # fmt: skip
-    title = textwrap.fill(f"{figure} ({protocol} protocol): {spec.title}", int(width * 14))
+    title = textwrap.fill(f"{figure} ({protocol} protocol): {_title(spec, rows)}", int(width * 14))
     fig.suptitle(f"{title}\n{latent}; mean ± s.e. over {seeds} seeds, d_o = "
                  f"{rows[0]['d_o']:g}", fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _title(spec: Plot, rows: list[dict]) -> str:
+    """The plot's title, naming how Π was drawn where it says (F6a)."""
+    projections = sorted({r["projection"] for r in rows}) or ["orthonormal"]
+    names = {"orthonormal": "orthonormal rows", "gaussian": "Gaussian entries (a variant)"}
+    return spec.title.replace("{projection}", ", ".join(names[p] for p in projections))
 
 
 def summary(rows: list[dict]) -> str:
@@ -541,7 +575,7 @@ def summary(rows: list[dict]) -> str:
             if not sub:
                 continue
             spec = PLOTS[protocol][figure]
-            lines.append(f"{figure} ({protocol}): {spec.title}")
+            lines.append(f"{figure} ({protocol}): {_title(spec, sub)}")
             for panel in values(sub, spec.panels) if spec.panels else [None]:
                 for curve in values(sub, spec.curves) if spec.curves else [None]:
                     where = {k: v for k, v in ((spec.panels, panel), (spec.curves, curve)) if k}
@@ -582,6 +616,21 @@ def main(argv: list[str] | None = None, published: Published | None = None,
         help="comma-separated figures to run (default: all six)",
     )
     parser.add_argument("--quick", action="store_true", help="reduced sweeps for the tests")
+    parser.add_argument(
+        "--grid",
+        default="thinned",
+        choices=tuple(GRIDS),
+        help="the published protocol's sweeps: thinned (default; the points that carry each "
+        "published finding, about 40 min on 2 cores) or published (every value of the papers' "
+        "grids: hours on a CPU, a GPU job)",
+    )
+    parser.add_argument(
+        "--f6a-pi",
+        default="orthonormal",
+        choices=PROJECTIONS,
+        help="F6a's policy matrix Π: orthonormal rows (default, as published) or gaussian "
+        "(i.i.d. N(0, 1) entries: a variant, a has variance d_o at χ = 1)",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/linear"), help="output folder")
     parser.add_argument(
         "--workers", type=int, default=2, help="processes, one torch thread each (default 2)"
@@ -609,13 +658,14 @@ def main(argv: list[str] | None = None, published: Published | None = None,
     protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
     runs = []
     if "published" in protocols:
-        runs += published_runs(published or (PUBLISHED_QUICK if args.quick else PUBLISHED),
-                               figures)  # fmt: skip
+        sweeps = published or (PUBLISHED_QUICK if args.quick else GRIDS[args.grid])
+        sweeps = replace(sweeps, f6a_projection=args.f6a_pi)
+        runs += published_runs(sweeps, figures)
     if "package" in protocols:
         runs += package_runs(package or (PACKAGE_QUICK if args.quick else PACKAGE), figures)
     groups = groups_of(runs)
     print(f"{len(runs)} runs in {len(groups)} batched groups ({', '.join(protocols)}; "
-          f"{'quick' if args.quick else 'full'}; {', '.join(figures)}), {args.workers} "
+          f"{'quick' if args.quick else args.grid}; {', '.join(figures)}), {args.workers} "
           f"worker(s), device {device}", flush=True)  # fmt: skip
     rows = run_groups(groups, args.workers if device == "cpu" else 1, device)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ from lam_models.lams.linear_fresh import (
     adam_probes,
     train_and_probe,
 )
-from lam_models.seeding import Stream, numpy_rng
 from lam_models.split import Transitions
 
 D_O, D_A, D_B = 16, 4, 4
@@ -64,12 +63,10 @@ def test_batches_follow_the_formulas_of_each_noise_law():
     assert noise[2].var() == pytest.approx(0.64 / 12, rel=0.02)
     assert noise[3, :, :D_B].std() == pytest.approx(1.0, rel=0.02)
     assert noise[3, :, D_B:].abs().max() == 0  # padding beyond the copy's width
-    # The χ policy: a = (1 − χ) s + χ Π o, Π with i.i.d. N(0, 1) entries drawn from the seed's
-    # POLICY_MATRIX stream: coordinate i has variance (1 − χ)² + χ² Σ_j Π_ij² (≈ χ² d_o).
+    # The χ policy: a = (1 − χ) s + χ Π o, Π with orthonormal rows (the published F6a):
+    # coordinate i has variance (1 − χ)² + χ² Σ_j Π_ij² = (1 − χ)² + χ².
     assert a[0].var(0).mean() == pytest.approx(1.0, rel=0.03)
-    pi = numpy_rng(3, Stream.POLICY_MATRIX).standard_normal((D_A, D_O))
-    expected = torch.as_tensor(0.25 + 0.25 * (pi**2).sum(1), dtype=a.dtype)
-    torch.testing.assert_close(a[4].var(0), expected, rtol=0.05, atol=0)
+    torch.testing.assert_close(a[4].var(0), torch.full((D_A,), 0.5), rtol=0.05, atol=0)
     s_part = (a[4] - 0.5 * a[0]) / 0.5  # copies of one seed share their draws of o and s
     residual = torch.linalg.lstsq(o[4], s_part).residuals.sum()
     assert residual < 1e-3 * s_part.square().sum()  # s_part is exactly linear in o: Π o
@@ -277,3 +274,20 @@ def test_fresh_batches_feed_the_trainer_as_any_data():
     lam = LinearLAM.train(LinearConfig(latent_dim=2, steps=20, action_head=True), data, [0, 1],
                           device="cpu")  # fmt: skip
     assert np.isfinite(lam.history[0]["loss"]).all()
+
+
+def test_the_published_policy_matrix_has_orthonormal_rows_and_keeps_a_at_unit_variance():
+    from lam_models.lams.linear_fresh import policy_matrix
+
+    pi = policy_matrix(128, 8, "orthonormal", seed=3)
+    assert pi.shape == (8, 128)
+    np.testing.assert_allclose(pi @ pi.T, np.eye(8), atol=1e-5)
+    for chi in (0.0, 0.4, 1.0):  # a = (1 − χ) s + χ Π o: variance (1 − χ)² + χ², about 1
+        data = FreshBatches([FreshLaw(chi=chi)], [3], label_fractions=[1.0])
+        variance = float(data.sample(8192).actions.var(1).mean())
+        assert variance == pytest.approx((1 - chi) ** 2 + chi**2, rel=0.05)
+    # The Gaussian variant: a's variance is d_o at χ = 1.
+    data = FreshBatches([FreshLaw(chi=1.0, projection="gaussian")], [3], label_fractions=[1.0])
+    assert float(data.sample(8192).actions.var(1).mean()) == pytest.approx(128, rel=0.1)
+    with pytest.raises(ValueError, match="projection"):
+        FreshLaw(projection="qr")

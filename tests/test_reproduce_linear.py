@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.slow  # runs an example end to end
 
 COLUMNS = (
-    "protocol,figure,seed,d_o,d_a,d_z,d_b,noise,sigma,chi,kappa,label_fraction,action_weight,"
+    "protocol,projection,figure,seed,d_o,d_a,d_z,d_b,noise,sigma,chi,kappa,label_fraction,action_weight,"
     "steps,latent,probe,nmse_a,nmse_noise,nmse_o,llo,recon_loss,analytic_loss"
 ).split(",")
 FIGURES = ("F3a", "F3b", "F3c", "F6a", "F6b", "F6c")
@@ -100,8 +100,9 @@ def test_published_quick_run_shows_the_effects(quick_run):
     assert mean("F3c", "nmse_a", sigma=2.0, d_z=4) > 0.9
     assert mean("F3c", "nmse_noise", sigma=2.0, d_z=4) < 0.1
     assert mean("F3c", "nmse_a", sigma=0.5, d_z=4) < 0.1
-    # F6a: a deterministic policy's latent, probed on random-policy data, misses the action.
-    assert mean("F6a", "nmse_a", chi=1.0) > 1 > 0.1 > mean("F6a", "nmse_a", chi=0.0)
+    # F6a: a deterministic policy's latent, probed on random-policy data, misses the action;
+    # with Π's orthonormal rows (a has unit variance at every χ) the miss is of order 1.
+    assert 10 > mean("F6a", "nmse_a", chi=1.0) > 1 > 0.1 > mean("F6a", "nmse_a", chi=0.0)
     # F6b: augmentation takes o out of the true latent and gives it the action.
     assert mean("F6b", "nmse_o", kappa=0.5) > mean("F6b", "nmse_o", kappa=0.0)
     assert mean("F6b", "nmse_a", kappa=0.5) < mean("F6b", "nmse_a", kappa=0.0) - 0.3
@@ -154,3 +155,38 @@ def test_an_earlier_run_is_kept_without_overwrite(load_example, tmp_path, capsys
         load_example("reproduce_linear").main(["--quick", "--out", str(tmp_path)])
     assert "pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "linear_results.csv").read_text() == "earlier\n"
+
+
+def test_the_default_grid_keeps_the_points_that_carry_each_finding(load_example):
+    example = load_example("reproduce_linear")
+    runs = example.published_runs(example.PUBLISHED, example.FIGURES)
+
+    def points(figure, *keys):
+        return {
+            tuple(getattr(r.law, k) if hasattr(r.law, k) else getattr(r.config, k) for k in keys)
+            for r in runs
+            if r.figure == figure
+        }
+
+    # F3c at d_z = 10: noise enters only once d_z passes d_a = 8.
+    assert {(0.5, 10), (2.0, 10)} <= points("F3c", "sigma", "latent_dim")
+    # F6a at every published χ for d_z 4 and 8, Π with orthonormal rows.
+    chis = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert points("F6a", "chi", "latent_dim") == {(c, d) for c in chis for d in (4, 8)}
+    assert points("F6a", "projection") == {("orthonormal",)}
+    # F6b at σ 0.5 and 1 with κ 0 and 0.1; F6c at σ_exo = 1.
+    assert {(s, k) for s in (0.5, 1.0) for k in (0.0, 0.1)} <= points("F6b", "sigma", "kappa")
+    assert (1.0,) in points("F6c", "sigma")
+
+
+def test_the_published_grid_is_the_papers_full_sweep(load_example):
+    full = load_example("reproduce_linear").PUBLISHED_FULL
+    assert full.f3a_d_a == (2, 4, 6, 8, 10, 12, 14, 16) and full.f3a_d_z == tuple(range(1, 17))
+    assert full.f3b_sigma == tuple(i / 10 for i in range(16))
+    assert full.f3b_d_z == (2, 4, 6, 8, 10, 12, 14, 16)
+    assert full.f6a_chi == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert full.f6b_kappa == (0.0, 0.01, 0.1, 0.5) and full.f6b_sigma == (0.0, 0.1, 0.5, 1.0)
+    assert full.f6c_fraction == (0.0, 0.01, 0.05, 0.1) and full.f6c_sigma == (0.5, 1.0, 2.0)
+    for d_z in (full.f3c_d_z, full.f6a_d_z, full.f6b_d_z, full.f6c_d_z):
+        assert d_z == tuple(range(2, 17))
+    assert (full.f3a_steps, full.f3b_steps, full.steps) == (20_000, 10_000, 40_000)

@@ -9,7 +9,10 @@ with ε one of :data:`NOISES`: ``none``; ``gaussian`` σ·n, n ~ N(0, I_{d_o}); 
 with u ~ U[0, 1) per dimension (the released code's F6b noise, whose mean σ/2 is not 0);
 ``other_agents`` σ·Y b, b ~ N(0, I_{d_b}). X and Y are the environment's own matrices
 (:func:`lam_envs.linear.effect_matrices` with ``structure_seed`` = the copy's seed); Π
-(d_a×d_o) has i.i.d. N(0, 1) entries from the seed's ``POLICY_MATRIX`` stream.
+(d_a×d_o) comes from the seed's ``POLICY_MATRIX`` stream (:func:`policy_matrix`): by default
+with orthonormal rows, as the released F6a code draws it (so a has unit variance at every χ);
+``projection="gaussian"`` is the variant with i.i.d. N(0, 1) entries (a's variance d_o χ² at
+χ near 1).
 
 - :class:`FreshLaw`: one copy's law.  :class:`FreshBatches`: the batches of M copies, with the
   ``sample`` interface :meth:`LinearLAM.fit` reads; each transition is labelled with
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -43,22 +46,27 @@ from lam_models.split import DataSpec, Transitions
 __all__ = [
     "NOISES",
     "PROBE_DATA",
+    "PROJECTIONS",
     "FreshBatches",
     "FreshLaw",
     "ProbePlan",
     "adam_probes",
+    "policy_matrix",
     "reconstruction_report",
     "train_and_probe",
 ]
 
 NOISES = ("none", "gaussian", "uniform", "other_agents")
+#: How Π of the χ-policy is drawn: "orthonormal" (published) or "gaussian" (a variant).
+PROJECTIONS = ("orthonormal", "gaussian")
 PROBE_TARGETS = ("a", "o", "noise")
 
 
 @dataclass(frozen=True)
 class FreshLaw:
     """One copy's data law. ``noise`` in :data:`NOISES` at scale ``sigma``; ``chi`` the
-    policy's determinism (0: a ~ N(0, I)); ``d_b`` is used by ``other_agents`` only."""
+    policy's determinism (0: a ~ N(0, I)) and ``projection`` how its Π is drawn
+    (:data:`PROJECTIONS`); ``d_b`` is used by ``other_agents`` only."""
 
     d_o: int = 128
     d_a: int = 8
@@ -66,6 +74,7 @@ class FreshLaw:
     noise: str = "none"
     sigma: float = 0.0
     chi: float = 0.0
+    projection: str = "orthonormal"
 
     def __post_init__(self):
         check_int("d_o", self.d_o, low=2)
@@ -74,6 +83,7 @@ class FreshLaw:
         check_choice("noise", self.noise, NOISES)
         check_float("sigma", self.sigma, low=0.0)
         check_fraction("chi", self.chi)
+        check_choice("projection", self.projection, PROJECTIONS)
 
     @property
     def noise_width(self) -> int:
@@ -85,11 +95,23 @@ class FreshLaw:
 
     def noise_free(self) -> FreshLaw:
         """The same law without noise (o' = o + X a)."""
-        return FreshLaw(self.d_o, self.d_a, self.d_b, "none", 0.0, self.chi)
+        return replace(self, noise="none", sigma=0.0)
 
     def random_policy(self) -> FreshLaw:
         """The same law under the random policy a ~ N(0, I) (χ = 0)."""
-        return FreshLaw(self.d_o, self.d_a, self.d_b, self.noise, self.sigma, 0.0)
+        return replace(self, chi=0.0)
+
+
+def policy_matrix(d_o: int, d_a: int, projection: str, seed: int) -> np.ndarray:
+    """Π (d_a, d_o) float32 of the χ-policy a = (1 − χ) s + χ Π o, from ``seed``'s
+    ``POLICY_MATRIX`` stream. ``orthonormal`` (the released F6a code): the transposed Q factor
+    of a QR of a Gaussian d_o×d_a matrix, so Π Πᵀ = I and Π o ~ N(0, I) for o ~ N(0, I).
+    ``gaussian``: i.i.d. N(0, 1) entries (Π o has variance d_o per coordinate)."""
+    rng = numpy_rng(seed, Stream.POLICY_MATRIX)
+    if check_choice("projection", projection, PROJECTIONS) == "gaussian":
+        return rng.standard_normal((d_a, d_o)).astype(np.float32)
+    q, _ = np.linalg.qr(rng.standard_normal((d_o, d_a)))
+    return np.ascontiguousarray(q.T, dtype=np.float32)
 
 
 class _Key:
@@ -112,9 +134,8 @@ class _Key:
             self.sYt = self.sigma * Yt  # (k, d_b, d_o): σ Yᵀ
         self.chi = torch.tensor([x.chi for x in laws]).view(-1, 1, 1)
         self.Pi = None
-        if any(x.chi > 0 for x in laws):
-            pi = numpy_rng(seed, Stream.POLICY_MATRIX).standard_normal((law.d_a, law.d_o))
-            self.Pi = torch.from_numpy(pi).float()  # (d_a, d_o), one per seed
+        if any(x.chi > 0 for x in laws):  # one Π per seed (the key shares its projection)
+            self.Pi = torch.from_numpy(policy_matrix(law.d_o, law.d_a, law.projection, seed))
         self._work: dict[int, dict[str, Tensor]] = {}
 
     def fill(self, out: dict[str, Tensor], fractions: Tensor) -> None:
@@ -190,7 +211,7 @@ class FreshBatches:
         groups = defaultdict(list)
         for m, (law, seed) in enumerate(zip(laws, self.seeds, strict=True)):
             kind = law.noise if law.noise_width else "none"
-            groups[(seed, law.d_a, law.noise_width, kind)].append(m)
+            groups[(seed, law.d_a, law.noise_width, kind, law.projection)].append(m)
         # Draws are made in the key order (each key's copies consecutive) and put back in the
         # copies' order when that differs (sort the copies by seed and law to skip that).
         order = [m for index in groups.values() for m in index]
