@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epsilon",
         type=float,
-        help="snaking: probability of a random action (default "
+        help="snaking, snaking-released: probability of a random action (default "
         f"{KNOB_DEFAULTS['epsilon']}, the published correlated policy)",
     )
     p.add_argument(

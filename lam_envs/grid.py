@@ -57,6 +57,30 @@ def _snake_tables() -> tuple[np.ndarray, np.ndarray]:
 #: the action that moves there.
 SNAKE_NEXT_CELL, SNAKE_ACTION = _snake_tables()
 
+#: The snake of the published Table 1 data (the authors' released data script): down
+#: column 0, up column 1, down column 2 (each turning right at its end), up column 3, and
+#: at (0, 3) a wrap to (0, 0) stored as action "stay" (0): the environment makes that move
+#: only with ``corner_jump`` > 0. RELEASED_SNAKE_ACTION[r, c] is the snake's action.
+RELEASED_SNAKE_ACTION = np.array(
+    [[2, 4, 2, 0],
+     [2, 1, 2, 1],
+     [4, 1, 4, 1]], dtype=np.int64,
+)  # fmt: skip
+#: The published start cell (1, 2) of every Table 1 trajectory, as ``start_cell``.
+RELEASED_START_CELL = 1 * COLS + 2
+
+
+def released_corner_jump(epsilon: float) -> float:
+    """``corner_jump`` that makes the released snake's data law exact at exploration ε.
+
+    The released script takes the snake's action with probability 1 − ε, else a uniform
+    one of the 5: at (0, 3) it wraps to (0, 0) with probability 1 − ε and truly stays with
+    probability ε/5, both stored as "stay". The snaking policy here says "stay" there with
+    probability 1 − ε + ε/5, so the environment wraps with (1 − ε) / (1 − ε + ε/5)."""
+    epsilon = check_fraction("epsilon", epsilon)
+    return (1 - epsilon) / (1 - epsilon + epsilon / NUM_ACTIONS)
+
+
 #: Patterns the noise row shows when the action leaks into it (``action_leak``), one per
 #: action (stay: blank; up/down/left/right: a single lit cell), scaled by noise_intensity.
 #: Not a distractor: it is a second copy of the action.
@@ -120,6 +144,11 @@ class GridLAMConfig:
     colour_drift_step: largest change of the agent's intensity per step (0 = off).
     colour_drift_low, colour_drift_high: bounds of the agent's intensity under drift.
     structure_seed: seed of the background textures, fixed for the environment's lifetime.
+    start_cell: −1 (default): each episode starts in a uniformly random cell; 0..11: in cell
+        row·4 + col (the published Table 1 data: 6, the cell (1, 2)).
+    corner_jump: probability that the action "stay" in the top-right cell (0, 3) moves the
+        square to (0, 0) (default 0). The published Table 1 snaking data wraps from (0, 3)
+        to (0, 0) and stores that move as "stay" (see ``RELEASED_SNAKE_ACTION``).
     """
 
     pixel_scale: int = 1
@@ -139,6 +168,8 @@ class GridLAMConfig:
     colour_drift_low: float = 0.5
     colour_drift_high: float = 1.5
     structure_seed: int = 0
+    start_cell: int = -1
+    corner_jump: float = 0.0
 
     def __post_init__(self):
         def canonical(name: str, check, *bounds) -> Any:
@@ -164,6 +195,8 @@ class GridLAMConfig:
         low = canonical("colour_drift_low", check_float, 0.0, top)
         high = canonical("colour_drift_high", check_float, 0.0, top)
         canonical("structure_seed", check_int, 0)
+        canonical("start_cell", check_int, -1, ROWS * COLS - 1)
+        canonical("corner_jump", check_fraction)
         if leak > 0 and noise == 0:
             raise ValueError(
                 f"action_leak = {leak} needs noise_intensity > 0 (the leaked pattern is drawn "
@@ -229,11 +262,12 @@ def square_positions(observations: np.ndarray) -> np.ndarray:
 class GridDynamics(BatchDynamics):
     """The square's moves, the noise row and the distractors, for a batch of envs.
 
-    Randomness of each env (its stream, see ``_rng.py``): on reset the start cell, then the
-    distractors' start states (other agents, background, camera shake, colour drift, each
-    only when on); per step one row of uniforms: 4 for the noise cells (noise_intensity >
-    0), 1 for the action-leak coin (action_leak > 0), then the distractors' columns in the
-    same order. The published grid's stream is unchanged by the distractors.
+    Randomness of each env (its stream, see ``_rng.py``): on reset the start cell (unless
+    ``start_cell`` fixes it), then the distractors' start states (other agents, background,
+    camera shake, colour drift, each only when on); per step one row of uniforms: 4 for the
+    noise cells (noise_intensity > 0), 1 for the action-leak coin (action_leak > 0), 1 for
+    the corner-jump coin (corner_jump > 0), then the distractors' columns in the same
+    order. The published grid's stream is unchanged by the distractors.
     """
 
     def __init__(self, num_envs: int, preset: str | None = None, **params: Any):
@@ -267,7 +301,9 @@ class GridDynamics(BatchDynamics):
             d for d in (self.others, self.background, self.shake, self.colour) if d is not None
         ]
         self._noise_columns = 4 * (c.noise_intensity > 0) + (c.action_leak > 0)
-        width = self._noise_columns + sum(d.columns for d in self._distractors)
+        self._jump_column = self._noise_columns if c.corner_jump > 0 else None
+        width = self._noise_columns + (c.corner_jump > 0)
+        width += sum(d.columns for d in self._distractors)
         self._streams = BlockStreams(num_envs, width, block_rows(width), uniform_f32)
         self._pos = np.zeros((num_envs, 2), dtype=np.int64)
         self._noise = np.zeros((num_envs, 4), dtype=np.float32)
@@ -294,14 +330,15 @@ class GridDynamics(BatchDynamics):
         return noise, leaked
 
     def _advance_distractors(self, rows: np.ndarray, actions, index) -> None:
-        column = self._noise_columns
+        column = self._noise_columns + (self._jump_column is not None)
         for d in self._distractors:
             d.step(rows[:, column : column + d.columns], actions, index)
             column += d.columns
 
     def reset(self, index, rngs) -> Info:
+        fixed = self.config.start_cell
         for i in index:
-            cell = rngs[i].integers(ROWS * COLS)
+            cell = rngs[i].integers(ROWS * COLS) if fixed < 0 else fixed
             self._pos[i] = divmod(int(cell), COLS)
             for d in self._distractors:
                 d.reset(i, rngs[i])
@@ -318,6 +355,10 @@ class GridDynamics(BatchDynamics):
         successor = SNAKE_NEXT_CELL[pos[:, 0], pos[:, 1]]
         rewards = (new == successor).all(axis=1).astype(np.float64)
         rows = self._streams.next_rows(rngs, index)
+        if self._jump_column is not None:  # "stay" at (0, 3) may wrap to (0, 0)
+            jump = (a == 0) & (pos[:, 0] == 0) & (pos[:, 1] == COLS - 1)
+            jump &= rows[:, self._jump_column] < self.config.corner_jump
+            new[jump] = 0
         noise, leaked = self._noise_rows(rows, a)
         self._advance_distractors(rows, a, index)
         if index is None:
@@ -485,7 +526,9 @@ class GridLAMEnv(BatchEnv):
     ## Action Space
 
     ``Discrete(5)``: 0 stay, 1 up, 2 down, 3 left, 4 right. A move into a wall leaves the
-    square where it is. ``step`` refuses anything else (a wrong shape, a value out of range
+    square where it is. With ``corner_jump`` p > 0 (the published Table 1 snaking data),
+    "stay" in the top-right cell (0, 3) moves the square to (0, 0) with probability p.
+    ``step`` refuses anything else (a wrong shape, a value out of range
     or not integral) with a ``ValueError``.
 
     ## Observation Space
@@ -500,8 +543,9 @@ class GridLAMEnv(BatchEnv):
 
     ## Starting State
 
-    The square in a cell drawn uniformly from the 12; a fresh noise row; the distractors'
-    start states as above.
+    The square in a cell drawn uniformly from the 12 (or in cell ``start_cell``: the
+    published Table 1 data start every episode in (1, 2)); a fresh noise row; the
+    distractors' start states as above.
 
     ## Episode End
 

@@ -11,6 +11,9 @@ of the same step, batched like the observations) and refuses to act without it.
 - ``snaking`` (grid): follow ``SNAKE_CYCLE`` through all 12 cells; with probability
   ``epsilon`` take a uniformly random action instead (ε = 1: uniform; ε = 0: deterministic;
   the published correlated policy is ε = 0.05).
+- ``snaking-released`` (grid): the snake of the published Table 1 data
+  (``RELEASED_SNAKE_ACTION``: down and up the columns, "stay" at (0, 3), where an
+  environment with ``corner_jump`` wraps the square to (0, 0)); knob ``epsilon`` as above.
 - ``linear`` (linear env): a = χ·Π o + (1 − χ)·s with Π (d_a×d_o) a fixed random projection
   with orthonormal rows and s ~ N(0, I) (χ = 0: random; χ = 1: deterministic).
 """
@@ -24,7 +27,13 @@ import gymnasium as gym
 import numpy as np
 
 from lam_envs._core import BatchEnv, BatchVectorEnv
-from lam_envs.grid import NUM_ACTIONS, SNAKE_ACTION, GridDynamics, square_positions
+from lam_envs.grid import (
+    NUM_ACTIONS,
+    RELEASED_SNAKE_ACTION,
+    SNAKE_ACTION,
+    GridDynamics,
+    square_positions,
+)
 from lam_envs.linear import LinearDynamics
 from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
 
@@ -34,6 +43,7 @@ Info = dict[str, np.ndarray] | None
 POLICIES = {
     "random": {"knob": None, "fits": ("grid", "linear")},
     "snaking": {"knob": "epsilon", "fits": ("grid",)},
+    "snaking-released": {"knob": "epsilon", "fits": ("grid",)},
     "linear": {"knob": "chi", "fits": ("linear",)},
 }
 
@@ -58,6 +68,7 @@ class SnakingPolicy:
 
     epsilon: float = 0.0
     needs_info: bool = False
+    released: bool = False  # the published Table 1 snake (RELEASED_SNAKE_ACTION)
 
     def __post_init__(self):
         object.__setattr__(self, "epsilon", check_fraction("epsilon", self.epsilon))
@@ -73,7 +84,8 @@ class SnakingPolicy:
             )
         else:
             pos = square_positions(observations)
-        actions = SNAKE_ACTION[pos[:, 0], pos[:, 1]]
+        table = RELEASED_SNAKE_ACTION if self.released else SNAKE_ACTION
+        actions = table[pos[:, 0], pos[:, 1]]
         if self.epsilon > 0:
             n = len(observations)
             explore = rng.random(n) < self.epsilon
@@ -153,12 +165,13 @@ def make_policy(name: str, env: gym.Env | gym.vector.VectorEnv, **knobs: Any):
             + f". Policies for the {kind} environment: "
             + ", ".join(p for p, v in POLICIES.items() if kind in v["fits"])
         )
-    allowed = {"random": [], "snaking": ["epsilon"], "linear": ["chi", "projection_seed"]}[name]
+    allowed = {"random": [], "linear": ["chi", "projection_seed"]}.get(name, ["epsilon"])
     check_keys(f"knob for policy {name!r}", knobs, allowed)
-    if name == "snaking":
+    if name.startswith("snaking"):
         # Only the colour drift leaves the agent the one bright square of the cells.
         hidden = set(dynamics.config.distractors) - {"colour_drift"}
-        return SnakingPolicy(**knobs, needs_info=bool(hidden))
+        released = name == "snaking-released"
+        return SnakingPolicy(**knobs, needs_info=bool(hidden), released=released)
     if kind == "grid":
         return RandomGridPolicy()
     # ``random`` in the linear environment is the linear policy at χ = 0: a ~ N(0, I).

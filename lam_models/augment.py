@@ -58,8 +58,14 @@ def shift_columns(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, -1, source)
 
 
-def draw_shifts(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Column shifts uniform over {−1, 0, +1}, drawn on the generator's device (CPU)."""
+def draw_shifts(
+    shape: tuple[int, ...], generator: torch.Generator, nonzero: bool = False
+) -> torch.Tensor:
+    """Column shifts uniform over {−1, 0, +1}, or over {−1, +1} when ``nonzero`` (the
+    published text's shift: left or right, never none), drawn on the generator's device
+    (CPU)."""
+    if nonzero:
+        return torch.randint(0, 2, shape, generator=generator) * 2 - 1
     return torch.randint(-1, 2, shape, generator=generator)
 
 
@@ -104,6 +110,7 @@ def augment_pair(
     generators: Sequence[torch.Generator],
     kappa: torch.Tensor | float | None = None,
     draw_of_copy: Sequence[int] | None = None,
+    nonzero_shift: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmentation per transition, applied to both ``x`` and ``y``.
 
@@ -112,7 +119,8 @@ def augment_pair(
     (M,), copies share draws: copy m uses the draw of ``generators[draw_of_copy[m]]``
     (scaled by its own κ). Sharing gives exactly what each copy would draw from its own
     generator when generators of equal seed and state are merged (as the trainers' seeds
-    are), at one draw per distinct generator. Returns (Aug(x), Aug(y)).
+    are), at one draw per distinct generator. ``nonzero_shift``: image shifts are −1 or +1
+    column, never 0 (:func:`draw_shifts`). Returns (Aug(x), Aug(y)).
     """
     m, b = x.shape[:2]
     if kappa is not None:
@@ -124,7 +132,7 @@ def augment_pair(
             f"give one generator per copy ({len(generators)} for {m} copies), or a "
             f"draw_of_copy of {m} indices into the generators"
         )
-    shifts = torch.stack([draw_shifts((b,), g) for g in generators])
+    shifts = torch.stack([draw_shifts((b,), g, nonzero_shift) for g in generators])
     shifts = shifts if draw_of_copy is None else shifts.index_select(0, torch.tensor(index))
     return shift_columns(x, shifts), shift_columns(y, shifts)
 

@@ -40,6 +40,7 @@ class Stream(enum.IntEnum):
     MODEL_INIT = 12  # a model's initial weights (the published VQ LAM)
     CODEBOOK = 13  # a codebook's own draws: its initial codes, the encoder outputs it resets to
     POLICY_MATRIX = 14  # a fixed random policy matrix (the published F6a policy's Π)
+    SCORE_BATCHES = 15  # batches scored during training on other data (Table 1's policy row)
 
 
 def derive_seed(seed: int, stream: int) -> int:

@@ -416,13 +416,19 @@ def _check_memory(data: LAMDataset) -> None:
 class CopyBatches:
     """Seeded training batches for M copies, each from its own split, on one device.
 
-    Copy m draws from its own generators (:class:`~lam_models.seeding.Stream` ``BATCHES``
-    and ``LABELLED_BATCHES`` of ``seeds[m]``), so what it sees does not depend on the
-    copies it is batched with. Each split's frames move to ``device`` once (copies that
-    share a split share the tensor).
+    Copy m draws from its own generators (:class:`~lam_models.seeding.Stream` ``stream``,
+    ``BATCHES`` by default, and ``LABELLED_BATCHES`` of ``seeds[m]``), so what it sees does
+    not depend on the copies it is batched with. Each split's frames move to ``device``
+    once (copies that share a split share the tensor).
     """
 
-    def __init__(self, splits: Sequence[DataSplit], seeds: Sequence[int], device="cpu"):
+    def __init__(
+        self,
+        splits: Sequence[DataSplit],
+        seeds: Sequence[int],
+        device="cpu",
+        stream: Stream = Stream.BATCHES,
+    ):
         if len(splits) != len(seeds) or not splits:
             raise ValueError(f"give one seed per split: {len(seeds)} seeds, {len(splits)} splits")
         specs = {s.spec for s in splits}
@@ -451,8 +457,14 @@ class CopyBatches:
                     "labelled": torch.from_numpy(np.flatnonzero(part.label_mask)),
                 }
             )
-        self._batch_generators = [torch_generator(s, Stream.BATCHES) for s in self.seeds]
+        self._batch_generators = [torch_generator(s, stream) for s in self.seeds]
         self._label_generators = [torch_generator(s, Stream.LABELLED_BATCHES) for s in self.seeds]
+
+    @property
+    def train_episodes(self) -> int:
+        """Episodes in the first copy's train part (an epoch of the released Table 1 code
+        draws one frame pair from each)."""
+        return len(np.unique(self.splits[0].train.last))
 
     @property
     def has_labels(self) -> torch.Tensor:

@@ -420,3 +420,49 @@ def test_distracting_presets_share_the_control_scale(env_id):
     assert info.keys() == step_info.keys()
     for key in info:
         assert np.shape(info[key]) == np.shape(step_info[key])
+
+
+# ------------------------------------------------- the published Table 1 data process (grid)
+
+
+def test_a_fixed_start_cell_starts_every_episode_there():
+    env = gym.make_vec("GridLAM-v0", num_envs=16, vectorization_mode="vector_entry_point",
+                       start_cell=6)  # fmt: skip
+    _, info = env.reset(seed=3)
+    assert (info["position"] == [1, 2]).all()
+    free = gym.make_vec("GridLAM-v0", num_envs=16, vectorization_mode="vector_entry_point")
+    _, info = free.reset(seed=3)
+    assert len(np.unique(info["position"], axis=0)) > 1
+    with pytest.raises(ValueError, match="start_cell"):
+        gym.make("GridLAM-v0", start_cell=12)
+
+
+def test_the_corner_jump_wraps_stay_at_the_top_right_cell_with_its_probability():
+    """ "stay" at (0, 3) moves to (0, 0) with probability corner_jump; nothing else moves
+    differently (the released Table 1 snake's wrap, stored as "stay")."""
+    n = 4000
+    env = gym.make_vec("GridLAM-v0", num_envs=n, vectorization_mode="vector_entry_point",
+                       start_cell=3, corner_jump=0.3)  # fmt: skip
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.zeros(n, dtype=np.int64))
+    wrapped = (info["position"] == [0, 0]).all(1)
+    stayed = (info["position"] == [0, 3]).all(1)
+    assert (wrapped | stayed).all()
+    assert wrapped.mean() == pytest.approx(0.3, abs=0.03)
+    env.reset(seed=0)  # any other action moves as always (a wall: stays)
+    _, _, _, _, info = env.step(np.full(n, 3, dtype=np.int64))  # left
+    assert (info["position"] == [0, 2]).all()
+    from lam_envs.grid import released_corner_jump
+
+    # ε = 0.05: the snake says "stay" at (0, 3) with probability 0.96; 0.95 of them wrap.
+    assert 0.96 * released_corner_jump(0.05) == pytest.approx(0.95)
+
+
+def test_the_noise_row_draws_are_unchanged_by_a_fixed_start_or_the_corner_jump_off():
+    def noise(**kwargs):
+        env = gym.make_vec("GridLAM-v0", num_envs=8, vectorization_mode="vector_entry_point",
+                           **kwargs)  # fmt: skip
+        env.reset(seed=5)
+        return np.stack([env.step(np.zeros(8, dtype=np.int64))[4]["noise"] for _ in range(5)])
+
+    np.testing.assert_array_equal(noise(), noise(corner_jump=0.0))

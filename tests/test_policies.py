@@ -138,3 +138,28 @@ def test_square_positions_at_any_pixel_scale(env_id):
     for _ in range(5):
         np.testing.assert_array_equal(square_positions(obs), info["position"])
         obs, *_, info = env.step(np.random.default_rng(0).integers(5, size=64))
+
+
+def test_the_released_snake_runs_down_and_up_the_columns_and_wraps_from_the_corner():
+    """The published Table 1 correlated policy at ε = 0, in the environment of its recipe:
+    from (1, 2) down column 2, up column 3, the wrap to (0, 0), down column 0, up column 1,
+    and again; the wrap is stored as "stay"."""
+    from lam_envs.grid import RELEASED_START_CELL, released_corner_jump
+
+    env = gym.make("GridLAM-v0", start_cell=RELEASED_START_CELL,
+                   corner_jump=released_corner_jump(0.0))  # fmt: skip
+    policy = make_policy("snaking-released", env, epsilon=0.0)
+    obs, info = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    path, actions = [tuple(info["position"])], []
+    for _ in range(13):
+        a = int(policy(obs[None], rng, {"position": info["position"][None]})[0])
+        obs, _, _, _, info = env.step(a)
+        path.append(tuple(int(x) for x in info["position"]))
+        actions.append(a)
+    assert path[:14] == [
+        (1, 2), (2, 2), (2, 3), (1, 3), (0, 3), (0, 0), (1, 0), (2, 0), (2, 1), (1, 1),
+        (0, 1), (0, 2), (1, 2), (2, 2),
+    ]  # fmt: skip
+    assert actions[4] == 0  # the wrap is stored as "stay"
+    assert make_policy("snaking", env, epsilon=0.0).released is False

@@ -1,7 +1,9 @@
 """The published grid VQ LAM (lam_models.lams.vq_published) and its blocks (lam_models.nn):
-the architecture as PROTOCOLS.md describes it, the codebook handling (moved only by the
-dead-code reset unless learned), action prediction feeding the true action's code, both
-augmentations, batch norm per copy, seeds from named streams."""
+the architecture as released (docs/protocols.md: no skip in the FDM, the encoder called on
+each frame set alone), the codebook handling (moved only by the dead-code reset, on the
+released schedule, unless learned), action prediction feeding the true action's code
+detached with no reset, the losses scored during training, both augmentations, batch norm
+per copy, seeds from named streams; and each package variant kept beside them."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class Data:
     remembers every batch it gave."""
 
     spec = SPEC
+    train_episodes = 100  # an epoch: ceil(100 / batch size) updates
 
     def __init__(self, copies: int, labelled: float = 0.0, seed: int = 0):
         self.num_copies, self.labelled = copies, labelled
@@ -60,11 +63,43 @@ def test_the_published_architecture():
     assert pred.shape == (2, 7, 1, 4, 4) and (pred >= 0).all()  # ReLU output
     widths = {m.out_channels for m in net.modules() if isinstance(m, EnsembleConv2d)}
     assert widths == {64, 1}
+    # As released the FDM has no skip connection: its 4th convolution reads 64 channels.
+    assert net.fdm_unet.conv4.in_channels == 64 and not net.fdm_unet.skip
+    skip = PublishedVQLAM(PublishedVQConfig(fdm_skip=True), SPEC, [0], "cpu").module.fdm_unet
+    assert skip.conv4.in_channels == 128  # the variant concatenates the full-resolution map
     assert net.hidden1.weight.shape == (2, 8, 512) and net.hidden2.weight.shape == (2, 512, 512)
     c = PublishedVQConfig()
     assert (c.codebook_weight, c.commitment_weight, c.action_weight) == (0.1, 0.025, 0.1)
     assert (c.lr, c.batch_size, c.steps) == (1e-4, 1024, 1600)
-    assert not c.learn_codebook
+    assert not c.learn_codebook and not c.fdm_skip
+    assert (c.reset_schedule, c.reset_epochs, c.dead_code_share, c.dead_code_checks) == (
+        "released",
+        5,
+        0.001,
+        3,
+    )
+    assert (c.label_mechanism, c.score_updates, c.score_dataset) == ("detached", 40, "")
+
+
+def test_without_the_skip_the_fdm_output_depends_on_o_only_through_the_pooled_map():
+    """No skip: two frames with the same 2×2 average-pooled features give the same ô'
+    (checked on the block: an input that differs inside a pooling cell but pools equal)."""
+    unet = PublishedVQLAM(PublishedVQConfig(**SMALL), SPEC, [0], "cpu").module.fdm_unet
+    unet.eval()
+    calls = []
+    real = unet.conv3.forward
+    unet.conv3.forward = lambda x: calls.append(x.shape) or real(x)
+    unet(torch.rand(1, 3, 2, 4, 4))
+    assert calls == [(1, 3, 8, 2, 2)]  # the only path: the pooled half-resolution map
+
+
+def test_the_encoder_sees_o_and_o_next_in_separate_calls():
+    lam = PublishedVQLAM(PublishedVQConfig(**SMALL), SPEC, [0], "cpu")
+    calls = []
+    real = lam.module.encoder.forward
+    lam.module.encoder.forward = lambda x: calls.append(x.shape) or real(x)
+    lam.module.idm(torch.rand(1, 6, 1, 4, 4), torch.rand(1, 6, 1, 4, 4))
+    assert calls == [(1, 6, 1, 4, 4)] * 2  # batch norm sees each set of 6 on its own
 
 
 def test_the_encoder_is_position_aware():
@@ -84,35 +119,74 @@ def test_as_released_only_the_dead_code_reset_moves_the_codebook():
     assert torch.equal(lam.module.codebook, initial.module.codebook)  # untouched
     learned = train(PublishedVQConfig(**never_reset, learn_codebook=True), Data(1))
     assert not torch.equal(learned.module.codebook, initial.module.codebook)
-    # Share 1: every code not chosen by the whole batch is dead, and reset after one check.
+    # The every-update variant at share 1: every code not chosen by the whole batch is dead
+    # and reset after one check.
     always = dict(SMALL, steps=6, dead_code_share=1.0, dead_code_checks=0)
-    reset = train(PublishedVQConfig(**always), Data(1))
+    reset = train(PublishedVQConfig(**always, reset_schedule="every-update"), Data(1))
     assert not torch.equal(reset.module.codebook, initial.module.codebook)
     assert 6 * 4 <= sum(reset.history[0]["revived"]) <= 6 * 5
 
 
-def test_a_code_is_reset_after_more_than_the_allowed_dead_checks():
+def test_the_released_reset_checks_the_last_batch_of_every_fifth_epoch(monkeypatch):
+    checked = []
+    real = PublishedVQLAM.build
+
+    def build(self):
+        net = real(self)
+        reset = net.reset_dead_codes
+        net.reset_dead_codes = lambda *a: checked.append(a[1].sum().item()) or reset(*a)
+        return net
+
+    monkeypatch.setattr(PublishedVQLAM, "build", build)
+    steps = []
+    real_sample = Data.sample
+    monkeypatch.setattr(Data, "sample", lambda self, b, **k: steps.append(b) or real_sample(
+        self, b, **k))  # fmt: skip
+    # 100 training trajectories at batch 32: an epoch is 4 updates; checks after epochs
+    # 0, 5 and 10 (updates 4, 24, 44), each on that epoch's last batch (32 examples).
+    train(PublishedVQConfig(**dict(SMALL, steps=48)), Data(1))
+    assert len(checked) == 3 and checked == [32.0] * 3
+    checked.clear()
+    train(PublishedVQConfig(**dict(SMALL, steps=48), reset_schedule="every-update"), Data(1))
+    assert len(checked) == 48
+
+
+def test_released_marks_accumulate_and_reset_to_the_batch_row_of_the_codes_index():
     lam = PublishedVQLAM(PublishedVQConfig(**SMALL), SPEC, [0], "cpu")
-    config = lam.config  # share 0.1%, 3 checks
+    config = lam.config  # share 0.1%, more than 3 marks, released schedule
     net, generators = lam.module, [torch.Generator().manual_seed(0)]
     latent = torch.randn(1, 1000, 16)
-    counts = torch.tensor([[998.0, 1.0, 1.0, 0.0, 0.0]])  # 1 in 1000 is not below 0.1%
-    checks = torch.zeros(1, 5, dtype=torch.long)
+    dead = torch.tensor([[998.0, 1.0, 1.0, 0.0, 0.0]])  # 1 in 1000 is not below 0.1%
+    alive = torch.tensor([[996.0, 1.0, 1.0, 1.0, 1.0]])
+    marks = torch.zeros(1, 5, dtype=torch.long)
     before = net.codebook.detach().clone()
-    for _ in range(3):
+    for counts in (dead, alive, dead, dead):  # a used code keeps its marks
+        assert net.reset_dead_codes(latent, counts, marks, config, generators).item() == 0
+    assert marks.tolist() == [[0, 0, 0, 3, 3]]
+    assert net.reset_dead_codes(latent, dead, marks, config, generators).item() == 2
+    assert torch.equal(net.codebook[0, :3], before[0, :3])
+    for k in (3, 4):  # code k moves to the pre-quantised latent of batch row k
+        assert torch.equal(net.codebook[0, k], latent[0, k])
+    assert marks.tolist() == [[0, 0, 0, 0, 0]]
+
+
+def test_the_every_update_variant_resets_after_dead_checks_in_a_row():
+    lam = PublishedVQLAM(PublishedVQConfig(**SMALL, reset_schedule="every-update"), SPEC, [0],
+                         "cpu")  # fmt: skip
+    config, net, generators = lam.config, lam.module, [torch.Generator().manual_seed(0)]
+    latent = torch.randn(1, 1000, 16)
+    dead = torch.tensor([[998.0, 1.0, 1.0, 0.0, 0.0]])
+    alive = torch.tensor([[996.0, 1.0, 1.0, 1.0, 1.0]])
+    checks = torch.zeros(1, 5, dtype=torch.long)
+    for counts in (dead, dead, alive, dead, dead, dead):  # a used code clears its count
         assert net.reset_dead_codes(latent, counts, checks, config, generators).item() == 0
     assert checks.tolist() == [[0, 0, 0, 3, 3]]
-    assert net.reset_dead_codes(latent, counts, checks, config, generators).item() == 2
-    assert torch.equal(net.codebook[0, :3], before[0, :3])
-    for k in (3, 4):  # moved onto encoder outputs of the batch
+    assert net.reset_dead_codes(latent, dead, checks, config, generators).item() == 2
+    for k in (3, 4):  # onto random encoder outputs of the batch
         assert (net.codebook[0, k] == latent[0]).all(-1).any()
-    assert checks.tolist() == [[0, 0, 0, 0, 0]]
 
 
-def test_labelled_examples_feed_their_actions_code_and_pull_the_latent(monkeypatch):
-    config = PublishedVQConfig(**dict(SMALL, steps=3), action_prediction=True)
-    data = Data(2, labelled=0.3)
-    seen = []
+def _spy_fdm(monkeypatch, seen):
     real_build = PublishedVQLAM.build
 
     def build(self):
@@ -120,20 +194,90 @@ def test_labelled_examples_feed_their_actions_code_and_pull_the_latent(monkeypat
         fdm = net.fdm
 
         def spy(o, z):
-            seen.append((z.detach().clone(), net.codebook.detach().clone()))
+            seen.append((z.detach().clone(), z.requires_grad, net.codebook.detach().clone()))
             return fdm(o, z)
 
         net.fdm = spy
         return net
 
     monkeypatch.setattr(PublishedVQLAM, "build", build)
+
+
+def test_labelled_examples_feed_their_actions_code_detached_and_pull_the_output(monkeypatch):
+    seen = []
+    _spy_fdm(monkeypatch, seen)
+    config = PublishedVQConfig(**dict(SMALL, steps=3), action_prediction=True)
+    data = Data(2, labelled=0.3)
     lam = train(config, data, seeds=(0, 1))
     assert len(seen) == 3 and all(v > 0 for v in lam.history[0]["action_loss"])
-    for (z, codebook), batch in zip(seen, data.batches, strict=True):
+    for (z, _, codebook), batch in zip(seen, data.batches, strict=True):
         for m in range(2):
             mask = batch.label_mask[m]
             assert mask.any()
             torch.testing.assert_close(z[m, mask], codebook[m, batch.actions[m, mask]])
+
+
+def test_a_labelled_example_sends_no_reconstruction_gradient_to_the_idm():
+    """Every example labelled, only the reconstruction loss: as released the IDM and the
+    encoder get no gradient at all (the FDM gets each action's code detached); the
+    straight-through variant moves them."""
+    quiet = dict(SMALL, steps=3, codebook_weight=0.0, commitment_weight=0.0, action_weight=0.0)
+    start = PublishedVQLAM(PublishedVQConfig(**quiet), SPEC, [0], "cpu").module.state_dict()
+    for mechanism, moves in (("detached", False), ("straight-through", True)):
+        config = PublishedVQConfig(**quiet, action_prediction=True, label_mechanism=mechanism)
+        after = train(config, Data(1, labelled=1.0)).module.state_dict()
+        for name in ("hidden1.weight", "head.weight", "encoder.conv1.weight"):
+            assert torch.equal(after[name], start[name]) != moves, (mechanism, name)
+        assert not torch.equal(after["fdm_unet.out.weight"], start["fdm_unet.out.weight"])
+
+
+def test_the_released_pull_is_the_distance_of_the_chosen_code_to_the_actions_code():
+    """The pull reads the straight-through output: its value is ‖c_k − c_a‖² / D (the
+    chosen code's), averaged over the labelled examples."""
+    config = PublishedVQConfig(**dict(SMALL, steps=1, log_every=1), action_prediction=True)
+    data = Data(1, labelled=0.5)
+    lam = train(config, data)
+    net, batch = lam.module, data.batches[0]
+    with torch.no_grad():
+        fresh = PublishedVQLAM(config, SPEC, [0], "cpu").module  # the weights it started from
+        fresh.train()
+        codes = fresh.nearest(fresh.idm(batch.obs, batch.next_obs))[0]
+        c = net.codebook[0]  # unchanged by training (no reset with labels)
+        mask = batch.label_mask[0]
+        expected = (c[codes[mask]] - c[batch.actions[0, mask]]).pow(2).mean(-1).mean()
+    assert lam.history[0]["action_loss"][0] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_no_code_is_reset_while_labels_are_used():
+    always = dict(SMALL, steps=6, dead_code_share=1.0, dead_code_checks=0)
+    initial = PublishedVQLAM(PublishedVQConfig(**always), SPEC, [0], "cpu").module.codebook
+    for mechanism, reset in (("detached", False), ("straight-through", True)):
+        config = PublishedVQConfig(
+            **always, reset_schedule="every-update", action_prediction=True,
+            label_mechanism=mechanism,
+        )  # fmt: skip
+        lam = train(config, Data(1, labelled=0.3))
+        assert torch.equal(lam.module.codebook, initial) != reset, mechanism
+
+
+def test_the_published_losses_are_the_last_updates_training_errors():
+    from lam_models.lams.training_score import TrainingScore
+
+    data = Data(2)
+    score = TrainingScore(data, steps=10, updates=3, dataset="", device="cpu")
+    assert [score.due(s) for s in (6, 7, 9)] == [False, True, True]
+    target = torch.zeros(2, 5, 1, 4, 4)
+    for value in (1.0, 2.0):
+        pred = torch.zeros_like(target)
+        pred[..., :3, :] = value  # controllable rows
+        pred[..., 3, :] = 0.5  # the noise row
+        score.add(pred, target)
+    result = score.results()
+    assert result[0]["scored_controllable_mse"] == pytest.approx((1 + 4) / 2)
+    assert result[1]["scored_stochastic_mse"] == pytest.approx(0.25)
+    assert result[0]["scored_updates"] == 2 and result[0]["scored_on"] == "training batches"
+    lam = train(PublishedVQConfig(**dict(SMALL, steps=7, score_updates=3)), Data(1))
+    assert lam.training_scores[0]["scored_updates"] == 3
 
 
 def test_the_noise_copy_hides_the_noise_change_from_the_idm(monkeypatch):

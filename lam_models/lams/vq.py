@@ -53,6 +53,7 @@ from lam_envs.validate import check_float, check_int
 from lam_models.augment import augment_pair, copy_noise_row
 from lam_models.flags import option
 from lam_models.lam import LAM, TrainingLog, register_lam
+from lam_models.lams.training_score import TrainingScore
 from lam_models.metrics import (
     code_action_accuracy,
     controllable_stochastic_loss,
@@ -112,8 +113,20 @@ class VQConfig:
     batch_size: int = option(128, "transitions per update")
     lr: float = option(1e-3, "Adam learning rate")
     log_every: int = option(100, "training-curve resolution, in updates")
+    score_updates: int = option(
+        40, "the published losses average the FDM's error over this many last updates"
+    )
+    score_dataset: str = option(
+        "",
+        "score those updates on batches of this dataset (id or path) instead of the training batch",
+    )
 
     def __post_init__(self) -> None:
+        check_int("score_updates", self.score_updates, low=0)
+        if not isinstance(self.score_dataset, str):
+            raise ValueError(
+                f"score_dataset must be a dataset id or path, got {self.score_dataset!r}"
+            )
         for name in (
             "codebook_size",
             "latent_dim",
@@ -243,6 +256,7 @@ class VQLAM(LAM):
         log = TrainingLog(self, c.steps, c.log_every, progress, unit="update")
         counts_window = torch.zeros(m, c.codebook_size, device=self.device)
         revived_window = torch.zeros(m, device=self.device)
+        score = TrainingScore(data, c.steps, c.score_updates, c.score_dataset, self.device)
         for step in range(c.steps):
             batch = data.sample(c.batch_size, labelled_share=share)
             if step == 0:
@@ -261,7 +275,8 @@ class VQLAM(LAM):
                 codes = torch.where(batch.label_mask, batch.actions, codes)
             code_vectors = net.quantiser.lookup(codes)  # a buffer: no gradient
             z = latent + (code_vectors - latent).detach()  # straight-through estimator
-            fdm_loss = (net.fdm(fdm_o, z) - target).pow(2).flatten(1).mean(-1)
+            pred = net.fdm(fdm_o, z)
+            fdm_loss = (pred - target).pow(2).flatten(1).mean(-1)
             commitment = (latent - code_vectors).pow(2).flatten(1).mean(-1)
             loss = fdm_loss + c.commitment_weight * commitment
             pull = torch.zeros_like(loss)
@@ -271,6 +286,11 @@ class VQLAM(LAM):
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()  # summed over copies: each copy gets its own gradient
             optimiser.step()
+            if score.due(step):  # the published losses: the model as it trains
+                if score.batches is None:
+                    score.add(pred, target)
+                else:
+                    score.add_batch(c.batch_size, lambda b: net(b.obs, b.next_obs).pred_next)
             counts, revived = net.quantiser.update(latent.detach(), codes, generators)
             counts_window += counts
             revived_window += revived
@@ -287,6 +307,7 @@ class VQLAM(LAM):
                 revived_window.zero_()
             else:
                 log.step(step)
+        self.training_scores = score.results()
 
     @torch.no_grad()
     def predict(self, o: torch.Tensor, o_next: torch.Tensor, chunk: int = 8192) -> VQPrediction:
@@ -336,8 +357,12 @@ class VQLAM(LAM):
         ``codes_used`` of the chosen codes, ``action_accuracy`` (the best, i.e. majority,
         code→action map fitted on the scored transitions: with K × 5 cells and thousands of
         transitions this adds no measurable optimism; wall bumps look like "stay", so under
-        a uniform policy the ceiling is about 0.77), and with action prediction
-        ``assigned_action_accuracy`` (code k = action k where the square moved; chance 0.2)."""
+        a uniform policy the ceiling is about 0.77), with action prediction
+        ``assigned_action_accuracy`` (code k = action k where the square moved; chance 0.2),
+        and the raw errors of the published losses measured during training
+        (:class:`~lam_models.lams.training_score.TrainingScore`: ``scored_controllable_mse``,
+        ``scored_stochastic_mse``, ``scored_updates``, ``scored_on``; NaN for a model
+        loaded from disk)."""
         k, num_actions = self.config.codebook_size, self.spec.action_dim
         results = []
         shared: dict[int, tuple[VQPrediction, Any]] = {}  # copies that share a split
@@ -379,6 +404,8 @@ class VQLAM(LAM):
                 "codes_revived": int(sum(history.get("revived", []))),
                 "data": split.describe(),
             }
+            scores = getattr(self, "training_scores", None)
+            result.update(scores[m] if scores else TrainingScore.unknown())
             if self.config.action_prediction:
                 moved = (test.oracle["position"] != test.oracle["position_before"]).any(-1)
                 result["assigned_action_accuracy"] = float((codes[moved] == actions[moved]).mean())

@@ -51,10 +51,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_envs.validate import check_float, check_int
+from lam_envs.validate import check_choice, check_float, check_int
 from lam_models.augment import augment_pair, copy_noise_row
 from lam_models.flags import option
 from lam_models.lam import TrainingLog, register_lam
+from lam_models.lams.training_score import TrainingScore
 from lam_models.lams.vq import VQLAM, VQPrediction, action_loss, batch_perplexity
 from lam_models.nn import (
     EnsembleBatchNorm2d,
@@ -65,6 +66,7 @@ from lam_models.nn import (
     upsample2,
 )
 from lam_models.seeding import Stream, torch_generator
+from lam_models.split import labelled_mean
 
 __all__ = [
     "PublishedEncoder",
@@ -98,10 +100,25 @@ class PublishedVQConfig:
         "them only by the dead-code reset)",
     )
     dead_code_share: float = option(
-        0.001, "a code chosen by less than this share of a batch counts one dead check"
+        0.001, "a code chosen by less than this share of a checked batch gets one mark"
     )
-    dead_code_checks: int = option(3, "reset a code after more than this many dead checks in a row")
-    augment: bool = option(False, "the text's augmentation: random ±1-column periodic shifts")
+    dead_code_checks: int = option(3, "reset a code once it has more than this many marks")
+    reset_schedule: str = option(
+        "released",
+        "released: check the last batch of every 5th epoch, marks accumulate until a reset, "
+        "the code moves to the latent of the batch row with its index; every-update (a "
+        "variant): check every batch, reset after more than dead_code_checks dead batches in "
+        "a row, to a random latent of the batch",
+    )
+    reset_epochs: int = option(5, "released schedule: check every this many epochs")
+    fdm_skip: bool = option(
+        False,
+        "a variant: concatenate a full-resolution skip in the FDM's UNet (the released FDM "
+        "has none)",
+    )
+    augment: bool = option(
+        False, "the text's augmentation: a ±1-column periodic shift (never 0) per pair"
+    )
     noise_copy: bool = option(
         False,
         "the released code's augmentation: the IDM sees o with o′'s noise row, the FDM's "
@@ -113,6 +130,21 @@ class PublishedVQConfig:
         "the FDM and pull the latent toward it",
     )
     action_weight: float = option(0.1, "λ_a, weight of the action pull")
+    label_mechanism: str = option(
+        "detached",
+        "detached (released): a labelled example's FDM gets its action's code detached, the "
+        "straight-through output is pulled to it, no code reset while labels are used; "
+        "straight-through (a variant): the FDM gets the action's code through the "
+        "straight-through path, the latent is pulled and committed to it, resets go on",
+    )
+    score_updates: int = option(
+        40, "the published losses average the FDM's error over this many last updates"
+    )
+    score_dataset: str = option(
+        "",
+        "score those updates on batches of this dataset (id or path; the policy row: the "
+        "uniform-policy data) instead of the training batch",
+    )
     steps: int = option(1600, "Adam updates (released: 400 epochs × 4 batches; the text: 16000)")
     batch_size: int = option(1024, "transitions per update")
     lr: float = option(1e-4, "Adam learning rate")
@@ -128,15 +160,23 @@ class PublishedVQConfig:
             "steps",
             "batch_size",
             "log_every",
+            "reset_epochs",
         ):
             check_int(name, getattr(self, name), low=1)
         check_int("dead_code_checks", self.dead_code_checks, low=0)
+        check_int("score_updates", self.score_updates, low=0)
+        check_choice("reset_schedule", self.reset_schedule, ("released", "every-update"))
+        check_choice("label_mechanism", self.label_mechanism, ("detached", "straight-through"))
+        if not isinstance(self.score_dataset, str):
+            raise ValueError(
+                f"score_dataset must be a dataset id or path, got {self.score_dataset!r}"
+            )
         for name in ("codebook_weight", "commitment_weight", "action_weight"):
             check_float(name, getattr(self, name), low=0.0)
         check_float("dead_code_share", self.dead_code_share, low=0.0, high=1.0)
         if not check_float("lr", self.lr, low=0.0) > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("learn_codebook", "augment", "noise_copy", "action_prediction"):
+        for name in ("learn_codebook", "augment", "noise_copy", "action_prediction", "fdm_skip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -184,28 +224,40 @@ class PublishedEncoder(EnsembleModule):
 
 
 class PublishedUNet(EnsembleModule):
-    """The FDM's small UNet: ``(M, B, C_in, H, W) -> (M, B, C_out, H, W)``, output ≥ 0.
+    """The FDM's "UNet" as released: ``(M, B, C_in, H, W) -> (M, B, C_out, H, W)``, output ≥ 0.
 
-    conv(C_in→w) → ReLU → BN → conv(w→w) → ReLU → BN [skip] → AvgPool 2 → conv(w→w) → ReLU
-    → BN → nearest upsample → concat with the skip → conv(2w→w) → ReLU → BN → conv(w→C_out)
-    → ReLU; 3×3 convolutions with zero padding. (PROTOCOLS.md lists the layers; how the
-    skip joins is not stated: a UNet's concatenation is assumed.)
+    conv(C_in→w) → ReLU → BN → conv(w→w) → ReLU → BN → AvgPool 2 → conv(w→w) → ReLU → BN →
+    nearest upsample ×2 → conv(w→w) → ReLU → BN → conv(w→C_out) → ReLU; 3×3 convolutions with
+    zero padding. The released model has **no skip connection**: everything ô' needs passes
+    the pooled half-resolution map. ``skip`` (a variant) concatenates the full-resolution map
+    after the second convolution to the upsampled one (the fourth convolution is 2w→w).
     """
 
-    def __init__(self, m: int, c_in: int, c_out: int, width: int, image_size: tuple[int, int]):
+    def __init__(
+        self,
+        m: int,
+        c_in: int,
+        c_out: int,
+        width: int,
+        image_size: tuple[int, int],
+        skip: bool = False,
+    ):
         super().__init__(m)
         half = (image_size[0] // 2, image_size[1] // 2)
+        self.skip = skip
         self.conv1, self.bn1 = _conv(m, c_in, width, image_size), EnsembleBatchNorm2d(m, width)
         self.conv2, self.bn2 = _conv(m, width, width, image_size), EnsembleBatchNorm2d(m, width)
         self.conv3, self.bn3 = _conv(m, width, width, half), EnsembleBatchNorm2d(m, width)
-        self.conv4 = _conv(m, 2 * width, width, image_size)
+        self.conv4 = _conv(m, (2 if skip else 1) * width, width, image_size)
         self.bn4 = EnsembleBatchNorm2d(m, width)
         self.out = _conv(m, width, c_out, image_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = self.bn2(F.relu(self.conv2(self.bn1(F.relu(self.conv1(x))))))
-        h = upsample2(self.bn3(F.relu(self.conv3(avg_pool2(skip)))))
-        h = self.bn4(F.relu(self.conv4(torch.cat([h, skip], dim=2))))
+        full = self.bn2(F.relu(self.conv2(self.bn1(F.relu(self.conv1(x))))))
+        h = upsample2(self.bn3(F.relu(self.conv3(avg_pool2(full)))))
+        if self.skip:
+            h = torch.cat([h, full], dim=2)
+        h = self.bn4(F.relu(self.conv4(h)))
         return F.relu(self.out(h))
 
 
@@ -224,7 +276,7 @@ class PublishedVQNet(nn.Module):
         self.hidden1 = EnsembleLinear(m, features, width)
         self.hidden2 = EnsembleLinear(m, width, width)
         self.head = EnsembleLinear(m, width, d)
-        self.fdm_unet = PublishedUNet(m, c + 1, c, config.fdm_width, (h, w))
+        self.fdm_unet = PublishedUNet(m, c + 1, c, config.fdm_width, (h, w), skip=config.fdm_skip)
         self.codebook = nn.Parameter(torch.empty(m, config.codebook_size, d))
         for index, seed in enumerate(seeds):
             generator = torch_generator(seed, Stream.MODEL_INIT)
@@ -238,11 +290,9 @@ class PublishedVQNet(nn.Module):
                 self.codebook[index] = codes
 
     def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
-        """Pre-quantisation latent: (M, B, C, H, W) × 2 -> (M, B, D). Both frames go through
-        the encoder in one call (as one batch of 2B for its batch norm)."""
-        b = o.shape[1]
-        e = self.encoder(torch.cat([o, o_next], dim=1))
-        h = torch.cat([e[:, :b], e[:, b:]], dim=-1)
+        """Pre-quantisation latent: (M, B, C, H, W) × 2 -> (M, B, D). The encoder is called
+        on o and on o' separately, as released (its batch norm sees each set on its own)."""
+        h = torch.cat([self.encoder(o), self.encoder(o_next)], dim=-1)
         return self.head(F.relu(self.hidden2(F.relu(self.hidden1(h)))))
 
     def nearest(self, latent: torch.Tensor) -> torch.Tensor:
@@ -277,23 +327,35 @@ class PublishedVQNet(nn.Module):
         self,
         latent: torch.Tensor,
         counts: torch.Tensor,
-        dead_checks: torch.Tensor,
+        marks: torch.Tensor,
         config: PublishedVQConfig,
         generators: list[torch.Generator],
     ) -> torch.Tensor:
-        """One dead-code check: ``counts`` (M, K) codes chosen in the batch of ``latent``
-        (M, B, D); ``dead_checks`` (M, K) consecutive dead checks, updated in place. A code
-        past ``dead_code_checks`` moves onto a random encoder output of the batch (drawn
-        from its copy's generator, on the CPU). Returns the number reset per copy, (M,)."""
+        """One dead-code check of the batch of ``latent`` (M, B, D), whose chosen codes
+        ``counts`` (M, K); ``marks`` (M, K) is updated in place. A code chosen by fewer than
+        ``dead_code_share`` of the batch is dead. Returns the number reset per copy, (M,).
+
+        ``released``: a dead code gets a mark; marks accumulate (only a reset clears them);
+        a code with more than ``dead_code_checks`` marks moves to the pre-quantised latent
+        of the batch row with the code's own index. ``every-update`` (a variant): ``marks``
+        counts dead checks in a row (a used code clears it), and a code past
+        ``dead_code_checks`` moves to a random row of the batch, drawn from its copy's
+        generator on the CPU."""
         dead = counts < config.dead_code_share * latent.shape[1]
-        dead_checks.add_(1).masked_fill_(~dead, 0)
-        reset = dead_checks > config.dead_code_checks
+        if config.reset_schedule == "released":
+            marks.add_(dead.long())
+        else:
+            marks.add_(1).masked_fill_(~dead, 0)
+        reset = marks > config.dead_code_checks
         if reset.any():
             for m in torch.nonzero(reset.any(-1)).flatten().tolist():
                 ks = torch.nonzero(reset[m]).flatten()
-                rows = torch.randint(latent.shape[1], (len(ks),), generator=generators[m])
+                if config.reset_schedule == "released":
+                    rows = ks % latent.shape[1]  # row k of the batch for code k
+                else:
+                    rows = torch.randint(latent.shape[1], (len(ks),), generator=generators[m])
                 self.codebook[m, ks] = latent[m, rows.to(latent.device)]
-                dead_checks[m, ks] = 0
+                marks[m, ks] = 0
         return reset.sum(-1)
 
 
@@ -333,6 +395,7 @@ class PublishedVQLAM(VQLAM):
                 "action prediction needs labelled transitions, and the data of a copy has none "
                 "(collect with --label-fraction > 0, or drop --action-prediction)"
             )
+        released_labels = c.action_prediction and c.label_mechanism == "detached"
         # As released the codes are no optimiser parameter: the codebook loss moves nothing.
         net.codebook.requires_grad_(c.learn_codebook)
         optimiser = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=c.lr)
@@ -341,9 +404,13 @@ class PublishedVQLAM(VQLAM):
         code_generators = [torch_generator(s, Stream.CODEBOOK) for s in self.seeds]
         for g in code_generators:
             torch.randn(c.codebook_size, c.latent_dim, generator=g)
-        dead_checks = torch.zeros(m, c.codebook_size, dtype=torch.long, device=self.device)
+        # An epoch of the released code: one random frame pair of every training trajectory
+        # (data that do not say how many trajectories they hold: one update).
+        epoch = math.ceil(getattr(data, "train_episodes", c.batch_size) / c.batch_size)
+        marks = torch.zeros(m, c.codebook_size, dtype=torch.long, device=self.device)
         counts_window = torch.zeros(m, c.codebook_size, device=self.device)
         reset_window = torch.zeros(m, device=self.device)
+        score = TrainingScore(data, c.steps, c.score_updates, c.score_dataset, self.device)
         log = TrainingLog(self, c.steps, c.log_every, progress, unit="update")
         for step in range(c.steps):
             batch = data.sample(c.batch_size)  # labelled examples at their natural rate
@@ -353,30 +420,53 @@ class PublishedVQLAM(VQLAM):
             if c.noise_copy:
                 idm_o, target = copy_noise_row(idm_o, idm_next), copy_noise_row(target, fdm_o)
             if c.augment:
-                idm_o, idm_next = augment_pair(idm_o, idm_next, augment_generators)
-                fdm_o, target = augment_pair(fdm_o, target, augment_generators)
+                idm_o, idm_next = augment_pair(
+                    idm_o, idm_next, augment_generators, None, None, True
+                )
+                fdm_o, target = augment_pair(fdm_o, target, augment_generators, None, None, True)
             latent = net.idm(idm_o, idm_next)
             codes = net.nearest(latent)
-            fed = codes
-            if c.action_prediction:  # a labelled example's FDM gets its action's code
-                fed = torch.where(batch.label_mask, batch.actions, codes)
-            code_vectors = net.lookup(fed)
-            z = latent + (code_vectors - latent).detach()  # straight-through estimator
-            recon = (net.fdm(fdm_o, z) - target).pow(2).flatten(1).mean(-1)
-            codebook_loss = (latent.detach() - code_vectors).pow(2).flatten(1).mean(-1)
-            commitment = (latent - code_vectors.detach()).pow(2).flatten(1).mean(-1)
-            loss = recon + c.codebook_weight * codebook_loss + c.commitment_weight * commitment
-            pull = torch.zeros_like(loss)
-            if c.action_prediction:
+            chosen = net.lookup(codes)
+            z = latent + (chosen - latent).detach()  # straight-through estimator
+            codebook_loss = (latent.detach() - chosen).pow(2).flatten(1).mean(-1)
+            commitment = (latent - chosen.detach()).pow(2).flatten(1).mean(-1)
+            pull = torch.zeros_like(commitment)
+            fed = z
+            if released_labels:
+                # A labelled example's FDM gets its action's code, detached (no reconstruction
+                # gradient reaches the IDM from it); the straight-through output is pulled
+                # toward that code. Codebook and commitment terms stay on the chosen code.
+                action_code = net.lookup(batch.actions.clamp(min=0)).detach()
+                fed = torch.where(batch.label_mask[..., None], action_code, z)
+                pull = labelled_mean((z - action_code).pow(2).mean(-1), batch.label_mask)
+            elif c.action_prediction:  # the straight-through variant
+                fed_codes = torch.where(batch.label_mask, batch.actions, codes)
+                action_code = net.lookup(fed_codes)
+                fed = latent + (action_code - latent).detach()
+                codebook_loss = (latent.detach() - action_code).pow(2).flatten(1).mean(-1)
+                commitment = (latent - action_code.detach()).pow(2).flatten(1).mean(-1)
                 pull = action_loss(latent, net.codebook, batch.actions, batch.label_mask)
-                loss = loss + c.action_weight * pull
+            pred = net.fdm(fdm_o, fed)
+            recon = (pred - target).pow(2).flatten(1).mean(-1)
+            loss = recon + c.codebook_weight * codebook_loss + c.commitment_weight * commitment
+            loss = loss + c.action_weight * pull
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()  # summed over copies: each copy gets its own gradient
             optimiser.step()
+            if score.due(step):  # the published losses: the model as it trains
+                if score.batches is None:
+                    score.add(pred, target)
+                else:
+                    score.add_batch(c.batch_size, lambda b: net(b.obs, b.next_obs).pred_next)
             counts = F.one_hot(codes, c.codebook_size).sum(1).float()
-            reset_window += net.reset_dead_codes(
-                latent.detach(), counts, dead_checks, c, code_generators
-            )
+            if c.reset_schedule == "released":
+                checked = (step + 1) % epoch == 0 and (step // epoch) % c.reset_epochs == 0
+            else:
+                checked = True
+            if checked and not released_labels:  # no reset at all while labels are used
+                reset_window += net.reset_dead_codes(
+                    latent.detach(), counts, marks, c, code_generators
+                )
             counts_window += counts
             log.add(
                 loss=loss,
@@ -396,6 +486,7 @@ class PublishedVQLAM(VQLAM):
                 reset_window.zero_()
             else:
                 log.step(step)
+        self.training_scores = score.results()
 
     def encode(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
         """The quantised latent: the chosen code's vector (M, N, D)."""
