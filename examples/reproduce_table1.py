@@ -1,69 +1,62 @@
-"""Reproduce Table 1: the grid VQ LAM's four comparisons (SPEC, "Experiments to reproduce"),
-with the published model on the published data (PROTOCOLS.md, "Grid VQ LAM").
+"""Reproduce Table 1: the grid VQ LAM under noise, a correlated policy, augmentation and 1%
+action prediction, as the authors ran it (docs/protocols.md, "Grid VQ LAM").
 
-    python examples/reproduce_table1.py --device cuda          # the published model, 5 seeds
+    python examples/reproduce_table1.py --device cuda          # the published run, 5 seeds
     python examples/reproduce_table1.py --budget small         # the CPU budget (<= 30 min, 2 cores)
     python examples/reproduce_table1.py --budget text          # the text's 16k updates
+    python examples/reproduce_table1.py --variant skip         # a named variant (repeatable)
     python examples/reproduce_table1.py --arch ours            # the package's own VQ LAM
-    python examples/reproduce_table1.py --arch all             # both
     python examples/reproduce_table1.py --quick                # seconds, for the tests
 
-Models (``--arch``): ``published`` (default), the model behind the paper's Table 1
-(``vq-published``, :mod:`lam_models.lams.vq_published`); ``ours``, the package's own VQ LAM
-(``vq``, :mod:`lam_models.lams.vq`: a translation-invariant IDM and an EMA codebook, its
-own training settings); ``all``, both.
+The published protocol (the default; the CSV's ``protocol`` column says ``published``):
 
-Budgets (``--budget``; the CSV's ``budget`` column):
+- Data, as the released data script makes it (recipes ``datasets/table1-grid-*.toml``):
+  4,000 trajectories × 200 frames, every one starting in cell (1, 2); uniform random actions,
+  or for the policy row the released snake (down and up the columns, a wrap from (0, 3) to
+  (0, 0) stored as "stay") with ε = 0.05; the first 1% of trajectories labelled (here a
+  seeded 1%); 95% of the trajectories train, 5% are held out (one split for every seed).
+- Model (``vq-published``): the released one: per-frame CNN encoder called on o and on o′
+  apart, MLP IDM, 5 codes moved only by the dead-code reset (the last batch of every 5th
+  epoch, accumulating marks), an FDM without a skip connection; labelled examples feed
+  their action's code to the FDM detached, the straight-through output is pulled toward it,
+  and no code is reset while labels are used.
+- Losses (``controllable_loss``, ``stochastic_loss``): the FDM's per-pixel error on rows
+  0–2 divided by 0.060, and on the noise row divided by the noise row's variance (0.25 at
+  low noise, 1.0 at high, raw without noise), averaged over the last 40 updates of
+  training-mode batches: the training batch, or for the policy row a batch of the
+  uniform-policy data (the snaking model is scored on uniform data).
+- Augmentation: the released code's noise-row copy is the published row; the text's
+  one-column shift (left or right) is a variant row.
 
-- ``released`` (default): the released code's length, 1,600 updates of 1,024 examples
-  (400 epochs of one frame pair from each of the 3,800 training trajectories). A GPU job
-  (``--device cuda``): the published model costs about 0.8 CPU-seconds per update at
-  batch 1,024, so on 2 CPU cores the table takes hours.
-- ``text``: the paper's text, 16,000 updates of 1,024.
-- ``small``: the published architecture, data and losses, trained on fewer examples
-  (:data:`BUDGETS`) so that the whole published table fits in 30 minutes on 2 idle CPU
-  cores; it shows the table's directions less sharply than the released length.
+Named variants (``--variant``, repeatable; the ``protocol`` column joins their names with
+"+"; :data:`VARIANTS`) keep the package's earlier readings available beside the published
+protocol: ``skip``, ``per-update-reset``, ``straight-through-labels``, ``package-data``,
+``own-data-scoring``. ``--arch ours`` trains the package's own VQ LAM (``vq``: a
+translation-invariant IDM and an EMA codebook, its own settings) on the same rows, scored
+the same way.
 
-Ours has one length (its default, 16k updates of 128) for ``released`` and ``text``,
-and a quarter of it for ``small``.
+Every run also reports the package's held-out metrics, in eval mode on each row's held-out
+trajectories (the policy row's on the uniform data, unless ``own-data-scoring``):
+``*_loss_signal`` (the per-pixel error over the signal's variance, the paper's text),
+``*_loss_noaction`` (over the error of a predictor that knows o but not the action, on the
+base data), ``perplexity`` and ``action_accuracy`` (the best code→action map).
 
-Data, as published: the recipes ``datasets/table1-grid-*.toml`` (4,000 trajectories × 200
-frames; 1% of the trajectories labelled), built under Minari's root (or ``--data-root``)
-or reused when already built with the same recipe. 95% of the trajectories train, 5% are
-held out: one split (seed 0) shared by every seed, as the released code's fixed split, so
-the standard errors measure the training's randomness. One training example is one random
-frame pair; labelled examples reach a batch at their natural rate.
-
-The rows, every one on the published base (uniform policy, low noise) unless it says
-otherwise, each model scored on its own dataset's held-out trajectories:
-
-- noise: none / low / high.
-- policy: uniform / correlated (snaking, ε = 0.05).
-- augmentation: without / shift (the text: ±1-column periodic shifts) / noise copy (the
-  released code: the noise row copied so the latent cannot see it change).
-- action prediction: without / with (1% of the trajectories labelled; pull weight 0.1
-  for the published model).
-
-"Without" and "uniform" rows are the models of the low-noise row (trained once).
-
-Losses on two scales (SPEC, "Metrics"): ``*_loss_signal``, the FDM's per-pixel error over
-the variance of the signal (the text), and ``*_loss_noaction``, the same error over that
-of a predictor that knows o but not the action (the authors' code divides by a constant,
-0.060: here it is computed from the base data's held-out trajectories, printed, and used
-for every row, as a constant). ``controllable_loss`` and ``stochastic_loss`` repeat the
-signal scale (the columns of earlier versions).
+Budgets (``--budget``): ``released`` (default), 1,600 updates of 1,024 (400 epochs of 4
+batches: a GPU job, about 0.8 CPU-seconds per update); ``text``, 16,000 updates of 1,024;
+``small``, the published model and protocol on 500 updates of 128, so the table fits 30
+minutes on 2 idle CPU cores. Ours has one length (16k updates of 128) for released and
+text, and a quarter of it for small.
 
 Resumable: each finished setting × seed is cached under ``<out>/cache`` (keyed by the model,
-its settings and the dataset's fingerprint), so a rerun trains only what is missing; the
-progress lines give an ETA. Seeds of a setting train together as one batched model;
-settings run in ``--workers`` processes (one torch thread each) on the CPU.
+its settings, the datasets' fingerprints and the results' version), so a rerun trains only
+what is missing; the progress lines give an ETA. Seeds of a setting train together as one
+batched model; settings run in ``--workers`` processes (one torch thread each) on the CPU.
 
-Writes ``<out>/table1_<budget>.csv`` (:data:`COLUMNS`), ``table1_<budget>.md`` (mean ±
-standard error per setting and model, and whether each comparison moves the published
-way by more than the standard errors), ``table1_<budget>_<arch>.png`` (bars) and, for
-each setting trained, ``pictures/<arch>_<budget>_<setting>/codes.png`` (what each code
-means: the mean ô′ − o and examples of ô′ given each code, seed 0) and
-``transitions.png`` (held-out o, o′, ô′ and the chosen code).
+Writes ``<out>/table1_<budget>.csv`` (:data:`COLUMNS`), ``table1_<budget>.md`` (the
+published values beside ours, the direction of each row against the base and whether it
+holds beyond 2 standard errors, then the held-out metrics), ``table1_<budget>_<arch>.png``
+(bars beside the published values) and, for each setting trained,
+``pictures/<arch>_<budget>_<setting>/codes.png`` and ``transitions.png``.
 """
 
 from __future__ import annotations
@@ -73,6 +66,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import defaultdict
@@ -89,15 +83,21 @@ import torch  # noqa: E402
 
 from lam_envs.cli import Parser  # noqa: E402
 from lam_envs.collect import CollectConfig, collect, default_root  # noqa: E402
+from lam_envs.grid import GridLAMConfig  # noqa: E402
 from lam_models import sweep  # noqa: E402
 from lam_models.data import LAMDataset  # noqa: E402
 from lam_models.lam import get_lam, resolve_device  # noqa: E402
-from lam_models.metrics import GridLosses, mean_stderr, no_action_error  # noqa: E402
+from lam_models.metrics import (  # noqa: E402
+    GridLosses,
+    mean_stderr,
+    no_action_error,
+    published_table1_losses,
+)
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "datasets"
-HELD_OUT = 0.05  # of the trajectories (PROTOCOLS.md)
+HELD_OUT = 0.05  # of the trajectories
 SPLIT_SEED = 0  # one train/held-out split for every seed
 NO_ACTION_FIT = 200_000  # train transitions the no-action predictor is estimated from
 
@@ -108,42 +108,57 @@ BUDGETS: dict[str, dict[str, dict[str, int]]] = {
         "released": {"steps": 1600, "batch_size": 1024},
         "text": {"steps": 16_000, "batch_size": 1024},
         "small": {"steps": 500, "batch_size": 128},
-        "quick": {"steps": 20, "batch_size": 64, "log_every": 10},
+        "quick": {"steps": 20, "batch_size": 64, "log_every": 10, "score_updates": 5},
     },
     "ours": {
         "released": {},
         "text": {},
         "small": {"steps": 4000},
-        "quick": {"steps": 150},
+        "quick": {"steps": 150, "score_updates": 5},
     },
 }
 EVAL_TRANSITIONS = {"released": 20_000, "text": 20_000, "small": 10_000, "quick": 2000}
 
+#: The package's earlier readings of the protocol, each a named variant (off by default).
+VARIANTS = {
+    "skip": "the FDM's UNet with a full-resolution skip connection (released: none)",
+    "per-update-reset": "dead codes checked every update and reset after more than 3 dead "
+    "updates in a row to a random latent of the batch (released: the last batch of every "
+    "5th epoch, accumulating marks, the batch row of the code's index)",
+    "straight-through-labels": "labelled examples feed their action's code through the "
+    "straight-through path, the latent is pulled and committed to it, and codes are still "
+    "reset (released: the code detached, the straight-through output pulled, no reset)",
+    "package-data": "the package's data process: random start cells, the snaking policy on "
+    "a Hamiltonian cycle (released: every trajectory from (1, 2), the released snake)",
+    "own-data-scoring": "the policy row scored on its own snaking data (released: on the "
+    "uniform-policy data)",
+}
+#: The variants that change the published model's configuration.
+MODEL_VARIANTS = {
+    "skip": {"fdm_skip": True},
+    "per-update-reset": {"reset_schedule": "every-update"},
+    "straight-through-labels": {"label_mechanism": "straight-through"},
+}
+
 COLUMNS = [
-    "group",
+    "row",
     "setting",
     "seed",
+    "protocol",
+    "arch",
+    "budget",
     "controllable_loss",
     "stochastic_loss",
-    "perplexity",
-    "action_accuracy",
-    "arch",
-    "augmentation",
-    "budget",
-    "controllable_loss_signal",
-    "controllable_loss_noaction",
-    "stochastic_loss_signal",
-    "stochastic_loss_noaction",
-]
-METRICS = [
     "controllable_loss_signal",
     "controllable_loss_noaction",
     "stochastic_loss_signal",
     "stochastic_loss_noaction",
     "perplexity",
     "action_accuracy",
+    "scored_on",
 ]
-HEADERS = {
+TEXT_COLUMNS = ("row", "setting", "protocol", "arch", "budget", "scored_on")
+HELD_OUT_METRICS = {
     "controllable_loss_signal": "controllable ↓ (signal)",
     "controllable_loss_noaction": "controllable ↓ (no-action)",
     "stochastic_loss_signal": "stochastic ↑ (signal)",
@@ -151,46 +166,51 @@ HEADERS = {
     "perplexity": "perplexity",
     "action_accuracy": "action accuracy ↑",
 }
+LOSSES = {"controllable_loss": "controllable ↓", "stochastic_loss": "stochastic ↑"}
 
 
 @dataclass(frozen=True)
 class Training:
-    """One distinct setting: trained once for all seeds, used by one or more rows."""
+    """One distinct setting: trained once for all seeds."""
 
-    recipe: str  # datasets/<recipe>.toml
+    recipe: str  # datasets/<recipe>.toml (the published data process)
     augment: bool = False  # the text's shift
     noise_copy: bool = False  # the released code's noise-row copy
     action_prediction: bool = False
-
-    @property
-    def augmentation(self) -> str:
-        return "shift" if self.augment else "noise-copy" if self.noise_copy else "none"
+    scored_on_base: bool = False  # the policy row: scored on the base's uniform data
 
 
 TRAININGS = {
     "none": Training("table1-grid-none-uniform"),
     "low": Training("table1-grid-low-uniform"),
     "high": Training("table1-grid-high-uniform"),
-    "correlated": Training("table1-grid-low-correlated"),
-    "shift": Training("table1-grid-low-uniform", augment=True),
+    "correlated": Training("table1-grid-low-correlated", scored_on_base=True),
     "noise-copy": Training("table1-grid-low-uniform", noise_copy=True),
+    "shift": Training("table1-grid-low-uniform", augment=True),
     "action-prediction": Training("table1-grid-low-uniform", action_prediction=True),
 }
-BASE = "low"  # the published base: its data give the no-action scale
+BASE = "low"  # the published base: uniform policy, low noise, nothing else
 
-# (group, setting, training): the rows of the table, in order.
+#: (row, training): the rows of the table, in the paper's order (the shift row is the
+#: text's augmentation, a variant row).
 TABLE = [
-    ("noise", "none", "none"),
-    ("noise", "low", "low"),
-    ("noise", "high", "high"),
-    ("policy", "uniform", "low"),
-    ("policy", "correlated", "correlated"),
-    ("augmentation", "without", "low"),
-    ("augmentation", "shift (text)", "shift"),
-    ("augmentation", "noise copy (released)", "noise-copy"),
-    ("action prediction", "without", "low"),
-    ("action prediction", "with (1% of trajectories)", "action-prediction"),
+    ("no noise", "none"),
+    ("low noise (base)", "low"),
+    ("high noise", "high"),
+    ("correlated policy", "correlated"),
+    ("augmentation: noise copy (released)", "noise-copy"),
+    ("augmentation: shift (text, a variant)", "shift"),
+    ("1% action prediction", "action-prediction"),
 ]
+#: The paper's Table 1: (mean, standard error) over 5 seeds; None where it gives none.
+PAPER: dict[str, dict[str, tuple[float, float] | None]] = {
+    "none": {"controllable_loss": (0.624, 0.087), "stochastic_loss": None},
+    "low": {"controllable_loss": (0.781, 0.079), "stochastic_loss": (0.739, 0.047)},
+    "high": {"controllable_loss": (1.046, 0.017), "stochastic_loss": (0.607, 0.021)},
+    "correlated": {"controllable_loss": (1.997, 0.022), "stochastic_loss": (0.599, 0.036)},
+    "noise-copy": {"controllable_loss": (0.415, 0.020), "stochastic_loss": (0.898, 0.049)},
+    "action-prediction": {"controllable_loss": (0.295, 0.011), "stochastic_loss": (0.986, 0.002)},
+}
 
 
 @dataclass(frozen=True)
@@ -211,6 +231,18 @@ class Plan:
 QUICK = Plan(budget="quick", seeds=(0, 1), episodes=60, episode_length=40, label_fraction=0.1)
 
 
+def protocol_name(variants: list[str]) -> str:
+    """``published``, or the variants' names joined by "+"."""
+    return "+".join(variants) if variants else "published"
+
+
+def recipe_of(training: Training, variants: list[str]) -> str:
+    """The training's recipe under the data process the variants ask for."""
+    if "package-data" in variants:
+        return training.recipe.replace("table1-", "table1-package-", 1)
+    return training.recipe
+
+
 # --------------------------------------------------------------------------------------------
 # Datasets, jobs and the cache
 # --------------------------------------------------------------------------------------------
@@ -227,7 +259,7 @@ def dataset_path(recipe: str, root: Path, plan: Plan) -> Path:
     config = CollectConfig.from_recipe(RECIPES / f"{recipe}.toml", **overrides)
     if overrides:  # a reduced dataset never takes the standard id
         config = dataclasses.replace(
-            config, dataset_id=config.dataset_id.removesuffix("-v0") + "-quick-v0"
+            config, dataset_id=re.sub(r"-v(\d+)$", r"-quick-v\1", config.dataset_id)
         )
     path = root / config.dataset_id
     if (path / "data" / "metadata.json").is_file():
@@ -243,16 +275,6 @@ def dataset_path(recipe: str, root: Path, plan: Plan) -> Path:
     )
     collect(config, root=root, progress=False)
     return path
-
-
-def model_config(arch: str, training: Training, budget: str) -> Any:
-    cls = get_lam(ARCHS[arch])
-    return cls.Config(
-        augment=training.augment,
-        noise_copy=training.noise_copy,
-        action_prediction=training.action_prediction,
-        **BUDGETS[arch][budget],
-    )
 
 
 def no_action_scale(dataset: str, folder: Path, eval_transitions: int) -> GridLosses:
@@ -273,37 +295,61 @@ def no_action_scale(dataset: str, folder: Path, eval_transitions: int) -> GridLo
     return scale
 
 
+def noise_intensity(recipe: str) -> float:
+    """The noise row's intensity of a recipe's environment."""
+    config = CollectConfig.from_recipe(RECIPES / f"{recipe}.toml")
+    return GridLAMConfig.from_preset(config.preset, **config.env_kwargs).noise_intensity
+
+
+def model_config(
+    arch: str, training: Training, budget: str, variants: list[str], score_dataset: str
+) -> Any:
+    cls = get_lam(ARCHS[arch])
+    model_variants = {} if arch == "ours" else MODEL_VARIANTS
+    options = {k: v for name in variants for k, v in model_variants.get(name, {}).items()}
+    return cls.Config(
+        augment=training.augment,
+        noise_copy=training.noise_copy,
+        action_prediction=training.action_prediction,
+        score_dataset=score_dataset,
+        **BUDGETS[arch][budget],
+        **options,
+    )
+
+
 def table_row(
     arch: str,
     plan: Plan,
-    group: str,
-    setting: str,
+    protocol: str,
+    row: str,
     training: str,
     seed: int,
     metrics: dict,
     scale: GridLosses,
+    intensity: float,
 ) -> dict:
     noisy = not math.isnan(metrics["stochastic_loss"])
-    values = {
+    published = published_table1_losses(
+        metrics["scored_controllable_mse"], metrics["scored_stochastic_mse"], intensity
+    )
+    return {
+        "row": row,
+        "setting": training,
+        "seed": seed,
+        "protocol": protocol,
+        "arch": arch,
+        "budget": plan.budget,
+        "controllable_loss": published.controllable,
+        "stochastic_loss": published.stochastic,
         "controllable_loss_signal": metrics["controllable_loss"],
         "controllable_loss_noaction": metrics["controllable_mse"] / scale.controllable,
         "stochastic_loss_signal": metrics["stochastic_loss"],
-        "stochastic_loss_noaction": metrics["stochastic_mse"] / scale.stochastic
-        if noisy
-        else math.nan,
+        "stochastic_loss_noaction": (
+            metrics["stochastic_mse"] / scale.stochastic if noisy else math.nan
+        ),
         "perplexity": metrics["perplexity"],
         "action_accuracy": metrics["action_accuracy"],
-    }
-    return {
-        "group": group,
-        "setting": setting,
-        "seed": seed,
-        "arch": arch,
-        "augmentation": TRAININGS[training].augmentation,
-        "budget": plan.budget,
-        "controllable_loss": values["controllable_loss_signal"],
-        "stochastic_loss": values["stochastic_loss_signal"],
-        **values,
+        "scored_on": metrics["scored_on"],
     }
 
 
@@ -312,83 +358,97 @@ def table_row(
 # --------------------------------------------------------------------------------------------
 
 
-def summarise(rows: list[dict]) -> dict[tuple[str, str, str], dict[str, tuple[float, float]]]:
-    """(arch, group, setting) -> metric -> (mean, standard error) over seeds."""
+def summarise(rows: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
+    """(arch, setting) -> metric -> (mean, standard error) over seeds."""
     values: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        for key in METRICS:
-            values[(r["arch"], r["group"], r["setting"])][key].append(r[key])
+        for key in (*LOSSES, *HELD_OUT_METRICS):
+            values[(r["arch"], r["setting"])][key].append(r[key])
     return {cell: {k: mean_stderr(v) for k, v in m.items()} for cell, m in values.items()}
 
 
-def _cell(stat: tuple[float, float]) -> str:
-    mean, err = stat
-    return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {err:.3f}"
+def _cell(stat: tuple[float, float] | None) -> str:
+    if stat is None or math.isnan(stat[0]):
+        return "–"
+    return f"{stat[0]:.3f} ± {stat[1]:.3f}"
 
 
-def markdown_table(stats: dict, arch: str, table: list[tuple[str, str, str]]) -> str:
+def direction(
+    row: tuple[float, float] | None, base: tuple[float, float] | None
+) -> tuple[str, bool] | None:
+    """(up/down/same, beyond 2 s.e.) of a row against the base: the difference of the means
+    against twice the standard error of that difference."""
+    if row is None or base is None or math.isnan(row[0]) or math.isnan(base[0]):
+        return None
+    difference = row[0] - base[0]
+    way = "up" if difference > 0 else "down" if difference < 0 else "same"
+    return way, abs(difference) > 2 * math.hypot(row[1], base[1])
+
+
+def _direction_text(ours, paper) -> str:
+    if ours is None:
+        return "–"
+    text = f"{ours[0]}{'' if ours[1] else ' (within 2 s.e.)'}"
+    if paper is not None:
+        text += ", as published" if ours[0] == paper[0] else f", published: {paper[0]}"
+    return text
+
+
+def markdown_losses(stats: dict, arch: str, table: list[tuple[str, str]]) -> str:
+    """The published values beside ours, and each row's direction against the base."""
     lines = [
-        "| group | setting | " + " | ".join(HEADERS[k] for k in METRICS) + " |",
-        "|---|---|" + "---|" * len(METRICS),
+        "| row | controllable ↓ published | controllable ↓ ours | stochastic ↑ published | "
+        "stochastic ↑ ours | vs base: controllable | vs base: stochastic |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for group, setting, _ in table:
-        s = stats[(arch, group, setting)]
-        lines.append(f"| {group} | {setting} | " + " | ".join(_cell(s[k]) for k in METRICS) + " |")
+    base_ours = stats.get((arch, BASE))
+    for row, training in table:
+        ours, paper = stats[(arch, training)], PAPER.get(training, {})
+        cells = [row]
+        moves = []
+        for key in LOSSES:
+            cells += [_cell(paper.get(key)), _cell(ours[key])]
+            if key == "stochastic_loss" and training == "none":
+                moves.append("– (no noise row: a raw error, not comparable)")
+                continue
+            if training == BASE or base_ours is None:
+                moves.append("(base)" if training == BASE else "–")
+                continue
+            mine = direction(ours[key], base_ours[key])
+            published = direction(paper.get(key), PAPER[BASE][key])
+            moves.append(_direction_text(mine, published))
+        lines.append("| " + " | ".join(cells + moves) + " |")
     return "\n".join(lines)
 
 
-# (group, from setting, to setting, metric, the published direction)
-COMPARISONS = [
-    ("noise", "none", "low", "controllable_loss", "up"),
-    ("noise", "low", "high", "controllable_loss", "up"),
-    ("policy", "uniform", "correlated", "controllable_loss", "up"),
-    ("augmentation", "without", "shift (text)", "controllable_loss", "down"),
-    ("augmentation", "without", "noise copy (released)", "controllable_loss", "down"),
-    ("action prediction", "without", "with (1% of trajectories)", "controllable_loss", "down"),
-    ("action prediction", "without", "with (1% of trajectories)", "action_accuracy", "up"),
-]
-
-
-def directions(stats: dict, arch: str) -> list[str]:
-    """Whether each comparison (of the rows trained) moves the published way, on both loss
-    scales, and by more than the two standard errors together."""
-    lines = []
-    for group, a, b, metric, way in COMPARISONS:
-        if (arch, group, a) not in stats or (arch, group, b) not in stats:
-            continue
-        keys = [f"{metric}_signal", f"{metric}_noaction"] if metric.endswith("loss") else [metric]
-        parts = []
-        for key in keys:
-            (ma, ea), (mb, eb) = stats[(arch, group, a)][key], stats[(arch, group, b)][key]
-            moves = mb > ma if way == "up" else mb < ma
-            beyond = abs(mb - ma) > ea + eb
-            parts.append(
-                f"{key} {ma:.3f} -> {mb:.3f}: {'yes' if moves else 'NO'}, "
-                f"{'beyond' if beyond else 'within'} the errors"
-            )
-        lines.append(f"- {group} {a} -> {b} (published: {way}): " + "; ".join(parts))
-    return lines
+def markdown_held_out(stats: dict, arch: str, table: list[tuple[str, str]]) -> str:
+    lines = [
+        "| row | " + " | ".join(HELD_OUT_METRICS.values()) + " |",
+        "|---|" + "---|" * len(HELD_OUT_METRICS),
+    ]
+    for row, training in table:
+        s = stats[(arch, training)]
+        lines.append(f"| {row} | " + " | ".join(_cell(s[k]) for k in HELD_OUT_METRICS) + " |")
+    return "\n".join(lines)
 
 
 def plot_bars(stats: dict, arch: str, table: list, path: Path, title: str) -> Path:
-    labels = [f"{g}\n{s}" for g, s, _ in table]
-    groups = list(dict.fromkeys(g for g, _, _ in table))
-    colours = [f"C{groups.index(g)}" for g, _, _ in table]
-    fig, axes = plt.subplots(3, 2, figsize=(14, 9), sharex=True)
-    for ax, key in zip(axes.flat, METRICS, strict=True):
-        means = [stats[(arch, g, s)][key][0] for g, s, _ in table]
-        errors = [stats[(arch, g, s)][key][1] for g, s, _ in table]
-        ax.bar(
-            range(len(table)),
-            np.nan_to_num(means),
-            yerr=np.nan_to_num(errors),
-            color=colours,
-            capsize=3,
-        )
-        ax.set_title(HEADERS[key], fontsize=9)
-    for ax in axes[-1]:
-        ax.set_xticks(range(len(table)), labels, fontsize=6)
-    fig.suptitle(title)
+    labels = [row.replace(": ", ":\n") for row, _ in table]
+    x = np.arange(len(table))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8))
+    for ax, (key, name) in zip(axes, LOSSES.items(), strict=True):
+        means = [stats[(arch, t)][key][0] for _, t in table]
+        errors = [stats[(arch, t)][key][1] for _, t in table]
+        paper = [PAPER.get(t, {}).get(key) for _, t in table]
+        ax.bar(x - 0.2, [p[0] if p else np.nan for p in paper], 0.4,
+               yerr=[p[1] if p else 0 for p in paper], capsize=3, color="0.7",
+               label="published")  # fmt: skip
+        ax.bar(x + 0.2, np.nan_to_num(means, nan=0.0), 0.4, yerr=np.nan_to_num(errors),
+               capsize=3, color="C0", label=f"ours ({arch})")  # fmt: skip
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -416,12 +476,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "updates, or the small CPU budget",
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        choices=list(VARIANTS),
+        metavar="NAME",
+        help="a named variant of the published protocol, repeatable: "
+        + "; ".join(f"{name}: {text}" for name, text in VARIANTS.items()),
+    )
+    parser.add_argument(
         "--settings",
         nargs="+",
         choices=list(TRAININGS),
         default=list(TRAININGS),
         metavar="SETTING",
-        help=f"train only these settings, and give the rows that use them (default: all of "
+        help=f"train only these settings, and give their rows (default: all of "
         f"{', '.join(TRAININGS)})",
     )
     parser.add_argument("--quick", action="store_true", help="reduced run for the tests")
@@ -440,10 +509,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.settings = list(dict.fromkeys(args.settings))
+    args.variant = sorted(set(args.variant))
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
+    model_only = [v for v in args.variant if v in MODEL_VARIANTS]
+    if args.arch == "ours" and model_only:
+        parser.error(
+            f"--variant {', '.join(model_only)} changes the published model; --arch ours "
+            "has its own (use --arch published or all)"
+        )
     try:
         args.device = str(resolve_device(args.device))
     except ValueError as error:
@@ -458,34 +534,43 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     plan = QUICK if args.quick else Plan(budget=args.budget, seeds=tuple(range(args.seeds)))
     archs = list(ARCHS) if args.arch == "all" else [args.arch]
+    protocol = protocol_name(args.variant)
     args.out.mkdir(parents=True, exist_ok=True)
     root = args.data_root or (args.out / "datasets" if args.quick else default_root())
-    recipes = sorted({TRAININGS[name].recipe for name in {*args.settings, BASE}})
+    recipes = sorted({recipe_of(TRAININGS[name], args.variant) for name in {*args.settings, BASE}})
     paths = {recipe: str(dataset_path(recipe, root, plan)) for recipe in recipes}
+    base_path = paths[recipe_of(TRAININGS[BASE], args.variant)]
     cache = args.out / "cache"
-    scale = no_action_scale(paths[TRAININGS[BASE].recipe], cache, plan.eval_transitions)
+    scale = no_action_scale(base_path, cache, plan.eval_transitions)
     print(
-        f"no-action scale (per-pixel error of a predictor that knows o but not the action, "
-        f"base data): controllable {scale.controllable:.4f} (the authors' constant: 0.060), "
-        f"stochastic {scale.stochastic:.4f}",
+        f"protocol {protocol}; no-action scale of the held-out metrics (per-pixel error of a "
+        f"predictor that knows o but not the action, base data): controllable "
+        f"{scale.controllable:.4f}, stochastic {scale.stochastic:.4f}",
         flush=True,
     )
-    jobs = {
-        (arch, name): sweep.Job(
-            name=f"{arch}_{plan.budget}_{name}",
-            method=ARCHS[arch],
-            config=model_config(arch, training, plan.budget),
-            dataset=paths[training.recipe],
-            seeds=plan.seeds,
-            held_out=HELD_OUT,
-            split_seed=SPLIT_SEED,
-            eval_transitions=plan.eval_transitions,
-        )
-        for arch in archs
-        for name, training in TRAININGS.items()
-        if name in args.settings
-    }
-    table = [row for row in TABLE if row[2] in args.settings]
+    own_data = "own-data-scoring" in args.variant
+    jobs = {}
+    for arch in archs:
+        for name, training in TRAININGS.items():
+            if name not in args.settings:
+                continue
+            on_base = training.scored_on_base and not own_data
+            config = model_config(
+                arch, training, plan.budget, args.variant, base_path if on_base else ""
+            )
+            suffix = "" if protocol == "published" else f"_{protocol}"
+            jobs[(arch, name)] = sweep.Job(
+                name=f"{arch}_{plan.budget}_{name}{suffix}",
+                method=ARCHS[arch],
+                config=config,
+                dataset=paths[recipe_of(training, args.variant)],
+                seeds=plan.seeds,
+                held_out=HELD_OUT,
+                split_seed=SPLIT_SEED,
+                eval_transitions=plan.eval_transitions,
+                eval_dataset=base_path if on_base else None,
+            )
+    table = [row for row in TABLE if row[1] in args.settings]
     print(
         f"{len(archs)} model(s) × {len(args.settings)} settings × {len(plan.seeds)} seeds, "
         f"budget {plan.budget}:",
@@ -500,37 +585,38 @@ def main(argv: list[str] | None = None) -> int:
         args.device,
         args.out / "pictures",
     )
-    results = {
-        (arch, name, seed): done[(job.name, seed)]
-        for (arch, name), job in jobs.items()
-        for seed in job.seeds
-    }
-
+    intensities = {name: noise_intensity(t.recipe) for name, t in TRAININGS.items()}
     rows = [
         table_row(
-            arch, plan, group, setting, training, seed, results[(arch, training, seed)], scale
+            arch,
+            plan,
+            protocol,
+            row,
+            training,
+            seed,
+            done[(jobs[(arch, training)].name, seed)],
+            scale,
+            intensities[training],
         )
         for arch in archs
-        for group, setting, training in table
+        for row, training in table
         for seed in plan.seeds
     ]
     csv_path = args.out / f"table1_{plan.budget}.csv"
     write_csv(rows, csv_path, COLUMNS)
-    # the table and plots read what was written
-    rows = read_csv(
-        csv_path, text=("group", "setting", "arch", "augmentation", "budget"), integers=("seed",)
-    )
+    rows = read_csv(csv_path, text=TEXT_COLUMNS, integers=("seed",))  # the table reads the CSV
     stats = summarise(rows)
     sections, written = [], [csv_path]
-    lengths = {}
     for arch in archs:
-        config = model_config(arch, TRAININGS[BASE], plan.budget)
-        lengths[arch] = f"{config.steps:,} updates of {config.batch_size:,}"
-    for arch in archs:
-        text, checks = markdown_table(stats, arch, table), "\n".join(directions(stats, arch))
+        config = jobs[(arch, table[0][1])].config
+        length = f"{config.steps:,} updates of {config.batch_size:,}"
         sections.append(
-            f"## {arch} model ({ARCHS[arch]}; {lengths[arch]})\n\n{text}\n\n"
-            f"Published directions:\n\n{checks or '(no comparison among these rows)'}\n"
+            f"## {arch} model ({ARCHS[arch]}; {length}; protocol {protocol})\n\n"
+            f"Published losses (the authors' scale: last {config.score_updates} training "
+            f"updates, controllable ÷ 0.060, stochastic ÷ the noise row's variance):\n\n"
+            f"{markdown_losses(stats, arch, table)}\n\n"
+            f"Held-out metrics (eval mode, {plan.eval_transitions:,} held-out transitions at "
+            f"most):\n\n{markdown_held_out(stats, arch, table)}\n"
         )
         written.append(
             plot_bars(
@@ -538,18 +624,17 @@ def main(argv: list[str] | None = None) -> int:
                 arch,
                 table,
                 args.out / f"table1_{plan.budget}_{arch}.png",
-                f"Table 1, {arch} model, {plan.budget} budget: mean ± s.e. over "
-                f"{len(plan.seeds)} seeds",
+                f"Table 1, {arch} model, {plan.budget} budget, protocol {protocol}: mean ± "
+                f"s.e. over {len(plan.seeds)} seeds (grey: published, 5 seeds)",
             )
         )
     notes = (
-        f"Mean ± standard error over {len(plan.seeds)} seeds, on each dataset's held-out "
-        f"trajectories ({plan.eval_transitions:,} transitions at most). Losses: per-pixel FDM "
-        "error over the signal's variance (the text), and over the error of a predictor that "
-        f"knows o but not the action on the base data (controllable {scale.controllable:.4f}, "
-        f"stochastic {scale.stochastic:.4f}; the authors' code uses 0.060). Stochastic loss is "
-        "undefined without noise (n/a). Every row: uniform policy, low noise, unless it says "
-        "otherwise."
+        f"Mean ± standard error over {len(plan.seeds)} seeds (published: 5). Directions: "
+        "each row against the low-noise base; '(within 2 s.e.)' when the difference of the "
+        "means is within twice its standard error. Held-out scales: per-pixel error over "
+        "the signal's variance, and over the error of a predictor that knows o but not the "
+        f"action on the base data (controllable {scale.controllable:.4f}, stochastic "
+        f"{scale.stochastic:.4f})."
     )
     elapsed = time.perf_counter() - start
     md_path = args.out / f"table1_{plan.budget}.md"

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 __all__ = [
+    "PUBLISHED_CONTROLLABLE_SCALE",
+    "published_table1_losses",
     "GridLosses",
     "LATENT_KINDS",
     "code_action_accuracy",
@@ -213,6 +215,28 @@ def controllable_stochastic_loss(
 
     scales = (None, None) if scale is None else tuple(scale)
     return GridLosses(*(normalised(r, k) for r, k in zip(_GRID_ROWS, scales, strict=True)))
+
+
+#: The released Table 1 results divide the controllable per-pixel error by this constant
+#: (close to the error of a predictor that knows o but not the action, :func:`no_action_error`).
+PUBLISHED_CONTROLLABLE_SCALE = 0.060
+
+
+def published_table1_losses(
+    controllable_mse: float, stochastic_mse: float, noise_intensity: float
+) -> GridLosses:
+    """The published Table 1 losses from per-pixel FDM errors (measured over the last
+    training updates: :class:`~lam_models.lams.training_score.TrainingScore`).
+
+    controllable = error on rows 0–2 / 0.060 (:data:`PUBLISHED_CONTROLLABLE_SCALE`), every
+    row; stochastic = error on the noise row / the noise row's variance, Bernoulli(0.5) ×
+    intensity, i.e. intensity² / 4 (0.25 at low noise, 1.0 at high), and the raw error
+    without noise (intensity 0), as the released results script does."""
+    intensity = float(noise_intensity)
+    if not (math.isfinite(intensity) and intensity >= 0):
+        raise ValueError(f"noise_intensity must be a finite number >= 0, got {noise_intensity}")
+    variance = intensity**2 / 4 if intensity > 0 else 1.0
+    return GridLosses(controllable_mse / PUBLISHED_CONTROLLABLE_SCALE, stochastic_mse / variance)
 
 
 def grid_mse(pred_next: ArrayLike, next_obs: ArrayLike) -> GridLosses:

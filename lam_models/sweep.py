@@ -35,7 +35,11 @@ from lam_models.data import LAMDataset
 from lam_models.lam import train_and_score
 from lam_models.split import DataSplit
 
-__all__ = ["Job", "ResultCache", "run"]
+__all__ = ["RESULTS_VERSION", "Job", "ResultCache", "run"]
+
+#: Part of every cache key: bumped when what a cached result means changes (2: the
+#: published Table 1 losses measured during training; earlier caches are not reused).
+RESULTS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Job:
     held_out: float = 0.1
     split_seed: int = 0
     eval_transitions: int | None = None
+    eval_dataset: str | None = None  # score the held-out part of this dataset instead
 
     @property
     def work(self) -> int:
@@ -60,13 +65,19 @@ class Job:
     def splits(self) -> list[DataSplit]:
         """One split for every copy (read once, shared)."""
         split = DataSplit(
-            self.dataset, self.held_out, self.split_seed, None, None, self.eval_transitions
+            self.dataset,
+            self.held_out,
+            self.split_seed,
+            eval_dataset=self.eval_dataset,
+            eval_transitions=self.eval_transitions,
         )
         return [split] * len(self.seeds)
 
     def key(self, seed: int, fingerprint: str) -> str:
-        """What seed ``seed``'s result depends on, hashed."""
+        """What seed ``seed``'s result depends on, hashed (``fingerprint``: of the data, and
+        of the eval dataset when there is one)."""
         record = {
+            "results": RESULTS_VERSION,
             "method": self.method,
             "config": dataclasses.asdict(self.config),
             "data": fingerprint,
@@ -75,6 +86,8 @@ class Job:
             "eval": self.eval_transitions,
             "seed": seed,
         }
+        if self.eval_dataset is not None:
+            record["eval_data"] = self.eval_dataset
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -86,10 +99,16 @@ class ResultCache:
         self.folder = Path(folder)
         self._fingerprints: dict[str, str] = {}
 
+    def _fingerprint(self, dataset: str) -> str:
+        if dataset not in self._fingerprints:
+            self._fingerprints[dataset] = LAMDataset(dataset).fingerprint
+        return self._fingerprints[dataset]
+
     def path(self, job: Job, seed: int) -> Path:
-        if job.dataset not in self._fingerprints:
-            self._fingerprints[job.dataset] = LAMDataset(job.dataset).fingerprint
-        key = job.key(seed, self._fingerprints[job.dataset])
+        fingerprint = self._fingerprint(job.dataset)
+        if job.eval_dataset is not None:
+            fingerprint += self._fingerprint(job.eval_dataset)
+        key = job.key(seed, fingerprint)
         return self.folder / job.name / f"seed{seed}-{key}.json"
 
     def get(self, job: Job, seed: int) -> dict | None:
@@ -182,7 +201,8 @@ def run(
         if workers > 1:
             splits = job.splits()  # pickled as their arguments: the worker reads the data
         else:  # in this process: read a dataset once for the jobs on it in a row
-            key = (job.dataset, job.held_out, job.split_seed, job.eval_transitions)
+            key = (job.dataset, job.held_out, job.split_seed, job.eval_transitions,
+                   job.eval_dataset)  # fmt: skip
             if key not in last:
                 last.clear()
                 last[key] = job.splits()[:1]
