@@ -4,7 +4,7 @@
     python examples/label_budget_study.py --scale paper    # the published sizes (a GPU)
     python examples/label_budget_study.py --quick          # reduced, for the tests
 
-The distractor paper's comparison (PROTOCOLS.md, "LAOM") on the 32×32 distracting grid:
+The distractor paper's comparison (docs/protocols.md, "LAOM") on the 32×32 distracting grid:
 the clean grid (control), each distractor alone (other agents, a moving background, camera
 shake, colour drift of the agent) and all four together. In each setting these methods go
 through the LAPO-style pipeline at label fractions {0.5, 1, 2.5, 5, 10}% of the
@@ -161,7 +161,7 @@ DEFAULT = Study(
         "vq": {"steps": 400, "batch_size": 32},
     }
 )
-# The published sizes (PROTOCOLS.md): d_z = 8,192, the IMPALA-style encoder at full
+# The published sizes (docs/protocols.md): d_z = 8,192, the IMPALA-style encoder at full
 # resolution, batches of 128 and 128 labelled; larger datasets and longer training (a GPU).
 PAPER = Study(
     methods=("vq", "laom", "laom+labels", "idm"),

@@ -82,7 +82,7 @@ MAX_GROUP = 30  # copies per batched model (larger groups are split: fewer, larg
 
 
 # --------------------------------------------------------------------------------------------
-# The published protocol (PROTOCOLS.md): fresh batches, Adam probes on the frozen LAM
+# The published protocol (docs/protocols.md): fresh batches, Adam probes on the frozen LAM
 # --------------------------------------------------------------------------------------------
 
 
@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None, published: Published | None = None,
          package: Package | None = None) -> int:  # fmt: skip
     parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocol", default="published", choices=(*PROTOCOLS, "all"),
-                        help="published (default): PROTOCOLS.md's; package: the package's "
+                        help="published (default): docs/protocols.md; package: the package's "
                         "variants; all: both")  # fmt: skip
     parser.add_argument(
         "--figures",

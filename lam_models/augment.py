@@ -180,7 +180,7 @@ def copy_noise_row(x: torch.Tensor, source: torch.Tensor, rows: slice = NOISE_RO
     """``x`` (..., C, H, W) with its noise ``rows`` replaced by those of ``source`` (same
     shape); a new tensor, ``x`` is unchanged.
 
-    The released code's augmentation of the published VQ LAM (PROTOCOLS.md, "Grid VQ LAM"),
+    The released code's augmentation of the published VQ LAM (docs/protocols.md, "Grid VQ LAM"),
     per transition (o, o′)::
 
         IDM inputs:           copy_noise_row(o, o′), o′     # the noise row does not change

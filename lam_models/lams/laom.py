@@ -2,7 +2,7 @@
 the EMA target's embedding of the next observation.
 
 Nikulin et al., "Latent action learning requires supervision in the presence of
-distractors" (PROTOCOLS.md, "LAOM"). For a transition at t, with a future offset j drawn
+distractors" (docs/protocols.md, "LAOM"). For a transition at t, with a future offset j drawn
 uniformly from 1…k_max per example::
 
     s_t, s_{t+j} = φ(Aug(o_t)), φ(Aug(o_{t+j}))        one shared encoder (ResNet CNN)
@@ -70,7 +70,7 @@ __all__ = [
 @dataclass
 class LAOMConfig:
     """Hyper-parameters of the published LAOM and its trainer. Defaults are the published
-    ones where PROTOCOLS.md gives them (k_max, τ, d_z, per-frame augmentation, λ_a, the
+    ones where docs/protocols.md gives them (k_max, τ, d_z, per-frame augmentation, λ_a, the
     labelled batch); the encoder's and MLPs' sizes and the optimiser's are the package's."""
 
     latent_dim: int = option(8192, "d_z, dimension of the continuous latent z (published 8,192)")

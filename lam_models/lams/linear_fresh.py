@@ -1,5 +1,5 @@
 """Fresh transitions from the formulas, and probes trained by Adam: the protocol of the
-published linear figures (PROTOCOLS.md, "Linear LAM").
+published linear figures (docs/protocols.md, "Linear LAM").
 
 Every batch is new (no dataset, no episodes):
 

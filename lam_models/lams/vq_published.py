@@ -1,45 +1,50 @@
 """The published grid VQ LAM (``vq-published``): the model, data use and training behind
-the paper's Table 1, as PROTOCOLS.md ("Grid VQ LAM") reads them from the text and the
-authors' released code. The package's own VQ LAM (``vq``, :mod:`lam_models.lams.vq`) is a
-different model; this module reuses its scoring, metrics and pictures.
+the paper's Table 1, as the authors' released code runs them (docs/protocols.md, "Grid VQ
+LAM"). The package's own VQ LAM (``vq``, :mod:`lam_models.lams.vq`) is a different model;
+this module reuses its scoring, metrics and pictures.
 
 The model, M copies batched (layout (M, B, ...)); each copy has its own batch norm::
 
     e(x)   = flatten ReLU conv3×3(64→1) AvgPool2 BN ReLU conv3×3(64→64) BN ReLU conv3×3(1→64) x
-             one frame (1, 4, 4) -> 4 numbers (position-aware: no global pooling)
+             one frame (1, 4, 4) -> 4 numbers (position-aware), called on o and on o' apart
     latent = MLP([e(o), e(o')])           8 -> 512 -> ReLU -> 512 -> ReLU -> 16
     k      = argmin_j ‖latent − c_j‖       5 codes c_j ∈ R^16, initialised N(0, 1)
     z      = latent + sg(c_k − latent)     straight-through
-    ô'     = ReLU UNet([o, z as 4×4])      2 channels in (see :class:`PublishedUNet`)
+    ô'     = FDM([o, z as 4×4])            no skip connection (see :class:`PublishedUNet`)
     loss   = ‖ô' − o'‖² + 0.1 ‖sg(latent) − c_k‖² + 0.025 ‖latent − sg(c_k)‖²
-             + 0.1 ‖latent − sg(c_a)‖² (labelled examples, with action prediction)
+             + 0.1 mean over labelled examples of ‖z − sg(c_a)‖²  (action prediction)
 
 (squared norms averaged over their elements). Adam, lr 1e-4, batch 1,024; 1,600 updates
 by default: the released code's 400 epochs, each one random frame pair of every one of the
 3,800 training trajectories (4 batches). The text's 16k updates is ``--steps 16000``.
 
 - Codebook (as released): not an optimiser parameter, so the codebook loss moves nothing
-  and only the dead-code reset moves the codes: at every update, a code chosen by fewer
-  than ``dead_code_share`` (0.1%) of the batch counts one check; after more than
-  ``dead_code_checks`` (3) such checks in a row it is reset to an encoder output of the
-  batch drawn at random. ``learn_codebook`` makes the codes Adam parameters moved by the
-  codebook loss (a documented variant).
+  and only the dead-code reset moves the codes: every ``reset_epochs`` (5) epochs the last
+  batch of the epoch is checked; a code chosen by fewer than ``dead_code_share`` (0.1%) of
+  it gets a mark; marks accumulate until a reset; a code with more than
+  ``dead_code_checks`` (3) marks moves to the pre-quantised latent of the batch row with
+  the code's index. ``reset_schedule="every-update"`` is the package's earlier reading (a
+  named variant); ``learn_codebook`` makes the codes Adam parameters.
 - Data: one random frame pair per example (:meth:`CopyBatches.sample`, uniform over the
   train transitions: every trajectory has 200 frames, so the same as a random pair of a
   random trajectory); labelled examples come at their natural rate (no oversampling).
-  Labels are given per trajectory by the dataset (``label_unit = "episode"``) or the split
-  (``DataSplit(label_unit="episode")``).
-- Action prediction: code k is pre-assigned to action k; for a labelled example the FDM
-  receives the true action's code c_a instead of the chosen one, and the latent is pulled
-  toward c_a (weight 0.1, averaged over the labelled examples of the batch).
-- Augmentation, two variants (:mod:`lam_models.augment`): ``augment``, the text's random
-  ±1-column periodic shift (one shift shared by both IDM inputs, another by the FDM input
-  and its target), and ``noise_copy``, the released code's copy of the noise row (the IDM
-  sees o with o′'s noise row; the FDM's target is o′ with o's noise row).
+  Labels are given per trajectory by the dataset (``label_unit = "episode"``).
+- Action prediction (``label_mechanism="detached"``, as released): code k is pre-assigned
+  to action k; a labelled example's FDM receives the action's code c_a detached, so it
+  sends no reconstruction gradient to the IDM; the straight-through output z is pulled
+  toward c_a (weight 0.1); codebook and commitment terms stay on the chosen code; no code
+  is reset while labels are used. ``"straight-through"`` is the earlier reading (a variant).
+- Augmentation: ``noise_copy``, the released code's copy of the noise row (the IDM sees o
+  with o′'s noise row; the FDM's target is o′ with o's noise row), and ``augment``, the
+  text's one-column periodic shift, left or right (one shift shared by both IDM inputs,
+  another by the FDM input and its target).
+- The published losses are measured while training: the FDM's per-pixel error over the
+  last ``score_updates`` (40) updates, on the training batch or on ``score_dataset``'s
+  batches (:class:`~lam_models.lams.training_score.TrainingScore`).
 
 Seeds: copy m draws its initial weights and codes from its seed's ``MODEL_INIT`` and
 ``CODEBOOK`` streams, its batches from ``BATCHES``, its shifts from ``AUGMENT`` and its
-code resets from ``CODEBOOK`` (:mod:`lam_models.seeding`).
+random code resets (the variant's) from ``CODEBOOK`` (:mod:`lam_models.seeding`).
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ __all__ = [
 
 @dataclass
 class PublishedVQConfig:
-    """Hyper-parameters of the published grid VQ LAM (defaults: PROTOCOLS.md)."""
+    """Hyper-parameters of the published grid VQ LAM (defaults: the released code's,
+    docs/protocols.md)."""
 
     codebook_size: int = option(
         5, "K, number of codes (>= the number of actions with action prediction)"
@@ -364,7 +370,7 @@ class PublishedVQLAM(VQLAM):
     """The published grid VQ LAM of Table 1, as released.
 
     Per-frame CNN with batch norm, MLP IDM, 5 codes moved only by the dead-code reset,
-    UNet FDM on [o, z as 4×4] (PROTOCOLS.md, "Grid VQ LAM")."""
+    FDM without a skip on [o, z as 4×4] (docs/protocols.md, "Grid VQ LAM")."""
 
     Config = PublishedVQConfig
     kinds = ("grid",)
