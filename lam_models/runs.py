@@ -111,7 +111,8 @@ def plot_history(history: dict[str, list[float]], path: str | Path, title: str =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k, v in history.items() if k not in ("step", "seconds") and len(v)]
+    steps = len(history.get("step", []))  # single values (e.g. scored_*) are no curves
+    keys = [k for k, v in history.items() if k not in ("step", "seconds") and len(v) == steps > 0]
     cols = min(3, max(1, len(keys)))
     rows = max(1, -(-len(keys) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)

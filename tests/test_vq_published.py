@@ -272,12 +272,14 @@ def test_the_published_losses_are_the_last_updates_training_errors():
         pred[..., :3, :] = value  # controllable rows
         pred[..., 3, :] = 0.5  # the noise row
         score.add(pred, target)
-    result = score.results()
+    histories = [{}, {}]
+    score.save(histories)
+    result = [TrainingScore.read(h) for h in histories]
     assert result[0]["scored_controllable_mse"] == pytest.approx((1 + 4) / 2)
     assert result[1]["scored_stochastic_mse"] == pytest.approx(0.25)
     assert result[0]["scored_updates"] == 2 and result[0]["scored_on"] == "training batches"
     lam = train(PublishedVQConfig(**dict(SMALL, steps=7, score_updates=3)), Data(1))
-    assert lam.training_scores[0]["scored_updates"] == 3
+    assert TrainingScore.read(lam.history[0])["scored_updates"] == 3
 
 
 def test_the_noise_copy_hides_the_noise_change_from_the_idm(monkeypatch):

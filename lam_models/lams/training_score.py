@@ -12,7 +12,7 @@ the model in training mode without a gradient.
     if score.due(step):
         score.add(pred_next, target)                     # the training batch's ô' and o'
         # or, with a dataset: score.add_batch(batch_size, lambda batch: ô' of batch)
-    lam.training_scores = score.results()                # per copy, read by metrics
+    score.save(lam.history)                              # per copy, read by metrics
 
 The normalisers of the published table are applied by the reproduction (see
 :func:`lam_models.metrics.published_table1_losses`): the model reports raw errors.
@@ -82,28 +82,29 @@ class TrainingScore:
         batch = self.batches.sample(batch_size)
         self.add(predict(batch), batch.next_obs)
 
-    @staticmethod
-    def unknown() -> dict[str, Any]:
-        """What :meth:`results` gives a copy when nothing was scored (a loaded model)."""
-        return {
-            "scored_controllable_mse": math.nan,
-            "scored_stochastic_mse": math.nan,
-            "scored_updates": 0,
-            "scored_on": "",
-        }
-
-    def results(self) -> list[dict[str, Any]]:
-        """Per copy: ``scored_controllable_mse``, ``scored_stochastic_mse`` (per-pixel,
-        averaged over the scored updates), ``scored_updates`` and ``scored_on``."""
+    def save(self, histories: list[dict[str, list]]) -> None:
+        """Store each copy's result in its training history (``scored_*`` keys, one value
+        each), which a saved run keeps: :meth:`read` finds them after a reload."""
         if not self.count:
-            return [self.unknown() for _ in range(len(self.sums))]
+            return
         on = self.dataset or "training batches"
-        return [
-            {
-                "scored_controllable_mse": c,
-                "scored_stochastic_mse": n,
-                "scored_updates": self.count,
-                "scored_on": on,
+        for history, (c, n) in zip(histories, (self.sums / self.count).cpu().tolist(), strict=True):
+            history["scored_controllable_mse"] = [c]
+            history["scored_stochastic_mse"] = [n]
+            history["scored_updates"] = [self.count]
+            history["scored_on"] = [on]
+
+    @staticmethod
+    def read(history: dict[str, list]) -> dict[str, Any]:
+        """A copy's ``scored_controllable_mse``, ``scored_stochastic_mse`` (per-pixel,
+        averaged over the scored updates), ``scored_updates`` and ``scored_on`` from its
+        history; NaN, 0 and "" when nothing was scored."""
+        if "scored_controllable_mse" not in history:
+            return {
+                "scored_controllable_mse": math.nan,
+                "scored_stochastic_mse": math.nan,
+                "scored_updates": 0,
+                "scored_on": "",
             }
-            for c, n in (self.sums / self.count).cpu().tolist()
-        ]
+        keys = ("scored_controllable_mse", "scored_stochastic_mse", "scored_updates", "scored_on")
+        return {key: history[key][-1] for key in keys}

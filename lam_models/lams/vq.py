@@ -307,7 +307,7 @@ class VQLAM(LAM):
                 revived_window.zero_()
             else:
                 log.step(step)
-        self.training_scores = score.results()
+        score.save(self.history)
 
     @torch.no_grad()
     def predict(self, o: torch.Tensor, o_next: torch.Tensor, chunk: int = 8192) -> VQPrediction:
@@ -361,8 +361,8 @@ class VQLAM(LAM):
         ``assigned_action_accuracy`` (code k = action k where the square moved; chance 0.2),
         and the raw errors of the published losses measured during training
         (:class:`~lam_models.lams.training_score.TrainingScore`: ``scored_controllable_mse``,
-        ``scored_stochastic_mse``, ``scored_updates``, ``scored_on``; NaN for a model
-        loaded from disk)."""
+        ``scored_stochastic_mse``, ``scored_updates``, ``scored_on``, kept in the
+        training history)."""
         k, num_actions = self.config.codebook_size, self.spec.action_dim
         results = []
         shared: dict[int, tuple[VQPrediction, Any]] = {}  # copies that share a split
@@ -404,8 +404,7 @@ class VQLAM(LAM):
                 "codes_revived": int(sum(history.get("revived", []))),
                 "data": split.describe(),
             }
-            scores = getattr(self, "training_scores", None)
-            result.update(scores[m] if scores else TrainingScore.unknown())
+            result.update(TrainingScore.read(history))
             if self.config.action_prediction:
                 moved = (test.oracle["position"] != test.oracle["position_before"]).any(-1)
                 result["assigned_action_accuracy"] = float((codes[moved] == actions[moved]).mean())

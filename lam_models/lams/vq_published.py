@@ -492,7 +492,7 @@ class PublishedVQLAM(VQLAM):
                 reset_window.zero_()
             else:
                 log.step(step)
-        self.training_scores = score.results()
+        score.save(self.history)
 
     def encode(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
         """The quantised latent: the chosen code's vector (M, N, D)."""
