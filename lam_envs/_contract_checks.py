@@ -121,9 +121,13 @@ class _Files:
         self.main_path = file_inside(name, self.root, MAIN_FILE, self.root)
         self._open: dict[str, h5py.File] = {}
         self._main: h5py.File | None = None
+        self._resolved: dict[tuple[Any, str], str] = {}
 
     def open(self, filename: str | bytes, relative_to: str) -> h5py.File:
-        path = file_inside(self.name, self.root, filename, relative_to)
+        key = (filename, relative_to)
+        path = self._resolved.get(key)
+        if path is None:  # resolved once per (name, folder): links name a few shards
+            path = self._resolved[key] = file_inside(self.name, self.root, filename, relative_to)
         file = self._open.get(path)
         if file is None:
             try:
@@ -149,6 +153,7 @@ class _Files:
             except Exception:  # noqa: BLE001  (closing a damaged file must not hide the cause)
                 pass
         self._open.clear()
+        self._resolved.clear()
         self._main = None
 
 
@@ -174,6 +179,26 @@ def check_top_level_links(name: str, files: _Files) -> list[str]:
     return [key.decode("utf-8", "replace") for key, _ in infos]
 
 
+def _first_link(group: h5py.Group, parts: list[str]) -> tuple[int, int, Any] | None:
+    """The first of the links on the path ``parts`` under ``group`` that is not a hard link,
+    as (its position, its type, its value), or None when all are hard links. Read with
+    h5py's low-level API without following any: each prefix is looked up only once the
+    links before it are known to be hard links (HDF5 follows what lies on a lookup path)."""
+    links = group.id.links
+    for i in range(len(parts)):
+        key = "/".join(parts[: i + 1]).encode()
+        try:
+            exists = links.exists(key)
+        except (KeyError, ValueError, RuntimeError, TypeError):
+            exists = False  # a prefix is an array, not a group
+        if not exists:
+            raise KeyError("/".join(parts[: i + 1]))
+        kind = links.get_info(key).type
+        if kind != h5py.h5l.TYPE_HARD:
+            return i, kind, links.get_val(key)
+    return None
+
+
 def follow(files: _Files, name: str, start: h5py.Group, path: str) -> h5py.HLObject:
     """The object at ``path`` (absolute in ``start``'s file, or relative to ``start``),
     following soft links and external links itself: an external link's file is opened
@@ -182,28 +207,28 @@ def follow(files: _Files, name: str, start: h5py.Group, path: str) -> h5py.HLObj
     parts = [p for p in path.split("/") if p]
     hops = 0
     while parts:
-        part = parts.pop(0)
         if not isinstance(node, h5py.Group):
             raise KeyError(path)
-        link = node.get(part, getlink=True)
-        if link is None:
-            raise KeyError(path)
-        if isinstance(link, h5py.HardLink):
-            node = node[part]
-            continue
+        found = _first_link(node, parts)
+        if found is None:
+            return node["/".join(parts)]
+        i, kind, value = found
+        if i:
+            node = node["/".join(parts[:i])]
+        parts = parts[i + 1 :]
         hops += 1
         if hops > MAX_LINK_HOPS:
             raise DatasetError(
                 f"dataset {name!r} is corrupt: {path!r} goes through more than "
                 f"{MAX_LINK_HOPS} links (a loop?)"
             )
-        if isinstance(link, h5py.SoftLink):
-            target = link.path
+        if kind == h5py.h5l.TYPE_SOFT:
+            target = os.fsdecode(value)
             node = node.file["/"] if target.startswith("/") else node
-        elif isinstance(link, h5py.ExternalLink):
-            here = os.path.dirname(os.path.realpath(node.file.filename))
-            node = files.open(link.filename, here)["/"]
-            target = link.path
+        elif kind == h5py.h5l.TYPE_EXTERNAL:
+            filename, target = (os.fsdecode(v) for v in value)
+            # files are opened by their real path, so the link's folder is that path's
+            node = files.open(filename, os.path.dirname(node.file.filename))["/"]
         else:
             raise DatasetError(f"dataset {name!r} is corrupt: {path!r} is a user-defined link")
         parts = [p for p in target.split("/") if p] + parts
@@ -213,21 +238,17 @@ def follow(files: _Files, name: str, start: h5py.Group, path: str) -> h5py.HLObj
 def strict_child(name: str, where: str, group: h5py.Group, key: str) -> h5py.HLObject:
     """``group[key]`` through hard links only (the contract's episodes hold no other link),
     refusing an array stored outside the file or under a second name."""
-    node = group
-    for part in (p for p in key.split("/") if p):
-        if not isinstance(node, h5py.Group):
-            raise KeyError(key)
-        link = node.get(part, getlink=True)
-        if link is None:
-            raise KeyError(key)
-        if not isinstance(link, h5py.HardLink):
-            target = getattr(link, "path", "?")
-            raise DatasetError(
-                f"dataset {name!r} is corrupt: {where}: {key!r} is a link "
-                f"({type(link).__name__} to {target!r}); an episode's arrays are stored in its "
-                "own group (hard links only)"
-            )
-        node = node[part]
+    parts = [p for p in key.split("/") if p]
+    found = _first_link(group, parts)
+    if found is not None:
+        _, kind, value = found
+        what = "an external link" if kind == h5py.h5l.TYPE_EXTERNAL else "a soft link"
+        target = ":".join(os.fsdecode(v) for v in (value if isinstance(value, tuple) else [value]))
+        raise DatasetError(
+            f"dataset {name!r} is corrupt: {where}: {key!r} is {what} (to {target!r}); "
+            "an episode's arrays are stored in its own group (hard links only)"
+        )
+    node = group["/".join(parts)]
     if isinstance(node, h5py.Dataset):
         check_storage(name, where, key, node)
     return node
@@ -240,7 +261,7 @@ def check_storage(name: str, where: str, key: str, array: h5py.Dataset) -> None:
     how = None
     if plist.get_external_count() > 0:
         how = "is stored in external raw files"
-    elif array.is_virtual:
+    elif plist.get_layout() == h5py.h5d.VIRTUAL:
         how = "is a virtual dataset (its data lives in other files)"
     elif h5py.h5o.get_info(array.id).rc != 1:
         how = "has several names (it is another array too)"
