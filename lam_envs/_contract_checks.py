@@ -525,14 +525,7 @@ class ContractReader:
         self.observation_space: Box = observation_space
         self.action_space = _space(name, "action_space", self.metadata.get("action_space"))
         self.discrete = isinstance(self.action_space, Discrete)
-        kind = lam_envs.ENV_IDS.get(self.env_spec.id, ("?",))[0]
-        wanted = {"grid": Discrete, "linear": Box}.get(kind)
-        if wanted is not None and not isinstance(self.action_space, wanted):
-            raise DatasetError(
-                f"dataset {name!r} is corrupt: metadata field 'action_space' is a "
-                f"{type(self.action_space).__name__} space, but {self.env_spec.id} acts with "
-                f"a {wanted.__name__} space"
-            )
+        _check_kind_spaces(name, self.env_spec.id, self.observation_space, self.action_space)
         collect = self.metadata["lam_envs"].get("collect") or {}
         self.full_labels = bool(collect.get("full_labels", False))
         self.observation_shape = self.observation_space.shape
@@ -658,6 +651,30 @@ class ContractReader:
             )
         check_episode_arrays(self, index, arrays)
         return {key: arrays[key] for key in keys}
+
+
+def _check_kind_spaces(name: str, env_id: str, observations: Box, actions: Box | Discrete) -> None:
+    """The spaces of an environment lam_envs registers are known: GridLAM acts with
+    Discrete(5) on images in [0, 1]; LinearLAM with vectors on vectors. Metadata that
+    says otherwise was edited (a wider box would let wrong observations through)."""
+    from lam_envs.grid import NUM_ACTIONS
+
+    kind = lam_envs.ENV_IDS.get(env_id, ("?",))[0]
+    problem = None
+    if kind == "grid":
+        if not (isinstance(actions, Discrete) and (actions.n, actions.start) == (NUM_ACTIONS, 0)):
+            problem = f"'action_space' is not Discrete({NUM_ACTIONS})"
+        elif not ((observations.low == 0).all() and (observations.high == 1).all()):
+            problem = "'observation_space' is not the box [0, 1]"
+    elif kind == "linear":
+        if not isinstance(actions, Box) or len(actions.shape) != 1:
+            problem = "'action_space' is not a Box of vectors"
+        elif len(observations.shape) != 1:
+            problem = "'observation_space' is not a Box of vectors"
+    if problem is not None:
+        raise DatasetError(
+            f"dataset {name!r} is corrupt: metadata field {problem}, as {env_id} has"
+        )
 
 
 def _attribute(reader: ContractReader, index: int, group: h5py.Group, key: str) -> Any:
