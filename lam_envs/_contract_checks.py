@@ -248,6 +248,14 @@ def strict_child(name: str, where: str, group: h5py.Group, key: str) -> h5py.HLO
             f"dataset {name!r} is corrupt: {where}: {key!r} is {what} (to {target!r}); "
             "an episode's arrays are stored in its own group (hard links only)"
         )
+    for i in range(len(parts)):  # no object on the way has a second name (an alias)
+        prefix = "/".join(parts[: i + 1])
+        if h5py.h5o.get_info(group.id, prefix.encode()).rc != 1:
+            raise DatasetError(
+                f"dataset {name!r} is corrupt: {where}: {prefix!r} has several names (it is "
+                "another episode's too); the contract stores each array once, in the episode's "
+                "own group"
+            )
     node = group["/".join(parts)]
     if isinstance(node, h5py.Dataset):
         check_storage(name, where, key, node)
@@ -256,15 +264,13 @@ def strict_child(name: str, where: str, group: h5py.Group, key: str) -> h5py.HLO
 
 def check_storage(name: str, where: str, key: str, array: h5py.Dataset) -> None:
     """Refuse an array whose data lives outside the file (external raw files, a virtual
-    dataset) or that another name also holds (a hard link from another episode)."""
+    dataset)."""
     plist = array.id.get_create_plist()
     how = None
     if plist.get_external_count() > 0:
         how = "is stored in external raw files"
     elif plist.get_layout() == h5py.h5d.VIRTUAL:
         how = "is a virtual dataset (its data lives in other files)"
-    elif h5py.h5o.get_info(array.id).rc != 1:
-        how = "has several names (it is another array too)"
     if how is not None:
         raise DatasetError(
             f"dataset {name!r} is corrupt: {where}: {key!r} {how}; the contract stores each "
@@ -562,6 +568,62 @@ class ContractReader:
                 f"{length!r:.40}, expected an integer >= 1"
             )
         self.episode_length = int(length)
+        self._check_totals()
+        # The oracle fields' dtypes and per-row shapes: those of episode 0, which the last
+        # episode must share (O(1) here); every episode read is checked against them.
+        self.oracle_schema = self._schema(0)
+        last = n - 1
+        self.episode(0, ("observations", "actions"))  # episode 0 sized the others
+        if last and self._schema(last) != self.oracle_schema:
+            raise DatasetError(
+                f"dataset {name!r} is corrupt: the oracle fields of episode {last} "
+                f"({_schema_text(self._schema(last))}) differ from episode 0's "
+                f"({_schema_text(self.oracle_schema)})"
+            )
+
+    def _check_totals(self) -> None:
+        """Refuse metadata that disagrees with the episodes on disk: every reader sizes its
+        arrays from these numbers, so a wrong one would misalign transitions silently.
+        Each episode's own ``total_steps`` and arrays are checked when it is read."""
+        n, length = len(self.episodes), self.episode_length
+        collect = self.metadata["lam_envs"].get("collect")
+        collect = collect if isinstance(collect, dict) else {}
+        claims = [
+            ("total_episodes", self.metadata.get("total_episodes"), n),
+            ("total_steps", self.metadata.get("total_steps"), n * length),
+            ("lam_envs.collect.episode_length", collect.get("episode_length"), length),
+            ("lam_envs.collect.episodes", collect.get("episodes"), n),
+        ]
+        for field, claimed, actual in claims:
+            optional = field.startswith("lam_envs.") and claimed is None
+            if claimed != actual and not optional:
+                raise DatasetError(
+                    f"dataset {self.name!r} is corrupt: metadata field {field!r} is "
+                    f"{claimed!r}, but the episodes on disk give {actual} ({n} episodes of "
+                    f"{length} steps)"
+                )
+
+    def _schema(self, index: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """{oracle field: (dtype, shape of one row)} of one episode, from HDF5's metadata."""
+        where = self._where(index)
+        group = self.group(index)
+        try:
+            oracle = strict_child(self.name, where, group, "infos/oracle")
+            schema = {}
+            for key in oracle:
+                node = strict_child(self.name, where, oracle, key)
+                if not isinstance(node, h5py.Dataset) or node.ndim == 0:
+                    raise DatasetError(
+                        f"dataset {self.name!r} is corrupt: {where}: 'infos/oracle/{key}' is "
+                        "not an array of rows"
+                    )
+                schema[key] = (node.dtype, node.shape[1:])
+        except (KeyError, OSError, RuntimeError, TypeError) as error:
+            raise DatasetError(
+                f"dataset {self.name!r} is corrupt: {where} lacks infos/oracle "
+                f"({_first_line(error)})"
+            ) from None
+        return schema
 
     def __getstate__(self):  # h5py files do not pickle; reopen on the other side
         state = self.__dict__.copy()
@@ -606,16 +668,9 @@ class ContractReader:
             )
         return group
 
-    def oracle_names(self, index: int) -> list[str]:
-        group = self.group(index)
-        try:
-            oracle = strict_child(self.name, self._where(index), group, "infos/oracle")
-            return list(oracle.keys())
-        except (KeyError, OSError, RuntimeError) as error:
-            raise DatasetError(
-                f"dataset {self.name!r} is corrupt: {self._where(index)} lacks infos/oracle "
-                f"({_first_line(error)})"
-            ) from None
+    def oracle_names(self) -> list[str]:
+        """The names of the oracle fields every episode holds."""
+        return list(self.oracle_schema)
 
     def episode(self, index: int, keys: Iterable[str]) -> dict[str, np.ndarray]:
         """The arrays ``keys`` of episode ``index``, each checked against the contract
@@ -675,6 +730,10 @@ def _check_kind_spaces(name: str, env_id: str, observations: Box, actions: Box |
         raise DatasetError(
             f"dataset {name!r} is corrupt: metadata field {problem}, as {env_id} has"
         )
+
+
+def _schema_text(schema: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> str:
+    return ", ".join(f"{k} {d}{list(s)}" for k, (d, s) in schema.items())[:300]
 
 
 def _attribute(reader: ContractReader, index: int, group: h5py.Group, key: str) -> Any:
@@ -751,6 +810,14 @@ def check_episode_arrays(reader: ContractReader, index: int, arrays: dict[str, n
     for key, array in arrays.items():
         if not key.startswith("infos/oracle/"):
             continue
+        field = key.removeprefix("infos/oracle/")
+        expected = reader.oracle_schema.get(field)
+        if expected is None or (array.dtype, array.shape[1:]) != expected:
+            wanted = "no such field" if expected is None else f"{expected[0]}{list(expected[1])}"
+            raise DatasetError(
+                f"{where}: {key!r} is {array.dtype}{list(array.shape[1:])} per row, but the "
+                f"dataset's oracle field is {wanted} (episode 0's)"
+            )
         if key == "infos/oracle/action":  # row 0 (the reset) holds the sentinel
             known = _check_actions(reader, where, key, array[1:])
             if not known.all():

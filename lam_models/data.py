@@ -88,7 +88,6 @@ class LAMDataset:
         # Metadata, spaces and every link checked here (no file outside the dataset's
         # folder is opened); each episode is checked when it is read.
         self._reader = ContractReader(dataset)
-        name = self._reader.name
         self.data_path = self._reader.data_path
         self.metadata: dict[str, Any] = self._reader.metadata
         self.dataset_id = self._reader.dataset_id
@@ -98,32 +97,9 @@ class LAMDataset:
         self.observation_shape = self._reader.observation_shape
         # from the metadata's action space, which the data's dtype must match
         self.discrete = self._reader.discrete
-        self._check_totals(name)
         self.env_id: str = self._env_spec.id
         self.env_kwargs: dict[str, Any] = dict(self._env_spec.kwargs)
         self.kind = lam_envs.ENV_IDS[self.env_id][0] if self.env_id in lam_envs.ENV_IDS else "?"
-
-    def _check_totals(self, name: str) -> None:
-        """Refuse metadata that disagrees with the episodes on disk: every reader sizes its
-        arrays from these numbers, so a wrong one would misalign transitions silently.
-        Each episode's own ``total_steps`` and arrays are checked when it is read."""
-        n, length = len(self.episodes), self.episode_length
-        collect = self.metadata["lam_envs"].get("collect")
-        collect = collect if isinstance(collect, dict) else {}
-        claims = [
-            ("total_episodes", self.metadata.get("total_episodes"), n),
-            ("total_steps", self.metadata.get("total_steps"), n * length),
-            ("lam_envs.collect.episode_length", collect.get("episode_length"), length),
-            ("lam_envs.collect.episodes", collect.get("episodes"), n),
-        ]
-        for field, claimed, actual in claims:
-            optional = field.startswith("lam_envs.") and claimed is None
-            if claimed != actual and not optional:
-                raise DatasetError(
-                    f"dataset {name!r} is corrupt: metadata field {field!r} is {claimed!r}, "
-                    f"but the episodes on disk give {actual} ({n} episodes of {length} steps)"
-                )
-        self._episode(0, ("observations", "actions"))  # episode 0 sized the others
 
     @property
     def fingerprint(self) -> str:
@@ -255,7 +231,7 @@ class LAMDataset:
         episodes = self.episodes if episodes is None else np.asarray(episodes)
         if len(episodes) == 0:
             raise ValueError("no episodes to read")
-        names = self._reader.oracle_names(int(episodes[0]))
+        names = self._reader.oracle_names()
         keys = tuple(f"infos/oracle/{name}" for name in names)
         parts = [self._episode(int(i), keys) for i in episodes]
         result = {

@@ -212,6 +212,66 @@ def test_a_soft_link_to_another_episode_is_refused(small, tmp_path):
     )
 
 
+def _alias(source: str):
+    def edit(dataset: Path, outside: Path) -> None:
+        with h5py.File(_shard(dataset), "a") as f:
+            del f[f"episode_2/{source}"]
+            f[f"episode_2/{source}"] = f[f"episode_3/{source}"]  # a hard link: two names
+
+    return edit
+
+
+def _external_raw(dataset: Path, outside: Path) -> None:
+    """observations whose bytes HDF5 reads from a raw file outside the folder."""
+    raw = outside.parent / "raw.bin"
+    obs = _get(dataset, 2, "observations")
+    raw.write_bytes(obs.tobytes())
+    with h5py.File(_shard(dataset), "a") as f:
+        del f["episode_2/observations"]
+        f["episode_2"].create_dataset(
+            "observations", obs.shape, obs.dtype, external=[(str(raw), 0, obs.nbytes)]
+        )
+
+
+def _virtual(dataset: Path, outside: Path) -> None:
+    obs = _get(dataset, 2, "observations")
+    layout = h5py.VirtualLayout(obs.shape, obs.dtype)
+    layout[:] = h5py.VirtualSource(str(outside), "/episode_2/observations", obs.shape)
+    with h5py.File(_shard(dataset), "a") as f:
+        del f["episode_2/observations"]
+        f["episode_2"].create_virtual_dataset("observations", layout)
+
+
+def _inner_soft(dataset: Path, outside: Path) -> None:
+    _set_link(dataset, 2, "actions", h5py.SoftLink("/episode_3/actions"))
+
+
+STORED_ELSEWHERE = {
+    "another episode's infos group": (_alias("infos"), "'infos' has several names"),
+    "another episode's observations": (_alias("observations"), "'observations' has several"),
+    "external raw storage": (_external_raw, "'observations' is stored in external raw files"),
+    "virtual dataset": (_virtual, "'observations' is a virtual dataset"),
+    "soft link inside an episode": (_inner_soft, "'actions' is a soft link"),
+}
+
+
+@pytest.mark.parametrize("case", list(STORED_ELSEWHERE))
+def test_an_episode_array_stored_elsewhere_is_refused(small, tmp_path, case):
+    """An array must be the episode's own: not another episode's (hard or soft link, which
+    would read other arrays under this index), not bytes in another file."""
+    edit, message = STORED_ELSEWHERE[case]
+    data = _copy(small["grid"], tmp_path)
+    edit(data, _outside_hdf5(small, tmp_path))
+    loaded = LAMDataset(data)
+    loaded.read(np.array([0, 1]))
+    with pytest.raises(DatasetError, match=f"episode 2: {message}"):
+        _read_everything(data)
+    from lam_envs.verify import verify
+
+    with pytest.raises(DatasetError, match="episode 2"):
+        verify(data)
+
+
 # ---------------------------------------------------------------- 2. observation bounds
 
 
