@@ -502,6 +502,14 @@ class ContractReader:
         self.name = name = str(dataset)
         self.data_path = resolve_data_path(dataset)
         root = os.path.realpath(self.data_path)
+        if self.data_path.name == "data":  # a dataset's data folder lies in the dataset's
+            parent = os.path.realpath(self.data_path.parent)
+            if os.path.commonpath([parent, root]) != parent:
+                raise DatasetError(
+                    f"dataset {name!r} refers to its data folder, which resolves outside its "
+                    f"own folder {parent!r}; a dataset reads only files inside its folder "
+                    "(refused before reading)"
+                )
         path = file_inside(name, root, METADATA_FILE, root)
         try:
             with open(path, encoding="utf-8") as stream:
@@ -554,6 +562,11 @@ class ContractReader:
         except DatasetError:
             self.close()
             raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as error:
+            self.close()
+            raise DatasetError(
+                f"dataset {name!r} is corrupt: cannot read main_data.hdf5 ({_first_line(error)})"
+            ) from None
         self.episodes = np.array(sorted(indices), dtype=np.int64)
         n = len(self.episodes)
         if n == 0 or not np.array_equal(self.episodes, np.arange(n)):

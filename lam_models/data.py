@@ -12,10 +12,15 @@ fields separately (``LAMDataset.oracle``), so ground truth never slips into a ba
     test = data.read(held_out)                               # all of it, in memory
     truth = data.oracle(held_out)                            # {"action", "q", "eps", ...}
 
-Opening a dataset checks what a shared or damaged one could get wrong: the contract
-version, the metadata against the episodes, and (before any environment is created from
-it) that its environment is one lam_envs registers, so that a dataset cannot make this
-package import and call code of its choosing.
+Opening a dataset checks what a shared or damaged one could get wrong
+(``lam_envs._contract_checks``, which ``python -m lam_envs.verify`` runs on every episode):
+every file and HDF5 link it names resolves inside its own folder (checked before anything
+is opened: a dataset never reads outside its folder), the contract version, every metadata
+field the package reads, the spaces, and the metadata against the episodes; each episode is
+checked when read (dtypes, shapes, finite values within the spaces, a boolean label mask
+that agrees with the sentinels), so a corrupt one raises ``DatasetError`` and never reaches
+a batch. Before any environment is created from it, its environment must be one lam_envs
+registers, so that a dataset cannot make this package import and call code of its choosing.
 """
 
 from __future__ import annotations

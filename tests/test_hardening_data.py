@@ -125,6 +125,11 @@ LINKS = {
         (d / "data" / "metadata.json").unlink(),
         (d / "data" / "metadata.json").symlink_to(out.parent / "metadata.json"),
     ),
+    "symlinked data folder": lambda d, out: (
+        shutil.copytree(d / "data", out.parent / "data"),
+        shutil.rmtree(d / "data"),
+        (d / "data").symlink_to(out.parent / "data"),
+    ),
     "external link inside an episode": lambda d, out: _set_link(
         d, 2, "observations", h5py.ExternalLink(str(out), "/episode_2/observations")
     ),
@@ -520,16 +525,27 @@ def test_nan_inf_fractional_and_out_of_range_values_are_refused(
     assert "\n" not in str(caught.value)
 
 
-def test_grid_actions_out_of_range_fail_training_in_one_line(small, tmp_path, capsys):
-    """`train idm` used to die with an IndexError deep in the loss."""
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda d: _action(d, 99), "'actions' holds 99 at step 0; allowed"),
+        (_nan_obs, "'observations' holds nan at row 2"),
+        (_fractional, "'actions' has dtype float32"),
+    ],
+)
+def test_bad_values_fail_training_in_one_line(small, tmp_path, capsys, corrupt, message):
+    """`train idm` used to die with an IndexError deep in the loss (actions 99) or a
+    KeyError 'q' (fractional actions taken for a continuous dataset); `train vq` saved a
+    model of NaN observations."""
     from lam_models.train import main as train
 
     data = _copy(small["grid"], tmp_path)
-    _action(data, 99)
-    out = tmp_path / "run"
-    code = train(["idm", "--dataset", str(data), "--steps", "2", "--quiet", "--out", str(out)])
-    _one_line_error(code, capsys.readouterr().err, "'actions' holds 99 at step 0; allowed")
-    assert not out.exists()
+    corrupt(data)
+    for method in ("idm", "vq"):
+        out = tmp_path / f"run-{method}"
+        args = [method, "--dataset", str(data), "--steps", "2", "--quiet", "--out", str(out)]
+        _one_line_error(train(args), capsys.readouterr().err, message)
+        assert not out.exists()
 
 
 # ---------------------------------------------------------------- 7. NaN weights in the pipeline
