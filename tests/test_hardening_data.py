@@ -643,6 +643,20 @@ def test_every_pipeline_stage_checks_what_it_loads_and_saves(
     _one_line_error(code, err, "full_bc.pt holds policy weights that are NaN or infinite")
     assert not (run / "bc").exists()  # not even the policies that were fine
 
+    run = tmp_path / "nan-decoder"
+    shutil.copytree(pipeline_run, run)
+    real_decoder = pipeline.fit_decoder
+
+    def nan_decoder(*args, **kwargs):
+        decoder = real_decoder(*args, **kwargs)
+        decoder.out_std.fill_(float("nan"))
+        return decoder
+
+    monkeypatch.setattr(pipeline, "fit_decoder", nan_decoder)
+    code, err = stage(run, "decoder")
+    _one_line_error(code, err, "decoder.pt holds policy weights that are NaN or infinite")
+    assert not (run / "decoder").exists()
+
 
 # ---------------------------------------------------------------- 8. loading models
 
