@@ -794,13 +794,9 @@ def check_episode_arrays(reader: ContractReader, index: int, arrays: dict[str, n
         if key in arrays:
             _expect(where, key, arrays[key], np.dtype(bool), (length,))
     if "rewards" in arrays:
-        rewards = arrays["rewards"]
-        if rewards.dtype.kind != "f" or rewards.shape != (length,):
-            raise DatasetError(
-                f"{where}: 'rewards' has dtype {rewards.dtype} and shape {rewards.shape}, "
-                f"expected floats of shape {(length,)}"
-            )
-        _finite(where, "rewards", rewards)
+        # float64, as Gymnasium returns rewards and collect writes them
+        _expect(where, "rewards", arrays["rewards"], np.dtype(np.float64), (length,))
+        _finite(where, "rewards", arrays["rewards"])
     if "actions" in arrays:
         labelled = _check_actions(reader, where, "actions", arrays["actions"])
         mask = arrays[LABEL_MASK]

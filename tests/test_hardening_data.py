@@ -508,6 +508,11 @@ VALUES = [
     ),
     (
         "linear",
+        lambda d: _set(d, 1, "rewards", _get(d, 1, "rewards").astype(np.float16)),
+        "'rewards' has dtype float16 and shape \\(5,\\), expected float64",
+    ),
+    (
+        "linear",
         lambda d: _set(d, 1, "infos/oracle/q", np.full_like(_get(d, 1, "infos/oracle/q"), np.inf)),
         "'infos/oracle/q' holds inf",
     ),
