@@ -255,8 +255,17 @@ def actor_outputs(policy: Policy, obs: np.ndarray, chunk: int = 8192) -> np.ndar
     return torch.cat(parts, dim=1).numpy()
 
 
+def check_policy(policy: Policy, path: Path) -> None:
+    """Refuse a policy with NaN or infinite weights (``ValueError`` naming ``path``)."""
+    from lam_models.lam import check_finite_state
+
+    check_finite_state(policy.state_dict(), path, "policy weights")
+
+
 def save_policy(path: Path, policy: Policy) -> None:
-    """Write a policy (spec and weights) atomically."""
+    """Write a policy (spec and weights) atomically; NaN or infinite weights are refused
+    before anything is written."""
+    check_policy(policy, path)
     tmp = path.with_suffix(".tmp")
     torch.save({"spec": policy.spec(), "state": policy.state_dict()}, tmp)
     tmp.replace(path)
@@ -264,9 +273,13 @@ def save_policy(path: Path, policy: Policy) -> None:
 
 def load_policy(path: Path, device: torch.device | str = "cpu") -> Policy:
     """A policy written by :func:`save_policy` (weights only)."""
-    from lam_models.lam import load_weights
+    from lam_models.lam import check_finite_state, load_state, load_weights
 
     saved = load_weights(path, device)
-    policy = Policy(**saved["spec"])
-    policy.load_state_dict(saved["state"])
+    try:
+        policy = Policy(**saved["spec"])
+    except (KeyError, TypeError, ValueError, RuntimeError, MemoryError) as error:
+        raise ValueError(f"{path} is not a policy saved by lam_models ({error!s:.200})") from None
+    load_state(policy, saved.get("state"), path, "a policy")
+    check_finite_state(saved["state"], path, "policy weights")
     return policy.to(device).eval()

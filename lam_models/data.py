@@ -12,10 +12,15 @@ fields separately (``LAMDataset.oracle``), so ground truth never slips into a ba
     test = data.read(held_out)                               # all of it, in memory
     truth = data.oracle(held_out)                            # {"action", "q", "eps", ...}
 
-Opening a dataset checks what a shared or damaged one could get wrong: the contract
-version, the metadata against the episodes, and (before any environment is created from
-it) that its environment is one lam_envs registers, so that a dataset cannot make this
-package import and call code of its choosing.
+Opening a dataset checks what a shared or damaged one could get wrong
+(``lam_envs._contract_checks``, which ``python -m lam_envs.verify`` runs on every episode):
+every file and HDF5 link it names resolves inside its own folder (checked before anything
+is opened: a dataset never reads outside its folder), the contract version, every metadata
+field the package reads, the spaces, and the metadata against the episodes; each episode is
+checked when read (dtypes, shapes, finite values within the spaces, a boolean label mask
+that agrees with the sentinels), so a corrupt one raises ``DatasetError`` and never reaches
+a batch. Before any environment is created from it, its environment must be one lam_envs
+registers, so that a dataset cannot make this package import and call code of its choosing.
 """
 
 from __future__ import annotations
@@ -27,22 +32,35 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import gymnasium as gym
-import h5py
 import numpy as np
 import torch
 
 import lam_envs
-from lam_envs.collect import CONTRACT_VERSION
+from lam_envs._contract_checks import (
+    OLDEST_CONTRACT_VERSION,
+    RENAMED_ENV_KWARGS,
+    ContractReader,
+    DatasetError,
+    check_contract_version,
+    parse_env_spec,
+    resolve_data_path,
+)
 from lam_envs.policies import make_policy
 from lam_envs.validate import check_int
 
-#: The oldest dataset contract version this loader reads. Versions from here up to
-#: ``lam_envs.collect.CONTRACT_VERSION`` share the layout this module reads.
-OLDEST_CONTRACT_VERSION = 1
-
-
-class DatasetError(ValueError):
-    """A dataset that is missing, corrupt, or not one lam-envs made."""
+# The contract's checks live in lam_envs._contract_checks (shared with lam_envs.verify);
+# these names stay importable from here.
+_resolve = resolve_data_path
+_check_contract_version = check_contract_version
+_parse_env_spec = parse_env_spec
+__all__ = [
+    "OLDEST_CONTRACT_VERSION",
+    "RENAMED_ENV_KWARGS",
+    "Batch",
+    "DatasetError",
+    "EnvStream",
+    "LAMDataset",
+]
 
 
 class Batch(NamedTuple):
@@ -59,24 +77,6 @@ class Batch(NamedTuple):
         return Batch(*(t.to(device) for t in self))
 
 
-def _resolve(dataset: str | Path) -> Path:
-    """The ``data`` folder of a dataset given as a Minari id or a path."""
-    path = Path(dataset)
-    for candidate in (path, path / "data", path.parent if path.suffix == ".hdf5" else None):
-        if candidate is not None and (candidate / "metadata.json").is_file():
-            return candidate
-    from minari.storage.datasets_root_dir import get_dataset_path
-
-    by_id = Path(get_dataset_path(str(dataset))) / "data"
-    if (by_id / "metadata.json").is_file():
-        return by_id
-    raise DatasetError(
-        f"no dataset {str(dataset)!r}: not a dataset folder, and no Minari id of that name "
-        f"under {get_dataset_path()} (set MINARI_DATASETS_PATH, or collect one with "
-        "`python -m lam_envs.collect`)"
-    )
-
-
 class LAMDataset:
     """A dataset written by ``python -m lam_envs.collect``, read lazily from HDF5.
 
@@ -90,67 +90,21 @@ class LAMDataset:
         if not isinstance(trust_entry_point, bool):
             raise TypeError(f"trust_entry_point must be a bool, got {trust_entry_point!r}")
         self.trust_entry_point = trust_entry_point
-        self.data_path = _resolve(dataset)
-        name = str(dataset)
-        try:
-            self.metadata: dict[str, Any] = json.loads(
-                (self.data_path / "metadata.json").read_text()
-            )
-        except (OSError, json.JSONDecodeError) as error:
-            raise DatasetError(f"dataset {name!r} is corrupt: metadata.json: {error}") from None
-        if not isinstance(self.metadata, dict) or not isinstance(
-            self.metadata.get("lam_envs"), dict
-        ):
-            raise DatasetError(
-                f"dataset {name!r} was not made by lam_envs.collect (no 'lam_envs' metadata); "
-                "its partial labels and oracle fields are unknown"
-            )
-        self.dataset_id = self.metadata.get("dataset_id", name)
-        _check_contract_version(name, self.metadata["lam_envs"].get("contract_version"))
-        self._env_spec = _parse_env_spec(name, self.metadata.get("env_spec"))
-        try:
-            self._file = h5py.File(self.data_path / "main_data.hdf5", "r")
-            self.episodes = np.array(
-                sorted(int(k.removeprefix("episode_")) for k in self._file.keys()), dtype=np.int64
-            )
-            self.episode_length = int(self._file["episode_0"].attrs["total_steps"])
-            self.observation_shape = self._file["episode_0/observations"].shape[1:]
-            # from the data, not the env id: a foreign id must not put NaN into integers
-            self.discrete = self._file["episode_0/actions"].dtype.kind in "iu"
-        except (OSError, KeyError, ValueError) as error:
-            raise DatasetError(
-                f"dataset {name!r} is corrupt: cannot read main_data.hdf5 ({error})"
-            ) from None
-        self._check_totals(name)
+        # Metadata, spaces and every link checked here (no file outside the dataset's
+        # folder is opened); each episode is checked when it is read.
+        self._reader = ContractReader(dataset)
+        self.data_path = self._reader.data_path
+        self.metadata: dict[str, Any] = self._reader.metadata
+        self.dataset_id = self._reader.dataset_id
+        self._env_spec = self._reader.env_spec
+        self.episodes = self._reader.episodes
+        self.episode_length = self._reader.episode_length
+        self.observation_shape = self._reader.observation_shape
+        # from the metadata's action space, which the data's dtype must match
+        self.discrete = self._reader.discrete
         self.env_id: str = self._env_spec.id
         self.env_kwargs: dict[str, Any] = dict(self._env_spec.kwargs)
         self.kind = lam_envs.ENV_IDS[self.env_id][0] if self.env_id in lam_envs.ENV_IDS else "?"
-
-    def _check_totals(self, name: str) -> None:
-        """Refuse metadata that disagrees with the episodes on disk: every reader sizes its
-        arrays from these numbers, so a wrong one would misalign transitions silently.
-        Each episode's own ``total_steps`` and array lengths are checked when it is read."""
-        n, length = len(self.episodes), self.episode_length
-        collect = self.metadata["lam_envs"].get("collect")
-        collect = collect if isinstance(collect, dict) else {}
-        claims = [
-            ("total_episodes", self.metadata.get("total_episodes"), n),
-            ("total_steps", self.metadata.get("total_steps"), n * length),
-            ("lam_envs.collect.episode_length", collect.get("episode_length"), length),
-            ("lam_envs.collect.episodes", collect.get("episodes"), n),
-        ]
-        for field, claimed, actual in claims:
-            optional = field.startswith("lam_envs.") and claimed is None
-            if claimed != actual and not optional:
-                raise DatasetError(
-                    f"dataset {name!r} is corrupt: metadata field {field!r} is {claimed!r}, "
-                    f"but the episodes on disk give {actual} ({n} episodes of {length} steps)"
-                )
-        if n and not np.array_equal(self.episodes, np.arange(n)):
-            raise DatasetError(
-                f"dataset {name!r} is corrupt: its episodes are not numbered 0 to {n - 1}"
-            )
-        self._episode(0, ("observations", "actions"))  # episode 0 sized the others
 
     @property
     def fingerprint(self) -> str:
@@ -173,14 +127,9 @@ class LAMDataset:
             f"episodes={len(self.episodes)}, transitions={self.num_transitions()})"
         )
 
-    def __getstate__(self):  # h5py files do not pickle; reopen on the other side
-        state = self.__dict__.copy()
-        state.pop("_file")
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._file = h5py.File(self.data_path / "main_data.hdf5", "r")
+    def close(self) -> None:
+        """Close the dataset's files (they reopen when read again)."""
+        self._reader.close()
 
     @property
     def collect_config(self) -> dict[str, Any]:
@@ -239,30 +188,10 @@ class LAMDataset:
     # ------------------------------------------------------------ reading
 
     def _episode(self, index: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """The arrays ``keys`` of one episode, checked against the episode length (so a
-        damaged episode can never shift the transitions of a batch)."""
-        corrupt = f"dataset {self.dataset_id!r} is corrupt: episode {index}"
-        try:
-            group = self._file[f"episode_{index}"]
-            steps = group.attrs["total_steps"]
-            arrays = {key: group[key][()] for key in keys}
-        except KeyError as error:
-            raise DatasetError(f"{corrupt} lacks {error}") from None
-        length = self.episode_length
-        if steps != length:
-            raise DatasetError(
-                f"{corrupt} has attribute 'total_steps' = {steps}, but every episode of the "
-                f"dataset has {length} steps"
-            )
-        for key, array in arrays.items():
-            per_step = key in ("actions", "rewards", "terminations", "truncations")
-            rows = length if per_step else length + 1  # observations and infos: L + 1
-            if array.ndim == 0 or len(array) != rows:
-                raise DatasetError(
-                    f"{corrupt}: {key!r} has {len(array) if array.ndim else 0} rows, "
-                    f"expected {rows} for {length} steps"
-                )
-        return arrays
+        """The arrays ``keys`` of one episode, checked against the contract (rows, dtypes,
+        shapes, finite values within the spaces, the label mask against the sentinels), so
+        a damaged episode can never shift or poison the transitions of a batch."""
+        return self._reader.episode(index, keys)
 
     def read_numpy(self, episodes: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """obs, next_obs, actions, label_mask of the given episodes, concatenated."""
@@ -305,7 +234,9 @@ class LAMDataset:
         grid's position, clean image and the distractor states that move (camera shake,
         the agent's colour, the background and the other agents)."""
         episodes = self.episodes if episodes is None else np.asarray(episodes)
-        names = list(self._file[f"episode_{int(episodes[0])}/infos/oracle"].keys())
+        if len(episodes) == 0:
+            raise ValueError("no episodes to read")
+        names = self._reader.oracle_names()
         keys = tuple(f"infos/oracle/{name}" for name in names)
         parts = [self._episode(int(i), keys) for i in episodes]
         result = {
@@ -364,56 +295,6 @@ class LAMDataset:
                     ).to(device)
                 carry = {k: v[n_full:] for k, v in chunk.items()}
             epoch += 1
-
-
-def _check_contract_version(name: str, version: Any) -> None:
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise DatasetError(
-            f"dataset {name!r} is corrupt: metadata field 'lam_envs.contract_version' is "
-            f"{version!r}, expected an integer"
-        )
-    if version > CONTRACT_VERSION:
-        raise DatasetError(
-            f"dataset {name!r} has contract version {version}, newer than this lam-envs "
-            f"reads ({OLDEST_CONTRACT_VERSION} to {CONTRACT_VERSION}): upgrade lam-envs"
-        )
-    if version < OLDEST_CONTRACT_VERSION:
-        raise DatasetError(
-            f"dataset {name!r} has contract version {version}, older than this lam-envs "
-            f"reads ({OLDEST_CONTRACT_VERSION} to {CONTRACT_VERSION}): collect it again "
-            "with `python -m lam_envs.collect`"
-        )
-
-
-def _parse_env_spec(name: str, text: Any) -> gym.envs.registration.EnvSpec:
-    """The metadata's ``env_spec``, parsed without importing anything it names."""
-    if text is None:
-        raise DatasetError(f"dataset {name!r} is corrupt: metadata field 'env_spec' is missing")
-    try:
-        spec = gym.envs.registration.EnvSpec.from_json(text)
-        if not isinstance(spec.id, str) or not isinstance(spec.kwargs, dict):
-            raise ValueError("its 'id' is not a string or its 'kwargs' not a table")
-        if spec.max_episode_steps is not None:
-            check_int("max_episode_steps", spec.max_episode_steps, low=1)
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DatasetError(
-            f"dataset {name!r} is corrupt: metadata field 'env_spec' is not a Gymnasium "
-            f"environment spec ({detail[:200]})"
-        ) from None
-    kind = lam_envs.ENV_IDS.get(spec.id, ("?",))[0]
-    for old, new in RENAMED_ENV_KWARGS.get(kind, {}).items():
-        if old in spec.kwargs and new not in spec.kwargs:
-            spec.kwargs[new] = spec.kwargs.pop(old)
-    return spec
-
-
-#: Environment arguments renamed since a dataset may have been collected, by environment
-#: kind: old name -> new (same law). Datasets of earlier versions roll out as they were.
-RENAMED_ENV_KWARGS = {
-    # GridLAM's noise row showing the action's pattern: not a distractor (it is the action)
-    "grid": {"distractor_correlation": "action_leak"},
-}
 
 
 def _untrusted(spec: gym.envs.registration.EnvSpec) -> str | None:

@@ -415,22 +415,69 @@ def load_lam(folder: str | Path, device: str | torch.device = "auto") -> LAM:
     """The LAM saved in a run folder by :meth:`LAM.save` (or ``python -m lam_models.train``).
 
     ``model.pt`` is read with ``weights_only=True``: a file holding pickled objects (which
-    could run code) is refused.
+    could run code) is refused. So is one that is truncated or corrupt, one holding another
+    method's (or configuration's) weights, one with NaN or infinite weights, and a
+    ``run.json`` whose model would be absurdly large (all with one ``ValueError`` line).
     """
     folder = Path(folder)
     record = load_run(folder)
+    run_json = folder / "run.json"
     try:
         cls = get_lam(record["method"])
         configs = [config_from_dict(cls.Config, c) for c in record["config"]]
         spec = DataSpec(**record["spec"])
         seeds = record["seeds"]
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{folder / 'run.json'} is not a LAM run ({error})") from None
-    lam = cls(configs, spec, seeds, device)
-    lam.module.load_state_dict(load_weights(folder / "model.pt", lam.device))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{run_json} is not a LAM run ({_one_line(error)})") from None
+    try:
+        lam = cls(configs, spec, seeds, device)
+    except (RuntimeError, MemoryError, OverflowError) as error:  # sizes beyond this machine
+        raise ValueError(
+            f"{run_json} describes a {record['method']!r} model that cannot be built here "
+            f"({_one_line(error)})"
+        ) from None
+    weights = load_weights(folder / "model.pt", lam.device)
+    load_state(lam.module, weights, folder / "model.pt", f"a {record['method']!r} LAM")
+    check_finite_state(weights, folder / "model.pt")
     lam.module.eval()
     lam.history = record.get("history") or lam.history
     return lam
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+
+
+def load_state(module: nn.Module, state: Any, path: Path, what: str) -> None:
+    """``module.load_state_dict(state)``, a mismatch said in one line (another method's
+    or another configuration's weights)."""
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(f"{path} is not a state dict (names to tensors)")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+        if unexpected:
+            extra = ", ".join(unexpected[:3]) + (" ..." if len(unexpected) > 3 else "")
+            parts.append(f"unexpected {extra}")
+        if shapes:
+            parts.append(f"shapes differ: {'; '.join(shapes[:2])}")
+        raise ValueError(
+            f"{path} does not hold the weights of {what} as its run.json describes it "
+            f"({'; '.join(parts)}): another method's or another run's model?"
+        )
+    module.load_state_dict(state)
 
 
 def load_weights(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -439,11 +486,31 @@ def load_weights(path: str | Path, device: torch.device | str = "cpu") -> dict[s
         return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"missing model weights: {path}") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except pickle.UnpicklingError as error:
+        # torch's weights-only unpickler met an object it will not build
         raise ValueError(
-            f"{path} is not a weights-only state dict (refused: loading it could run code); {first}"
+            f"{path} is not a weights-only state dict (refused: loading it could run code); "
+            f"{_one_line(error)}"
         ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError) as error:
+        raise ValueError(
+            f"{path} is truncated or corrupt: not a file torch.save wrote ({_one_line(error)})"
+        ) from None
+
+
+def check_finite_state(state: Any, path: str | Path, what: str = "weights") -> None:
+    """Refuse a state dict (loaded, or about to be saved) with NaN or infinite values."""
+    items = state.items() if isinstance(state, dict) else []
+    bad = [
+        k
+        for k, v in items
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        raise ValueError(
+            f"{path} holds {what} that are NaN or infinite ({', '.join(map(str, bad[:4]))}); "
+            "refusing to use them"
+        )
 
 
 def check_finite_parameters(module: nn.Module, name: str) -> None:

@@ -41,7 +41,14 @@ import torch
 
 from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_choice, check_fraction, check_int
-from lam_models.bc import actor_outputs, bc_policies, fit_decoder, load_policy, save_policy
+from lam_models.bc import (
+    actor_outputs,
+    bc_policies,
+    check_policy,
+    fit_decoder,
+    load_policy,
+    save_policy,
+)
 from lam_models.data import DatasetError
 from lam_models.flags import add_flags, add_runtime_flags, given_flags, option
 from lam_models.lam import LAM, config_from_dict, get_lam, load_lam, resolve_device
@@ -190,8 +197,24 @@ class Run:
         return o.reshape(1, len(o), -1)
 
     def latents(self) -> dict[str, np.ndarray]:
-        with np.load(self.need("relabel", "latents.npz") / "latents.npz") as saved:
-            return {k: saved[k] for k in saved.files}
+        """Stage relabel's latents, checked: z_train and z_test (N, d_z) float, finite, one
+        row per transition of the split."""
+        path = self.need("relabel", "latents.npz") / "latents.npz"
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                z = {k: saved[k] for k in saved.files}
+        except (OSError, ValueError, EOFError, KeyError) as error:
+            raise PipelineError(f"{str(path)!r} is corrupt ({error!s:.200})") from None
+        for part, key in (("train", "z_train"), ("test", "z_test")):
+            rows = len(getattr(self.split, part))
+            got = z.get(key)
+            if got is None or got.ndim != 2 or len(got) != rows or got.dtype.kind != "f":
+                raise PipelineError(
+                    f"{str(path)!r} is corrupt: {key!r} is not a float (N, d_z) array of "
+                    f"{rows} rows; run `--stage relabel` again"
+                )
+        check_finite_latents(z, path)
+        return z
 
     def check_labels(self) -> None:
         if self.split.labelled == 0:
@@ -239,6 +262,7 @@ def stage_relabel(run: Run, progress: bool) -> dict[str, Any]:
         for part in ("train", "test")
     }
     folder = run.folder("relabel")
+    check_finite_latents(z, folder / "latents.npz")  # before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "latents.tmp.npz"
     np.savez(tmp, z_train=z["train"], z_test=z["test"])
@@ -267,6 +291,8 @@ def stage_bc(run: Run, progress: bool) -> dict[str, Any]:
         progress,
     )
     folder = run.folder("bc")
+    for name, policy in policies.items():  # every one checked before any is written
+        check_policy(policy, folder / f"{name}.pt")
     folder.mkdir(parents=True, exist_ok=True)
     for name, policy in policies.items():
         save_policy(folder / f"{name}.pt", policy)
@@ -298,6 +324,7 @@ def stage_decoder(run: Run, progress: bool) -> dict[str, Any]:
         progress,
     )
     folder = run.folder("decoder")
+    check_policy(decoder, folder / "decoder.pt")
     folder.mkdir(parents=True, exist_ok=True)
     save_policy(folder / "decoder.pt", decoder)
     return run.save("decoder", {"labelled_transitions": run.split.labelled})
@@ -332,6 +359,19 @@ def stage_rollout(run: Run, progress: bool) -> dict[str, Any]:
     full = metrics["full_bc"]["return"]
     metrics["normalised_return"] = metrics["composed"]["return"] / full if full else float("nan")
     return run.save("rollout", metrics)
+
+
+def check_finite_latents(z: dict[str, np.ndarray], path: Path) -> None:
+    """Refuse latents with NaN or infinite values (a diverged or corrupt LAM's)."""
+    for key, value in z.items():
+        bad = ~np.isfinite(value)
+        if bad.any():
+            row = int(np.flatnonzero(bad.reshape(len(value), -1).any(1))[0])
+            raise PipelineError(
+                f"latents {key!r} for {str(path)!r} are NaN or infinite (row {row} of "
+                f"{len(value)}, {int(bad.sum())} values): the LAM's weights or the data are "
+                "broken; nothing was saved"
+            )
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run, bool], dict[str, Any]]] = {

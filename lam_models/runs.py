@@ -54,10 +54,18 @@ def save_run(
     half-written file.
     """
     out = Path(out_dir)
+    state = model.state_dict() if model is not None else None
+    if state is not None:  # checked before anything is written
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(
+                f"the {method} model's weights {', '.join(bad[:4])} are NaN or infinite; "
+                f"nothing was saved in {str(out)!r}"
+            )
     out.mkdir(parents=True, exist_ok=True)
-    if model is not None:
+    if state is not None:
         tmp = out / "model.pt.tmp"
-        torch.save(model.state_dict(), tmp)
+        torch.save(state, tmp)
         os.replace(tmp, out / "model.pt")
     record = {
         "method": method,

@@ -27,6 +27,7 @@ exactly as unlabelled actions on disk do.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lam_envs.validate import check_choice, check_fraction
+from lam_envs.validate import check_choice, check_fraction, check_int
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.seeding import Stream, numpy_rng, torch_generator
 
@@ -90,7 +91,25 @@ class DataSpec:
     action_dim: int
 
     def __post_init__(self):
-        object.__setattr__(self, "obs_shape", tuple(int(s) for s in self.obs_shape))
+        # A spec may come from a run.json: refuse sizes no dataset has before a model of
+        # them is allocated (1e7 x 1e7 observations would be 400 TB of weights).
+        from lam_envs._contract_checks import MAX_OBSERVATION_SIZE
+
+        shape = self.obs_shape
+        if not isinstance(shape, list | tuple) or not shape:
+            raise ValueError(f"obs_shape must be a non-empty list of sizes, got {shape!r:.80}")
+        shape = tuple(check_int("obs_shape", s, low=1, high=MAX_OBSERVATION_SIZE) for s in shape)
+        if math.prod(shape) > MAX_OBSERVATION_SIZE:
+            raise ValueError(
+                f"obs_shape {shape} holds {math.prod(shape):,} values per observation; at "
+                f"most {MAX_OBSERVATION_SIZE:,} are allowed"
+            )
+        object.__setattr__(self, "obs_shape", shape)
+        object.__setattr__(
+            self, "action_dim", check_int("action_dim", self.action_dim, low=1, high=2**20)
+        )
+        if not isinstance(self.discrete, bool):
+            raise ValueError(f"discrete must be true or false, got {self.discrete!r:.40}")
 
 
 def action_targets(actions: np.ndarray, discrete: bool, dim: int) -> np.ndarray:
