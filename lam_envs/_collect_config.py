@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +230,15 @@ def _check_dataset_id(dataset_id: str) -> None:
             f"invalid dataset id {dataset_id!r}: Minari ids are (namespace/)name-vN with "
             "letters, digits, '-' and '_' (a namespace of 2 characters at least)"
         )
+    *namespace, last = dataset_id.split("/")
+    name = re.sub(r"-v\d+$", "", last)
+    for part, what in [*((p, "namespace part") for p in namespace), (name, "name")]:
+        # Minari's pattern lets '-', '_' and an empty name through ('lam_envs/-v0')
+        if not re.fullmatch(r"[A-Za-z0-9][\w-]*", part) or part.endswith("-"):
+            raise ValueError(
+                f"invalid dataset id {dataset_id!r}: its {what} {part!r} must start with a "
+                "letter or digit, and not end with '-' (e.g. lam_envs/my-data-v0)"
+            )
     if match.group("version") is None:
         raise ValueError(f"dataset id {dataset_id!r} needs a version suffix, e.g. {dataset_id}-v0")
     for part in dataset_id.split("/"):

@@ -32,7 +32,10 @@ UNPUBLISHED = ".lam-envs-unpublished"
 
 
 class PublishRefused(FileExistsError):
-    """A dataset appeared under the id during the run; the new data was kept elsewhere."""
+    """A dataset appeared under the id during the run; the new data was kept elsewhere
+    (``kept``: its folder)."""
+
+    kept: Path | None = None
 
 
 def _start_time(pid: int) -> str:
@@ -135,6 +138,48 @@ def new_folder(root: Path) -> Path:
     return folder
 
 
+def is_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset (Minari's layout: ``data/metadata.json``)."""
+    return os.path.lexists(Path(folder) / "data" / "metadata.json")
+
+
+def nesting_problem(root: Path, dataset_id: str) -> str | None:
+    """Why ``dataset_id`` cannot be a dataset under ``root`` next to the ones there: its
+    folder would lie inside another dataset's folder, or its folder (replaced by
+    ``--overwrite``) holds another dataset, or something that is not a dataset. None: fine.
+    """
+    parts = dataset_id.split("/")
+    for depth in range(1, len(parts)):
+        outer = Path(root, *parts[:depth])
+        if is_dataset(outer):
+            return (
+                f"dataset id {dataset_id!r} would put a dataset inside the folder of dataset "
+                f"{'/'.join(parts[:depth])!r} ({outer}), where replacing that one would delete "
+                "it: choose an id outside it"
+            )
+    target = Path(root, dataset_id)
+    if not os.path.lexists(target):
+        return None
+    if not target.is_dir() or target.is_symlink():
+        return f"{target} exists and is not a dataset folder: refusing to replace it"
+    for folder, subfolders, _ in os.walk(target):
+        here = Path(folder)
+        if here != target and is_dataset(here):
+            inner = here.relative_to(root).as_posix()
+            return (
+                f"the folder of dataset id {dataset_id!r} ({target}) holds dataset {inner!r}: "
+                "refusing to replace it (it would be deleted); choose another id"
+            )
+        if here == target:
+            subfolders[:] = [d for d in subfolders if d != "data"]  # the dataset's own files
+    if not is_dataset(target):
+        return (
+            f"{target} exists and is not a dataset (no data/metadata.json): refusing to "
+            f"replace it with dataset {dataset_id!r}; choose another id"
+        )
+    return None
+
+
 def publish(folder: Path, root: Path, dataset_id: str, overwrite: bool) -> Path:
     """Move the complete dataset ``folder`` to ``root/dataset_id``, atomically.
 
@@ -144,6 +189,9 @@ def publish(folder: Path, root: Path, dataset_id: str, overwrite: bool) -> Path:
     With ``overwrite`` the old dataset is renamed away first and deleted afterwards.
     """
     target = Path(root, dataset_id)
+    problem = nesting_problem(root, dataset_id)  # again: datasets may appear during a run
+    if problem is not None:
+        raise _refuse(folder, root, dataset_id, target, problem)
     target.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(10):  # another --overwrite run may publish between our two renames
         if overwrite and target.exists():
@@ -169,13 +217,20 @@ def publish(folder: Path, root: Path, dataset_id: str, overwrite: bool) -> Path:
     raise _refuse(folder, root, dataset_id, target)
 
 
-def _refuse(folder: Path, root: Path, dataset_id: str, target: Path) -> PublishRefused:
+def _refuse(
+    folder: Path, root: Path, dataset_id: str, target: Path, problem: str | None = None
+) -> PublishRefused:
     kept = Path(root, UNPUBLISHED, f"{dataset_id}.{time.strftime('%Y%m%d-%H%M%S')}")
     kept = kept.with_name(f"{kept.name}-{uuid.uuid4().hex[:4]}")
     kept.parent.mkdir(parents=True, exist_ok=True)
     os.rename(folder, kept)
-    return PublishRefused(
-        f"dataset {dataset_id!r} appeared at {target} while this run was collecting and was "
-        f"not replaced (no --overwrite); the new data is kept at {kept} (move it there "
-        "yourself to replace the other, or delete it)"
-    )
+    if problem is not None:
+        refused = PublishRefused(f"{problem}; the new data is kept at {kept}")
+    else:
+        refused = PublishRefused(
+            f"dataset {dataset_id!r} appeared at {target} while this run was collecting and "
+            f"was not replaced (no --overwrite); the new data is kept at {kept} (move it there "
+            "yourself to replace the other, or delete it)"
+        )
+    refused.kept = kept
+    return refused
