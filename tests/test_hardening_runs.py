@@ -1,0 +1,236 @@
+"""Concurrent runs lose nothing, and bad input or a failing machine gets one clear line.
+
+Races are run with two real processes started together; a synchronisation point inside
+the run (``RACE``) holds each process, for a few seconds at most, until the other has got
+as far, so that the two really overlap where the old code checked and wrote. A full disk
+is injected (``OSError(ENOSPC)``) where the bytes would be written.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lam_envs import _outputs
+
+# Runs MODULE.main(ARGS) with FUNCTION (a global of MODULE's, looked up when called) made
+# to wait at a barrier folder until both processes are inside it (or 4 s have passed).
+RACE = textwrap.dedent(
+    """
+    import importlib, os, sys, time
+    barrier, module_name, function, *argv = sys.argv[1:]
+    module = importlib.import_module(module_name)
+    real = getattr(module, function)
+
+    def waiting(*args, **kwargs):
+        open(os.path.join(barrier, str(os.getpid())), "w").close()
+        deadline = time.time() + 4
+        while len(os.listdir(barrier)) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    setattr(module, function, waiting)
+    sys.exit(module.main(argv))
+    """
+)
+
+
+def _race(tmp_path: Path, module: str, function: str, *argvs: list[str]) -> list:
+    """Start one process per argv at once; return their CompletedProcess-like results."""
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir(exist_ok=True)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(barrier), module, function, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in argvs
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        results.append((proc.returncode, out, err))
+    return results
+
+
+def _one_line(err: str, *words: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------- 1. atomic claims
+
+
+@pytest.mark.slow
+def test_two_trainings_into_one_out_at_once_never_both_save(lam_datasets, tmp_path):
+    out = tmp_path / "run"
+    argv = ["linear", "--dataset", lam_datasets["linear"], "--steps", "20", "--quiet"]
+    results = _race(
+        tmp_path,
+        "lam_models.train",
+        "train_and_evaluate",
+        [*argv, "--out", str(out)],
+        [*argv, "--out", str(out)],
+    )
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    saved = [out_ for code, out_, _ in results if code == 0]
+    assert f"saved {out}/" in saved[0]
+    _one_line(next(err for code, _, err in results if code == 2), str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "run.json", "training.png"]
+
+
+@pytest.mark.slow
+def test_two_benchmarks_into_one_out_at_once_never_both_write_a_card(
+    lam_datasets, tmp_path, monkeypatch
+):
+    """Each has its own data root; the datasets are the session's, so no collect runs."""
+    methods = tmp_path / "methods"
+    methods.mkdir()
+    (methods / "delta_method.py").write_text(
+        "def train(data, seed):\n    return lambda o, o_next: (o_next - o).flatten(1)\n"
+    )
+    (methods / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            f"""
+            import lam_models.benchmark as b
+            DATA = {{"linear": {lam_datasets["linear"]!r}, "grid": {lam_datasets["grid"]!r}}}
+            b.ensure_dataset = lambda recipe, root, **kw: DATA[recipe.split("-")[0]]
+            """
+        )
+    )
+    out = tmp_path / "card"
+    argv = ["--method", "delta_method:train", "--suite", "tiny", "--seeds", "1", "--workers", "1"]
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(methods), os.environ.get("PYTHONPATH", "")])
+    )
+    results = _race(
+        tmp_path,
+        "lam_models.benchmark",
+        "ensure_dataset",
+        [*argv, "--out", str(out), "--data-root", str(tmp_path / "a")],
+        [*argv, "--out", str(out), "--data-root", str(tmp_path / "b")],
+    )
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    _one_line(next(err for code, _, err in results if code == 2), str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["card.csv", "card.md", "card.png"]
+
+
+def test_a_claim_is_exclusive_released_and_broken_only_when_its_owner_is_dead(tmp_path):
+    out = tmp_path / "out"
+    with _outputs.claim_output_folder(out) as claimed:
+        assert (claimed / _outputs.CLAIM).read_text().startswith(f"{os.getpid()}.")
+        with pytest.raises(_outputs.FolderBusy, match=f"process {os.getpid()}"):
+            with _outputs.claim_output_folder(out, overwrite=True):
+                pass
+    assert sorted(out.iterdir()) == []  # the claim is released
+    out.rmdir()
+    with pytest.raises(ZeroDivisionError), _outputs.claim_output_folder(out):
+        raise ZeroDivisionError
+    assert not out.exists()  # made by the claim, the run failed with nothing written
+    # a claim left by a killed process of this host is broken by the next run
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True).stdout.strip()  # fmt: skip
+    out.mkdir()
+    (out / _outputs.CLAIM).write_text(f"{dead}.0.deadbeef@{__import__('socket').gethostname()}")
+    with _outputs.claim_output_folder(out):
+        (out / "result").write_text("x")
+    assert sorted(p.name for p in out.iterdir()) == ["result"]
+    # another host's claim cannot be checked from here: kept, and the run refused
+    (out / _outputs.CLAIM).write_text("1.0.cafe@another-host")
+    with pytest.raises(_outputs.FolderBusy, match="another-host"):
+        with _outputs.claim_output_folder(out, overwrite=True):
+            pass
+    assert (out / _outputs.CLAIM).exists()
+
+
+# ---------------------------------------------------------------- 2. nested dataset ids
+
+
+def _collect_cli(root: Path, dataset_id: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lam_envs.collect", "--quiet", "--root", str(root)]
+    cmd += [f"--dataset-id={dataset_id}", "--episodes", "1", "--episode-length", "3", *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_an_id_inside_another_dataset_or_around_one_is_refused(tmp_path):
+    from lam_envs.collect import CollectConfig, collect
+
+    root = tmp_path / "minari"
+    tiny = {"episodes": 1, "episode_length": 3}
+    collect(CollectConfig(**tiny, dataset_id="lam_envs/victim-v0"), root, progress=False)
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    with pytest.raises(ValueError, match="inside the folder of dataset 'lam_envs/victim-v0'"):
+        collect(CollectConfig(**tiny, dataset_id="lam_envs/victim-v0/inner-v0"), root)
+    deeper = CollectConfig(**tiny, dataset_id="lam_envs/victim-v0/data/x-v0")
+    with pytest.raises(ValueError, match="inside the folder of dataset"):
+        collect(deeper, root, overwrite=True)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
+    # a dataset nested by an older version: the outer one is never replaced (and deleted)
+    nested = root / "lam_envs" / "outer-v0" / "inner-v0"
+    collect(CollectConfig(**tiny, dataset_id="lam_envs/inner-v0"), root, progress=False)
+    nested.parent.mkdir()
+    os.rename(root / "lam_envs" / "inner-v0", nested)
+    result = _collect_cli(root, "lam_envs/outer-v0", "--overwrite")
+    _one_line(result.stderr, "holds dataset 'lam_envs/outer-v0/inner-v0'")
+    assert result.returncode == 2 and (nested / "data" / "metadata.json").is_file()
+
+
+# ---------------------------------------------------------------- 10. ids with empty names
+
+
+@pytest.mark.parametrize("dataset_id", ["lam_envs/-v0", "lam_envs/--v0", "-x/a-v0", "ns/_-v0"])
+def test_an_id_with_an_empty_or_dash_name_is_refused(tmp_path, dataset_id):
+    from lam_envs.collect import CollectConfig
+
+    with pytest.raises(ValueError, match="invalid dataset id"):
+        CollectConfig(dataset_id=dataset_id)
+    result = _collect_cli(tmp_path, dataset_id)
+    assert result.returncode == 2
+    _one_line(result.stderr, "invalid dataset id", "must start with a letter or digit")
+    assert not (tmp_path / "lam_envs").exists()
+
+
+# ---------------------------------------------------------------- 14. batch-free arithmetic
+
+
+@pytest.mark.parametrize("d_a", [8, 64])
+def test_each_linear_env_steps_the_same_bits_in_a_batch_of_any_size(d_a):
+    """The cause of --workers 1 and 2 differing: a float32 matrix product whose rounding
+    depended on the number of rows. Every env of a batch must step exactly like an env
+    alone (a one-row product took another BLAS kernel than a batch's)."""
+    import gymnasium as gym
+
+    kwargs = {"d_o": 72, "d_a": d_a, "d_b": 8, "sigma_exo": 0.5, "sigma_iid": 0.1}
+    kwargs["distractor_correlation"] = 0.3
+    rng = np.random.default_rng(0)
+    n, steps = 65, 20
+    actions = rng.standard_normal((steps, n, d_a)).astype(np.float32)
+    batch = gym.make_vec("LinearLAM-v0", num_envs=n, **kwargs)
+    obs, _ = batch.reset(seed=100)
+    batched = [obs]
+    for t in range(steps):
+        batched.append(batch.step(actions[t])[0])
+    for sizes in ([1] * 3, [2, 63], [64, 1]):
+        first = 0
+        for size in sizes:
+            part = gym.make_vec("LinearLAM-v0", num_envs=size, **kwargs)
+            obs, _ = part.reset(seed=100 + first)
+            np.testing.assert_array_equal(obs, batched[0][first : first + size])
+            for t in range(steps):
+                obs = part.step(actions[t, first : first + size])[0]
+                np.testing.assert_array_equal(obs, batched[t + 1][first : first + size])
+            first += size
