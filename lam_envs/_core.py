@@ -85,23 +85,17 @@ class ActionCheck:
 
 
 def rowwise_matmul(x: np.ndarray, m_t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``x @ m_t`` as float32, each row computed on its own: (n, k) @ (k, d) -> (n, d).
+    """``x @ m_t`` rounded to float32, each row computed on its own: (n, k) @ (k, d) -> (n, d).
 
-    BLAS picks its kernels (and threads, and the order of its sums) by the matrix's size,
-    so in float32 a row's product can differ in its last bits with the number of rows
-    around it: the data of a collection would then depend on how its episodes were
-    batched (``--workers``). Here the k products are summed in float64, in order, by
-    elementwise operations (numpy never fuses them), and rounded to float32 once: every
-    row gets the same bits in a batch of any size, and a result within one float32
-    rounding of the exact product. ``m_t`` is best given as float64 (converted once).
+    BLAS picks its kernel by the matrix's size (a one-row product is a gemv, a batch a
+    gemm; edge rows and threads split differently), so a float32 ``matmul`` can give a row
+    other last bits next to other rows: the data of a collection would depend on how its
+    episodes were batched (``--workers``). Here the sum over k is numpy's own ``einsum``
+    loop (without ``optimize`` it never calls BLAS) in float64: for every element the same
+    k products accumulated in order, over the contiguous output axis, whatever the number
+    of rows; then one rounding to float32. ``m_t``: float64 (k, d), converted once.
     """
-    m_t = np.asarray(m_t, dtype=np.float64)
-    k = x.shape[1]
-    acc = np.multiply(x[:, :1], m_t[:1], dtype=np.float64)
-    term = np.empty_like(acc)
-    for j in range(1, k):
-        np.multiply(x[:, j : j + 1], m_t[j : j + 1], out=term, dtype=np.float64)
-        acc += term
+    acc = np.einsum("nk,kd->nd", x.astype(np.float64), m_t, optimize=False)
     if out is None:
         return acc.astype(np.float32)
     np.copyto(out, acc, casting="same_kind")
