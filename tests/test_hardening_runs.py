@@ -234,3 +234,55 @@ def test_each_linear_env_steps_the_same_bits_in_a_batch_of_any_size(d_a):
                 obs = part.step(actions[t, first : first + size])[0]
                 np.testing.assert_array_equal(obs, batched[t + 1][first : first + size])
             first += size
+
+
+# ---------------------------------------------------------------- 3. export --overwrite
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)  # fmt: skip
+    return int(proc.stdout)
+
+
+def test_export_overwrite_replaces_only_an_earlier_export_and_removes_dead_leftovers(
+    lam_datasets, tmp_path, capsys
+):
+    pytest.importorskip("pyarrow")
+    import json
+    import socket
+
+    from lam_envs.export import MARKER, main
+
+    grid = lam_datasets["grid"]
+    # a folder that merely holds a file of the marker's name (with other files) stays
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / MARKER).write_text(json.dumps({"source": "x"}))
+    (forged / "thesis.tex").write_text("keep")
+    assert main([grid, str(forged), "--overwrite"]) == 2
+    _one_line(capsys.readouterr().err, "not a lam_envs export", "lists no files")
+    assert (forged / "thesis.tex").read_text() == "keep"
+    # an earlier export with a file added, or a file changed: kept too
+    out = tmp_path / "out"
+    assert main([grid, str(out)]) == 0
+    capsys.readouterr()
+    (out / "data" / "notes.txt").write_text("mine")
+    assert main([grid, str(out), "--overwrite"]) == 2
+    _one_line(capsys.readouterr().err, "holds files the export did not write", "notes.txt")
+    (out / "data" / "notes.txt").unlink()
+    parquet = next((out / "data").glob("*.parquet"))
+    original = parquet.read_bytes()
+    parquet.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size
+    assert main([grid, str(out), "--overwrite"]) == 2
+    _one_line(capsys.readouterr().err, "changed since the export wrote it")
+    parquet.write_bytes(original)
+    # leftovers of killed exports (this and an older naming), not those of live ones
+    dead, host = _dead_pid(), socket.gethostname()
+    leftovers = [f".out.partial-{dead}.0.0badc0de@{host}", f".other.partial-{dead}-0badc0de"]
+    leftovers.append(f".out.old-{dead}.0.0badc0de@{host}")
+    live = f".out.partial-{os.getpid()}.0.0badc0de@{host}"
+    for name in [*leftovers, live]:
+        (tmp_path / name / "data").mkdir(parents=True)
+    assert main([grid, str(out), "--overwrite"]) == 0  # an exact earlier export: replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["forged", "out", live])
