@@ -286,3 +286,30 @@ def test_export_overwrite_replaces_only_an_earlier_export_and_removes_dead_lefto
         (tmp_path / name / "data").mkdir(parents=True)
     assert main([grid, str(out), "--overwrite"]) == 0  # an exact earlier export: replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["forged", "out", live])
+
+
+# ---------------------------------------------------------------- 11. --device
+
+
+@pytest.mark.parametrize("device", ["cpu:7", "mps", "xla", "meta", "cuda:99", "gpu", ""])
+def test_a_device_this_torch_cannot_use_is_refused_in_one_line(
+    lam_datasets, tmp_path, capsys, device
+):
+    import torch
+
+    from lam_models.lam import resolve_device
+    from lam_models.train import main
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("Metal is available here")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device(device)
+    out = tmp_path / "run"
+    args = ["linear", "--dataset", lam_datasets["linear"], "--steps", "5", "--quiet"]
+    assert main([*args, "--device", device, "--out", str(out)]) == 2
+    _one_line(capsys.readouterr().err, "device")
+    assert not out.exists()
+    assert resolve_device("cpu:0") == torch.device("cpu")  # the one CPU index there is
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
