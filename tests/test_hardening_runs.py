@@ -313,3 +313,55 @@ def test_a_device_this_torch_cannot_use_is_refused_in_one_line(
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- 8. evaluate's input
+
+
+def _delta(o, o_next):
+    return (o_next - o).flatten(1)
+
+
+BAD_LATENTS = [
+    (lambda o, on: 1.0, TypeError, "returned float"),
+    (lambda o, on: None, TypeError, "returned NoneType"),
+    (lambda o, on: (x for x in o), TypeError, "returned generator"),
+    (lambda o, on: {"z": o}, TypeError, "returned dict"),
+    (lambda o, on: np.float64(1.0), TypeError, "returned float64"),
+    (lambda o, on: _delta(o, on)[:1], ValueError, "returned 1 latents for a chunk"),
+    (lambda o, on: _delta(o, on).to(__import__("torch").complex64), ValueError, "complex"),
+    (lambda o, on: _delta(o, on).numpy() * 1j, ValueError, "complex"),
+    (lambda o, on: np.array([["a"]] * len(o)), TypeError, "numbers"),
+]
+
+
+@pytest.mark.parametrize(("latent_fn", "error", "message"), BAD_LATENTS)
+def test_evaluate_refuses_latents_that_are_not_a_real_array_per_transition(
+    lam_datasets, latent_fn, error, message
+):
+    import lam_models
+
+    with pytest.raises(error, match=message):
+        lam_models.evaluate(latent_fn, lam_datasets["grid"])
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, float("nan"), 2.5, "8", None])
+def test_evaluate_refuses_a_batch_size_that_is_not_a_positive_integer(lam_datasets, batch_size):
+    import lam_models
+
+    with pytest.raises(ValueError, match="batch_size must be"):
+        lam_models.evaluate(_delta, lam_datasets["grid"], batch_size=batch_size)
+
+
+def test_evaluate_takes_one_nuisance_name_and_names_those_that_exist(lam_datasets):
+    import lam_models
+
+    one = lam_models.evaluate(_delta, lam_datasets["grid"], nuisance="noise")
+    assert (
+        one["nmse_noise"]
+        == lam_models.evaluate(_delta, lam_datasets["grid"], nuisance=("noise",))["nmse_noise"]
+    )
+    with pytest.raises(ValueError, match=r"unknown nuisance 'nois'.* oracle fields \['action'"):
+        lam_models.evaluate(_delta, lam_datasets["grid"], nuisance="nois")
+    with pytest.raises(TypeError, match="nuisance must be oracle field names"):
+        lam_models.evaluate(_delta, lam_datasets["grid"], nuisance=[1])
