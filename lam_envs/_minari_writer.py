@@ -220,6 +220,8 @@ class DatasetStaging:
     def abort(self) -> None:
         try:
             self._close_main()
+        except Exception:  # noqa: BLE001  (a full disk fails the flush: the folder goes anyway)
+            pass
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -61,7 +61,11 @@ def check_path(path: str | Path, what: str) -> Path:
 
 
 class DiskFull(OSError):
-    """Writing failed for lack of space (or quota); the message is one line."""
+    """Writing failed for lack of space (or quota): ``DiskFull(errno.ENOSPC, message)``,
+    shown as the one-line message alone."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def disk_full(error: BaseException) -> bool:

@@ -8,6 +8,7 @@ is injected (``OSError(ENOSPC)``) where the bytes would be written.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -365,3 +366,72 @@ def test_evaluate_takes_one_nuisance_name_and_names_those_that_exist(lam_dataset
         lam_models.evaluate(_delta, lam_datasets["grid"], nuisance="nois")
     with pytest.raises(TypeError, match="nuisance must be oracle field names"):
         lam_models.evaluate(_delta, lam_datasets["grid"], nuisance=[1])
+
+
+# ---------------------------------------------------------------- 4. a full disk
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["model.pt", "training.png"])
+def test_a_full_disk_while_saving_a_run_leaves_nothing_and_blocks_no_rerun(
+    lam_datasets, tmp_path, monkeypatch, capsys, where
+):
+    import matplotlib.figure
+    import torch
+
+    from lam_models.train import main
+
+    out = tmp_path / "run"
+    args = ["linear", "--dataset", lam_datasets["linear"], "--steps", "5", "--quiet"]
+    with monkeypatch.context() as patch:
+        if where == "model.pt":
+            patch.setattr(torch, "save", _no_space)
+        else:
+            patch.setattr(matplotlib.figure.Figure, "savefig", _no_space)
+        assert main([*args, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    _one_line(err, "no space left on the device", where)
+    assert "Errno" not in err
+    assert not out.exists()  # no model.pt.tmp, no half-saved run
+    assert main([*args, "--out", str(out)]) == 0  # the rerun is not blocked
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "run.json", "training.png"]
+
+
+def test_a_full_disk_during_collect_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """HDF5 reports ENOSPC as a ValueError or RuntimeError of many lines (measured on a
+    full tmpfs), from a write and again from closing the file during cleanup."""
+    from lam_envs import _minari_writer
+    from lam_envs.collect import main
+
+    hdf5_message = (
+        "Unable to synchronously create group (file write failed: time = now\n, filename = "
+        "'x.hdf5', file descriptor = 5, errno = 28, error message = 'No space left on device')"
+    )
+
+    def full(*args, **kwargs):
+        raise ValueError(hdf5_message)
+
+    def close_fails(self):
+        raise RuntimeError(hdf5_message.replace("Unable", "Disable slist on flush"))
+
+    monkeypatch.setattr(_minari_writer.ShardWriter, "write_episodes", full)
+    monkeypatch.setattr(_minari_writer.DatasetStaging, "_close_main", close_fails)
+    root = tmp_path / "root"
+    args = ["--quiet", "--root", str(root), "--dataset-id", "tests/full-v0"]
+    assert main([*args, "--episodes", "2", "--episode-length", "5"]) == 1
+    _one_line(capsys.readouterr().err, "no space left on the device", "tests/full-v0")
+    assert not (root / "tests" / "full-v0").exists()
+    assert list((root / ".lam-envs-staging").iterdir()) == []
+
+
+def test_the_free_space_refusal_speaks_in_units_that_show_the_sizes():
+    from lam_envs._outputs import format_bytes
+
+    assert format_bytes(0) == "0 bytes"
+    assert format_bytes(3 * 2**20) == "3.0 MiB"
+    assert format_bytes(46.6 * 2**20) == "46.6 MiB"
+    assert format_bytes(5 * 2**40) == "5.0 TiB"
+    assert format_bytes(2047) == "2.0 KiB"
