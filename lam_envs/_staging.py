@@ -139,8 +139,9 @@ def new_folder(root: Path) -> Path:
 
 
 def is_dataset(folder: Path) -> bool:
-    """Whether ``folder`` is a dataset (Minari's layout: ``data/metadata.json``)."""
-    return os.path.lexists(Path(folder) / "data" / "metadata.json")
+    """Whether ``folder`` is a dataset (Minari's layout: a ``data`` folder, which holds
+    ``metadata.json`` and the HDF5 files)."""
+    return os.path.isdir(Path(folder) / "data")
 
 
 def nesting_problem(root: Path, dataset_id: str) -> str | None:
@@ -174,7 +175,7 @@ def nesting_problem(root: Path, dataset_id: str) -> str | None:
             subfolders[:] = [d for d in subfolders if d != "data"]  # the dataset's own files
     if not is_dataset(target):
         return (
-            f"{target} exists and is not a dataset (no data/metadata.json): refusing to "
+            f"{target} exists and is not a dataset (no data folder): refusing to "
             f"replace it with dataset {dataset_id!r}; choose another id"
         )
     return None

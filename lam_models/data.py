@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 import lam_envs
+from lam_envs._outputs import check_path
 from lam_envs.collect import CONTRACT_VERSION
 from lam_envs.policies import make_policy
 from lam_envs.validate import check_int
@@ -61,7 +62,10 @@ class Batch(NamedTuple):
 
 def _resolve(dataset: str | Path) -> Path:
     """The ``data`` folder of a dataset given as a Minari id or a path."""
-    path = Path(dataset)
+    try:  # a part over 255 bytes: the filesystem's OSError would escape the checks below
+        path = check_path(dataset, "dataset")
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
     for candidate in (path, path / "data", path.parent if path.suffix == ".hdf5" else None):
         if candidate is not None and (candidate / "metadata.json").is_file():
             return candidate

@@ -435,3 +435,35 @@ def test_the_free_space_refusal_speaks_in_units_that_show_the_sizes():
     assert format_bytes(46.6 * 2**20) == "46.6 MiB"
     assert format_bytes(5 * 2**40) == "5.0 TiB"
     assert format_bytes(2047) == "2.0 KiB"
+
+
+# ---------------------------------------------------------------- 5. path parts over 255 bytes
+
+LONG = "x" * 256
+
+
+def _commands(lam_datasets, tmp_path) -> list[tuple[str, list[str]]]:
+    linear = lam_datasets["linear"]
+    train = ["lam_models.train", "linear", "--steps", "5", "--quiet"]
+    bench = ["lam_models.benchmark", "--method", "linear", "--suite", "tiny", "--seeds", "1"]
+    pipe = ["lam_models.pipeline", "--lam", "linear", "--quick"]
+    return [
+        ("--out", [*train, "--dataset", linear, "--out", str(tmp_path / LONG / "run")]),
+        ("dataset", [*train, "--dataset", str(tmp_path / LONG), "--out", str(tmp_path / "r")]),
+        ("--out", [*pipe, "--dataset", linear, "--out", str(tmp_path / LONG)]),
+        ("dataset", [*pipe, "--dataset", f"{tmp_path}/{LONG}", "--out", str(tmp_path / "p")]),
+        ("--out", [*bench, "--out", str(tmp_path / LONG)]),
+        ("--data-root", [*bench, "--out", str(tmp_path / "b"), "--data-root", f"/{LONG}"]),
+        ("--root", ["lam_envs.collect", "--root", str(tmp_path / LONG), "--episodes", "1"]),
+        ("OUT", ["lam_envs.export", linear, str(tmp_path / LONG)]),
+        ("dataset", ["lam_envs.export", str(tmp_path / LONG / "d"), str(tmp_path / "e")]),
+    ]
+
+
+def test_a_path_part_over_255_bytes_is_one_line_in_every_command(lam_datasets, tmp_path, capsys):
+    import importlib
+
+    for what, (module, *argv) in _commands(lam_datasets, tmp_path):
+        assert importlib.import_module(module).main(argv) == 2, what
+        _one_line(capsys.readouterr().err, what, "255 bytes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made
