@@ -95,7 +95,8 @@ def clean(root: Path) -> list[tuple[Path, str]]:
     """Remove the staging folders of dead processes under ``root``.
 
     Returns every folder found with what became of it: 'removed', 'live' (kept),
-    'elsewhere' (kept: made on another host), 'unknown' (kept: not named by this package).
+    'elsewhere' (kept: made on another host), 'unknown' (kept: not named by this package),
+    or 'stuck: REASON' (stale, but it could not be removed: it is still there).
     """
     staging = Path(root) / STAGING
     report = []
@@ -105,10 +106,29 @@ def clean(root: Path) -> list[tuple[Path, str]]:
         owner = owner_of(entry.name)
         status = "unknown" if owner is None else state(owner)
         if status == "dead":
-            shutil.rmtree(entry, ignore_errors=True)
-            status = "removed"
+            failure = _remove(entry)
+            status = "removed" if failure is None else f"stuck: {failure}"
         report.append((entry, status))
     return report
+
+
+def _remove(entry: Path) -> str | None:
+    """Remove a file or folder; None when it is gone, else why it is still there."""
+    errors: list[str] = []
+
+    def note(function, path, error) -> None:
+        errors.append(f"{getattr(error, 'strerror', None) or error} ({path})")
+
+    try:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, onerror=lambda f, p, info: note(f, p, info[1]))
+        else:
+            entry.unlink()
+    except OSError as error:
+        note(None, entry, error)
+    if not os.path.lexists(entry):
+        return None
+    return errors[0] if errors else "it is still there"
 
 
 def unpublished(root: Path) -> list[Path]:

@@ -487,7 +487,10 @@ def clean_root(root: Path) -> int:
     """``--clean``: remove stale staging folders under ``root`` and say what is left."""
     found = staging.clean(root)
     for path, status in found:
-        print(f"{status:9} {path}")
+        if status.startswith("stuck"):  # reported, not counted: it is still there
+            print(f"kept      {path} (stale, but cannot be removed: {status[7:]})")
+        else:
+            print(f"{status:9} {path}")
     for path in staging.unpublished(root):
         print(f"kept      {path} (a dataset whose publishing was refused; delete it by hand)")
     removed = sum(status == "removed" for _, status in found)
