@@ -467,3 +467,160 @@ def test_a_path_part_over_255_bytes_is_one_line_in_every_command(lam_datasets, t
         assert importlib.import_module(module).main(argv) == 2, what
         _one_line(capsys.readouterr().err, what, "255 bytes")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made
+
+
+# ---------------------------------------------------------------- 6. a user method's signature
+
+
+def test_a_method_that_is_not_train_data_seed_is_refused_naming_its_signature(tmp_path, capsys):
+    from lam_models import benchmark
+
+    out = tmp_path / "card"
+    for spec in ("math:sqrt", "json:dumps", "os:getcwd"):
+        assert benchmark.main(["--method", spec, "--suite", "tiny", "--out", str(out)]) == 2
+        _one_line(capsys.readouterr().err, spec, "train(data, seed)")
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"\(x\) cannot be called as train\(data, seed\)"):
+        benchmark.resolve_method(lambda x: x, steps=1)
+    assert benchmark.resolve_method(lambda data, seed, device="cpu": None, steps=1)
+    assert benchmark.resolve_method(lambda *args: None, steps=1)
+    with pytest.raises(ValueError, match="returned 3, not a function latent_fn"):
+        benchmark._call(lambda data, seed: 3, None, 0, "cpu")
+
+
+# ---------------------------------------------------------------- 7. num_envs
+
+
+@pytest.mark.parametrize("env_id", ["LinearLAM-v0", "GridLAM-v0", "GridLAM-Distracting-v0"])
+def test_a_vector_env_of_a_billion_envs_is_refused_naming_the_bound(env_id):
+    import gymnasium as gym
+
+    from lam_envs._core import NUM_ENVS_MAX
+
+    with pytest.raises(ValueError, match=r"num_envs must be <= 16,777,216 \(2\*\*24\)"):
+        gym.make_vec(env_id, num_envs=10**9)
+    assert gym.make_vec(env_id, num_envs=3).num_envs == 3
+    assert NUM_ENVS_MAX == 2**24
+
+
+def test_a_vector_env_that_does_not_fit_in_memory_is_a_value_error(monkeypatch):
+    import gymnasium as gym
+
+    from lam_envs.linear import LinearDynamics
+
+    def no_memory(self, num_envs, **params):
+        raise MemoryError
+
+    monkeypatch.setattr(LinearDynamics, "__init__", no_memory)
+    with pytest.raises(ValueError, match="num_envs = 1,000,000 does not fit in memory"):
+        gym.make_vec("LinearLAM-v0", num_envs=10**6)
+
+
+# ---------------------------------------------------------------- 9. a shared new data root
+
+SHARED_ROOT = textwrap.dedent(
+    """
+    import os, sys, time
+    import lam_envs._staging as staging
+    barrier, root = sys.argv[1:]
+    real = staging.publish
+
+    def waiting(*args, **kwargs):  # both have collected: now both publish
+        open(os.path.join(barrier, str(os.getpid())), "w").close()
+        deadline = time.time() + 20
+        while len(os.listdir(barrier)) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    staging.publish = waiting
+    from lam_models.recipes import ensure_dataset
+    print(ensure_dataset("linear-other-agents-2p0", root, episodes=2))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_benchmarks_building_one_new_data_root_both_end_well(tmp_path):
+    """What two benchmarks sharing a new --data-root do: build each setting's dataset."""
+    from lam_envs import _staging as staging
+    from lam_models.data import LAMDataset
+
+    script, barrier, root = tmp_path / "shared.py", tmp_path / "barrier", tmp_path / "root"
+    script.write_text(SHARED_ROOT)
+    barrier.mkdir()
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(barrier), str(root)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    results = [(p.wait(timeout=240), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0], results
+    paths = {out.strip() for _, out, _ in results}
+    assert len(paths) == 1 and len(os.listdir(barrier)) == 2  # both collected, one published
+    assert LAMDataset(paths.pop()).num_transitions() == 2 * 200
+    assert staging.unpublished(root) == []  # the loser's copy of the same data is gone
+
+
+# ---------------------------------------------------------------- 12. reset options
+
+
+@pytest.mark.parametrize("env_id", ["LinearLAM-v0", "GridLAM-v0", "GridLAM-Shake-v0"])
+@pytest.mark.parametrize("options", ["junk", 5, ["reset_mask"], ("a", 1)])
+def test_reset_options_that_are_not_a_dict_are_refused(env_id, options):
+    import gymnasium as gym
+
+    for env in (gym.make(env_id), gym.make_vec(env_id, num_envs=2)):
+        with pytest.raises(TypeError, match="options must be None or a dict"):
+            env.reset(seed=0, options=options)
+        env.reset(seed=0, options={})  # a dict is fine
+    # Gymnasium's own SyncVectorEnv reads options itself first; a TypeError either way
+    with pytest.raises(TypeError):
+        gym.make_vec(env_id, num_envs=2, vectorization_mode="sync").reset(options=options)
+
+
+# ---------------------------------------------------------------- 13. batches
+
+
+def test_batches_larger_than_the_data_are_refused_never_an_empty_or_endless_loop(lam_datasets):
+    from lam_models.data import LAMDataset
+
+    data = LAMDataset(lam_datasets["linear_unlabelled"])  # 40 episodes of 5 steps: 200
+    for epochs in (1, 3, None):
+        with pytest.raises(ValueError, match="batch_size = 201 is more than the 200 trans"):
+            next(data.batches(201, epochs=epochs))
+    with pytest.raises(ValueError, match="than the 10 transitions of the 2 episode"):
+        next(data.batches(11, episodes=data.episodes[:2], epochs=None))
+    with pytest.raises(ValueError, match="at least one episode"):
+        next(data.batches(1, episodes=[]))
+    assert len(list(data.batches(200, epochs=2))) == 2
+    endless = data.batches(150, epochs=None)  # leftovers carried, memory bounded
+    assert all(len(next(endless).obs) == 150 for _ in range(10))
+
+
+# ---------------------------------------------------------------- 15. collect --clean
+
+
+def test_clean_reports_a_stale_entry_it_cannot_remove_as_kept_every_time(
+    tmp_path, monkeypatch, capsys
+):
+    import shutil
+    import socket
+
+    from lam_envs import _staging as staging
+    from lam_envs.collect import main
+
+    root = tmp_path / "root"
+    area = root / staging.STAGING
+    dead, host = _dead_pid(), socket.gethostname()
+    (area / f"{dead}.0.aaaa@{host}").mkdir(parents=True)
+    (area / f"{dead}.0.bbbb@{host}").write_text("a file, not a folder")  # also removed
+    monkeypatch.setattr(shutil, "rmtree", lambda path, **kw: None)  # cannot remove folders
+    for removed in (1, 0):  # the file goes; the folder stays, and is said to stay
+        assert main(["--clean", "--root", str(root)]) == 0
+        out = capsys.readouterr().out
+        assert f"kept      {area / f'{dead}.0.aaaa@{host}'} (stale, but cannot be removed" in out
+        assert f"removed {removed} stale staging folder(s)" in out.splitlines()[-1]
+    monkeypatch.undo()
+    assert main(["--clean", "--root", str(root)]) == 0
+    assert "removed 1 stale staging folder(s)" in capsys.readouterr().out
+    assert list(area.iterdir()) == []
