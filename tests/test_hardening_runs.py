@@ -77,7 +77,7 @@ def _one_line(err: str, *words: str) -> None:
 @pytest.mark.slow
 def test_two_trainings_into_one_out_at_once_never_both_save(lam_datasets, tmp_path):
     out = tmp_path / "run"
-    argv = ["linear", "--dataset", lam_datasets["linear"], "--steps", "20", "--quiet"]
+    argv = ["linear", "--dataset", lam_datasets["linear_unlabelled"], "--steps", "20", "--quiet"]
     results = _race(
         tmp_path,
         "lam_models.train",
@@ -103,12 +103,12 @@ def test_two_benchmarks_into_one_out_at_once_never_both_write_a_card(
     (methods / "delta_method.py").write_text(
         "def train(data, seed):\n    return lambda o, o_next: (o_next - o).flatten(1)\n"
     )
+    data = {"linear": lam_datasets["linear_unlabelled"], "grid": lam_datasets["grid"]}
     (methods / "sitecustomize.py").write_text(
         textwrap.dedent(
             f"""
             import lam_models.benchmark as b
-            DATA = {{"linear": {lam_datasets["linear"]!r}, "grid": {lam_datasets["grid"]!r}}}
-            b.ensure_dataset = lambda recipe, root, **kw: DATA[recipe.split("-")[0]]
+            b.ensure_dataset = lambda recipe, root, **kw: {data!r}[recipe.split("-")[0]]
             """
         )
     )
@@ -306,7 +306,7 @@ def test_a_device_this_torch_cannot_use_is_refused_in_one_line(
     with pytest.raises(ValueError, match="device"):
         resolve_device(device)
     out = tmp_path / "run"
-    args = ["linear", "--dataset", lam_datasets["linear"], "--steps", "5", "--quiet"]
+    args = ["linear", "--dataset", lam_datasets["linear_unlabelled"], "--steps", "5", "--quiet"]
     assert main([*args, "--device", device, "--out", str(out)]) == 2
     _one_line(capsys.readouterr().err, "device")
     assert not out.exists()
@@ -385,7 +385,7 @@ def test_a_full_disk_while_saving_a_run_leaves_nothing_and_blocks_no_rerun(
     from lam_models.train import main
 
     out = tmp_path / "run"
-    args = ["linear", "--dataset", lam_datasets["linear"], "--steps", "5", "--quiet"]
+    args = ["linear", "--dataset", lam_datasets["linear_unlabelled"], "--steps", "5", "--quiet"]
     with monkeypatch.context() as patch:
         if where == "model.pt":
             patch.setattr(torch, "save", _no_space)
@@ -624,3 +624,18 @@ def test_clean_reports_a_stale_entry_it_cannot_remove_as_kept_every_time(
     assert main(["--clean", "--root", str(root)]) == 0
     assert "removed 1 stale staging folder(s)" in capsys.readouterr().out
     assert list(area.iterdir()) == []
+
+
+def test_a_pipeline_into_a_folder_another_run_holds_is_refused_at_any_stage(
+    lam_datasets, tmp_path, capsys
+):
+    from lam_models.pipeline import main
+
+    out = tmp_path / "run"
+    with _outputs.claim_output_folder(out):  # as a live run elsewhere holds it
+        (out / "config.json").write_text("{}")
+        for stage in ("all", "bc"):
+            args = ["--dataset", lam_datasets["grid"], "--quick", "--stage", stage]
+            assert main([*args, "--out", str(out)]) == 2
+            _one_line(capsys.readouterr().err, "being written by another run", str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
