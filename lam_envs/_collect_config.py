@@ -21,6 +21,7 @@ import numpy as np
 
 import lam_envs
 from lam_envs import _shards
+from lam_envs._outputs import NAME_MAX
 from lam_envs.policies import POLICIES
 from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
 
@@ -39,7 +40,6 @@ RESERVED_ENV_KWARGS = {
     "vector_kwargs": "the collector",
     "wrappers": "the collector",
 }
-_NAME_MAX = 255  # bytes of one path component on common filesystems
 
 
 def check_number(name: str, value: Any, integer: bool = False) -> Any:
@@ -242,9 +242,9 @@ def _check_dataset_id(dataset_id: str) -> None:
     if match.group("version") is None:
         raise ValueError(f"dataset id {dataset_id!r} needs a version suffix, e.g. {dataset_id}-v0")
     for part in dataset_id.split("/"):
-        if len(part.encode()) > _NAME_MAX:
+        if len(part.encode()) > NAME_MAX:
             raise ValueError(
                 f"dataset id {dataset_id[:40]!r}... is too long: each '/'-separated part "
-                f"becomes a folder name, at most {_NAME_MAX} bytes (one has "
+                f"becomes a folder name, at most {NAME_MAX} bytes (one has "
                 f"{len(part.encode())})"
             )
