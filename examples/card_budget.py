@@ -31,12 +31,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lam_envs._outputs import claim_output_folder  # noqa: E402
 from lam_envs.cli import Parser, run_main  # noqa: E402
 from lam_envs.validate import check_int  # noqa: E402
 from lam_models.benchmark import STANDARD, builtin_method, setting_split  # noqa: E402
 from lam_models.data import DatasetError  # noqa: E402
 from lam_models.recipes import ensure_dataset  # noqa: E402
-from lam_models.runs import check_out_dir, write_csv  # noqa: E402
+from lam_models.runs import write_csv  # noqa: E402
 from lam_models.scoring import evaluate  # noqa: E402
 
 SETTINGS = {s.name: s for s in STANDARD}
@@ -143,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        check_out_dir(args.out, args.overwrite)
-        run(
-            args.method, args.setting, steps, args.seed, args.out,
-            args.data_root or args.out / "datasets", 12 if args.quick else None, args.device,
-        )  # fmt: skip
+        with claim_output_folder(args.out, args.overwrite):  # no second run into it meanwhile
+            run(
+                args.method, args.setting, steps, args.seed, args.out,
+                args.data_root or args.out / "datasets", 12 if args.quick else None, args.device,
+            )  # fmt: skip
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

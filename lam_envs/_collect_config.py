@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 
 import lam_envs
 from lam_envs import _shards
+from lam_envs._outputs import NAME_MAX
 from lam_envs.policies import POLICIES
 from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
 
@@ -38,7 +40,6 @@ RESERVED_ENV_KWARGS = {
     "vector_kwargs": "the collector",
     "wrappers": "the collector",
 }
-_NAME_MAX = 255  # bytes of one path component on common filesystems
 
 
 def check_number(name: str, value: Any, integer: bool = False) -> Any:
@@ -229,12 +230,21 @@ def _check_dataset_id(dataset_id: str) -> None:
             f"invalid dataset id {dataset_id!r}: Minari ids are (namespace/)name-vN with "
             "letters, digits, '-' and '_' (a namespace of 2 characters at least)"
         )
+    *namespace, last = dataset_id.split("/")
+    name = re.sub(r"-v\d+$", "", last)
+    for part, what in [*((p, "namespace part") for p in namespace), (name, "name")]:
+        # Minari's pattern lets '-', '_' and an empty name through ('lam_envs/-v0')
+        if not re.fullmatch(r"[A-Za-z0-9][\w-]*", part) or part.endswith("-"):
+            raise ValueError(
+                f"invalid dataset id {dataset_id!r}: its {what} {part!r} must start with a "
+                "letter or digit, and not end with '-' (e.g. lam_envs/my-data-v0)"
+            )
     if match.group("version") is None:
         raise ValueError(f"dataset id {dataset_id!r} needs a version suffix, e.g. {dataset_id}-v0")
     for part in dataset_id.split("/"):
-        if len(part.encode()) > _NAME_MAX:
+        if len(part.encode()) > NAME_MAX:
             raise ValueError(
                 f"dataset id {dataset_id[:40]!r}... is too long: each '/'-separated part "
-                f"becomes a folder name, at most {_NAME_MAX} bytes (one has "
+                f"becomes a folder name, at most {NAME_MAX} bytes (one has "
                 f"{len(part.encode())})"
             )

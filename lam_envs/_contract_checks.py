@@ -39,6 +39,7 @@ import h5py
 import numpy as np
 
 import lam_envs
+from lam_envs._outputs import check_path
 from lam_envs.validate import check_int
 
 #: The oldest dataset contract version this package reads; versions from here up to
@@ -74,7 +75,10 @@ class DatasetError(ValueError):
 def resolve_data_path(dataset: str | Path) -> Path:
     """The data folder (holding ``metadata.json``) of a dataset given as a Minari id, a
     dataset folder, its ``data`` folder or its ``main_data.hdf5``."""
-    path = Path(dataset)
+    try:  # a part over 255 bytes: the filesystem's OSError would escape the checks below
+        path = check_path(dataset, "dataset")
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
     for candidate in (path, path / "data", path.parent if path.suffix == ".hdf5" else None):
         if candidate is not None and (candidate / METADATA_FILE).is_file():
             return candidate

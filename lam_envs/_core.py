@@ -12,7 +12,7 @@ envs seeded ``s, s + 1, ...``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -32,6 +32,9 @@ except ImportError:  # gymnasium 1.0: no AutoresetMode, every vector env resets 
     _AUTORESET = {}
 
 Info = dict[str, np.ndarray]
+#: The most envs one native vector env takes (2**24; the collector batches at most about
+#: 1.5 million): beyond, memory runs out before anything useful happens.
+NUM_ENVS_MAX = 2**24
 
 
 class ActionCheck:
@@ -82,6 +85,24 @@ class ActionCheck:
         if self.bounded and ((a < self.low).any() or (a > self.high).any()):
             self._refuse(actions, f"outside [{self.low}, {self.high}]")
         return a.reshape(-1, *self.space.shape)
+
+
+def rowwise_matmul(x: np.ndarray, m_t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``x @ m_t`` rounded to float32, each row computed on its own: (n, k) @ (k, d) -> (n, d).
+
+    BLAS picks its kernel by the matrix's size (a one-row product is a gemv, a batch a
+    gemm; edge rows and threads split differently), so a float32 ``matmul`` can give a row
+    other last bits next to other rows: the data of a collection would depend on how its
+    episodes were batched (``--workers``). Here the sum over k is numpy's own ``einsum``
+    loop (without ``optimize`` it never calls BLAS) in float64: for every element the same
+    k products accumulated in order, over the contiguous output axis, whatever the number
+    of rows; then one rounding to float32. ``m_t``: float64 (k, d), converted once.
+    """
+    acc = np.einsum("nk,kd->nd", x.astype(np.float64), m_t, optimize=False)
+    if out is None:
+        return acc.astype(np.float32)
+    np.copyto(out, acc, casting="same_kind")
+    return out
 
 
 class RenderModes(list):
@@ -169,6 +190,7 @@ class BatchEnv(gym.Env):
         self._was_reset = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        check_options(options)
         super().reset(seed=check_seed("seed", seed))
         info = self.dynamics.reset(self._index, [self.np_random])
         self._was_reset = True
@@ -212,17 +234,28 @@ class BatchVectorEnv(VectorEnv):
         **params: Any,
     ):
         self.num_envs = check_int("num_envs", num_envs, low=1)
+        if self.num_envs > NUM_ENVS_MAX:
+            raise ValueError(
+                f"num_envs must be <= {NUM_ENVS_MAX:,} (2**24), got {self.num_envs:,}: step "
+                "several vector envs in turn for more"
+            )
         if max_episode_steps is not None:
             max_episode_steps = check_int("max_episode_steps", max_episode_steps, low=1)
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.max_episode_steps = max_episode_steps
-        self.dynamics = self.dynamics_class(num_envs=self.num_envs, **params)
+        try:
+            self.dynamics = self.dynamics_class(num_envs=self.num_envs, **params)
+            self._rngs: list[np.random.Generator] = [None] * self.num_envs  # type: ignore[list-item]
+        except MemoryError:  # numpy's message names an array, not the argument
+            raise ValueError(
+                f"num_envs = {self.num_envs:,} does not fit in memory: each env holds its "
+                "state and its random stream; use fewer envs (several vector envs in turn)"
+            ) from None
         self.config = self.dynamics.config
         self.single_observation_space = self.dynamics.observation_space
         self.single_action_space = self.dynamics.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._rngs: list[np.random.Generator] = [None] * self.num_envs  # type: ignore[list-item]
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
         self._all = np.arange(self.num_envs)
@@ -235,6 +268,7 @@ class BatchVectorEnv(VectorEnv):
         return self._rngs
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options=None):
+        check_options(options)
         if seed is not None and (
             isinstance(seed, str) or not isinstance(seed, Sequence | np.ndarray)
         ):
@@ -303,6 +337,16 @@ class BatchVectorEnv(VectorEnv):
         if self.render_mode is None:
             return None
         return tuple(self.dynamics.render(self.render_mode, i) for i in range(self.num_envs))
+
+
+def check_options(options: Any) -> None:
+    """``reset``'s options: None or a dict (Gymnasium's contract); anything else would be
+    ignored silently, so it is refused."""
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"options must be None or a dict (e.g. {{'reset_mask': mask}} for a vector env), "
+            f"got {type(options).__name__} {options!r:.60}"
+        )
 
 
 def _first(info: Info) -> dict[str, np.ndarray]:

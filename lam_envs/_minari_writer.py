@@ -220,12 +220,18 @@ class DatasetStaging:
     def abort(self) -> None:
         try:
             self._close_main()
+        except Exception:  # noqa: BLE001  (a full disk fails the flush: the folder goes anyway)
+            pass
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def check_target(root: Path, dataset_id: str, overwrite: bool) -> None:
-    """Refuse, before any work, an id that exists (unless ``overwrite``)."""
+    """Refuse, before any work, an id that exists (unless ``overwrite``), and one whose
+    folder would lie inside another dataset's or hold one (``ValueError``)."""
+    problem = staging.nesting_problem(Path(root), dataset_id)
+    if problem is not None:
+        raise ValueError(problem)
     target = Path(root, dataset_id)
     if target.exists() and not overwrite:
         raise FileExistsError(

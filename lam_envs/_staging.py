@@ -32,7 +32,10 @@ UNPUBLISHED = ".lam-envs-unpublished"
 
 
 class PublishRefused(FileExistsError):
-    """A dataset appeared under the id during the run; the new data was kept elsewhere."""
+    """A dataset appeared under the id during the run; the new data was kept elsewhere
+    (``kept``: its folder)."""
+
+    kept: Path | None = None
 
 
 def _start_time(pid: int) -> str:
@@ -92,7 +95,8 @@ def clean(root: Path) -> list[tuple[Path, str]]:
     """Remove the staging folders of dead processes under ``root``.
 
     Returns every folder found with what became of it: 'removed', 'live' (kept),
-    'elsewhere' (kept: made on another host), 'unknown' (kept: not named by this package).
+    'elsewhere' (kept: made on another host), 'unknown' (kept: not named by this package),
+    or 'stuck: REASON' (stale, but it could not be removed: it is still there).
     """
     staging = Path(root) / STAGING
     report = []
@@ -102,10 +106,29 @@ def clean(root: Path) -> list[tuple[Path, str]]:
         owner = owner_of(entry.name)
         status = "unknown" if owner is None else state(owner)
         if status == "dead":
-            shutil.rmtree(entry, ignore_errors=True)
-            status = "removed"
+            failure = _remove(entry)
+            status = "removed" if failure is None else f"stuck: {failure}"
         report.append((entry, status))
     return report
+
+
+def _remove(entry: Path) -> str | None:
+    """Remove a file or folder; None when it is gone, else why it is still there."""
+    errors: list[str] = []
+
+    def note(function, path, error) -> None:
+        errors.append(f"{getattr(error, 'strerror', None) or error} ({path})")
+
+    try:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, onerror=lambda f, p, info: note(f, p, info[1]))
+        else:
+            entry.unlink()
+    except OSError as error:
+        note(None, entry, error)
+    if not os.path.lexists(entry):
+        return None
+    return errors[0] if errors else "it is still there"
 
 
 def unpublished(root: Path) -> list[Path]:
@@ -135,6 +158,49 @@ def new_folder(root: Path) -> Path:
     return folder
 
 
+def is_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset (Minari's layout: a ``data`` folder, which holds
+    ``metadata.json`` and the HDF5 files)."""
+    return os.path.isdir(Path(folder) / "data")
+
+
+def nesting_problem(root: Path, dataset_id: str) -> str | None:
+    """Why ``dataset_id`` cannot be a dataset under ``root`` next to the ones there: its
+    folder would lie inside another dataset's folder, or its folder (replaced by
+    ``--overwrite``) holds another dataset, or something that is not a dataset. None: fine.
+    """
+    parts = dataset_id.split("/")
+    for depth in range(1, len(parts)):
+        outer = Path(root, *parts[:depth])
+        if is_dataset(outer):
+            return (
+                f"dataset id {dataset_id!r} would put a dataset inside the folder of dataset "
+                f"{'/'.join(parts[:depth])!r} ({outer}), where replacing that one would delete "
+                "it: choose an id outside it"
+            )
+    target = Path(root, dataset_id)
+    if not os.path.lexists(target):
+        return None
+    if not target.is_dir() or target.is_symlink():
+        return f"{target} exists and is not a dataset folder: refusing to replace it"
+    for folder, subfolders, _ in os.walk(target):
+        here = Path(folder)
+        if here != target and is_dataset(here):
+            inner = here.relative_to(root).as_posix()
+            return (
+                f"the folder of dataset id {dataset_id!r} ({target}) holds dataset {inner!r}: "
+                "refusing to replace it (it would be deleted); choose another id"
+            )
+        if here == target:
+            subfolders[:] = [d for d in subfolders if d != "data"]  # the dataset's own files
+    if not is_dataset(target):
+        return (
+            f"{target} exists and is not a dataset (no data folder): refusing to "
+            f"replace it with dataset {dataset_id!r}; choose another id"
+        )
+    return None
+
+
 def publish(folder: Path, root: Path, dataset_id: str, overwrite: bool) -> Path:
     """Move the complete dataset ``folder`` to ``root/dataset_id``, atomically.
 
@@ -144,6 +210,9 @@ def publish(folder: Path, root: Path, dataset_id: str, overwrite: bool) -> Path:
     With ``overwrite`` the old dataset is renamed away first and deleted afterwards.
     """
     target = Path(root, dataset_id)
+    problem = nesting_problem(root, dataset_id)  # again: datasets may appear during a run
+    if problem is not None:
+        raise _refuse(folder, root, dataset_id, target, problem)
     target.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(10):  # another --overwrite run may publish between our two renames
         if overwrite and target.exists():
@@ -169,13 +238,20 @@ def publish(folder: Path, root: Path, dataset_id: str, overwrite: bool) -> Path:
     raise _refuse(folder, root, dataset_id, target)
 
 
-def _refuse(folder: Path, root: Path, dataset_id: str, target: Path) -> PublishRefused:
+def _refuse(
+    folder: Path, root: Path, dataset_id: str, target: Path, problem: str | None = None
+) -> PublishRefused:
     kept = Path(root, UNPUBLISHED, f"{dataset_id}.{time.strftime('%Y%m%d-%H%M%S')}")
     kept = kept.with_name(f"{kept.name}-{uuid.uuid4().hex[:4]}")
     kept.parent.mkdir(parents=True, exist_ok=True)
     os.rename(folder, kept)
-    return PublishRefused(
-        f"dataset {dataset_id!r} appeared at {target} while this run was collecting and was "
-        f"not replaced (no --overwrite); the new data is kept at {kept} (move it there "
-        "yourself to replace the other, or delete it)"
-    )
+    if problem is not None:
+        refused = PublishRefused(f"{problem}; the new data is kept at {kept}")
+    else:
+        refused = PublishRefused(
+            f"dataset {dataset_id!r} appeared at {target} while this run was collecting and "
+            f"was not replaced (no --overwrite); the new data is kept at {kept} (move it there "
+            "yourself to replace the other, or delete it)"
+        )
+    refused.kept = kept
+    return refused

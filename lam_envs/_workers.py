@@ -91,7 +91,8 @@ def run_processes(
                     progress(value)
                 elif kind == "done":
                     results[job.index] = value
-                else:
+                else:  # HDF5's messages hold newlines: the error stays one line
+                    value = " ".join(str(value).split())
                     raise WorkerError(f"worker {job.index + 1} of {len(jobs)} failed: {value}")
             check()
             idle()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
 import signal
@@ -48,6 +49,7 @@ from lam_envs._collect_config import (
     check_count,
 )
 from lam_envs._minari_writer import DatasetStaging, check_target
+from lam_envs._outputs import DiskFull, check_path, disk_full, format_bytes
 from lam_envs._workers import Job, WorkerError, ray_session, run_processes, run_ray
 from lam_envs.cli import Parser, parse_value, run_main
 from lam_envs.policies import POLICIES
@@ -136,7 +138,7 @@ def _root(root: Path | str | None) -> Path:
         return default_root()
     if str(root).strip() == "":
         raise ValueError("--root must not be empty (leave it out for Minari's root)")
-    return Path(root)
+    return check_path(root, "--root")
 
 
 def collect(
@@ -168,6 +170,7 @@ def collect(
     n_blocks = _shards.num_blocks(config)
     metadata = _metadata(config, dataset_id)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_disk_full_in_one_line(root, dataset_id))  # exits last
         cpus = stack.enter_context(ray_session(ray)) if ray is not None else cpucheck_count()
         n_jobs = min(cpus if asked is None else asked, n_blocks)
         check_resources(config, single, root, n_jobs)
@@ -228,6 +231,23 @@ def collect(
     )
 
 
+@contextlib.contextmanager
+def _disk_full_in_one_line(root: Path, dataset_id: str):
+    """A full disk, in this process or a worker, raised from HDF5 or json as a many-line
+    error, becomes one ``DiskFull`` line (the staging folder is gone by then)."""
+    try:
+        yield
+    except Exception as error:
+        if not disk_full(error):
+            raise
+        raise DiskFull(
+            errno.ENOSPC,
+            f"no space left on the device of {root} while writing dataset {dataset_id!r}: "
+            "nothing was published and the partial data was removed; free some space or "
+            "choose another --root",
+        ) from None
+
+
 def _links(config: CollectConfig, stage: DatasetStaging, jobs: list[Job], chunk: int = 2048):
     """Make the main file's links, ``chunk`` at a time (a generator: one chunk per step)."""
     for job in jobs:
@@ -272,10 +292,6 @@ def _check_path_length(root: Path, dataset_id: str) -> None:
         )
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB"
-
-
 def stored_bytes(config: CollectConfig, env: gym.Env) -> int:
     """Estimated bytes of the dataset on disk (arrays plus HDF5's per-episode objects)."""
     per_episode = _shards.episode_bytes(env, config.episode_length) + _OVERHEAD_PER_EPISODE
@@ -291,15 +307,15 @@ def check_resources(config: CollectConfig, env: gym.Env, root: Path, workers: in
     available = _memory_available()
     if available is not None and per_worker * workers > available:
         raise ValueError(
-            f"episodes of {config.episode_length:,} steps need about {_gib(per_worker)} of "
-            f"memory per worker ({workers} worker(s)); {_gib(available)} is available: "
+            f"episodes of {config.episode_length:,} steps need about {format_bytes(per_worker)} of "
+            f"memory per worker ({workers} worker(s)); {format_bytes(available)} is available: "
             "use a shorter --episode-length (or fewer --workers)"
         )
     need, free = stored_bytes(config, env), shutil.disk_usage(root).free
     if need > free:
         raise ValueError(
-            f"the dataset needs about {_gib(need)} on disk and {root} has {_gib(free)} "
-            "free: collect fewer transitions, or choose another --root"
+            f"the dataset needs about {format_bytes(need)} on disk and {root} has "
+            f"{format_bytes(free)} free: collect fewer transitions, or choose another --root"
         )
 
 
@@ -471,7 +487,10 @@ def clean_root(root: Path) -> int:
     """``--clean``: remove stale staging folders under ``root`` and say what is left."""
     found = staging.clean(root)
     for path, status in found:
-        print(f"{status:9} {path}")
+        if status.startswith("stuck"):  # reported, not counted: it is still there
+            print(f"kept      {path} (stale, but cannot be removed: {status[7:]})")
+        else:
+            print(f"{status:9} {path}")
     for path in staging.unpublished(root):
         print(f"kept      {path} (a dataset whose publishing was refused; delete it by hand)")
     removed = sum(status == "removed" for _, status in found)

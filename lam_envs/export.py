@@ -10,8 +10,9 @@
     ds = ds.with_format("torch")                                     # or "numpy"
 
 The output folder holds ``data/train-XXXXX-of-YYYYY.parquet`` (whole episodes, one row
-group per chunk) and ``lam_envs.json`` (the source's Minari metadata, its fingerprint and
-the columns). Columns, one row per transition t of an episode:
+group per chunk) and ``lam_envs.json`` (the source's Minari metadata, its fingerprint, the
+columns, and the manifest: every file the export wrote, with its size and SHA-256).
+Columns, one row per transition t of an episode:
 
 - ``episode``, ``step`` (int64): the episode index and t;
 - ``obs``, ``next_obs`` (float32, nested lists with the observation's shape): o_t, o_{t+1};
@@ -25,23 +26,29 @@ the columns). Columns, one row per transition t of an episode:
 
 Memory stays flat: episodes are read and written a chunk at a time (``--chunk-transitions``).
 The export is written to a hidden folder beside OUT and renamed into place when complete;
-an existing OUT is replaced only with ``--overwrite``, and only if it is an earlier export.
+an existing OUT is replaced only with ``--overwrite``, and only if it is an earlier export:
+its manifest lists exactly the files it holds, with their sizes and hashes (a folder with
+any other file, or a changed one, is refused). Two exports to one OUT at once: the second
+is refused (an exclusive claim beside OUT). Hidden folders left beside OUT by exports that
+were killed are removed by the next export into that folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lam_envs import _staging
+from lam_envs._outputs import check_path, claim, remove_stale
 from lam_envs.cli import Parser
 from lam_envs.validate import check_int
 
@@ -100,14 +107,26 @@ def export(
 ) -> Path:
     """Write ``dataset`` (a Minari id or folder made by ``lam_envs.collect``) to ``out`` as
     Parquet; see the module doc. Returns the output folder."""
-    from lam_models.data import LAMDataset
-
-    _, pq = _pyarrow()
+    _pyarrow()  # installed? (before anything is claimed or read)
     if chunk_transitions is not None:
         check_int("chunk_transitions", chunk_transitions, low=1)
     check_int("shard_transitions", shard_transitions, low=1)
-    out = Path(out).absolute()
-    _check_target(out, overwrite)
+    out = check_path(out, "OUT").absolute()
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"OUT {str(out)!r} cannot be written ({str(out.parent)!r} is a file)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one export into OUT at a time (the claim holds on NFS too); then the leftovers of
+    # killed exports beside it go
+    with claim(out.parent / f".{out.name}{CLAIM_SUFFIX}", f"OUT {str(out)!r}"):
+        _remove_leftovers(out.parent)
+        _check_target(out, overwrite)
+        return _export(dataset, out, overwrite, chunk_transitions, shard_transitions)
+
+
+def _export(dataset, out: Path, overwrite: bool, chunk_transitions, shard_transitions) -> Path:
+    from lam_models.data import LAMDataset
+
+    _, pq = _pyarrow()
     data = LAMDataset(dataset)  # checks the contract; creates no environment
     length, n = data.episode_length, len(data.episodes)
     if chunk_transitions is None:
@@ -117,8 +136,7 @@ def export(
     per_shard = max(per_chunk, shard_transitions // length // per_chunk * per_chunk)
     shards = math.ceil(n / per_shard)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = out.parent / f".{out.name}{PARTIAL}{_staging.new_name()}"
     try:
         (staging / "data").mkdir(parents=True)
         schema = None
@@ -146,6 +164,10 @@ def export(
             "episode_length": length,
             "columns": {field.name: str(field.type) for field in schema},
             "minari_metadata": data.metadata,
+            "files": {
+                path.relative_to(staging).as_posix(): _describe(path)
+                for path in sorted((staging / "data").iterdir())
+            },
         }
         (staging / MARKER).write_text(json.dumps(info, indent=1, default=str))
         _publish(staging, out, overwrite)
@@ -155,14 +177,68 @@ def export(
     return out
 
 
+CLAIM_SUFFIX = ".lam-envs-claim"  # beside OUT: the export writing it now
+PARTIAL, OLD = ".partial-", ".old-"  # beside OUT: an export being written, one being replaced
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    """A file's size and SHA-256, as the manifest records them."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the hidden folders that killed exports (dead processes of this host) left in
+    ``folder``: ``.NAME.partial-OWNER`` (and an older version's ``.NAME.partial-PID-HEX``)
+    and ``.NAME.old-OWNER``."""
+    remove_stale(folder, f".*{PARTIAL}*", lambda name: name.rsplit(PARTIAL, 1)[1])
+    remove_stale(folder, f".*{OLD}*@*", lambda name: name.rsplit(OLD, 1)[1])
+
+
+def _not_an_export(out: Path) -> str | None:
+    """Why the folder ``out`` is not exactly an earlier export (None: it is). An export is
+    recognised by its manifest, not by a file name: the files it lists, with their sizes
+    and hashes, and nothing else."""
+    try:
+        info = json.loads((out / MARKER).read_text())
+    except FileNotFoundError:
+        return f"it has no {MARKER}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"its {MARKER} cannot be read ({error})"
+    files = info.get("files") if isinstance(info, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        return f"its {MARKER} lists no files (not written by this version of the export)"
+    found = {
+        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_symlink() or not p.is_dir()
+    }
+    other = sorted(found - set(files) - {MARKER})
+    if other:
+        return f"it holds files the export did not write ({', '.join(other[:3])})"
+    for name, recorded in files.items():
+        path = out / name
+        if path.is_symlink() or not path.is_file():
+            return f"{name}, which the export wrote, is missing"
+        if path.stat().st_size != recorded.get("bytes") or _describe(path) != recorded:
+            return f"{name} changed since the export wrote it"
+    return None
+
+
 def _check_target(out: Path, overwrite: bool) -> None:
-    if not out.exists():
+    if not os.path.lexists(out):
         return
     if not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    if not (out / MARKER).is_file():
+    if out.is_symlink() or not out.is_dir():
         raise FileExistsError(
-            f"{out} exists and is not a lam_envs export (no {MARKER}); refusing to replace it, "
+            f"{out} is not a folder; refusing to replace it, even with --overwrite"
+        )
+    reason = _not_an_export(out)
+    if reason is not None:
+        raise FileExistsError(
+            f"{out} is not a lam_envs export to replace: {reason}; refusing to replace it, "
             "even with --overwrite: choose another folder"
         )
 
@@ -173,7 +249,7 @@ def _publish(staging: Path, out: Path, overwrite: bool) -> None:
     _check_target(out, overwrite)
     trash = None
     if out.exists():
-        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        trash = out.parent / f".{out.name}{OLD}{_staging.new_name()}"
         os.replace(out, trash)
     os.replace(staging, out)
     if trash is not None:

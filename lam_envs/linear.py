@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lam_envs._core import BatchDynamics, BatchEnv, BatchVectorEnv, Info
+from lam_envs._core import BatchDynamics, BatchEnv, BatchVectorEnv, Info, rowwise_matmul
 from lam_envs._rng import BlockStreams, block_rows, standard_normal_f32
 from lam_envs.validate import (
     FLOAT32_MAX,
@@ -128,7 +128,9 @@ class LinearDynamics(BatchDynamics):
     """o' = o + q + ε with q = X a and ε = σ_iid n + σ_exo Y b, for a batch of envs.
 
     Per step each env reads one row of its stream: d_b normals for b (when σ_exo > 0) then
-    d_o normals for n (when σ_iid > 0). Computation is in float32.
+    d_o normals for n (when σ_iid > 0). States are float32; the products X a and Y b are
+    summed in float64 and rounded once (``rowwise_matmul``), so that an env's transitions
+    are the same bits whatever the number of envs stepped beside it.
     """
 
     def __init__(self, num_envs: int, preset: str | None = None, **params: Any):
@@ -136,7 +138,9 @@ class LinearDynamics(BatchDynamics):
         self.config = c = LinearLAMConfig.from_preset(preset, **params)
         x, y = effect_matrices(c)
         self.X, self.Y = x.astype(np.float32), y.astype(np.float32)
-        self._xt, self._yt = np.ascontiguousarray(self.X.T), np.ascontiguousarray(self.Y.T)
+        # the float32 matrices the env exposes, exactly, as float64 for rowwise_matmul
+        self._xt = np.ascontiguousarray(self.X.T, dtype=np.float64)
+        self._yt = np.ascontiguousarray(self.Y.T, dtype=np.float64)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (c.d_o,), np.float32)
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (c.d_a,), np.float32)
         self._draw_b = c.sigma_exo > 0
@@ -173,13 +177,13 @@ class LinearDynamics(BatchDynamics):
             return np.empty((n, width), np.float32)
 
         q, eps, b = new_array("q", c.d_o), new_array("eps", c.d_o), new_array("b", c.d_b)
-        np.matmul(a, self._xt, out=q)
+        rowwise_matmul(a, self._xt, out=q)
         if self._draw_b:
             b[:] = rows[:, : c.d_b]
             if self._rho > 0:
                 b *= self._rho_c
                 b[:, : self._shared] += self._rho * a[:, : self._shared]
-            np.matmul(c.sigma_exo * b, self._yt, out=eps)
+            rowwise_matmul(c.sigma_exo * b, self._yt, out=eps)
         else:
             b.fill(0)
             eps.fill(0)
@@ -194,7 +198,8 @@ class LinearDynamics(BatchDynamics):
         else:
             new = self._obs[index] + q + eps
             self._obs[index] = new
-        rewards = np.einsum("ij,ij->i", new, new).astype(np.float64) / -c.d_o
+        # float64 sum per row (numpy's pairwise sum along the row): the same bits in any batch
+        rewards = np.square(new, dtype=np.float64).sum(axis=1) / -c.d_o
         return rewards, {"q": q, "eps": eps, "b": b}
 
     def observations(self, index=None) -> np.ndarray:

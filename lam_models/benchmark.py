@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lam_envs._outputs import check_path, claim_output_folder, staged_files
 from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_choice, check_int
 from lam_models.data import DatasetError, LAMDataset
@@ -264,7 +265,8 @@ def resolve_method(spec: str | Method, steps: int, sizes: str = "cpu") -> tuple[
     """(its name on the card, the method) of a built-in name, ``MODULE:FUNCTION`` or a
     callable."""
     if callable(spec):
-        return getattr(spec, "__name__", "method"), spec
+        name = getattr(spec, "__name__", "method")
+        return name, check_method(spec, name)
     if ":" not in spec:
         return spec, builtin_method(spec, steps, sizes)
     module_name, _, function_name = spec.partition(":")
@@ -275,7 +277,25 @@ def resolve_method(spec: str | Method, steps: int, sizes: str = "cpu") -> tuple[
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ValueError(f"--method {spec!r}: {module_name!r} has no function {function_name!r}")
-    return spec, function
+    return spec, check_method(function, spec)
+
+
+def check_method(function: Method, name: str) -> Method:
+    """``function`` if it can be called as ``train(data, seed)`` (and, where it names a
+    ``device`` parameter, with ``device=``); refused naming its signature otherwise."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return function  # a builtin without a signature: its call will tell
+    try:
+        signature.bind(None, 0)
+    except TypeError:
+        raise ValueError(
+            f"--method {name!r}: {getattr(function, '__qualname__', function)}{signature} "
+            "cannot be called as train(data, seed); a method is a function "
+            "train(data, seed[, device=...]) -> latent_fn(o, o_next) -> z"
+        ) from None
+    return function
 
 
 def _supports(method: Method, kind: str, image: bool) -> bool:
@@ -285,8 +305,17 @@ def _supports(method: Method, kind: str, image: bool) -> bool:
 
 
 def _call(method: Method, data: DataSplit, seed: int, device: str) -> LatentFn:
-    takes_device = "device" in inspect.signature(method).parameters
-    return method(data, seed, device=device) if takes_device else method(data, seed)
+    try:
+        takes_device = "device" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes_device = False
+    latent_fn = method(data, seed, device=device) if takes_device else method(data, seed)
+    if not callable(latent_fn):
+        name = getattr(method, "__qualname__", getattr(method, "name", method))
+        raise ValueError(
+            f"method {name} returned {latent_fn!r:.60}, not a function latent_fn(o, o_next) -> z"
+        )
+    return latent_fn
 
 
 # --------------------------------------------------------------------------------- scoring
@@ -423,15 +452,18 @@ def run_benchmark(
     suite = SUITES[suite] if isinstance(suite, str) else suite
     n_seeds = check_int("seeds", seeds if seeds is not None else suite.seeds, low=1)
     check_choice("sizes", sizes, SIZES)
-    out = Path(out)
-    if (out / "card.csv").exists() and not overwrite:
-        raise ValueError(
-            f"{out / 'card.csv'} exists (an earlier card): pass --overwrite to replace it, "
-            "or choose another --out"
-        )
-    root = Path(data_root) if data_root is not None else out / "datasets"
     resolved = [resolve_method(m, suite.steps, sizes) for m in methods]
     device = str(resolve_device(device))
+    if data_root is not None:
+        check_path(data_root, "--data-root")
+    # The folder is claimed for the whole run: a second benchmark into the same --out is
+    # refused at once (an earlier card is replaced only with --overwrite).
+    with claim_output_folder(out, overwrite, results=CARD_FILES) as out:
+        return _run(resolved, suite, n_seeds, out, data_root, device, workers, with_pipeline, sizes)
+
+
+def _run(resolved, suite, n_seeds, out, data_root, device, workers, with_pipeline, sizes):
+    root = Path(data_root) if data_root is not None else out / "datasets"
     paths, images = {}, {}
     for setting in suite.settings:  # collect here, before any worker reads
         overrides = {"episodes": suite.episodes} if suite.episodes else {}
@@ -469,6 +501,7 @@ def run_benchmark(
     return rows
 
 
+CARD_FILES = ("card.csv", "card.md", "card.png")
 COLUMNS = [
     "suite_version",
     "method",
@@ -484,15 +517,17 @@ COLUMNS = [
 
 
 def write_card(rows: list[dict[str, Any]], out: Path, suite: Suite, sizes: str = "cpu") -> None:
-    """card.csv, card.md and card.png into ``out`` (created)."""
+    """card.csv, card.md and card.png into ``out`` (created): all three or, when one cannot
+    be written (a full disk), none of them changed."""
     out.mkdir(parents=True, exist_ok=True)
     extra = sorted({k for r in rows for k in r} - set(COLUMNS))
-    write_csv(rows, out / "card.csv", COLUMNS + extra)
-    rows = read_csv(
-        out / "card.csv", text=("suite_version", "method", "setting"), integers=("seed",)
-    )
-    (out / "card.md").write_text(card_markdown(rows, suite, sizes) + "\n")
-    plot_card(rows, suite, out / "card.png")
+    with staged_files(out) as staged:
+        write_csv(rows, staged / "card.csv", COLUMNS + extra)
+        rows = read_csv(
+            staged / "card.csv", text=("suite_version", "method", "setting"), integers=("seed",)
+        )
+        (staged / "card.md").write_text(card_markdown(rows, suite, sizes) + "\n")
+        plot_card(rows, suite, staged / "card.png")
 
 
 def _cells(rows, metric) -> dict[tuple[str, str], tuple[float, float]]:
@@ -658,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine, not the input: a full disk, an I/O error
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(
         card_markdown(
             read_csv(

@@ -261,7 +261,9 @@ class LAMDataset:
         device: torch.device | str = "cpu",
     ) -> Iterator[Batch]:
         """Shuffled batches for ``epochs`` passes over the episodes (one by default), or
-        forever with ``epochs=None``.
+        forever with ``epochs=None``. Every batch is full; the transitions left over at the
+        end of a pass open the next one. A ``batch_size`` larger than the transitions of the
+        episodes is refused (``ValueError``).
 
         Reads ``chunk_transitions`` at a time (whole episodes, in a seeded random order)
         and shuffles within the chunk, so data larger than memory streams; when the
@@ -271,6 +273,15 @@ class LAMDataset:
         if epochs is not None:
             check_int("epochs", epochs, low=1)
         episodes = self.episodes if episodes is None else np.asarray(episodes)
+        available = len(episodes) * self.episode_length
+        if batch_size > available:
+            # no batch could ever be drawn: a finite run would yield nothing, and epochs=None
+            # would loop forever while its carry of transitions grew
+            raise ValueError(
+                f"batch_size = {batch_size:,} is more than the {available:,} transitions of "
+                f"the {len(episodes):,} episode(s) given: use batch_size <= {available:,}"
+                + (" (and at least one episode)" if available == 0 else "")
+            )
         rng = np.random.default_rng(seed)
         per_chunk = max(1, chunk_transitions // self.episode_length)
         cached = self.read_numpy(episodes) if len(episodes) <= per_chunk else None

@@ -117,18 +117,41 @@ def get_lam(name: str) -> type[LAM]:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
-    if isinstance(device, torch.device):
-        return device
+    """The torch device of a ``--device`` value, refused (``ValueError``) unless this torch
+    can run on it here: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or
+    ``cuda:N`` (N below the number of CUDA devices), ``mps`` where Metal is available.
+    ``cpu:7`` (torch takes any index for the CPU, and ignores it) and devices that hold
+    no data (``meta``) or need other packages (``xla``) are refused too."""
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    allowed = "auto, cpu, cuda or cuda:N" + (", mps" if has_mps else "")
     try:
         resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
-    return resolved
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {str(device)!r}; use {allowed}") from None
+    if resolved.type == "cpu":
+        if resolved.index not in (None, 0):
+            raise ValueError(f"device {str(device)!r}: the CPU has no index; use cpu")
+        return torch.device("cpu")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+        return resolved
+    if resolved.type == "mps" and has_mps and resolved.index in (None, 0):
+        return torch.device("mps")
+    if resolved.type == "mps":
+        raise ValueError(f"device {str(device)!r} asked for, but MPS is not available here")
+    raise ValueError(f"device {str(device)!r} is not one this package runs on; use {allowed}")
 
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lam_envs._outputs import check_path, claim_output_folder, write_atomically
 from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_choice, check_fraction, check_int
 from lam_models.bc import (
@@ -264,9 +265,12 @@ def stage_relabel(run: Run, progress: bool) -> dict[str, Any]:
     folder = run.folder("relabel")
     check_finite_latents(z, folder / "latents.npz")  # before anything is written
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "latents.tmp.npz"
-    np.savez(tmp, z_train=z["train"], z_test=z["test"])
-    tmp.replace(folder / "latents.npz")
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez(f, z_train=z["train"], z_test=z["test"])
+
+    write_atomically(folder / "latents.npz", write)
     return run.save(
         "relabel",
         {"transitions": {k: len(v) for k, v in z.items()}, "latent_dim": int(z["train"].shape[1])},
@@ -423,11 +427,24 @@ def run_stage(
     ``results.json``.
     """
     check_choice("stage", stage, (*STAGES, "all"))
-    out = Path(out_dir)
-    saved = _saved_config(out)
+    out = check_path(out_dir, "--out")
     first = stage in ("lam", "all")
     if first and config is None:
         raise PipelineError(f"stage {stage!r} needs a configuration (at least --dataset)")
+    if not first and not (out / "config.json").is_file():
+        raise PipelineError(
+            f"missing artefacts: {str(out)!r} has no config.json; run the pipeline from "
+            "--stage lam (or all) into that folder first"
+        )
+    # The run folder is claimed for the stage: a second pipeline into it at the same time
+    # is refused, whatever the stage, instead of both writing the same files.
+    with claim_output_folder(out, overwrite=True) as out:
+        return _run_stage(stage, out, config, progress, device, overwrite, trust, tensorboard)
+
+
+def _run_stage(stage, out, config, progress, device, overwrite, trust, tensorboard) -> dict:
+    saved = _saved_config(out)
+    first = stage in ("lam", "all")
     if first and saved is None:  # a file, another command's folder, read-only: before work
         check_out_dir(out, overwrite)
     if not first and saved is None:
@@ -446,10 +463,8 @@ def run_stage(
     if first:
         run.check_labels()  # before anything is written: the decoder will need labels
         run.check_environment()
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "config.json.tmp"
-        tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-        tmp.replace(out / "config.json")
+        text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+        write_atomically(out / "config.json", lambda tmp: tmp.write_text(text))
     run.check_dataset(first)
     if stage != "all":
         return STAGE_FUNCTIONS[stage](run, progress)
@@ -628,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine, not the input: a full disk, an I/O error
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.stage == "all":
         print(format_results(result))
         print(f"saved {args.out}/ (config.json, one folder per stage, {RESULTS})")

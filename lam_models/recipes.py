@@ -10,6 +10,7 @@ reduced copy (any override) gets its own id, so it never takes the standard one'
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,30 @@ def ensure_dataset(
     root = Path(root)
     path = root / (config.dataset_id or config.default_dataset_id())
     if (path / "data" / "metadata.json").is_file():
-        stored = LAMDataset(path).collect_config
-        wanted = dataclasses.asdict(config)
-        differ = sorted(k for k in wanted if k in stored and stored[k] != wanted[k])
-        if differ:
-            raise ValueError(
-                f"dataset {str(path)!r} exists but was collected with other settings "
-                f"({', '.join(f'{k}={stored[k]!r}, not {wanted[k]!r}' for k in differ)}); "
-                "remove it or choose another data root"
-            )
+        return _same_config(path, config)
+    try:
+        return collect(config, root=root, progress=progress).path
+    except FileExistsError as error:
+        # Another run (a benchmark sharing this data root) published the id first, before
+        # or while this one collected: publishing is atomic, so what is there is whole.
+        if not (path / "data" / "metadata.json").is_file():
+            raise
+        _same_config(path, config)
+        kept = getattr(error, "kept", None)  # our copy of the same data, set aside
+        if kept is not None:
+            shutil.rmtree(kept, ignore_errors=True)
         return path
-    return collect(config, root=root, progress=progress).path
+
+
+def _same_config(path: Path, config: CollectConfig) -> Path:
+    """``path``, a dataset collected with ``config``; refused if it was collected otherwise."""
+    stored = LAMDataset(path).collect_config
+    wanted = dataclasses.asdict(config)
+    differ = sorted(k for k in wanted if k in stored and stored[k] != wanted[k])
+    if differ:
+        raise ValueError(
+            f"dataset {str(path)!r} exists but was collected with other settings "
+            f"({', '.join(f'{k}={stored[k]!r}, not {wanted[k]!r}' for k in differ)}); "
+            "remove it or choose another data root"
+        )
+    return path

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import lam_envs
+from lam_envs._outputs import CLAIM, write_atomically
 
 
 def _jsonable(value: Any) -> Any:
@@ -51,7 +52,8 @@ def save_run(
     return the JSON file's path. The one writer of every run record of the package.
 
     Files are written under a temporary name and renamed, so a run folder never holds a
-    half-written file.
+    half-written file; a write that fails (a full disk: ``DiskFull``, one line) leaves no
+    temporary file behind.
     """
     out = Path(out_dir)
     state = model.state_dict() if model is not None else None
@@ -64,9 +66,12 @@ def save_run(
             )
     out.mkdir(parents=True, exist_ok=True)
     if state is not None:
-        tmp = out / "model.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, out / "model.pt")
+
+        def write_model(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # a Python file: a full disk is an OSError, not torch's
+                torch.save(state, f)
+
+        write_atomically(out / "model.pt", write_model)
     record = {
         "method": method,
         "lam_envs_version": lam_envs.__version__,
@@ -74,11 +79,8 @@ def save_run(
         "metrics": metrics,
         **extra,
     }
-    path = out / filename
-    tmp = out / f"{filename}.tmp"
-    tmp.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n"
+    return write_atomically(out / filename, lambda tmp: tmp.write_text(text))
 
 
 def load_run(out_dir: str | Path, filename: str = "run.json") -> dict[str, Any]:
@@ -98,7 +100,7 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and not overwrite and any(not p.name.startswith(CLAIM) for p in out.iterdir()):
         raise ValueError(
             f"--out {str(out)!r} already holds files (a run?); choose another folder, or pass "
             "--overwrite to write into it"
@@ -136,8 +138,10 @@ def plot_history(history: dict[str, list[float]], path: str | Path, title: str =
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lam_envs.validate import check_choice
+from lam_envs.validate import check_choice, check_int
 from lam_models.data import LAMDataset
 from lam_models.metrics import (
     GridLosses,
@@ -104,6 +104,9 @@ def evaluate_latents(
     oracle field named in ``nuisance`` (what the latent holds of the noise row, the
     distractors, ...: NaN where the field never varies).
     """
+    nuisance = check_nuisance(nuisance)
+    if np.iscomplexobj(z_train) or np.iscomplexobj(z_test):
+        raise ValueError("the latents are complex; the probes take real latents")
     z_train, z_test = np.asarray(z_train, np.float64), np.asarray(z_test, np.float64)
     if len(z_train) != len(train) or len(z_test) != len(test):
         raise ValueError(
@@ -123,6 +126,20 @@ def evaluate_latents(
     return {**result, **extra}
 
 
+def check_nuisance(nuisance: Any) -> tuple[str, ...]:
+    """``nuisance`` as a tuple of names: one name alone (``"noise"``) is one name, not its
+    letters; anything but strings is refused."""
+    if isinstance(nuisance, str):
+        return (nuisance,)
+    if not isinstance(nuisance, Sequence | set | frozenset) or not all(
+        isinstance(name, str) for name in nuisance
+    ):
+        raise TypeError(
+            f"nuisance must be oracle field names (e.g. ('noise',) or 'noise'), got {nuisance!r}"
+        )
+    return tuple(nuisance)
+
+
 def nuisance_targets(name: str, *parts: Part) -> list[np.ndarray]:
     """The probe targets of a nuisance in each part, (N, d) float64: the oracle field
     ``name``; its change over the transition for ``"<field>:change"`` (field −
@@ -136,7 +153,9 @@ def nuisance_targets(name: str, *parts: Part) -> list[np.ndarray]:
         missing = [k for k in needed if k not in part.oracle]
         if missing:
             raise ValueError(
-                f"no oracle field {missing[0]!r} to probe; the data has {sorted(part.oracle)}"
+                f"unknown nuisance {name!r}: no oracle field {missing[0]!r} to probe; the "
+                f"nuisances this data has are its oracle fields {sorted(part.oracle)} (each "
+                "also as FIELD:change)"
             )
     ys = []
     for part in parts:
@@ -208,17 +227,49 @@ def score_lam(lam: Any, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
     return results
 
 
+def _latents(z: Any, n: int) -> np.ndarray:
+    """What ``latent_fn`` returned for ``n`` transitions, as float64 (n, d_z); anything but
+    a real tensor or array of n rows is refused (``TypeError`` or ``ValueError``)."""
+    what = f"{type(z).__name__} {z!r:.60}"
+    if isinstance(z, torch.Tensor):
+        z = z.detach().cpu()
+        if z.is_complex():
+            raise ValueError(
+                f"latent_fn returned a complex tensor ({z.dtype}); the probes take real "
+                "latents: return torch.view_as_real(z).flatten(1) to keep both parts"
+            )
+        z = z.numpy()
+    elif not isinstance(z, np.ndarray):
+        raise TypeError(
+            f"latent_fn must return a tensor or an array of shape (B, d_z); it returned {what}"
+        )
+    if z.dtype.kind == "c":
+        raise ValueError(
+            f"latent_fn returned a complex array ({z.dtype}); the probes take real latents: "
+            "return np.concatenate([z.real, z.imag], 1) to keep both parts"
+        )
+    if z.dtype.kind not in "biuf":
+        raise TypeError(f"latent_fn must return numbers; it returned an array of dtype {z.dtype}")
+    count = "a 0-d array" if z.ndim == 0 else f"{len(z)} latents"
+    if z.ndim == 0 or len(z) != n:
+        raise ValueError(
+            f"latent_fn returned {count} for a chunk of {n} transitions; it must return one "
+            f"latent per transition, shape ({n}, d_z) (got shape {tuple(z.shape)})"
+        )
+    z = z.reshape(n, -1)
+    if z.shape[1] == 0:
+        raise ValueError(f"latent_fn returned latents of no coordinates, shape {z.shape}")
+    return z.astype(np.float64)
+
+
 def _apply(latent_fn: Callable, o: np.ndarray, o_next: np.ndarray, batch_size: int) -> np.ndarray:
     """latent_fn over (o, o_next) in chunks, as float64 numpy (N, d_z)."""
     parts = []
     with torch.no_grad():
         for i in range(0, len(o), batch_size):
-            z = latent_fn(
-                torch.from_numpy(o[i : i + batch_size]).float(),
-                torch.from_numpy(o_next[i : i + batch_size]).float(),
-            )
-            z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
-            parts.append(z.reshape(len(z), -1).astype(np.float64))
+            chunk = torch.from_numpy(o[i : i + batch_size]).float()
+            z = latent_fn(chunk, torch.from_numpy(o_next[i : i + batch_size]).float())
+            parts.append(_latents(z, len(chunk)))
     z = np.concatenate(parts)
     if len(z) != len(o):
         raise ValueError(f"latent_fn returned {len(z)} latents for {len(o)} transitions")
@@ -249,6 +300,10 @@ def evaluate(
     Returns the metrics of :func:`evaluate_latents` and the split's description.
     """
     check_choice("measure_on", measure_on, ("held_out", "fit"))
+    if not callable(latent_fn):
+        raise TypeError(f"latent_fn must be a function (o, o_next) -> z, got {latent_fn!r:.60}")
+    batch_size = check_int("batch_size", batch_size, low=1)
+    nuisance = check_nuisance(nuisance)
     split = (
         dataset
         if isinstance(dataset, DataSplit)

@@ -29,12 +29,13 @@ from typing import Any
 
 import torch
 
+from lam_envs._outputs import claim_output_folder, staged_files
 from lam_envs.cli import Parser, run_main
 from lam_envs.validate import check_int
 from lam_models.data import DatasetError
 from lam_models.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
-from lam_models.lam import LAM, get_lam, lam_names
-from lam_models.runs import check_out_dir, plot_history
+from lam_models.lam import LAM, get_lam, lam_names, resolve_device
+from lam_models.runs import plot_history
 from lam_models.split import DataSplit
 
 __all__ = ["RunConfig", "main", "open_data", "train_and_evaluate"]
@@ -156,24 +157,33 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(
                     f"--{given[0].replace('_', '-')} applies to streamed data, not to --dataset"
                 )
+        device = resolve_device(args.device)  # refused before any work
         out = args.out or default_out(cls.name, run, stream)
-        check_out_dir(out, args.overwrite)
-        start = time.perf_counter()
-        lam, metrics, source = train_and_evaluate(
-            cls.name, lam_config, run, stream, args.device, not args.quiet, args.tensorboard
-        )
-        elapsed = time.perf_counter() - start
+        # The folder is claimed for the whole run: a second run into it (the same --out,
+        # or the same default) is refused now, not overwritten at the end.
+        with claim_output_folder(out, args.overwrite) as out:
+            start = time.perf_counter()
+            lam, metrics, source = train_and_evaluate(
+                cls.name, lam_config, run, stream, device, not args.quiet, args.tensorboard
+            )
+            elapsed = time.perf_counter() - start
+            settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(lam_config).items())
+            print(f"{cls.name} LAM ({settings}); seed {run.seed}, device {lam.device}\n")
+            print(cls.format_metrics(metrics))
+            with staged_files(out) as staged:  # all files, or none (a full disk)
+                path = lam.save(
+                    staged, metrics, run_config=run, stream=stream, elapsed_seconds=elapsed
+                )
+                pictures = [
+                    plot_history(lam.history[0], staged / "training.png", f"{cls.name} LAM"),
+                    *lam.plots(staged, [source]),
+                ]
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(lam_config).items())
-    print(f"{cls.name} LAM ({settings}); seed {run.seed}, device {lam.device}\n")
-    print(cls.format_metrics(metrics))
-    path = lam.save(out, metrics, run_config=run, stream=stream, elapsed_seconds=elapsed)
-    pictures = [
-        plot_history(lam.history[0], out / "training.png", f"{cls.name} LAM"),
-        *lam.plots(out, [source]),
-    ]
+    except OSError as error:  # the machine, not the input: a full disk, an I/O error
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     names = ", ".join(p.name for p in (path.with_name("model.pt"), path, *pictures))
     print(f"\nsaved {out}/ ({names}) in {elapsed:.1f} s")
     return 0

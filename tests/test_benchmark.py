@@ -131,7 +131,8 @@ def test_an_earlier_card_is_kept_unless_overwrite(tmp_path, capsys):
     args = ["--method", "linear", "--suite", "tiny", "--seeds", "1", "--out", str(tmp_path)]
     assert benchmark.main(args) == 2
     err = capsys.readouterr().err
-    assert "card.csv exists (an earlier card): pass --overwrite" in err and err.count("\n") == 1
+    assert "already holds files (card.csv: an earlier run?)" in err and err.count("\n") == 1
+    assert "--overwrite" in err
     assert (tmp_path / "card.csv").read_text() == "an earlier card\n"
     assert benchmark.main([*args, "--workers", "1", "--overwrite"]) == 0
     assert (tmp_path / "card.csv").read_text().startswith("suite_version,method")

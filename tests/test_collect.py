@@ -272,7 +272,7 @@ def test_recipe_builds_with_flag_overrides(root, capsys):
         (["--transitions", "nan"], "transitions must be finite, got nan"),
         (["--transitions", "1000.5"], "transitions must be an integer, got 1000.5"),
         (["--transitions", "1e20"], "the label sampler chooses among at most 1,900,000,000"),
-        (["--transitions", "1e20", "--label-fraction", "0"], "GiB on disk and"),
+        (["--transitions", "1e20", "--label-fraction", "0"], "TiB on disk and"),
         (["--episodes", "9e6"], "GiB on disk and"),  # 1.8e9 transitions, labels and all
         (["--episode-length", "1e9", "--episodes", "1"], "GiB of memory per worker"),
         (["--episodes", "10", "--transitions", "100"], "give --episodes or --transitions"),
