@@ -132,12 +132,16 @@ VARIANTS = {
     "a Hamiltonian cycle (released: every trajectory from (1, 2), the released snake)",
     "own-data-scoring": "the policy row scored on its own snaking data (released: on the "
     "uniform-policy data)",
+    "noise-copy-fdm-idm-input": "with the noise copy, the FDM reads the IDM's o (with o′'s "
+    "noise row) instead of o, so it cannot copy the target's noise row (a hypothesis for the "
+    "published augmentation row's stochastic loss, not the protocol's reading)",
 }
 #: The variants that change the published model's configuration.
 MODEL_VARIANTS = {
     "skip": {"fdm_skip": True},
     "per-update-reset": {"reset_schedule": "every-update"},
     "straight-through-labels": {"label_mechanism": "straight-through"},
+    "noise-copy-fdm-idm-input": {"noise_copy_fdm_input": "idm"},
 }
 
 COLUMNS = [

@@ -472,3 +472,27 @@ def test_pooling_and_upsampling():
     x = torch.arange(32.0).reshape(2, 1, 4, 4)
     torch.testing.assert_close(avg_pool2(x), F.avg_pool2d(x, 2))
     torch.testing.assert_close(upsample2(x), F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def test_the_noise_copy_variant_feeds_the_fdm_the_idms_o(monkeypatch):
+    """``noise_copy_fdm_input="idm"``: the FDM reads o with o′'s noise row (as the IDM does),
+    so the target's noise row (o's) is not in its input; by default it reads o itself."""
+    for choice, row_of in (("o", "obs"), ("idm", "next_obs")):
+        seen = []
+        real_build = PublishedVQLAM.build
+
+        def build(self, real_build=real_build, seen=seen):
+            net = real_build(self)
+            fdm = net.fdm
+            net.fdm = lambda x, z: seen.append(x) or fdm(x, z)
+            return net
+
+        monkeypatch.setattr(PublishedVQLAM, "build", build)
+        data = Data(1)
+        config = PublishedVQConfig(**dict(SMALL, steps=2), noise_copy=True,
+                                   noise_copy_fdm_input=choice)  # fmt: skip
+        train(config, data)
+        for frames, batch in zip(seen, data.batches, strict=True):
+            torch.testing.assert_close(frames[..., 3, :], getattr(batch, row_of)[..., 3, :])
+            torch.testing.assert_close(frames[..., :3, :], batch.obs[..., :3, :])
+        monkeypatch.undo()

@@ -130,6 +130,12 @@ class PublishedVQConfig:
         "the released code's augmentation: the IDM sees o with o′'s noise row, the FDM's "
         "target is o′ with o's noise row",
     )
+    noise_copy_fdm_input: str = option(
+        "o",
+        "with noise_copy, what the FDM reads: o (the protocol's reading) or idm (the IDM's "
+        "o, which carries o′'s noise row, so the FDM cannot copy the target's noise row: a "
+        "hypothesis for the published augmentation row's stochastic loss, a variant)",
+    )
     action_prediction: bool = option(
         False,
         "pre-assign code k to action k; labelled examples feed their action's code to "
@@ -173,6 +179,7 @@ class PublishedVQConfig:
         check_int("score_updates", self.score_updates, low=0)
         check_choice("reset_schedule", self.reset_schedule, ("released", "every-update"))
         check_choice("label_mechanism", self.label_mechanism, ("detached", "straight-through"))
+        check_choice("noise_copy_fdm_input", self.noise_copy_fdm_input, ("o", "idm"))
         if not isinstance(self.score_dataset, str):
             raise ValueError(
                 f"score_dataset must be a dataset id or path, got {self.score_dataset!r}"
@@ -425,11 +432,12 @@ class PublishedVQLAM(VQLAM):
             idm_o, idm_next, fdm_o, target = batch.obs, batch.next_obs, batch.obs, batch.next_obs
             if c.noise_copy:
                 idm_o, target = copy_noise_row(idm_o, idm_next), copy_noise_row(target, fdm_o)
+                if c.noise_copy_fdm_input == "idm":  # a hypothesis (see the option's help)
+                    fdm_o = idm_o
             if c.augment:
-                idm_o, idm_next = augment_pair(
-                    idm_o, idm_next, augment_generators, None, None, True
-                )
-                fdm_o, target = augment_pair(fdm_o, target, augment_generators, None, None, True)
+                shift = {"nonzero_shift": True}  # the text: left or right, never none
+                idm_o, idm_next = augment_pair(idm_o, idm_next, augment_generators, **shift)
+                fdm_o, target = augment_pair(fdm_o, target, augment_generators, **shift)
             latent = net.idm(idm_o, idm_next)
             codes = net.nearest(latent)
             chosen = net.lookup(codes)
