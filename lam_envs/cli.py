@@ -45,13 +45,6 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def derive_seed(seed: int, stream: int) -> int:
-    """An independent seed for each of a run's random streams (training, probe fit, ...)."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0] >> 1)
-
-
 # ---------------------------------------------------------------- Ctrl-C
 
 

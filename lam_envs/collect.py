@@ -126,11 +126,11 @@ def default_root() -> Path:
     return Path(get_dataset_path())
 
 
-def cpucheck_count() -> int:
+def usable_cpus() -> int:
     """CPU cores this process may use (its affinity, where the system tells)."""
     with contextlib.suppress(AttributeError):
         return len(os.sched_getaffinity(0))
-    return os.cpucheck_count() or 1
+    return os.cpu_count() or 1
 
 
 def _root(root: Path | str | None) -> Path:
@@ -171,7 +171,7 @@ def collect(
     metadata = _metadata(config, dataset_id)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_disk_full_in_one_line(root, dataset_id))  # exits last
-        cpus = stack.enter_context(ray_session(ray)) if ray is not None else cpucheck_count()
+        cpus = stack.enter_context(ray_session(ray)) if ray is not None else usable_cpus()
         n_jobs = min(cpus if asked is None else asked, n_blocks)
         check_resources(config, single, root, n_jobs)
         stop = stack.enter_context(_StopRequests())
@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_integer_text,
         help="processes writing shards in parallel (default: the CPU cores here, "
-        f"{cpucheck_count()}, capped by the work: one per {_shards.BLOCK_TRANSITIONS:,} "
+        f"{usable_cpus()}, capped by the work: one per {_shards.BLOCK_TRANSITIONS:,} "
         "transitions); the data does not depend on it",
     )
     p.add_argument(

@@ -385,3 +385,16 @@ def test_cli_as_a_process_exits_nonzero_with_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: label_fraction must be in [0.0, 1.0], got 2.0"
+
+
+def test_the_cpu_count_falls_back_where_affinity_is_unknown(monkeypatch):
+    """macOS has no os.sched_getaffinity: the count falls back to os.cpu_count()."""
+    import os
+
+    from lam_envs import collect
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert collect.usable_cpus() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert collect.usable_cpus() == 1
