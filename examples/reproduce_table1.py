@@ -448,7 +448,7 @@ def plot_bars(stats: dict, arch: str, table: list, path: Path, title: str) -> Pa
                yerr=[p[1] if p else 0 for p in paper], capsize=3, color="0.7",
                label="published")  # fmt: skip
         ax.bar(x + 0.2, np.nan_to_num(means, nan=0.0), 0.4, yerr=np.nan_to_num(errors),
-               capsize=3, color="C0", label=f"ours ({arch})")  # fmt: skip
+               capsize=3, color="C0", label=f"this run ({ARCHS[arch]})")  # fmt: skip
         ax.set_title(name, fontsize=10)
         ax.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
         ax.legend(fontsize=8)

@@ -543,7 +543,7 @@ class ContractReader:
         self.observation_space: Box = observation_space
         self.action_space = _space(name, "action_space", self.metadata.get("action_space"))
         self.discrete = isinstance(self.action_space, Discrete)
-        _check_kind_spaces(name, self.env_spec.id, self.observation_space, self.action_space)
+        _check_kind_spaces(name, self.env_spec, self.observation_space, self.action_space)
         collect = self.metadata["lam_envs"].get("collect") or {}
         self.full_labels = bool(collect.get("full_labels", False))
         self.observation_shape = self.observation_space.shape
@@ -725,19 +725,34 @@ class ContractReader:
         return {key: arrays[key] for key in keys}
 
 
-def _check_kind_spaces(name: str, env_id: str, observations: Box, actions: Box | Discrete) -> None:
+def _check_kind_spaces(
+    name: str, spec: gym.envs.registration.EnvSpec, observations: Box, actions: Box | Discrete
+) -> None:
     """The spaces of an environment lam_envs registers are known: GridLAM acts with
-    Discrete(5) on images in [0, 1]; LinearLAM with vectors on vectors. Metadata that
-    says otherwise was edited (a wider box would let wrong observations through)."""
-    from lam_envs.grid import NUM_ACTIONS
+    Discrete(5) on images in [0, high], high the largest pixel value its parameters allow
+    (1 without noise or distractors, the noise intensity, ...); LinearLAM with vectors on
+    vectors. Metadata that says otherwise was edited (a wider box would let wrong
+    observations through)."""
+    from lam_envs.grid import NUM_ACTIONS, GridLAMConfig
 
+    env_id = spec.id
     kind = lam_envs.ENV_IDS.get(env_id, ("?",))[0]
     problem = None
     if kind == "grid":
+        parameters = {k: v for k, v in spec.kwargs.items() if k not in ("render_mode",)}
+        try:
+            high = GridLAMConfig.from_preset(
+                parameters.pop("preset", None), **parameters
+            ).observation_high
+        except (TypeError, ValueError) as error:
+            raise DatasetError(
+                f"dataset {name!r} is corrupt: its environment's parameters are not "
+                f"GridLAM's ({_first_line(error)})"
+            ) from None
         if not (isinstance(actions, Discrete) and (actions.n, actions.start) == (NUM_ACTIONS, 0)):
             problem = f"'action_space' is not Discrete({NUM_ACTIONS})"
-        elif not ((observations.low == 0).all() and (observations.high == 1).all()):
-            problem = "'observation_space' is not the box [0, 1]"
+        elif not ((observations.low == 0).all() and (observations.high == high).all()):
+            problem = f"'observation_space' is not the box [0, {high:g}]"
     elif kind == "linear":
         if not isinstance(actions, Box) or len(actions.shape) != 1:
             problem = "'action_space' is not a Box of vectors"

@@ -280,6 +280,27 @@ def test_an_episode_array_stored_elsewhere_is_refused(small, tmp_path, case):
 # ---------------------------------------------------------------- 2. observation bounds
 
 
+@pytest.mark.parametrize(
+    "preset, high",
+    [
+        ("high", 2.0),  # the high-noise row: intensity 2
+        ("colour_drift", 1.5),  # the agent's intensity drifts up to 1.5
+    ],
+)
+def test_a_grid_whose_parameters_widen_its_box_reads_and_a_widened_box_is_refused(
+    tmp_path, preset, high
+):
+    """The box GridLAM's metadata must hold is the one its parameters give, not [0, 1]."""
+    config = CollectConfig(episodes=2, episode_length=4, preset=preset)
+    path = collect(config, root=tmp_path / "root", progress=False).path
+    data = LAMDataset(path)
+    assert data.read().obs.max() <= high
+    _edit_metadata(path, lambda m: m.update(
+        observation_space=m["observation_space"].replace(repr(high), repr(high * 2))))  # fmt: skip
+    with pytest.raises(DatasetError, match=rf"is not the box \[0, {high:g}\]"):
+        LAMDataset(path)
+
+
 def test_observations_outside_the_observation_space_are_refused(small, tmp_path):
     data = _copy(small["grid"], tmp_path)
     obs = _get(data, 2, "observations")
