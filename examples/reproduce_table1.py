@@ -31,9 +31,10 @@ The published protocol (the default; the CSV's ``protocol`` column says ``publis
 Named variants (``--variant``, repeatable; the ``protocol`` column joins their names with
 "+"; :data:`VARIANTS`) keep the package's earlier readings available beside the published
 protocol: ``skip``, ``per-update-reset``, ``straight-through-labels``, ``package-data``,
-``own-data-scoring``. ``--arch ours`` trains the package's own VQ LAM (``vq``: a
-translation-invariant IDM and an EMA codebook, its own settings) on the same rows, scored
-the same way.
+``own-data-scoring``; and ``noise-copy-fdm-idm-input``, a hypothesis about the augmentation
+row (the FDM reads the IDM's o, with o′'s noise row). ``--arch ours`` trains the package's
+own VQ LAM (``vq``: a translation-invariant IDM and an EMA codebook, its own settings) on
+the same rows, scored the same way.
 
 Every run also reports the package's held-out metrics, in eval mode on each row's held-out
 trajectories (the policy row's on the uniform data, unless ``own-data-scoring``):

@@ -101,7 +101,7 @@ def test_published_quick_run_shows_the_effects(quick_run):
     assert mean("F3c", "nmse_noise", sigma=2.0, d_z=4) < 0.1
     assert mean("F3c", "nmse_a", sigma=0.5, d_z=4) < 0.1
     # F6a: a deterministic policy's latent, probed on random-policy data, misses the action;
-    # with Π's orthonormal rows (a has unit variance at every χ) the miss is of order 1.
+    # with Π's orthonormal rows (Πo ~ N(0, I), a's variance at most 1) the miss is of order 1.
     assert 10 > mean("F6a", "nmse_a", chi=1.0) > 1 > 0.1 > mean("F6a", "nmse_a", chi=0.0)
     # F6b: augmentation takes o out of the true latent and gives it the action.
     assert mean("F6b", "nmse_o", kappa=0.5) > mean("F6b", "nmse_o", kappa=0.0)

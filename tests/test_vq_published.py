@@ -143,9 +143,10 @@ def test_the_released_reset_checks_the_last_batch_of_every_fifth_epoch(monkeypat
     monkeypatch.setattr(Data, "sample", lambda self, b, **k: steps.append(b) or real_sample(
         self, b, **k))  # fmt: skip
     # 100 training trajectories at batch 32: an epoch is 4 updates; checks after epochs
-    # 0, 5 and 10 (updates 4, 24, 44), each on that epoch's last batch (32 examples).
+    # 0, 5 and 10 (updates 4, 24, 44), each on that epoch's last, partial batch as released
+    # (100 − 3·32 = 4 pairs: the first 4 rows of the last full batch drawn here).
     train(PublishedVQConfig(**dict(SMALL, steps=48)), Data(1))
-    assert len(checked) == 3 and checked == [32.0] * 3
+    assert len(checked) == 3 and checked == [4.0] * 3
     checked.clear()
     train(PublishedVQConfig(**dict(SMALL, steps=48), reset_schedule="every-update"), Data(1))
     assert len(checked) == 48
@@ -496,3 +497,25 @@ def test_the_noise_copy_variant_feeds_the_fdm_the_idms_o(monkeypatch):
             torch.testing.assert_close(frames[..., 3, :], getattr(batch, row_of)[..., 3, :])
             torch.testing.assert_close(frames[..., :3, :], batch.obs[..., :3, :])
         monkeypatch.undo()
+
+
+def test_scoring_another_datasets_batches_leaves_the_model_as_training_left_it(lam_datasets):
+    """The policy row's scored batches run in training mode (batch norm uses their own
+    statistics) but must not move the running statistics the held-out metrics use."""
+    from lam_models.lams.training_score import TrainingScore
+    from lam_models.split import CopyBatches
+
+    split = DataSplit(lam_datasets["grid"], held_out=0.1, seed=0)
+    data = CopyBatches([split], [0])
+    score = TrainingScore(data, steps=4, updates=2, dataset=lam_datasets["grid"], device="cpu")
+    lam = PublishedVQLAM(PublishedVQConfig(**SMALL), SPEC, [0], "cpu")
+    net = lam.module
+    net.train()
+    before = {k: v.clone() for k, v in net.named_buffers()}
+    score.add_batch(16, lambda b: net(b.obs, b.next_obs).pred_next, net)
+    for name, value in net.named_buffers():
+        assert torch.equal(value, before[name]), name
+    result = {}
+    score.save([result])
+    assert TrainingScore.read(result)["scored_on"] == lam_datasets["grid"]
+    assert np.isfinite(TrainingScore.read(result)["scored_controllable_mse"])

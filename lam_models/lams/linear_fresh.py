@@ -10,7 +10,8 @@ with u ~ U[0, 1) per dimension (the released code's F6b noise, whose mean σ/2 i
 ``other_agents`` σ·Y b, b ~ N(0, I_{d_b}). X and Y are the environment's own matrices
 (:func:`lam_envs.linear.effect_matrices` with ``structure_seed`` = the copy's seed); Π
 (d_a×d_o) comes from the seed's ``POLICY_MATRIX`` stream (:func:`policy_matrix`): by default
-with orthonormal rows, as the released F6a code draws it (so a has unit variance at every χ);
+with orthonormal rows, as the released F6a code draws it (so Π o ~ N(0, I) and a has
+variance (1 − χ)² + χ² per coordinate, at most 1);
 ``projection="gaussian"`` is the variant with i.i.d. N(0, 1) entries (a's variance d_o χ² at
 χ near 1).
 

@@ -75,12 +75,20 @@ class TrainingScore:
         self.count += 1
 
     @torch.no_grad()
-    def add_batch(self, batch_size: int, predict: Callable[[Any], torch.Tensor]) -> None:
+    def add_batch(
+        self, batch_size: int, predict: Callable[[Any], torch.Tensor], module: torch.nn.Module
+    ) -> None:
         """Score a batch of the score dataset: ``predict(batch) -> ô'`` (M, B, C, H, W), run
-        by the caller with the model as it trains (training mode)."""
+        by the caller with ``module`` as it trains (training mode: batch norm normalises by
+        the scored batch's own statistics, as the released code's second loader does). The
+        module's buffers (batch norm's running statistics) are restored afterwards, so the
+        scoring leaves the model exactly as training left it."""
         assert self.batches is not None
         batch = self.batches.sample(batch_size)
+        buffers = {name: b.clone() for name, b in module.named_buffers()}
         self.add(predict(batch), batch.next_obs)
+        for name, b in module.named_buffers():
+            b.copy_(buffers[name])
 
     def save(self, histories: list[dict[str, list]]) -> None:
         """Store each copy's result in its training history (``scored_*`` keys, one value

@@ -290,7 +290,7 @@ class VQLAM(LAM):
                 if score.batches is None:
                     score.add(pred, target)
                 else:
-                    score.add_batch(c.batch_size, lambda b: net(b.obs, b.next_obs).pred_next)
+                    score.add_batch(c.batch_size, lambda b: net(b.obs, b.next_obs).pred_next, net)
             counts, revived = net.quantiser.update(latent.detach(), codes, generators)
             counts_window += counts
             revived_window += revived

@@ -418,8 +418,12 @@ class PublishedVQLAM(VQLAM):
         for g in code_generators:
             torch.randn(c.codebook_size, c.latent_dim, generator=g)
         # An epoch of the released code: one random frame pair of every training trajectory
-        # (data that do not say how many trajectories they hold: one update).
-        epoch = math.ceil(getattr(data, "train_episodes", c.batch_size) / c.batch_size)
+        # (data that do not say how many trajectories they hold: one update), the last batch
+        # partial (3,800 pairs at 1,024: 3 full batches and 728). Here every batch is full,
+        # and the dead-code check reads the first `last_batch` rows of the epoch's last one.
+        trajectories = getattr(data, "train_episodes", c.batch_size)
+        epoch = math.ceil(trajectories / c.batch_size)
+        last_batch = trajectories - (epoch - 1) * c.batch_size
         marks = torch.zeros(m, c.codebook_size, dtype=torch.long, device=self.device)
         counts_window = torch.zeros(m, c.codebook_size, device=self.device)
         reset_window = torch.zeros(m, device=self.device)
@@ -471,15 +475,18 @@ class PublishedVQLAM(VQLAM):
                 if score.batches is None:
                     score.add(pred, target)
                 else:
-                    score.add_batch(c.batch_size, lambda b: net(b.obs, b.next_obs).pred_next)
+                    score.add_batch(c.batch_size, lambda b: net(b.obs, b.next_obs).pred_next, net)
             counts = F.one_hot(codes, c.codebook_size).sum(1).float()
             if c.reset_schedule == "released":
                 checked = (step + 1) % epoch == 0 and (step // epoch) % c.reset_epochs == 0
             else:
                 checked = True
             if checked and not released_labels:  # no reset at all while labels are used
+                rows = last_batch if c.reset_schedule == "released" else c.batch_size
+                seen = counts if rows == c.batch_size else F.one_hot(
+                    codes[:, :rows], c.codebook_size).sum(1).float()  # fmt: skip
                 reset_window += net.reset_dead_codes(
-                    latent.detach(), counts, marks, c, code_generators
+                    latent.detach()[:, :rows], seen, marks, c, code_generators
                 )
             counts_window += counts
             log.add(
