@@ -12,7 +12,7 @@ cosine schedule) for both:
              (``StreamSource``: a pool drawn once from the native vector env, batches by
              index), whose finite pool adds a small overfitting gap.
 - baseline:  the same model written as four ``nn.Linear`` layers (A, B, C, D) in a plain
-             torch loop, with each batch sampled in numpy at every step from the SPEC's
+             torch loop, with each batch sampled in numpy at every step from the environment's
              formulas (o ~ N(0, I), a ~ N(0, I), o' = o + X a + σ_exo Y b).
 
 Prints Adam steps per second (per model for M = 16) and the time to reach the analytic
@@ -65,7 +65,7 @@ def held_out_set() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
 def ours(steps: int, num_models: int, data: str = "torch") -> tuple[float, float, float]:
     """(seconds in all, seconds of training, worst relative gap on the held-out set).
 
-    data "torch": fresh transitions drawn in torch at every step from the SPEC's formulas with
+    data "torch": fresh transitions drawn in torch at every step from its formulas with
     the env's X, Y (the same data as the baseline, without numpy); "fresh":
     ``FreshBatches``, each copy's own seed; "env": the stream path, a pool of ``POOL``
     transitions drawn once from the native vector env, batches by index.
@@ -94,7 +94,7 @@ def ours(steps: int, num_models: int, data: str = "torch") -> tuple[float, float
 
 
 class FormulaData:
-    """Fresh transitions drawn in torch at every step from the SPEC's formulas with the
+    """Fresh transitions drawn in torch at every step from the environment's formulas with the
     env's X, Y (the baseline's data, without numpy), one batch per copy."""
 
     def __init__(self, copies: int):

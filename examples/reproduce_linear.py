@@ -1,4 +1,4 @@
-"""Reproduce the linear-LAM figures F3a–F3c and F6a–F6c (SPEC, "Experiments to reproduce").
+"""Reproduce the linear-LAM figures F3a–F3c and F6a–F6c (docs/protocols.md).
 
     python examples/reproduce_linear.py                      # published, thinned (~40 min, 2 cores)
     python examples/reproduce_linear.py --grid published     # the papers' full sweeps (GPU)

@@ -1,6 +1,6 @@
 """Augmentations of transitions, the one implementation every trainer calls.
 
-The SPEC's augmentation of a LAM draws two independent augmentations per transition:
+The package's augmentation of a LAM draws two independent augmentations per transition:
 Aug1, shared by both inputs of the IDM (o, o'), and Aug2, shared by the FDM's input o and
 its target o'. Sharing within a pair is what removes information: a shift applied to both
 frames keeps the move but hides where it happened.

@@ -1,4 +1,4 @@
-"""Probes and metrics that score a LAM's latent (SPEC, "Metrics").
+"""Probes and metrics that score a LAM's latent.
 
 Every function accepts numpy arrays or torch tensors and returns plain Python floats (or numpy
 arrays), so researchers can score latents from any model.
@@ -161,7 +161,7 @@ def linear_probe_report(
         report[f"nmse_{key}"] = probe_nmse(z_train, targets_train[key], z_test, targets_test[key])
     eps_zero_variance = math.isnan(report["nmse_eps"])
     if eps_zero_variance:
-        report["nmse_eps"] = 1.0  # the SPEC's rule: without ε, holding none of it is perfect
+        report["nmse_eps"] = 1.0  # the package's rule: without ε, holding none of it is perfect
     report["eps_zero_variance"] = eps_zero_variance
     report["llo"] = -report["nmse_q"] + report["nmse_eps"] + report["nmse_o"]
     return report

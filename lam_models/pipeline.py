@@ -3,7 +3,7 @@
     python -m lam_models.pipeline --dataset ID --lam vq --out runs/pipeline/vq
     python -m lam_models.pipeline --out runs/pipeline/vq --stage bc     # one stage, from disk
 
-Five stages (SPEC, "LAPO-style pipeline"), each a function ``stage(run, progress) -> metrics``
+Five stages of the LAPO-style pipeline, each a function ``stage(run, progress) -> metrics``
 that writes one sub-folder of the run folder and reads only the previous stages' artefacts,
 so running them one by one gives exactly what ``--stage all`` gives:
 

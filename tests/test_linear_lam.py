@@ -1,6 +1,6 @@
 """The linear LAM: gradient training reaches the PCA optimum, and the paper's effects hold.
 
-Data come straight from the SPEC's formulas, o' = o + X a + σ_iid n + σ_exo Y b, in a small
+Data come straight from the environment's formulas, o' = o + X a + σ_iid n + σ_exo Y b, in a small
 space (d_o = 16, d_a = 4) so every training run takes a few seconds on two cores.
 """
 

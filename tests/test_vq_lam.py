@@ -73,7 +73,7 @@ def best_map_accuracy(codes: np.ndarray, actions: np.ndarray, num_codes: int) ->
 
 
 def controllable_loss(pred_next: np.ndarray, next_obs: np.ndarray) -> float:
-    """FDM squared error on rows 0–2 / total variance of rows 0–2 of o' (SPEC, Metrics)."""
+    """FDM squared error on rows 0–2 / total variance of rows 0–2 of o' (the text's scale)."""
     top = next_obs[:, :, :3]
     return ((pred_next[:, :, :3] - top) ** 2).sum() / (top.var(0).sum() * len(top))
 

@@ -2,7 +2,7 @@
 EMA target), kept as a variant of the published LAOM (:mod:`lam_models.lams.laom`).
 
 The distractor paper's modification of LAPO (Nikulin et al., "Latent action learning
-requires supervision in the presence of distractors"; SPEC, "LAOM-style LAM"). For a pair
+requires supervision in the presence of distractors"). For a pair
 (o_t, o_{t+k}) with look-ahead k >= 1::
 
     s_t, s_{t+k} = φ(Aug1(o_t)), φ(Aug1(o_{t+k}))     online encoder (MLP + LayerNorm)
@@ -52,7 +52,7 @@ __all__ = ["LAOMMLPConfig", "LAOMMLPLAM", "LAOMMLPNet"]
 
 @dataclass
 class LAOMMLPConfig:
-    """Hyper-parameters of the ``laom-mlp`` LAM and its trainer (SPEC symbols)."""
+    """Hyper-parameters of the ``laom-mlp`` LAM and its trainer (the papers' symbols)."""
 
     latent_dim: int = option(8, "d_z, dimension of the continuous latent z")
     embed_dim: int = option(32, "d_s, dimension of the encoder's space (the FDM's target)")

@@ -1,6 +1,6 @@
 """The linear latent action model: config, model, training loop, closed-form optimum, metrics.
 
-For a transition (o, o') with o, o' ∈ R^{d_o} (SPEC, "Linear LAM"):
+For a transition (o, o') with o, o' ∈ R^{d_o}:
 
     z  = C·Aug1(o) + D·Aug1(o')            IDM,  C, D ∈ R^{d_z×d_o}
     ô' = A·Aug2(o) + B·z                   FDM,  A ∈ R^{d_o×d_o}, B ∈ R^{d_o×d_z}
@@ -84,7 +84,7 @@ FAR_FROM_OPTIMUM = 0.1  # a relative gap above this is reported as a warning
 
 @dataclass
 class LinearConfig:
-    """Hyper-parameters of the linear LAM and its Adam trainer (SPEC symbols)."""
+    """Hyper-parameters of the linear LAM and its Adam trainer (the papers' symbols)."""
 
     latent_dim: int = option(8, "d_z, the latent dimension, in [1, d_o]")
     kappa: float = option(0.0, "κ >= 0, scale of the augmentation Aug1/Aug2 (0: off)")
@@ -351,7 +351,7 @@ class StreamSource:
     Training draws from a stream of the training policy (or from a fixed pool of
     ``train_transitions``); ``label_fraction`` of the transitions show their action. The
     probes are fitted and measured on ``eval_transitions`` fresh random-policy transitions
-    of the same environment (same X, Y) whatever the training policy, as the SPEC's χ sweep
+    of the same environment (same X, Y) whatever the training policy, as the χ sweep
     asks; the reconstruction loss is measured on training-policy data.
     """
 
@@ -498,7 +498,7 @@ class StreamBatches:
 
 @register_lam("linear")
 class LinearLAM(LAM):
-    """The linear LAM (SPEC, "Linear LAM") on flattened observations."""
+    """The linear LAM on flattened observations."""
 
     Config = LinearConfig
     stream_config = StreamConfig
@@ -661,7 +661,7 @@ class LinearLAM(LAM):
                 f"{r['nmse_o']:>8.4f}{r['llo']:>8.4f}"
             )
         if metrics["true"]["eps_zero_variance"]:
-            lines.append("* ε = 0 in this data: nmse(ε) is taken as 1 (SPEC)")
+            lines.append("* ε = 0 in this data: nmse(ε) is taken as 1")
         gap = metrics["relative_gap"]
         gap_text = f"gap {gap:+.2%}" if gap is not None and math.isfinite(gap) else "minimum is 0"
         lines += [

@@ -306,7 +306,7 @@ def adam_probes(
     Returns per copy ``{"nmse_a", "nmse_o", "nmse_noise"}``: the squared error summed over
     the target's dimensions, divided by the target's total variance on the test set. The
     noise target is ε (i.i.d. noise) or b (other agents); without noise in the test law,
-    nmse_noise is 1 (holding none of a noise that is not there is perfect: the SPEC's rule).
+    nmse_noise is 1 (holding none of a noise that is not there is perfect: the package's rule).
     """
     check_choice("latent", latent, LATENTS)
     steps = check_int("steps", steps, low=1)

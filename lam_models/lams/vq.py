@@ -3,7 +3,7 @@ training loop, metrics, pictures. The published model behind the paper's Table 1
 ``vq-published`` (:mod:`lam_models.lams.vq_published`), which reuses this module's
 metrics and pictures.
 
-The model (SPEC, "VQ LAM (grid)")::
+The model::
 
     latent = IDM(Aug1(o), Aug1(o'))                 CNN over (o, o') stacked as 2 channels
     z      = quantise(latent)                        nearest of K codes, straight-through
@@ -85,7 +85,7 @@ ACTION_NAMES = ("stay", "up", "down", "left", "right")  # GridLAM's Discrete(5)
 
 @dataclass
 class VQConfig:
-    """Hyper-parameters of the grid VQ LAM and its trainer (SPEC symbols)."""
+    """Hyper-parameters of the grid VQ LAM and its trainer (the papers' symbols)."""
 
     codebook_size: int = option(
         5, "K, number of codes (>= the number of actions with action prediction)"
