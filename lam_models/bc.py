@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lam_envs._outputs import write_atomically
 from lam_envs.validate import check_choice
 from lam_models.lam import progress_bar
 from lam_models.nn import EnsembleMLP
@@ -266,9 +267,13 @@ def save_policy(path: Path, policy: Policy) -> None:
     """Write a policy (spec and weights) atomically; NaN or infinite weights are refused
     before anything is written."""
     check_policy(policy, path)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"spec": policy.spec(), "state": policy.state_dict()}, tmp)
-    tmp.replace(path)
+    record = {"spec": policy.spec(), "state": policy.state_dict()}
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a Python file: a full disk is an OSError, not torch's
+            torch.save(record, f)
+
+    write_atomically(path, write)  # a full disk leaves no temporary file
 
 
 def load_policy(path: Path, device: torch.device | str = "cpu") -> Policy:

@@ -639,3 +639,20 @@ def test_a_pipeline_into_a_folder_another_run_holds_is_refused_at_any_stage(
             assert main([*args, "--out", str(out)]) == 2
             _one_line(capsys.readouterr().err, "being written by another run", str(out))
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_a_full_disk_while_saving_a_policy_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import torch
+
+    from lam_envs._outputs import DiskFull
+    from lam_models.bc import Policy, load_policy, save_policy
+
+    policy = Policy(1, 4, 2, 8, "regression")
+    path = tmp_path / "policy.pt"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", _no_space)
+        with pytest.raises(DiskFull, match="no space left on the device"):
+            save_policy(path, policy)
+    assert list(tmp_path.iterdir()) == []
+    save_policy(path, policy)  # nothing blocks a rerun
+    assert load_policy(path).spec() == policy.spec()
