@@ -9,9 +9,7 @@ the model in training mode without a gradient.
 
     score = TrainingScore(data, steps, updates=40, dataset="", device=device)  # in fit
     ...                                                  # after each optimiser step:
-    if score.due(step):
-        score.add(pred_next, target)                     # the training batch's ô' and o'
-        # or, with a dataset: score.add_batch(batch_size, lambda batch: ô' of batch)
+    score.record(step, pred_next, target, net, batch_size)   # the training batch's ô', o'
     score.save(lam.history)                              # per copy, read by metrics
 
 The normalisers of the published table are applied by the reproduction (see
@@ -26,6 +24,7 @@ from typing import Any
 
 import torch
 
+from lam_envs.validate import check_int
 from lam_models.seeding import Stream
 from lam_models.split import CopyBatches, DataSplit
 
@@ -61,9 +60,35 @@ class TrainingScore:
                 [split] * data.num_copies, data.seeds, device, stream=Stream.SCORE_BATCHES
             )
 
+    @staticmethod
+    def check_options(score_updates: Any, score_dataset: Any) -> None:
+        """The config fields a trainer that scores itself declares (``score_updates``,
+        ``score_dataset``), checked in one place."""
+        check_int("score_updates", score_updates, low=0)
+        if not isinstance(score_dataset, str):
+            raise ValueError(f"score_dataset must be a dataset id or path, got {score_dataset!r}")
+
     def due(self, step: int) -> bool:
         """Whether update ``step`` (0-based) is scored."""
         return step >= self.first
+
+    def record(
+        self,
+        step: int,
+        pred_next: torch.Tensor,
+        target: torch.Tensor,
+        net: torch.nn.Module,
+        batch_size: int,
+    ) -> None:
+        """After update ``step``'s optimiser step: when it is scored, add the training
+        batch's errors (``pred_next`` and ``target``, (M, B, C, H, W)), or those of a batch
+        of the score dataset run through ``net`` (``net(o, o_next).pred_next``)."""
+        if not self.due(step):
+            return
+        if self.batches is None:
+            self.add(pred_next, target)
+        else:
+            self.add_batch(batch_size, lambda b: net(b.obs, b.next_obs).pred_next, net)
 
     def add(self, pred_next: torch.Tensor, target: torch.Tensor) -> None:
         """Add one update's errors: ``pred_next`` and ``target`` (M, B, C, H, W)."""

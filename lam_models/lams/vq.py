@@ -122,11 +122,7 @@ class VQConfig:
     )
 
     def __post_init__(self) -> None:
-        check_int("score_updates", self.score_updates, low=0)
-        if not isinstance(self.score_dataset, str):
-            raise ValueError(
-                f"score_dataset must be a dataset id or path, got {self.score_dataset!r}"
-            )
+        TrainingScore.check_options(self.score_updates, self.score_dataset)
         for name in (
             "codebook_size",
             "latent_dim",
@@ -286,11 +282,7 @@ class VQLAM(LAM):
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()  # summed over copies: each copy gets its own gradient
             optimiser.step()
-            if score.due(step):  # the published losses: the model as it trains
-                if score.batches is None:
-                    score.add(pred, target)
-                else:
-                    score.add_batch(c.batch_size, lambda b: net(b.obs, b.next_obs).pred_next, net)
+            score.record(step, pred, target, net, c.batch_size)  # the published losses
             counts, revived = net.quantiser.update(latent.detach(), codes, generators)
             counts_window += counts
             revived_window += revived

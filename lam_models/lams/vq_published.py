@@ -444,10 +444,15 @@ class PublishedVQLAM(VQLAM):
                 fdm_o, target = augment_pair(fdm_o, target, augment_generators, **shift)
             latent = net.idm(idm_o, idm_next)
             codes = net.nearest(latent)
-            chosen = net.lookup(codes)
-            z = latent + (chosen - latent).detach()  # straight-through estimator
-            codebook_loss = (latent.detach() - chosen).pow(2).flatten(1).mean(-1)
-            commitment = (latent - chosen.detach()).pow(2).flatten(1).mean(-1)
+            committed = codes
+            if c.action_prediction and not released_labels:
+                # The straight-through variant: a labelled example's action code replaces
+                # the chosen one on every path (FDM input, codebook and commitment terms).
+                committed = torch.where(batch.label_mask, batch.actions, codes)
+            code = net.lookup(committed)
+            z = latent + (code - latent).detach()  # straight-through estimator
+            codebook_loss = (latent.detach() - code).pow(2).flatten(1).mean(-1)
+            commitment = (latent - code.detach()).pow(2).flatten(1).mean(-1)
             pull = torch.zeros_like(commitment)
             fed = z
             if released_labels:
@@ -457,12 +462,7 @@ class PublishedVQLAM(VQLAM):
                 action_code = net.lookup(batch.actions.clamp(min=0)).detach()
                 fed = torch.where(batch.label_mask[..., None], action_code, z)
                 pull = labelled_mean((z - action_code).pow(2).mean(-1), batch.label_mask)
-            elif c.action_prediction:  # the straight-through variant
-                fed_codes = torch.where(batch.label_mask, batch.actions, codes)
-                action_code = net.lookup(fed_codes)
-                fed = latent + (action_code - latent).detach()
-                codebook_loss = (latent.detach() - action_code).pow(2).flatten(1).mean(-1)
-                commitment = (latent - action_code.detach()).pow(2).flatten(1).mean(-1)
+            elif c.action_prediction:
                 pull = action_loss(latent, net.codebook, batch.actions, batch.label_mask)
             pred = net.fdm(fdm_o, fed)
             recon = (pred - target).pow(2).flatten(1).mean(-1)
@@ -471,11 +471,7 @@ class PublishedVQLAM(VQLAM):
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()  # summed over copies: each copy gets its own gradient
             optimiser.step()
-            if score.due(step):  # the published losses: the model as it trains
-                if score.batches is None:
-                    score.add(pred, target)
-                else:
-                    score.add_batch(c.batch_size, lambda b: net(b.obs, b.next_obs).pred_next, net)
+            score.record(step, pred, target, net, c.batch_size)  # the published losses
             counts = F.one_hot(codes, c.codebook_size).sum(1).float()
             if c.reset_schedule == "released":
                 checked = (step + 1) % epoch == 0 and (step // epoch) % c.reset_epochs == 0
