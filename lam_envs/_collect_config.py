@@ -21,11 +21,11 @@ import numpy as np
 
 import lam_envs
 from lam_envs import _shards
+from lam_envs._contract_checks import LABEL_UNITS
 from lam_envs._outputs import NAME_MAX
 from lam_envs.policies import POLICIES
 from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
 
-LABEL_UNITS = ("transition", "episode")
 NAMESPACE = "lam_envs"  # no '-': AgileRL splits dataset ids on it (ids under lam-envs/ still load)
 #: Each policy knob's value when not given: ε = 0.05 is the published correlated policy.
 KNOB_DEFAULTS = {"epsilon": 0.05, "chi": 0.0}

@@ -55,6 +55,7 @@ MAX_OBSERVATION_SIZE = 2**26
 #: Keys of an episode read per step (L rows); every other array has L + 1 rows.
 PER_STEP = ("actions", "rewards", "terminations", "truncations")
 LABEL_MASK = "infos/label_mask"
+#: What a label fraction counts: single transitions, or whole episodes.
 LABEL_UNITS = ("transition", "episode")
 
 #: Environment arguments renamed since a dataset may have been collected, by environment

@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from lam_envs._contract_checks import LABEL_UNITS  # what a label fraction counts
 from lam_envs.validate import check_choice, check_fraction, check_int
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.seeding import Stream, numpy_rng, torch_generator
@@ -57,10 +58,6 @@ def labelled_mean(values: torch.Tensor, label_mask: torch.Tensor) -> torch.Tenso
     """Mean of ``values`` (M, B) over each copy's labelled transitions (``label_mask``,
     (M, B)): (M,); 0 for a copy whose batch has none."""
     return (values * label_mask).sum(1) / label_mask.sum(1).clamp(min=1)
-
-
-#: What a label fraction counts: single transitions, or whole episodes.
-LABEL_UNITS = ("transition", "episode")
 
 
 class Transitions(NamedTuple):
