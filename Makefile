@@ -29,6 +29,7 @@ $(VENV)/.installed: pyproject.toml
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # One process per core (at most 4), whole test files per process so that a file's fixtures
 # are built once; TEST_WORKERS=0 runs everything in this process.

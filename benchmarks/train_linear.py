@@ -53,7 +53,7 @@ def held_out_set() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
     """A fixed evaluation set from the env, and its X, Y (both methods use the same ones)."""
     source = StreamSource(StreamConfig(env_kwargs=ENV, train_transitions=16384), seed=99)
     pool = source._pool
-    from lam_envs.linear import effect_matrices
+    from lam_envs.envs.linear import effect_matrices
 
     x, y = effect_matrices(source.env_config)
     return torch.from_numpy(pool["obs"]), torch.from_numpy(pool["next_obs"]), x, y

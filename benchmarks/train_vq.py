@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lam_models.data import EnvStream
-from lam_models.lam import get_lam
+from lam_models.lams.base import get_lam
 from lam_models.split import DataSpec, Transitions
 
 POOL = 65_536

@@ -31,14 +31,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lam_envs._outputs import claim_output_folder  # noqa: E402
-from lam_envs.cli import Parser, run_main  # noqa: E402
-from lam_envs.validate import check_int  # noqa: E402
+from lam_envs.utils.cli import Parser, run_main  # noqa: E402
+from lam_envs.utils.outputs import claim_output_folder  # noqa: E402
+from lam_envs.utils.validate import check_int  # noqa: E402
 from lam_models.benchmark import STANDARD, builtin_method, setting_split  # noqa: E402
 from lam_models.data import DatasetError  # noqa: E402
+from lam_models.evaluation.scoring import evaluate  # noqa: E402
 from lam_models.recipes import ensure_dataset  # noqa: E402
 from lam_models.runs import write_csv  # noqa: E402
-from lam_models.scoring import evaluate  # noqa: E402
 
 SETTINGS = {s.name: s for s in STANDARD}
 

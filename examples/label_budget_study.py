@@ -54,14 +54,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lam_envs import DISTRACTOR_SETTINGS, ENV_IDS  # noqa: E402
-from lam_envs.cli import Parser, run_main  # noqa: E402
 from lam_envs.collect import CollectConfig, collect  # noqa: E402
-from lam_models.bc import actor_outputs, fit_decoder, fit_policy  # noqa: E402
-from lam_models.lam import get_lam, resolve_device  # noqa: E402
-from lam_models.metrics import mean_stderr  # noqa: E402
-from lam_models.rollout import composed, evaluate_policies  # noqa: E402
+from lam_envs.utils.cli import Parser, run_main  # noqa: E402
+from lam_models.evaluation.metrics import mean_stderr  # noqa: E402
+from lam_models.evaluation.scoring import evaluate_latents  # noqa: E402
+from lam_models.lams.base import get_lam, resolve_device  # noqa: E402
+from lam_models.pipeline.bc import actor_outputs, fit_decoder, fit_policy  # noqa: E402
+from lam_models.pipeline.rollout import composed, evaluate_policies  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
-from lam_models.scoring import evaluate_latents  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
 
 
@@ -76,7 +76,7 @@ class Method:
     label: str = ""
 
 
-#: The LAM methods, found by their registered LAM (lam_models.lam.get_lam); "labelled_bc"
+#: The LAM methods, found by their registered LAM (lam_models.lams.base.get_lam); "labelled_bc"
 #: (BC on the labelled subset) is always run beside them.
 METHODS: dict[str, Method] = {
     "vq": Method("vq", False, {}, "VQ LAM (LAPO-style)"),

@@ -52,8 +52,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lam_envs.cli import Parser, run_main  # noqa: E402
-from lam_models.lam import resolve_device, train_and_score  # noqa: E402
+from lam_envs.utils.cli import Parser, run_main  # noqa: E402
+from lam_models.evaluation.metrics import mean_stderr  # noqa: E402
+from lam_models.lams.base import resolve_device, train_and_score  # noqa: E402
 from lam_models.lams.linear import (  # noqa: E402
     LinearConfig,
     StreamConfig,
@@ -66,7 +67,6 @@ from lam_models.lams.linear_fresh import (  # noqa: E402
     ProbePlan,
     train_and_probe,
 )
-from lam_models.metrics import mean_stderr  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 
 COLUMNS = [

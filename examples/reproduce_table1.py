@@ -82,18 +82,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lam_envs.cli import Parser  # noqa: E402
 from lam_envs.collect import CollectConfig, collect, default_root  # noqa: E402
-from lam_envs.grid import GridLAMConfig  # noqa: E402
+from lam_envs.envs.grid import GridLAMConfig  # noqa: E402
+from lam_envs.utils.cli import Parser  # noqa: E402
 from lam_models import sweep  # noqa: E402
 from lam_models.data import LAMDataset  # noqa: E402
-from lam_models.lam import get_lam, resolve_device  # noqa: E402
-from lam_models.metrics import (  # noqa: E402
+from lam_models.evaluation.metrics import (  # noqa: E402
     GridLosses,
     mean_stderr,
     no_action_error,
     published_table1_losses,
 )
+from lam_models.lams.base import get_lam, resolve_device  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
 

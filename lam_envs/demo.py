@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 import lam_envs  # noqa: F401  (registers the ids)
-from lam_envs.grid import ACTION_NAMES
+from lam_envs.envs.grid import ACTION_NAMES
 from lam_envs.policies import make_policy
 
 

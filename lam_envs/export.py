@@ -47,10 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from lam_envs import _staging
-from lam_envs._outputs import check_path, claim, remove_stale
-from lam_envs.cli import Parser
-from lam_envs.validate import check_int
+from lam_envs.dataset import Dataset
+from lam_envs.utils import staging as _staging
+from lam_envs.utils.cli import Parser
+from lam_envs.utils.outputs import check_path, claim, remove_stale
+from lam_envs.utils.validate import check_int
 
 MARKER = "lam_envs.json"  # the file that says a folder is an export (and may be replaced)
 _CHUNK_BYTES = 64 * 2**20  # one chunk of rows in memory at a time
@@ -79,7 +80,7 @@ def _column(pa, array: np.ndarray):
 
 
 def chunk_table(data, episodes: np.ndarray):
-    """The rows of ``episodes`` (whole episodes of a ``LAMDataset``) as an Arrow table."""
+    """The rows of ``episodes`` (whole episodes of a ``Dataset``) as an Arrow table."""
     pa, _ = _pyarrow()
     learn = data.read_numpy(episodes)
     outcomes = data.outcomes(episodes)
@@ -124,10 +125,8 @@ def export(
 
 
 def _export(dataset, out: Path, overwrite: bool, chunk_transitions, shard_transitions) -> Path:
-    from lam_models.data import LAMDataset
-
     _, pq = _pyarrow()
-    data = LAMDataset(dataset)  # checks the contract; creates no environment
+    data = Dataset(dataset)  # checks the contract; creates no environment
     length, n = data.episode_length, len(data.episodes)
     if chunk_transitions is None:
         row_bytes = chunk_table(data, data.episodes[:1]).nbytes / length

@@ -26,16 +26,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lam_envs._core import BatchEnv, BatchVectorEnv
-from lam_envs.grid import (
+from lam_envs.envs.base import BatchEnv, BatchVectorEnv
+from lam_envs.envs.grid import (
     NUM_ACTIONS,
     RELEASED_SNAKE_ACTION,
     SNAKE_ACTION,
     GridDynamics,
     square_positions,
 )
-from lam_envs.linear import LinearDynamics
-from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
+from lam_envs.envs.linear import LinearDynamics
+from lam_envs.utils.validate import check_choice, check_fraction, check_int, check_keys
 
 Info = dict[str, np.ndarray] | None
 

@@ -8,7 +8,7 @@ h5py follow the HDF5 links a dataset holds wherever they point, while this comma
 ``LAMDataset``, hence training, the pipeline and the export) first checks that every file
 and link stays inside the dataset's own folder.
 
-What is checked (``lam_envs._contract_checks``, the code every reader of the package uses):
+What is checked (``lam_envs.dataset``, the code every reader of the package uses):
 the files and links (nothing outside the folder; no soft or external links, external raw
 storage or virtual arrays inside an episode; no array under two names), the metadata (the
 contract version, the environment spec, the spaces, every field's type and range, the totals
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lam_envs._contract_checks import (
+from lam_envs.dataset import (
     LABEL_MASK,
     ContractReader,
     DatasetError,
     walk_links,
 )
-from lam_envs.cli import Parser, run_main
+from lam_envs.utils.cli import Parser, run_main
 
 __all__ = ["Verified", "main", "verify"]
 

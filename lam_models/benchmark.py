@@ -56,15 +56,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from lam_envs._outputs import check_path, claim_output_folder, staged_files
-from lam_envs.cli import Parser, run_main
-from lam_envs.validate import check_choice, check_int
+from lam_envs.utils.cli import Parser, run_main
+from lam_envs.utils.outputs import check_path, claim_output_folder, staged_files
+from lam_envs.utils.validate import check_choice, check_int
 from lam_models.data import DatasetError, LAMDataset
-from lam_models.lam import get_lam, registry, resolve_device
-from lam_models.metrics import mean_stderr
+from lam_models.evaluation.metrics import mean_stderr
+from lam_models.evaluation.scoring import evaluate
+from lam_models.lams.base import get_lam, registry, resolve_device
 from lam_models.recipes import ensure_dataset
 from lam_models.runs import read_csv, write_csv
-from lam_models.scoring import evaluate
 from lam_models.split import DataSplit
 
 __all__ = [
@@ -98,7 +98,8 @@ class Setting:
     description: str = ""
 
 
-# The distractors' change over a transition (oracle fields, lam_models.scoring.nuisance_targets).
+# The distractors' change over a transition (oracle fields,
+# lam_models.evaluation.scoring.nuisance_targets).
 _AGENTS, _BACKGROUND = "other_actions", "background_velocity"
 _SHAKE, _COLOUR = "shake:change", "agent_intensity:change"
 
@@ -383,11 +384,11 @@ def _held(nmse: float) -> float:
 
 
 def pipeline_return(latent_fn: LatentFn, split: DataSplit, seed: int, steps: int = 1500) -> float:
-    """The LAPO-style pipeline (lam_models.bc, lam_models.rollout) from a latent function:
-    π(z | o) on every train transition, a decoder z -> a on the labelled subset, rolled out;
-    its return over that of BC on all labels."""
-    from lam_models.bc import bc_policies, fit_decoder
-    from lam_models.rollout import composed, evaluate_policies
+    """The LAPO-style pipeline (lam_models.pipeline.bc, lam_models.pipeline.rollout) from a
+    latent function: π(z | o) on every train transition, a decoder z -> a on the labelled
+    subset, rolled out; its return over that of BC on all labels."""
+    from lam_models.pipeline.bc import bc_policies, fit_decoder
+    from lam_models.pipeline.rollout import composed, evaluate_policies
 
     train, spec = split.train, split.spec
     z = np.concatenate(

@@ -1,9 +1,10 @@
-"""One loader for every trainer: lam-envs Minari datasets, or fresh transitions from the
-native vector env.
+"""Torch batches on the dataset contract (:mod:`lam_envs.dataset`): one loader for every
+trainer, lam-envs Minari datasets or fresh transitions from the native vector env.
 
 Learning sees ``Batch(obs, next_obs, actions, label_mask)``: actions hold a sentinel
-where unlabelled (NaN for the linear env, -1 for the grid). Evaluation asks for the oracle
-fields separately (``LAMDataset.oracle``), so ground truth never slips into a batch.
+where unlabelled (NaN for continuous actions, -1 for discrete ones). Evaluation asks for
+the oracle fields separately (``LAMDataset.oracle``), so ground truth never slips into a
+batch.
 
     data = LAMDataset("lam_envs/gridlam-snaking-...-v0")     # a Minari id, or a path
     train, held_out = data.split(held_out=0.1, seed=0)       # by episode
@@ -12,47 +13,29 @@ fields separately (``LAMDataset.oracle``), so ground truth never slips into a ba
     test = data.read(held_out)                               # all of it, in memory
     truth = data.oracle(held_out)                            # {"action", "q", "eps", ...}
 
-Opening a dataset checks what a shared or damaged one could get wrong
-(``lam_envs._contract_checks``, which ``python -m lam_envs.verify`` runs on every episode):
-every file and HDF5 link it names resolves inside its own folder (checked before anything
-is opened: a dataset never reads outside its folder), the contract version, every metadata
-field the package reads, the spaces, and the metadata against the episodes; each episode is
-checked when read (dtypes, shapes, finite values within the spaces, a boolean label mask
-that agrees with the sentinels), so a corrupt one raises ``DatasetError`` and never reaches
-a batch. Before any environment is created from it, its environment must be one lam_envs
-registers, so that a dataset cannot make this package import and call code of its choosing.
+Reading checks the contract (:mod:`lam_envs.dataset`), so a corrupt dataset raises
+``DatasetError`` and never reaches a batch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-import lam_envs
-from lam_envs._contract_checks import (
+from lam_envs.dataset import (
     OLDEST_CONTRACT_VERSION,
     RENAMED_ENV_KWARGS,
-    ContractReader,
+    Dataset,
     DatasetError,
-    check_contract_version,
-    parse_env_spec,
-    resolve_data_path,
+    unlabelled,
 )
 from lam_envs.policies import make_policy
-from lam_envs.validate import check_int
+from lam_envs.utils.validate import check_int
 
-# The contract's checks live in lam_envs._contract_checks (shared with lam_envs.verify);
-# these names stay importable from here.
-_resolve = resolve_data_path
-_check_contract_version = check_contract_version
-_parse_env_spec = parse_env_spec
 __all__ = [
     "OLDEST_CONTRACT_VERSION",
     "RENAMED_ENV_KWARGS",
@@ -77,179 +60,13 @@ class Batch(NamedTuple):
         return Batch(*(t.to(device) for t in self))
 
 
-class LAMDataset:
-    """A dataset written by ``python -m lam_envs.collect``, read lazily from HDF5.
-
-    ``trust_entry_point``: create the dataset's environment (``recover_environment``,
-    ``make_vector_env``) even when its metadata names an environment or entry point that
-    lam_envs does not register. Off by default: the metadata's entry point is an
-    arbitrary importable callable, and a dataset from someone else could name any.
-    """
-
-    def __init__(self, dataset: str | Path, trust_entry_point: bool = False):
-        if not isinstance(trust_entry_point, bool):
-            raise TypeError(f"trust_entry_point must be a bool, got {trust_entry_point!r}")
-        self.trust_entry_point = trust_entry_point
-        # Metadata, spaces and every link checked here (no file outside the dataset's
-        # folder is opened); each episode is checked when it is read.
-        self._reader = ContractReader(dataset)
-        self.data_path = self._reader.data_path
-        self.metadata: dict[str, Any] = self._reader.metadata
-        self.dataset_id = self._reader.dataset_id
-        self._env_spec = self._reader.env_spec
-        self.episodes = self._reader.episodes
-        self.episode_length = self._reader.episode_length
-        self.observation_shape = self._reader.observation_shape
-        # from the metadata's action space, which the data's dtype must match
-        self.discrete = self._reader.discrete
-        self.env_id: str = self._env_spec.id
-        self.env_kwargs: dict[str, Any] = dict(self._env_spec.kwargs)
-        self.kind = lam_envs.ENV_IDS[self.env_id][0] if self.env_id in lam_envs.ENV_IDS else "?"
-
-    @property
-    def fingerprint(self) -> str:
-        """A hex digest that identifies this dataset's contents: the SHA-256 of its
-        metadata (collect configuration, spaces, environment, totals, package version),
-        its episode count and the size of its data file. Re-collecting the id with other
-        settings changes it; the same command (same bytes) gives the same fingerprint.
-        Cheap: it reads no episode."""
-        record = {
-            "metadata": self.metadata,
-            "episodes": len(self.episodes),
-            "data_bytes": (self.data_path / "main_data.hdf5").stat().st_size,
-        }
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def __repr__(self) -> str:
-        return (
-            f"LAMDataset({self.dataset_id!r}, env={self.env_id}, "
-            f"episodes={len(self.episodes)}, transitions={self.num_transitions()})"
-        )
-
-    def close(self) -> None:
-        """Close the dataset's files (they reopen when read again)."""
-        self._reader.close()
-
-    @property
-    def collect_config(self) -> dict[str, Any]:
-        return self.metadata["lam_envs"]["collect"]
-
-    def num_transitions(self, episodes: np.ndarray | None = None) -> int:
-        n = len(self.episodes) if episodes is None else len(episodes)
-        return n * self.episode_length
-
-    def recover_environment(self, **overrides: Any) -> gym.Env:
-        """The environment the data came from (same parameters, so the same X and Y, and
-        the same episode length). Refused (``DatasetError``) when the metadata names an
-        environment lam_envs does not register, unless ``trust_entry_point=True``."""
-        return gym.make(self._trusted_spec(), **overrides)
-
-    def make_vector_env(self, num_envs: int, **overrides: Any) -> gym.vector.VectorEnv:
-        """``num_envs`` copies of the environment the data came from, as the native vector
-        env (same parameters and episode length); the same check as
-        ``recover_environment``."""
-        return gym.make_vec(self._trusted_spec(), num_envs=num_envs, **overrides)
-
-    def _trusted_spec(self) -> gym.envs.registration.EnvSpec:
-        spec = self._env_spec
-        if not self.trust_entry_point:
-            problem = _untrusted(spec)
-            if problem is not None:
-                raise DatasetError(
-                    f"dataset {self.dataset_id!r} names {problem}, which lam_envs does not "
-                    "register; refusing to import and call it. If you trust the dataset, "
-                    "pass trust_entry_point=True (command line: --trust-dataset)"
-                )
-        return spec
-
-    def require(self, kind: str) -> None:
-        """Raise unless the data comes from the ``kind`` ('linear' or 'grid') environment."""
-        if self.kind != kind:
-            raise DatasetError(
-                f"dataset {self.dataset_id!r} comes from {self.env_id} ({self.kind}); "
-                f"this needs a {kind} dataset"
-            )
-
-    def split(self, held_out: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Split the episodes into (train, held-out) at random; both non-empty."""
-        if not 0 < held_out < 1:
-            raise ValueError(f"held_out must be in (0, 1), got {held_out}")
-        n = len(self.episodes)
-        n_test = max(1, round(held_out * n))
-        if n < 2 or n_test >= n:
-            raise DatasetError(
-                f"dataset {self.dataset_id!r} has {n} episode(s): too few to hold out "
-                f"{held_out:.0%} by episode (need at least 2, with both parts non-empty)"
-            )
-        order = np.random.default_rng(seed).permutation(self.episodes)
-        return np.sort(order[n_test:]), np.sort(order[:n_test])
-
-    # ------------------------------------------------------------ reading
-
-    def _episode(self, index: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """The arrays ``keys`` of one episode, checked against the contract (rows, dtypes,
-        shapes, finite values within the spaces, the label mask against the sentinels), so
-        a damaged episode can never shift or poison the transitions of a batch."""
-        return self._reader.episode(index, keys)
-
-    def read_numpy(self, episodes: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """obs, next_obs, actions, label_mask of the given episodes, concatenated."""
-        episodes = self.episodes if episodes is None else np.asarray(episodes)
-        keys = ("observations", "actions", "infos/label_mask")
-        parts = [self._episode(int(i), keys) for i in episodes]
-        if not parts:
-            raise ValueError("no episodes to read")
-        return {
-            "obs": np.concatenate([p["observations"][:-1] for p in parts]),
-            "next_obs": np.concatenate([p["observations"][1:] for p in parts]),
-            "actions": np.concatenate([p["actions"] for p in parts]),
-            "label_mask": np.concatenate([p["infos/label_mask"][1:] for p in parts]),
-        }
-
-    def outcomes(self, episodes: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """``reward`` (float64), ``terminated`` and ``truncated`` (bool) of each transition,
-        as Gymnasium returned them, aligned with ``read``; for offline-RL libraries and
-        exports (a LAM does not need them)."""
-        episodes = self.episodes if episodes is None else np.asarray(episodes)
-        keys = ("rewards", "terminations", "truncations")
-        parts = [self._episode(int(i), keys) for i in episodes]
-        if not parts:
-            raise ValueError("no episodes to read")
-        names = ("reward", "terminated", "truncated")
-        return {
-            name: np.concatenate([p[key] for p in parts])
-            for name, key in zip(names, keys, strict=True)
-        }
+class LAMDataset(Dataset):
+    """A dataset written by ``python -m lam_envs.collect`` (:class:`lam_envs.dataset.Dataset`),
+    with its transitions as torch ``Batch``es."""
 
     def read(self, episodes: np.ndarray | None = None) -> Batch:
         """All transitions of the given episodes as one in-memory ``Batch``."""
         return _to_batch(self.read_numpy(episodes), self.discrete)
-
-    def oracle(self, episodes: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Ground truth for evaluation, one row per transition (aligned with ``read``):
-        ``action`` (the true action) and the environment's info fields after the step
-        (linear: ``q``, ``eps``, ``b``; grid: ``position``, ``noise``, ``clean_obs``,
-        the distractors' state), plus ``<field>_before`` (the value before the step) for the
-        grid's position, clean image and the distractor states that move (camera shake,
-        the agent's colour, the background and the other agents)."""
-        episodes = self.episodes if episodes is None else np.asarray(episodes)
-        if len(episodes) == 0:
-            raise ValueError("no episodes to read")
-        names = self._reader.oracle_names()
-        keys = tuple(f"infos/oracle/{name}" for name in names)
-        parts = [self._episode(int(i), keys) for i in episodes]
-        result = {
-            name: np.concatenate([p[key][1:] for p in parts])
-            for name, key in zip(names, keys, strict=True)
-        }
-        before = ("position", "clean_obs", "shake", "agent_intensity", "background_offset",
-                  "other_positions")  # fmt: skip
-        for name in before:
-            if name in names:
-                key = f"infos/oracle/{name}"
-                result[f"{name}_before"] = np.concatenate([p[key][:-1] for p in parts])
-        return result
 
     def batches(
         self,
@@ -306,22 +123,6 @@ class LAMDataset:
                     ).to(device)
                 carry = {k: v[n_full:] for k, v in chunk.items()}
             epoch += 1
-
-
-def _untrusted(spec: gym.envs.registration.EnvSpec) -> str | None:
-    """What in ``spec`` lam_envs does not register (None when everything is its own):
-    the id, the entry point, the vector entry point or an extra wrapper."""
-    if spec.id not in lam_envs.ENV_IDS:
-        return f"environment {spec.id!r} (entry point {spec.entry_point!r})"
-    registered = gym.spec(spec.id)
-    if spec.entry_point != registered.entry_point:
-        return f"entry point {spec.entry_point!r} for {spec.id}"
-    if spec.vector_entry_point not in (None, registered.vector_entry_point):
-        return f"vector entry point {spec.vector_entry_point!r} for {spec.id}"
-    if spec.additional_wrappers:
-        names = ", ".join(repr(w.entry_point) for w in spec.additional_wrappers)
-        return f"additional wrapper(s) {names} for {spec.id}"
-    return None
 
 
 def _to_batch(arrays: dict[str, np.ndarray], discrete: bool) -> Batch:
@@ -393,7 +194,7 @@ class EnvStream:
         self._obs, self._info, self._t = next_obs, info, self._t + 1
         mask = self._label_rng.random(len(obs)) < self.label_fraction
         shown = np.array(actions, copy=True)
-        shown[~mask] = -1 if self.discrete else np.nan
+        shown[~mask] = unlabelled(self.discrete)
         learn = {"obs": obs, "next_obs": next_obs, "actions": shown, "label_mask": mask}
         return learn, {"action": actions, **info}
 

@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 import lam_envs.demo as env_demo
-from lam_envs.cli import Parser, run_main
 from lam_envs.collect import CollectConfig, collect
-from lam_models.metrics import mean_stderr
+from lam_envs.utils.cli import Parser, run_main
+from lam_models.evaluation.metrics import mean_stderr
 from lam_models.pipeline import run_pipeline
 
 DATASET_ID = "lam_envs/demo-grid-snaking-v0"

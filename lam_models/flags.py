@@ -25,7 +25,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from lam_envs.cli import parse_value
+from lam_envs.utils.cli import parse_value
 
 __all__ = ["add_flags", "flag_names", "from_flags", "given_flags", "option"]
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import lam_envs
-from lam_envs._outputs import CLAIM, write_atomically
+from lam_envs.utils.outputs import CLAIM, write_atomically
 
 
 def _jsonable(value: Any) -> Any:
@@ -114,7 +114,7 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
 
 
 def plot_history(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
-    """A PNG of a training history (:class:`lam_models.lam.TrainingLog`): one panel per
+    """A PNG of a training history (:class:`lam_models.lams.base.TrainingLog`): one panel per
     logged quantity against the update step."""
     import matplotlib
 

@@ -36,8 +36,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lam_envs._contract_checks import LABEL_UNITS  # what a label fraction counts
-from lam_envs.validate import check_choice, check_fraction, check_int
+from lam_envs.dataset import LABEL_UNITS  # what a label fraction counts
+from lam_envs.utils.validate import check_choice, check_fraction, check_int
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.seeding import Stream, numpy_rng, torch_generator
 
@@ -90,7 +90,7 @@ class DataSpec:
     def __post_init__(self):
         # A spec may come from a run.json: refuse sizes no dataset has before a model of
         # them is allocated (1e7 x 1e7 observations would be 400 TB of weights).
-        from lam_envs._contract_checks import MAX_OBSERVATION_SIZE
+        from lam_envs.dataset import MAX_OBSERVATION_SIZE
 
         shape = self.obs_shape
         if not isinstance(shape, list | tuple) or not shape:

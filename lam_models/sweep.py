@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from lam_models.data import LAMDataset
-from lam_models.lam import train_and_score
+from lam_models.lams.base import train_and_score
 from lam_models.split import DataSplit
 
 __all__ = ["RESULTS_VERSION", "Job", "ResultCache", "run"]

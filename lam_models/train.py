@@ -5,7 +5,7 @@
     python -m lam_models.train METHOD --help                               # every option
 
 METHOD is any registered LAM (``linear``, ``vq``, ``laom``, or one of your own: see
-:mod:`lam_models.lam`). The run, top to bottom, the same for every method:
+:mod:`lam_models.lams.base`). The run, top to bottom, the same for every method:
 
 1. Data: the dataset split by episode into train and held-out transitions, with the
    labelled subset (:class:`~lam_models.split.DataSplit`); or, for methods that can, fresh
@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from lam_envs._outputs import claim_output_folder, staged_files
-from lam_envs.cli import Parser, run_main
-from lam_envs.validate import check_int
+from lam_envs.utils.cli import Parser, run_main
+from lam_envs.utils.outputs import claim_output_folder, staged_files
+from lam_envs.utils.validate import check_int
 from lam_models.data import DatasetError
 from lam_models.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
-from lam_models.lam import LAM, get_lam, lam_names, resolve_device
+from lam_models.lams.base import LAM, get_lam, lam_names, resolve_device
 from lam_models.runs import plot_history
 from lam_models.split import DataSplit
 

@@ -62,7 +62,7 @@ def test_the_noise_row_copy_replaces_row_3_only_and_leaves_its_input_alone():
 
 @pytest.mark.parametrize("method", ["vq", "vq-published"])
 def test_both_vq_trainers_copy_the_noise_row_through_the_tested_function(method, monkeypatch):
-    from lam_models.lam import get_lam
+    from lam_models.lams.base import get_lam
     from lam_models.split import DataSpec, Transitions
 
     calls = []
@@ -99,7 +99,7 @@ def test_gaussian_offsets_are_shared_by_a_pair_with_a_scale_per_copy():
 def test_every_trainer_calls_the_tested_function(method, monkeypatch):
     """The trainers augment through lam_models.augment (augment_pair, or vector_offsets for
     the linear LAM, which applies the offsets by linearity), not a copy of it."""
-    from lam_models.lam import get_lam
+    from lam_models.lams.base import get_lam
     from lam_models.split import DataSpec, Transitions
 
     cls = get_lam(method)

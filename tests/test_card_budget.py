@@ -9,7 +9,7 @@ import csv
 import numpy as np
 import pytest
 
-from lam_models.scoring import evaluate
+from lam_models.evaluation.scoring import evaluate
 from lam_models.split import DataSplit
 
 

@@ -1,4 +1,4 @@
-"""lam_envs.cli: the progress display every command shares, and the quiet Ctrl-C."""
+"""lam_envs.utils.cli: the progress display every command shares, and the quiet Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import tqdm
 from conftest import sigint_as_in_a_terminal
 
-from lam_envs import cli
+from lam_envs.utils import cli
 
 
 class Terminal(io.StringIO):

@@ -18,9 +18,9 @@ import minari
 import numpy as np
 import pytest
 
-from lam_envs import _shards
-from lam_envs import _staging as staging
 from lam_envs.collect import CollectConfig, collect
+from lam_envs.collect import shards as _shards
+from lam_envs.utils import staging
 from lam_models.data import LAMDataset
 
 # three blocks of episodes each (a block: 16 episodes of 1,000 steps, or 32 of 500); long
@@ -29,7 +29,7 @@ GRID = {"policy": "snaking", "episodes": 40, "episode_length": 1000, "label_frac
 # Blocks of 32, 32 and 1 episode(s), three to a batch: one process steps 65 envs at once,
 # two step 64 and then 1. float32 BLAS products of (65, 64) and (1, 64) rows differ in
 # their last bits on common CPUs (a one-row product takes another kernel), so the
-# dynamics must compute each env's row on its own (lam_envs._core.rowwise_matmul).
+# dynamics must compute each env's row on its own (lam_envs.envs.base.rowwise_matmul).
 LINEAR = {
     "env": "LinearLAM-v0",
     "env_kwargs": {"d_o": 72, "d_a": 64, "d_b": 4, "sigma_exo": 1.0},
@@ -261,7 +261,7 @@ def test_a_killed_worker_stops_the_others_and_is_reported_in_one_line(tmp_path):
 
 
 FAILING_WORKER = """
-import lam_envs._shards as shards
+from lam_envs.collect import shards
 
 _run_shard = shards.run_shard
 

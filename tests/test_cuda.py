@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lam_models.lam import get_lam, lam_names
+from lam_models.lams.base import get_lam, lam_names
 from lam_models.split import DataSplit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from lam_envs.grid import ACTION_DELTAS, ACTION_LEAK_PATTERNS, SNAKE_NEXT_CELL
-from lam_envs.grid_distractors import COMPASS, background_textures
+from lam_envs.envs.grid import ACTION_DELTAS, ACTION_LEAK_PATTERNS, SNAKE_NEXT_CELL
+from lam_envs.envs.grid_distractors import COMPASS, background_textures
 
 # ---------------------------------------------------------------- LinearLAM
 
@@ -452,7 +452,7 @@ def test_the_corner_jump_wraps_stay_at_the_top_right_cell_with_its_probability()
     env.reset(seed=0)  # any other action moves as always (a wall: stays)
     _, _, _, _, info = env.step(np.full(n, 3, dtype=np.int64))  # left
     assert (info["position"] == [0, 2]).all()
-    from lam_envs.grid import released_corner_jump
+    from lam_envs.envs.grid import released_corner_jump
 
     # ε = 0.05: the snake says "stay" at (0, 3) with probability 0.96; 0.95 of them wrap.
     assert 0.96 * released_corner_jump(0.05) == pytest.approx(0.95)

@@ -200,7 +200,7 @@ def test_vector_env_renders_every_member():
 
 
 def test_arrays_the_caller_holds_never_change_and_dropped_ones_are_recycled():
-    """The native vector env recycles its large output arrays (lam_envs._pool.ArrayPool)
+    """The native vector env recycles its large output arrays (lam_envs.envs._pool.ArrayPool)
     only when nothing outside references them, directly or through a view."""
     env = gym.make_vec("LinearLAM-OtherAgents-v0", num_envs=64)
     obs, _ = env.reset(seed=0)
@@ -224,7 +224,7 @@ def test_arrays_the_caller_holds_never_change_and_dropped_ones_are_recycled():
 
 
 def test_array_pool_hands_out_only_unreferenced_arrays():
-    from lam_envs._pool import ArrayPool
+    from lam_envs.envs._pool import ArrayPool
 
     pool = ArrayPool(per_key=2)
     first = pool.take("x", (4, 3))

@@ -12,6 +12,7 @@ import pytest
 
 from lam_envs import export as export_module
 from lam_envs.collect import CollectConfig, collect
+from lam_envs.dataset import Dataset
 from lam_envs.export import MARKER, export, main
 from lam_models.data import LAMDataset
 
@@ -83,13 +84,13 @@ def test_round_trip_through_hugging_face_datasets(datasets_, tmp_path, kind):
 
 def test_streams_in_chunks_and_shards(datasets_, tmp_path, monkeypatch):
     read_sizes = []
-    read = LAMDataset.read_numpy
+    read = Dataset.read_numpy
 
     def recording(self, episodes=None):
         read_sizes.append(len(episodes))
         return read(self, episodes)
 
-    monkeypatch.setattr(LAMDataset, "read_numpy", recording)
+    monkeypatch.setattr(Dataset, "read_numpy", recording)
     out = export(datasets_["grid"], tmp_path / "e", chunk_transitions=40, shard_transitions=80)
     assert max(read_sizes) == 2  # 40 transitions = 2 episodes of 20 at a time, never more
     files = sorted((out / "data").glob("*.parquet"))

@@ -643,7 +643,7 @@ def test_every_pipeline_stage_checks_what_it_loads_and_saves(
     run = tmp_path / "nan-latents"
     shutil.copytree(pipeline_run, run)
     shutil.rmtree(run / "relabel")
-    from lam_models.lam import LAM
+    from lam_models.lams.base import LAM
 
     monkeypatch.setattr(
         LAM, "latents", lambda self, o, f, chunk=8192: np.full((1, len(o), 3), np.nan, np.float32)
@@ -714,7 +714,7 @@ def _truncate(path: Path) -> None:
 
 
 def _other_method(record) -> None:
-    from lam_models.lam import get_lam
+    from lam_models.lams.base import get_lam
 
     record["method"] = "laom-mlp"
     record["config"] = [{} for _ in record["config"]]
@@ -740,7 +740,7 @@ MODELS = [
 def test_a_model_that_cannot_be_loaded_says_why_in_one_line(
     train_run, tmp_path, edit_model, edit_record, message
 ):
-    from lam_models.lam import load_lam
+    from lam_models.lams.base import load_lam
 
     run = _edited_run(train_run, tmp_path, edit_model, edit_record)
     with pytest.raises(ValueError, match=message) as caught:
@@ -749,7 +749,7 @@ def test_a_model_that_cannot_be_loaded_says_why_in_one_line(
 
 
 def test_a_model_of_pickled_objects_is_still_refused_as_code(train_run, tmp_path):
-    from lam_models.lam import load_lam
+    from lam_models.lams.base import load_lam
 
     run = _edited_run(train_run, tmp_path, edit_model=lambda p: torch.save({"x": Path("/")}, p))
     with pytest.raises(ValueError, match="could run code"):

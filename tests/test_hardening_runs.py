@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lam_envs import _outputs
+from lam_envs.utils import outputs as _outputs
 
 # Runs MODULE.main(ARGS) with FUNCTION (a global of MODULE's, looked up when called) made
 # to wait at a barrier folder until both processes are inside it (or 4 s have passed).
@@ -298,7 +298,7 @@ def test_a_device_this_torch_cannot_use_is_refused_in_one_line(
 ):
     import torch
 
-    from lam_models.lam import resolve_device
+    from lam_models.lams.base import resolve_device
     from lam_models.train import main
 
     if device == "mps" and torch.backends.mps.is_available():
@@ -403,8 +403,8 @@ def test_a_full_disk_while_saving_a_run_leaves_nothing_and_blocks_no_rerun(
 def test_a_full_disk_during_collect_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     """HDF5 reports ENOSPC as a ValueError or RuntimeError of many lines (measured on a
     full tmpfs), from a write and again from closing the file during cleanup."""
-    from lam_envs import _minari_writer
     from lam_envs.collect import main
+    from lam_envs.collect import writer as _minari_writer
 
     hdf5_message = (
         "Unable to synchronously create group (file write failed: time = now\n, filename = "
@@ -428,7 +428,7 @@ def test_a_full_disk_during_collect_is_one_line_and_leaves_nothing(tmp_path, mon
 
 
 def test_the_free_space_refusal_speaks_in_units_that_show_the_sizes():
-    from lam_envs._outputs import format_bytes
+    from lam_envs.utils.outputs import format_bytes
 
     assert format_bytes(0) == "0 bytes"
     assert format_bytes(3 * 2**20) == "3.0 MiB"
@@ -495,7 +495,7 @@ def test_a_method_that_is_not_train_data_seed_is_refused_naming_its_signature(tm
 def test_a_vector_env_of_a_billion_envs_is_refused_naming_the_bound(env_id):
     import gymnasium as gym
 
-    from lam_envs._core import NUM_ENVS_MAX
+    from lam_envs.envs.base import NUM_ENVS_MAX
 
     with pytest.raises(ValueError, match=r"num_envs must be <= 16,777,216 \(2\*\*24\)"):
         gym.make_vec(env_id, num_envs=10**9)
@@ -506,7 +506,7 @@ def test_a_vector_env_of_a_billion_envs_is_refused_naming_the_bound(env_id):
 def test_a_vector_env_that_does_not_fit_in_memory_is_a_value_error(monkeypatch):
     import gymnasium as gym
 
-    from lam_envs.linear import LinearDynamics
+    from lam_envs.envs.linear import LinearDynamics
 
     def no_memory(self, num_envs, **params):
         raise MemoryError
@@ -521,7 +521,7 @@ def test_a_vector_env_that_does_not_fit_in_memory_is_a_value_error(monkeypatch):
 SHARED_ROOT = textwrap.dedent(
     """
     import os, sys, time
-    import lam_envs._staging as staging
+    from lam_envs.utils import staging
     barrier, root = sys.argv[1:]
     real = staging.publish
 
@@ -542,7 +542,7 @@ SHARED_ROOT = textwrap.dedent(
 @pytest.mark.slow
 def test_two_benchmarks_building_one_new_data_root_both_end_well(tmp_path):
     """What two benchmarks sharing a new --data-root do: build each setting's dataset."""
-    from lam_envs import _staging as staging
+    from lam_envs.utils import staging
     from lam_models.data import LAMDataset
 
     script, barrier, root = tmp_path / "shared.py", tmp_path / "barrier", tmp_path / "root"
@@ -606,8 +606,8 @@ def test_clean_reports_a_stale_entry_it_cannot_remove_as_kept_every_time(
     import shutil
     import socket
 
-    from lam_envs import _staging as staging
     from lam_envs.collect import main
+    from lam_envs.utils import staging
 
     root = tmp_path / "root"
     area = root / staging.STAGING
@@ -644,8 +644,8 @@ def test_a_pipeline_into_a_folder_another_run_holds_is_refused_at_any_stage(
 def test_a_full_disk_while_saving_a_policy_leaves_no_temporary_file(tmp_path, monkeypatch):
     import torch
 
-    from lam_envs._outputs import DiskFull
-    from lam_models.bc import Policy, load_policy, save_policy
+    from lam_envs.utils.outputs import DiskFull
+    from lam_models.pipeline.bc import Policy, load_policy, save_policy
 
     policy = Policy(1, 4, 2, 8, "regression")
     path = tmp_path / "policy.pt"

@@ -1,4 +1,4 @@
-"""The LAM interface (lam_models.lam): a method defined outside the package plugs into the
+"""The LAM interface (lam_models.lams.base): a method defined outside the package plugs into the
 training command, the pipeline and the scoring by registering one class; every built-in
 method trains its copies independently; saved runs load weights only."""
 
@@ -15,7 +15,7 @@ from torch import nn
 
 import lam_models
 from lam_models.flags import option
-from lam_models.lam import LAM, TrainingLog, get_lam, load_lam, register_lam, registry
+from lam_models.lams.base import LAM, TrainingLog, get_lam, load_lam, register_lam, registry
 from lam_models.pipeline import run_pipeline
 from lam_models.split import DataSplit
 from lam_models.train import main as train_main

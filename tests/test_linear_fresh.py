@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lam_envs.linear import LinearLAMConfig, effect_matrices
+from lam_envs.envs.linear import LinearLAMConfig, effect_matrices
 from lam_models.lams.linear import LinearConfig, LinearLAM, published_action_weight
 from lam_models.lams.linear_fresh import (
     FreshBatches,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from lam_models.evaluation.metrics import linear_probe_report
 from lam_models.lams.linear import (
     LinearConfig,
     LinearLAM,
@@ -17,7 +18,6 @@ from lam_models.lams.linear import (
     analytic_optimum_from_moment,
     optimality_gap,
 )
-from lam_models.metrics import linear_probe_report
 from lam_models.split import DataSpec, Transitions
 
 D_O, D_A, D_B = 16, 4, 4

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lam_models.metrics import (
+from lam_models.evaluation.metrics import (
     code_action_accuracy,
     controllable_stochastic_loss,
     grid_mse,

@@ -11,7 +11,7 @@ import pytest
 from lam_envs.collect import CollectConfig, collect
 from lam_models.data import LAMDataset
 from lam_models.pipeline import PipelineConfig, format_results, main, run_pipeline
-from lam_models.rollout import rollout_returns
+from lam_models.pipeline.rollout import rollout_returns
 
 FAST = {"lam_options": {"steps": 300}, "policy_steps": 300, "rollout_episodes": 8}
 
@@ -138,7 +138,7 @@ def test_the_decoder_can_read_the_latent_policys_output(datasets, tmp_path, monk
     np.testing.assert_allclose(seen[0][0], z)  # the relabelled latents
     assert seen[1].shape == seen[0].shape and not np.allclose(seen[1][0], z, atol=1e-3)
     # ... and the actor run's are the saved latent policy's outputs on the train observations.
-    from lam_models.bc import actor_outputs
+    from lam_models.pipeline.bc import actor_outputs
     from lam_models.split import DataSplit
 
     policy = pipeline.load_policy(tmp_path / "actor" / "bc" / "latent_policy.pt")

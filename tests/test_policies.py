@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from lam_envs.grid import SNAKE_CYCLE, square_positions
+from lam_envs.envs.grid import SNAKE_CYCLE, square_positions
 from lam_envs.policies import LinearPolicy, SnakingPolicy, make_policy
 
 
@@ -144,7 +144,7 @@ def test_the_released_snake_runs_down_and_up_the_columns_and_wraps_from_the_corn
     """The published Table 1 correlated policy at ε = 0, in the environment of its recipe:
     from (1, 2) down column 2, up column 3, the wrap to (0, 0), down column 0, up column 1,
     and again; the wrap is stored as "stay"."""
-    from lam_envs.grid import RELEASED_START_CELL, released_corner_jump
+    from lam_envs.envs.grid import RELEASED_START_CELL, released_corner_jump
 
     env = gym.make("GridLAM-v0", start_cell=RELEASED_START_CELL,
                    corner_jump=released_corner_jump(0.0))  # fmt: skip

@@ -93,7 +93,7 @@ def test_the_policy_row_is_scored_on_the_uniform_data_and_the_rest_on_their_trai
 def test_the_published_losses_are_on_the_authors_scale(quick_run):
     """controllable ÷ 0.060; stochastic ÷ 0.25 at low noise, ÷ 1.0 at high, raw without."""
     module, _, _, rows = quick_run
-    from lam_models.metrics import published_table1_losses
+    from lam_models.evaluation.metrics import published_table1_losses
 
     assert published_table1_losses(0.06, 0.25, 1.0) == (1.0, 1.0)
     assert published_table1_losses(0.03, 0.5, 2.0) == (0.5, 0.5)

@@ -16,8 +16,8 @@ import minari
 import numpy as np
 import pytest
 
-from lam_envs import _staging as staging
 from lam_envs.collect import main
+from lam_envs.utils import staging
 from lam_models.data import LAMDataset
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import sigint_as_in_a_terminal
 
-from lam_models.lam import get_lam, lam_names, load_lam
+from lam_models.lams.base import get_lam, lam_names, load_lam
 from lam_models.split import DataSplit
 from lam_models.train import RunConfig, main, train_and_evaluate
 
@@ -318,7 +318,7 @@ def test_a_diverging_run_stops_and_saves_nothing(lam_datasets, tmp_path, capsys)
 
 
 def test_a_diverging_copy_is_named(lam_datasets):
-    from lam_models.lam import TrainingDiverged
+    from lam_models.lams.base import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: .* copies \[1\]"):
         _diverge_copy_one(lam_datasets)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lam_models.lam import get_lam, load_lam
+from lam_models.lams.base import get_lam, load_lam
 from lam_models.lams.vq_published import PublishedVQConfig, PublishedVQLAM
 from lam_models.nn import EnsembleBatchNorm2d, EnsembleConv2d, avg_pool2, upsample2
 from lam_models.split import DataSpec, DataSplit, Transitions

@@ -1,4 +1,4 @@
-"""The built-in latent action models, registered on import (:mod:`lam_models.lam`):
+"""The built-in latent action models, registered on import (:mod:`lam_models.lams.base`):
 
 - ``linear``: the linear LAM (:mod:`lam_models.lams.linear`);
 - ``vq``: the package's own VQ LAM for the grid, "ours" (:mod:`lam_models.lams.vq`);

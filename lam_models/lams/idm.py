@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_envs.validate import check_float, check_int
+from lam_envs.utils.validate import check_float, check_int
 from lam_models.augment import augment_frames
 from lam_models.flags import option
-from lam_models.lam import LAM, TrainingLog, register_lam
+from lam_models.lams.base import LAM, TrainingLog, register_lam
 from lam_models.lams.laom import check_channels, make_encoder
 from lam_models.nn import EnsembleMLP, EnsembleModule
 from lam_models.seeding import Stream, torch_generator

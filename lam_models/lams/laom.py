@@ -48,10 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_envs.validate import check_float, check_int
+from lam_envs.utils.validate import check_float, check_int
 from lam_models.augment import augment_frames
 from lam_models.flags import option
-from lam_models.lam import LAM, TrainingLog, register_lam
+from lam_models.lams.base import LAM, TrainingLog, register_lam
 from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule, ResNetEncoder
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import DataSplit, Transitions, labelled_mean
@@ -276,7 +276,7 @@ class LAOMLAM(LAM):
         return self.module.idm(o, o_far)
 
     def metrics(self, splits: list[DataSplit]) -> list[dict[str, Any]]:
-        """The package's probes (:func:`lam_models.scoring.evaluate_latents`), the head's
+        """The package's probes (:func:`lam_models.evaluation.scoring.evaluate_latents`), the head's
         held-out accuracy (grid) or nmse (linear) when trained, and the training state."""
         results = super().metrics(splits)
         for m, (split, result) in enumerate(zip(splits, results, strict=True)):

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lam_envs.validate import check_float, check_int
+from lam_envs.utils.validate import check_float, check_int
 from lam_models.augment import augment_pair
 from lam_models.flags import option
-from lam_models.lam import TrainingLog, register_lam
+from lam_models.lams.base import TrainingLog, register_lam
 from lam_models.lams.laom import LAOMLAM, action_head_loss
 from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule
 from lam_models.seeding import Stream, torch_generator

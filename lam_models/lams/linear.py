@@ -51,13 +51,13 @@ import torch
 from torch import Tensor, nn
 
 import lam_envs
-from lam_envs.linear import LinearLAMConfig as EnvConfig
-from lam_envs.validate import check_choice, check_float, check_fraction, check_int
+from lam_envs.envs.linear import LinearLAMConfig as EnvConfig
+from lam_envs.utils.validate import check_choice, check_float, check_fraction, check_int
 from lam_models.augment import vector_offsets
 from lam_models.data import EnvStream
+from lam_models.evaluation.metrics import linear_probe_report
 from lam_models.flags import option
-from lam_models.lam import LAM, TrainingLog, _select_copies, register_lam
-from lam_models.metrics import linear_probe_report
+from lam_models.lams.base import LAM, TrainingLog, _select_copies, register_lam
 from lam_models.seeding import Stream, derive_seed, numpy_rng, torch_generator
 from lam_models.split import DataSpec, DataSplit, Transitions
 

@@ -8,7 +8,7 @@ Every batch is new (no dataset, no episodes):
 with ε one of :data:`NOISES`: ``none``; ``gaussian`` σ·n, n ~ N(0, I_{d_o}); ``uniform`` σ·u
 with u ~ U[0, 1) per dimension (the released code's F6b noise, whose mean σ/2 is not 0);
 ``other_agents`` σ·Y b, b ~ N(0, I_{d_b}). X and Y are the environment's own matrices
-(:func:`lam_envs.linear.effect_matrices` with ``structure_seed`` = the copy's seed); Π
+(:func:`lam_envs.envs.linear.effect_matrices` with ``structure_seed`` = the copy's seed); Π
 (d_a×d_o) comes from the seed's ``POLICY_MATRIX`` stream (:func:`policy_matrix`): by default
 with orthonormal rows, as the released F6a code draws it (so Π o ~ N(0, I) and a has
 variance (1 − χ)² + χ² per coordinate, at most 1);
@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lam_envs.linear import LinearLAMConfig, effect_matrices
-from lam_envs.validate import check_choice, check_float, check_fraction, check_int
-from lam_models.lam import resolve_device
+from lam_envs.envs.linear import LinearLAMConfig, effect_matrices
+from lam_envs.utils.validate import check_choice, check_float, check_fraction, check_int
+from lam_models.lams.base import resolve_device
 from lam_models.lams.linear import LATENTS, LinearLAM, analytic_optimum
 from lam_models.seeding import Stream, numpy_rng, torch_generator
 from lam_models.split import DataSpec, Transitions

@@ -13,7 +13,7 @@ the model in training mode without a gradient.
     score.save(lam.history)                              # per copy, read by metrics
 
 The normalisers of the published table are applied by the reproduction (see
-:func:`lam_models.metrics.published_table1_losses`): the model reports raw errors.
+:func:`lam_models.evaluation.metrics.published_table1_losses`): the model reports raw errors.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from lam_envs.validate import check_int
+from lam_envs.utils.validate import check_int
 from lam_models.seeding import Stream
 from lam_models.split import CopyBatches, DataSplit
 

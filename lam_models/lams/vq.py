@@ -33,7 +33,7 @@ onto encoder outputs after ``dead_code_steps`` unused updates; usage and perplex
 Metrics (:meth:`VQLAM.metrics`, held-out transitions, no augmentation): the FDM's
 controllable loss (rows 0–2) and stochastic loss (row 3) on both scales (over the variance
 of its rows of o', and over the error of a predictor that knows o but not the action:
-:func:`lam_models.metrics.controllable_stochastic_loss`), the perplexity of the chosen
+:func:`lam_models.evaluation.metrics.controllable_stochastic_loss`), the perplexity of the chosen
 codes, and the accuracy of the best code→action map. Pictures: held-out transitions
 (:func:`plot_transitions`) and what each code means (:func:`plot_codes`).
 """
@@ -49,18 +49,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from lam_envs.validate import check_float, check_int
+from lam_envs.utils.validate import check_float, check_int
 from lam_models.augment import augment_pair, copy_noise_row
-from lam_models.flags import option
-from lam_models.lam import LAM, TrainingLog, register_lam
-from lam_models.lams.training_score import TrainingScore
-from lam_models.metrics import (
+from lam_models.evaluation.metrics import (
     code_action_accuracy,
     controllable_stochastic_loss,
     grid_mse,
     no_action_error,
     perplexity,
 )
+from lam_models.flags import option
+from lam_models.lams.base import LAM, TrainingLog, register_lam
+from lam_models.lams.training_score import TrainingScore
 from lam_models.nn import ConvEncoder, EnsembleModule, TinyUNet, VectorQuantiser
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import DataSplit, labelled_mean

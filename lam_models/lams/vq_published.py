@@ -56,10 +56,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_envs.validate import check_choice, check_float, check_int
+from lam_envs.utils.validate import check_choice, check_float, check_int
 from lam_models.augment import augment_pair, copy_noise_row
 from lam_models.flags import option
-from lam_models.lam import TrainingLog, register_lam
+from lam_models.lams.base import TrainingLog, register_lam
 from lam_models.lams.training_score import TrainingScore
 from lam_models.lams.vq import VQLAM, VQPrediction, action_loss, batch_perplexity
 from lam_models.nn import (

@@ -7,18 +7,18 @@ Five stages of the LAPO-style pipeline, each a function ``stage(run, progress) -
 that writes one sub-folder of the run folder and reads only the previous stages' artefacts,
 so running them one by one gives exactly what ``--stage all`` gives:
 
-1. ``lam``: train the LAM (any registered method, :func:`lam_models.lam.get_lam`) on the
-   train split; score its latent with the package's probes (:mod:`lam_models.scoring`).
+1. ``lam``: train the LAM (any registered method, :func:`lam_models.lams.base.get_lam`) on the
+   train split; score its latent with the package's probes (:mod:`lam_models.evaluation.scoring`).
 2. ``relabel``: z for every train and held-out transition (no augmentation).
 3. ``bc``: the latent policy π(z | o) on every train transition, and the two baselines
    π(a | o) cloned from the labelled subset alone and from fully labelled data
-   (:mod:`lam_models.bc`).
+   (:mod:`lam_models.pipeline.bc`).
 4. ``decoder``: an MLP to the real action, fitted on the labelled subset only, from z
    (``decoder_input="latent"``, the default) or from the latent policy's output π(o)
    (``"actor"``, the published LAOM pipeline: the decoder learns the inputs it will get).
 5. ``rollout``: the composed policy a = decoder(π(o)) and the baselines in the dataset's
    environment, and their agreement with the behaviour policy on held-out episodes
-   (:mod:`lam_models.rollout`).
+   (:mod:`lam_models.pipeline.rollout`).
 
 The data split (train / held-out episodes and the labelled subset) is a
 :class:`~lam_models.split.DataSplit` seeded by the run's seed.
@@ -39,10 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from lam_envs._outputs import check_path, claim_output_folder, write_atomically
-from lam_envs.cli import Parser, run_main
-from lam_envs.validate import check_choice, check_fraction, check_int
-from lam_models.bc import (
+from lam_envs.utils.cli import Parser
+from lam_envs.utils.outputs import check_path, claim_output_folder, write_atomically
+from lam_envs.utils.validate import check_choice, check_fraction, check_int
+from lam_models.data import DatasetError
+from lam_models.flags import add_flags, add_runtime_flags, given_flags, option
+from lam_models.lams.base import LAM, config_from_dict, get_lam, load_lam, resolve_device
+from lam_models.pipeline.bc import (
     actor_outputs,
     bc_policies,
     check_policy,
@@ -50,10 +53,7 @@ from lam_models.bc import (
     load_policy,
     save_policy,
 )
-from lam_models.data import DatasetError
-from lam_models.flags import add_flags, add_runtime_flags, given_flags, option
-from lam_models.lam import LAM, config_from_dict, get_lam, load_lam, resolve_device
-from lam_models.rollout import composed, evaluate_policies
+from lam_models.pipeline.rollout import composed, evaluate_policies
 from lam_models.runs import check_out_dir, plot_history, save_run
 from lam_models.split import DataSplit
 
@@ -653,7 +653,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stage {args.stage}: {json.dumps(result, default=float)}")
         print(f"saved {args.out / args.stage}/")
     return 0
-
-
-if __name__ == "__main__":
-    run_main(main)

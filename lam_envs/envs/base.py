@@ -21,8 +21,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from lam_envs._pool import ArrayPool
-from lam_envs.validate import check_int, check_seed
+from lam_envs.envs._pool import ArrayPool
+from lam_envs.utils.validate import check_int, check_seed
 
 try:
     from gymnasium.vector import AutoresetMode

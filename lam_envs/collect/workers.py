@@ -1,6 +1,6 @@
 """Running a collection's shards: in worker processes on this machine, or as Ray tasks.
 
-Each job writes one shard file (``lam_envs._shards.run_shard``); the caller links the
+Each job writes one shard file (``lam_envs.collect.shards.run_shard``); the caller links the
 shards into one dataset. Whatever happens, no worker outlives the collection:
 
 - processes are started with ``spawn`` (no inherited locks or threads), with SIGINT
@@ -24,10 +24,11 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lam_envs._shards import ShardResult, run_shard
+from lam_envs.collect import shards
+from lam_envs.collect.shards import ShardResult
 
 if TYPE_CHECKING:
-    from lam_envs._collect_config import CollectConfig
+    from lam_envs.collect.config import CollectConfig
 
 _POLL_SECONDS = 0.1
 _PROGRESS_SECONDS = 0.2
@@ -148,7 +149,7 @@ def _process_main(config: CollectConfig, blocks: range, path: str, conn: Connect
             pending, last = 0, time.monotonic()
 
     try:
-        result = run_shard(config, blocks, Path(path), progress, check)
+        result = shards.run_shard(config, blocks, Path(path), progress, check)
         conn.send(("progress", pending))
         conn.send(("done", result))
     except BaseException as error:  # noqa: BLE001  (reported to the parent, which decides)
@@ -194,7 +195,7 @@ def ray_session(address: str | None) -> Iterator[int]:
 
 
 def _ray_main(config: CollectConfig, blocks: range, path: str) -> ShardResult:
-    return run_shard(config, blocks, Path(path))
+    return shards.run_shard(config, blocks, Path(path))
 
 
 def run_ray(

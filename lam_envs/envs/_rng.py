@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lam_envs._pool import ArrayPool
+from lam_envs.envs._pool import ArrayPool
 
 Draw = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
 

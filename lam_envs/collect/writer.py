@@ -15,7 +15,7 @@ groups, so ``minari.load_dataset``, ``minari show``, ``recover_environment`` and
 loader read the dataset unchanged.
 
 Atomicity: everything is written under a hidden staging folder of the root and renamed
-into place only when complete (``lam_envs._staging``): an interrupted run leaves no
+into place only when complete (``lam_envs.utils.staging``): an interrupted run leaves no
 dataset under its id, and a dataset that appears under the id meanwhile is not replaced.
 """
 
@@ -31,7 +31,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-from lam_envs import _staging as staging
+from lam_envs.utils import staging
 
 _COMPACT_BYTES = 32 * 1024  # small datasets live in the object header: much faster to create
 

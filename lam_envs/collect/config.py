@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 import lam_envs
-from lam_envs import _shards
-from lam_envs._contract_checks import LABEL_UNITS
-from lam_envs._outputs import NAME_MAX
+from lam_envs.collect import shards as _shards
+from lam_envs.dataset import LABEL_UNITS
 from lam_envs.policies import POLICIES
-from lam_envs.validate import check_choice, check_fraction, check_int, check_keys
+from lam_envs.utils.outputs import NAME_MAX
+from lam_envs.utils.validate import check_choice, check_fraction, check_int, check_keys
 
 NAMESPACE = "lam_envs"  # no '-': AgileRL splits dataset ids on it (ids under lam-envs/ still load)
 #: Each policy knob's value when not given: ε = 0.05 is the published correlated policy.

@@ -5,7 +5,7 @@ The claim (``claim_output_folder``) is a file created with ``O_CREAT | O_EXCL``,
 atomic on local filesystems and on NFS alike (``flock`` is not honoured across NFS
 clients, and a check of the folder at start is not atomic at all): of two runs that
 want the same folder at once exactly one gets it, and the other is refused before any
-work. The claim file names its owner like a staging folder (``lam_envs._staging``:
+work. The claim file names its owner like a staging folder (``lam_envs.utils.staging``:
 ``PID.START.RANDOM@HOST``); it is removed when the run ends, and a claim left by a process
 that died on this host is broken by the next run.
 """
@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from lam_envs import _staging as staging
+from lam_envs.utils import staging
 
 CLAIM = ".lam-envs-claim"  # in a claimed folder: which run writes there now
 NAME_MAX = 255  # bytes of one path component on common filesystems (ext4, xfs, NFS, APFS)

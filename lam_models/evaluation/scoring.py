@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lam_envs.validate import check_choice, check_int
+from lam_envs.utils.validate import check_choice, check_int
 from lam_models.data import LAMDataset
-from lam_models.metrics import (
+from lam_models.evaluation.metrics import (
     GridLosses,
     controllable_stochastic_loss,
     linear_probe_report,
@@ -59,7 +59,8 @@ def grid_probe_losses(
     A LAM that predicts no pixels has no ô'; instead a least-squares probe from the features
     vec(o ⊗ [z, 1]) (every pixel of o times every latent coordinate and 1) to the target image
     is fitted on training transitions and scored on held-out ones with
-    :func:`lam_models.metrics.controllable_stochastic_loss`. With o one-hot in the square's
+    :func:`lam_models.evaluation.metrics.controllable_stochastic_loss`. With o one-hot in the
+    square's
     cell the probe is a separate linear map from z for each cell, so it is exact when z
     linearly holds the move; the noise row of o' is independent of o, so what the probe gets
     right of it comes through z.

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from lam_envs._minari_writer import ShardWriter
+from lam_envs.collect.writer import ShardWriter
 from lam_envs.policies import make_policy
 
 if TYPE_CHECKING:
-    from lam_envs._collect_config import CollectConfig
+    from lam_envs.collect.config import CollectConfig
 
 BLOCK_TRANSITIONS = 2**14  # part of the data's definition: changing it changes the data
 CHUNK_BYTES = 96 * 2**20  # memory for the blocks one worker rolls out at once

@@ -12,12 +12,12 @@ of the transitions (or of whole episodes) keeps its action; the others get a sen
 (NaN for continuous actions, -1 for discrete ones). The ground truth of every step sits
 under ``infos/oracle``, for evaluation only. See the README's "Dataset contract".
 
-What to collect is a ``CollectConfig`` (``lam_envs._collect_config``, validated there).
+What to collect is a ``CollectConfig`` (``lam_envs.collect.config``, validated there).
 Work is cut into blocks of episodes whose randomness depends only on the seed and the
-block (``lam_envs._shards``), so N worker processes (``--workers``) or Ray tasks
-(``--ray``, ``lam_envs._workers``) write N shard files of the same data that one process
-would write; ``lam_envs._minari_writer`` links them into one Minari dataset, and
-``lam_envs._staging`` publishes it atomically.
+block (``lam_envs.collect.shards``), so N worker processes (``--workers``) or Ray tasks
+(``--ray``, ``lam_envs.collect.workers``) write N shard files of the same data that one process
+would write; ``lam_envs.collect.writer`` links them into one Minari dataset, and
+``lam_envs.utils.staging`` publishes it atomically.
 """
 
 from __future__ import annotations
@@ -39,26 +39,24 @@ from typing import Any
 import gymnasium as gym
 
 import lam_envs
-from lam_envs import _shards, cli
-from lam_envs import _staging as staging
-from lam_envs._collect_config import (
+from lam_envs.collect import shards as _shards
+from lam_envs.collect.config import (
     KNOB_DEFAULTS,
     LABEL_UNITS,
     NAMESPACE,
     CollectConfig,
     check_count,
 )
-from lam_envs._minari_writer import DatasetStaging, check_target
-from lam_envs._outputs import DiskFull, check_path, disk_full, format_bytes
-from lam_envs._workers import Job, WorkerError, ray_session, run_processes, run_ray
-from lam_envs.cli import Parser, parse_value, run_main
+from lam_envs.collect.workers import Job, WorkerError, ray_session, run_processes, run_ray
+from lam_envs.collect.writer import DatasetStaging, check_target
+from lam_envs.dataset.contract import CONTRACT_VERSION
 from lam_envs.policies import POLICIES
+from lam_envs.utils import cli, staging
+from lam_envs.utils.cli import Parser, parse_value
+from lam_envs.utils.outputs import DiskFull, check_path, disk_full, format_bytes
 
 __all__ = ["CollectConfig", "CollectSummary", "collect", "default_root", "main"]
 
-#: 1: one main_data.hdf5. 2: episodes in shard files linked from main_data.hdf5, and the
-#: data a function of (seed, block) (lam_envs._shards), whatever the number of workers.
-CONTRACT_VERSION = 2
 _OVERHEAD_PER_EPISODE = 6000  # bytes of HDF5 objects and links per episode (measured 6-7 kB)
 
 
@@ -534,7 +532,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the dataset being written was removed", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    run_main(main)

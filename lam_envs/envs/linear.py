@@ -10,9 +10,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lam_envs._core import BatchDynamics, BatchEnv, BatchVectorEnv, Info, rowwise_matmul
-from lam_envs._rng import BlockStreams, block_rows, standard_normal_f32
-from lam_envs.validate import (
+from lam_envs.envs._rng import BlockStreams, block_rows, standard_normal_f32
+from lam_envs.envs.base import BatchDynamics, BatchEnv, BatchVectorEnv, Info, rowwise_matmul
+from lam_envs.envs.family import EnvFamily
+from lam_envs.utils.validate import (
     FLOAT32_MAX,
     check_choice,
     check_float,
@@ -306,3 +307,18 @@ class LinearLAMVectorEnv(BatchVectorEnv):
     ``num_envs`` axis."""
 
     dynamics_class = LinearDynamics
+
+
+FAMILY = EnvFamily(
+    name="linear",
+    config=LinearLAMConfig,
+    env=LinearLAMEnv,
+    vector_env=LinearLAMVectorEnv,
+    presets=LINEAR_PRESETS,
+    ids={
+        "LinearLAM-v0": None,
+        "LinearLAM-IID-v0": "iid",
+        "LinearLAM-OtherAgents-v0": "other_agents",
+        "LinearLAM-OtherAgentsStrong-v0": "other_agents_strong",
+    },
+)

@@ -2,7 +2,7 @@
 
 A latent action model here is a class derived from :class:`LAM`, registered under a name:
 
-    from lam_models.lam import LAM, register_lam
+    from lam_models.lams.base import LAM, register_lam
 
     @register_lam("mine")
     class MyLAM(LAM):
@@ -20,8 +20,9 @@ depend on the copies it is trained with.
 Everything else is shared: :meth:`LAM.train` opens the data and runs :meth:`LAM.fit` on the
 device; :meth:`LAM.latents` maps numpy or torch observations to latents in chunks;
 :meth:`LAM.metrics` scores each copy (by default the package's probes,
-:func:`lam_models.scoring.evaluate_latents`); :meth:`LAM.save` and :func:`load_lam` write and
-read a run folder (``model.pt`` holds weights only, ``run.json`` the configuration).
+:func:`lam_models.evaluation.scoring.evaluate_latents`); :meth:`LAM.save` and
+:func:`load_lam` write and read a run folder (``model.pt`` holds weights only, ``run.json``
+the configuration).
 :class:`TrainingLog` keeps per-copy training curves on the device between log points and
 stops a run whose losses or parameters stop being finite.
 """
@@ -348,15 +349,15 @@ class LAM(abc.ABC):
 
     def metrics(self, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
         """Each copy's metrics on its split's held-out transitions: by default the package's
-        probes of the latent (:func:`lam_models.scoring.evaluate_latents`)."""
-        from lam_models.scoring import score_lam
+        probes of the latent (:func:`lam_models.evaluation.scoring.evaluate_latents`)."""
+        from lam_models.evaluation.scoring import score_lam
 
         return score_lam(self, splits)
 
     @classmethod
     def format_metrics(cls, metrics: dict[str, Any]) -> str:
         """The metrics of one copy as readable lines (methods override for their own)."""
-        from lam_models.scoring import format_scores
+        from lam_models.evaluation.scoring import format_scores
 
         return format_scores(metrics)
 
@@ -633,10 +634,10 @@ def open_tensorboard(folder: str | Path):
 
 
 def progress_bar(total: int, desc: str, unit: str, enabled: bool):
-    """The package's progress display (:func:`lam_envs.cli.progress`: a bar on a terminal,
+    """The package's progress display (:func:`lam_envs.utils.cli.progress`: a bar on a terminal,
     a line per 10% in a log); None when disabled."""
     if not enabled:
         return None
-    from lam_envs.cli import progress
+    from lam_envs.utils.cli import progress
 
     return progress(total=total, desc=desc, unit=unit)

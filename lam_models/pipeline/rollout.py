@@ -13,9 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from lam_models.bc import Policy
 from lam_models.data import LAMDataset
-from lam_models.lam import progress_bar
+from lam_models.lams.base import progress_bar
+from lam_models.pipeline.bc import Policy
 
 __all__ = ["agreement", "composed", "evaluate_policies", "rollout_returns"]
 

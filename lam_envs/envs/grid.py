@@ -10,9 +10,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lam_envs._core import BatchDynamics, BatchEnv, BatchVectorEnv, Info
-from lam_envs._rng import BlockStreams, block_rows, uniform_f32
-from lam_envs.grid_distractors import (
+from lam_envs.envs._rng import BlockStreams, block_rows, uniform_f32
+from lam_envs.envs.base import BatchDynamics, BatchEnv, BatchVectorEnv, Info
+from lam_envs.envs.family import EnvFamily
+from lam_envs.envs.grid_distractors import (
     Background,
     CameraShake,
     ColourDrift,
@@ -20,7 +21,7 @@ from lam_envs.grid_distractors import (
     OtherAgents,
     paint,
 )
-from lam_envs.validate import (
+from lam_envs.utils.validate import (
     FLOAT32_MAX,
     check_choice,
     check_float,
@@ -600,3 +601,25 @@ class GridLAMVectorEnv(BatchVectorEnv):
     ``num_envs`` axis."""
 
     dynamics_class = GridDynamics
+
+
+FAMILY = EnvFamily(
+    name="grid",
+    config=GridLAMConfig,
+    env=GridLAMEnv,
+    vector_env=GridLAMVectorEnv,
+    presets=GRID_PRESETS,
+    ids={
+        "GridLAM-v0": None,
+        "GridLAM-NoNoise-v0": "none",
+        "GridLAM-LowNoise-v0": "low",
+        "GridLAM-HighNoise-v0": "high",
+        "GridLAM-Clean-v0": "clean",
+        "GridLAM-OtherAgents-v0": "other_agents",
+        "GridLAM-CorrelatedAgents-v0": "correlated_agents",
+        "GridLAM-Background-v0": "background",
+        "GridLAM-Shake-v0": "shake",
+        "GridLAM-ColourDrift-v0": "colour_drift",
+        "GridLAM-Distracting-v0": "distracting",
+    },
+)

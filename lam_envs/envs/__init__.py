@@ -1,0 +1,32 @@
+"""The environments, each family declared once (:mod:`lam_envs.envs.family`):
+
+- :mod:`lam_envs.envs.linear`: ``LinearLAM-v0``, o' = o + X a + ε;
+- :mod:`lam_envs.envs.grid`: ``GridLAM-v0``, a square moved in a 4×4 image above a noise
+  row, and the 32×32 distracting grid (:mod:`lam_envs.envs.grid_distractors`).
+
+Both build on :mod:`lam_envs.envs.base` (batched dynamics behind a single and a native
+vector env).
+"""
+
+from lam_envs.envs import grid, linear
+from lam_envs.envs.family import (
+    DEFAULT_EPISODE_STEPS,
+    FAMILIES,
+    EnvFamily,
+    env_ids,
+    family_of,
+    register_family,
+)
+
+for _family in (linear.FAMILY, grid.FAMILY):
+    if _family.name not in FAMILIES:
+        register_family(_family)
+
+__all__ = [
+    "DEFAULT_EPISODE_STEPS",
+    "FAMILIES",
+    "EnvFamily",
+    "env_ids",
+    "family_of",
+    "register_family",
+]
