@@ -52,14 +52,14 @@ autodoc_default_options["ignore-module-all"] = True  # each object documented wh
 # The docstrings are written to be read in a terminal (help(), an editor): "name: text"
 # lines with hanging indents for parameters, example code indented under a line ending
 # in ":", and shapes such as (B, *obs_shape). The hook below reads that style as RST
-# (field lists, literal blocks, a literal asterisk), so new docstrings in the house style
+# (definition lists, literal blocks, a literal asterisk), so new docstrings in the house style
 # build without warnings and nobody has to write RST markup into them.
 
 import re  # noqa: E402
 
 _FIELD = re.compile(r"^(?P<indent>\s*)(?P<names>[A-Za-z_]\w*(?:, [A-Za-z_]\w*)*): (?P<rest>\S.*)$")
 _STAR = re.compile(r"(?<![\\*\w])\*(?=[A-Za-z_][\w.]*\*?[)\],\]])")
-_LITERAL_SUFFIX = re.compile(r"(``[^`]+``)(?=[A-Za-z])")
+_LITERAL_SUFFIX = re.compile(r"(?<![`\w])(``[^`\s][^`]*``)(?=[A-Za-z])")
 
 
 def _indent(line: str) -> int:
@@ -74,7 +74,7 @@ def _outside_literals(line: str, fix) -> str:
 def _house_style(lines: list[str]) -> list[str]:
     out: list[str] = []
     literal = -1  # indentation of the text that introduced a literal block; -1: none
-    field = -1  # indentation of the field list being written; -1: none
+    field = -1  # indentation of the "name: text" list being written; -1: none
     for i, line in enumerate(lines):
         indent, stripped = _indent(line), line.strip()
         if literal >= 0:
@@ -102,10 +102,12 @@ def _house_style(lines: list[str]) -> list[str]:
         match = _FIELD.match(line)
         previous = out[-1] if out else ""
         if match and (not previous.strip() or field == indent):
-            line = f"{match['indent']}:{match['names']}: {match['rest']}"
+            names = ", ".join(f"``{name}``" for name in match["names"].split(", "))
+            out.append(f"{match['indent']}{names}")  # a definition list: the name,
+            line = f"{match['indent']}    {match['rest']}"  # then its text, indented
             field = indent
         elif field >= 0 and indent <= field:
-            out.append("")  # the field list ends before this paragraph
+            out.append("")  # the list ends before this paragraph
             field = -1
         out.append(_fix_inline(line))
     return out

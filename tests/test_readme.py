@@ -191,6 +191,18 @@ def test_package_names_in_the_text_exist(page):
             break
 
 
+# files of the clone (dataset ids such as lam_envs/grid-low-uniform-v0 are not files)
+PATH = re.compile(
+    r"`((?:lam_envs|lam_models|examples|benchmarks|datasets|tests)/[\w/*-]*\.(?:py|toml|md|png))`"
+)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_files_named_in_the_text_exist(page):
+    for path in sorted(set(PATH.findall(page.read_text()))):
+        assert glob.glob(str(ROOT / path)), f"{page_id(page)}: {path} does not exist"
+
+
 def test_the_readme_is_short_and_links_only_to_files_that_exist():
     text = README.read_text()
     assert len(text.splitlines()) <= README_MAX_LINES
