@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -47,5 +47,13 @@ bench: setup
 	$(PY) benchmarks/train_linear.py
 	$(PY) benchmarks/train_vq.py
 
+# The documentation site (Sphinx, furo, MyST: docs/conf.py) into docs/_build/html, warnings
+# as errors; installs the [docs] extra first, as bench does [bench].
+docs: setup
+	$(PY) -m pip install -q -e '.[dev,docs]'
+	rm -rf docs/_generated
+	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	@echo "==> docs built: docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache docs/_build docs/_generated

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 AGILERL = "agilerl==2.58.0"
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
 
 CHECK = """
 import sys
@@ -52,7 +52,7 @@ print("agilerl ok", n)
 def test_agilerl_reads_a_lam_envs_dataset(external_venv, run_in_venv):
     python = external_venv("agilerl", [AGILERL])
     text = README.read_text()
-    text = text[text.index("## Plugging a dataset into another library") :]
+    text = text[text.index("# Plugging a dataset into another library") :]
     (collect,) = re.findall(r"^    python -m lam_envs\.collect (.*)$", text, re.M)[:1]
     code = re.search(r"\*\*AgileRL\*\*.*?```python\n(.*?)```", text, re.S).group(1)
     script = f"COLLECT = {shlex.split(collect)!r}\nCODE = {code!r}\n" + CHECK

@@ -189,7 +189,7 @@ def test_the_readme_example_of_a_users_lam_gets_a_card(tmp_path, monkeypatch, ca
     """The README's plain-PyTorch LAM, as written, through the command line."""
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "report-card.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "# my_lam.py" in b)
     (tmp_path / "my_lam.py").write_text(block.replace("range(2000)", "range(300)"))
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -139,7 +139,7 @@ def linear_probe_report(
 
     Returns:
         {"latent": latent_name, "nmse_<target>": float for every target given,
-         "llo": −nmse(q) + nmse(ε) + nmse(o), "eps_zero_variance": bool}.
+        "llo": −nmse(q) + nmse(ε) + nmse(o), "eps_zero_variance": bool}.
         LLO's best value is 2 (z predicts q exactly and holds nothing of ε or o). When ε has
         zero variance (no exogenous noise) nmse(ε) is undefined; it is then taken as 1 in LLO
         and reported as 1.0 in "nmse_eps", with "eps_zero_variance" True.
