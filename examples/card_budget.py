@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from lam_envs.utils.cli import Parser, run_main  # noqa: E402
 from lam_envs.utils.outputs import claim_output_folder  # noqa: E402
 from lam_envs.utils.validate import check_int  # noqa: E402
-from lam_models.data import DatasetError  # noqa: E402
+from lam_models._commands import COMMAND_ERRORS, report_error  # noqa: E402
 from lam_models.evaluation.card import setting_split  # noqa: E402
 from lam_models.evaluation.scoring import evaluate  # noqa: E402
 from lam_models.evaluation.suite import STANDARD, builtin_method, setting_family  # noqa: E402
@@ -150,9 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.method, args.setting, steps, args.seed, args.out,
                 args.data_root or args.out / "datasets", 12 if args.quick else None, args.device,
             )  # fmt: skip
-    except (ValueError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except COMMAND_ERRORS as error:
+        return report_error(error)
     return 0
 
 
