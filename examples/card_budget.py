@@ -34,9 +34,10 @@ import torch  # noqa: E402
 from lam_envs.utils.cli import Parser, run_main  # noqa: E402
 from lam_envs.utils.outputs import claim_output_folder  # noqa: E402
 from lam_envs.utils.validate import check_int  # noqa: E402
-from lam_models.benchmark import STANDARD, builtin_method, setting_split  # noqa: E402
-from lam_models.data import DatasetError  # noqa: E402
+from lam_models._commands import COMMAND_ERRORS, report_error  # noqa: E402
+from lam_models.evaluation.card import setting_split  # noqa: E402
 from lam_models.evaluation.scoring import evaluate  # noqa: E402
+from lam_models.evaluation.suite import STANDARD, builtin_method, setting_family  # noqa: E402
 from lam_models.recipes import ensure_dataset  # noqa: E402
 from lam_models.runs import write_csv  # noqa: E402
 
@@ -59,7 +60,7 @@ def run(
     overrides = {"episodes": episodes} if episodes else {}
     path = ensure_dataset(SETTINGS[setting].recipe, data_root, **overrides)
     split = setting_split(SETTINGS[setting], path, seed)
-    if setting.startswith("linear"):
+    if setting_family(SETTINGS[setting]) == "linear":
         o = split.train.obs()[:20_000].astype(np.float64)
         eigenvalues = np.linalg.eigvalsh(np.cov(o.T))[::-1]
         k = split.spec.action_dim
@@ -149,9 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.method, args.setting, steps, args.seed, args.out,
                 args.data_root or args.out / "datasets", 12 if args.quick else None, args.device,
             )  # fmt: skip
-    except (ValueError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except COMMAND_ERRORS as error:
+        return report_error(error)
     return 0
 
 

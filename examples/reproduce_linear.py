@@ -37,11 +37,9 @@ processes with one torch thread each.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import textwrap
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -68,6 +66,7 @@ from lam_models.lams.linear_fresh import (  # noqa: E402
     train_and_probe,
 )
 from lam_models.runs import read_csv, write_csv  # noqa: E402
+from lam_models.sweep import Task, execute  # noqa: E402
 
 COLUMNS = [
     "protocol", "projection", "figure", "seed", "d_o", "d_a", "d_z", "d_b", "noise", "sigma",
@@ -410,20 +409,18 @@ def run_groups(groups: list[list], workers: int, device: str) -> list[dict]:
                      f"probes {r['probe_seconds']:5.1f} s "
                      f"({probe_steps / r['probe_cpu_seconds']:5.0f} per CPU-s)")  # fmt: skip
         print(f"{line}  [{time.perf_counter() - start:5.0f} s]", flush=True)
-        make_row = fresh_row if kind == "published" else stream_row
-        rows.extend(make_row(run, res) for run, res in zip(group, results, strict=True))
 
-    if workers == 1:
-        for group in groups:
-            fn, args = _task(group, device)
-            collect(group, fn(*args))
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, context, torch.set_num_threads, (1,)) as pool:
-            tasks = [(g, *_task(g, device)) for g in groups]
-            futures = [(g, pool.submit(fn, *args)) for g, fn, args in tasks]
-            for group, future in futures:
-                collect(group, future.result())
+    tasks = []
+    for group in groups:
+        kind, c = "published" if isinstance(group[0], FreshRun) else "package", group[0].config
+        detail = f"{len(group)} models × {c.steps} steps"
+        tasks.append(Task(f"{kind} d_z={c.latent_dim}", *_task(group, device), cost(group), kind,
+                          detail))  # fmt: skip
+    of_task = {id(t): g for t, g in zip(tasks, groups, strict=True)}
+    results = execute(tasks, workers, lambda task, result: collect(of_task[id(task)], result))
+    for group, result in zip(groups, results, strict=True):  # the rows in the groups' order
+        make_row = fresh_row if isinstance(group[0], FreshRun) else stream_row
+        rows.extend(map(make_row, group, _results(result)))
     if cpu:
         total = cpu["train"] + cpu["probe"]
         print(f"  published: {cpu['model_steps'] / 1e6:.2f} M model-steps in {cpu['train']:.0f} "

@@ -1,6 +1,16 @@
-"""Resumable sweeps: many settings of LAMs, each setting's seeds trained together as one
-batched model, spread over worker processes, each finished setting × seed cached on disk so
-that a rerun trains only what is missing, with progress lines and an ETA.
+"""The runner of the package's many-run work: jobs in, results out.
+
+:func:`execute` runs :class:`Task` s (a module-level function and its arguments) in this
+process or in worker processes, prints a progress line with an ETA as each ends, hands
+each result to a callback as it arrives (where callers cache it) and returns the results
+in the tasks' order. Ctrl-C cancels cleanly: the tasks not started are dropped, the
+workers are stopped, what ended is kept, and KeyboardInterrupt is raised again.
+:class:`ResultCache` keeps finished results on disk, one JSON file each, so that a rerun
+does only what is missing. The report card (:mod:`lam_models.benchmark`) and the studies
+of ``examples/`` run on it.
+
+On top of it, resumable sweeps of LAMs: each setting's seeds trained together as one
+batched model, each finished setting × seed cached::
 
     jobs = [Job("low", "vq-published", config, "lam_envs/table1-grid-low-uniform-v0",
                 seeds=(0, 1, 2, 3, 4), held_out=0.05), ...]
@@ -20,10 +30,12 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import signal
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +47,204 @@ from lam_models.data import LAMDataset
 from lam_models.lams.base import train_and_score
 from lam_models.split import DataSplit
 
-__all__ = ["RESULTS_VERSION", "Job", "ResultCache", "run"]
+__all__ = ["RESULTS_VERSION", "Job", "ResultCache", "Task", "execute", "run"]
 
 #: Part of every cache key: bumped when what a cached result means changes (2: the
 #: published Table 1 losses measured during training; earlier caches are not reused).
 RESULTS_VERSION = 2
+
+
+# ------------------------------------------------------------------------------ the runner
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: ``function(*args)``, where ``function`` is importable by name (a
+    module-level function: worker processes receive it pickled, with its arguments).
+
+    ``name`` and ``detail`` make its progress line (``[3/8] name: detail in 12 s``);
+    ``work`` (any unit, e.g. seeds × updates) and ``kind`` make the ETA: the seconds per
+    unit of work are measured per kind, on the tasks that ended.
+    """
+
+    name: str
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    work: float = 1.0
+    kind: str = ""
+    detail: str = ""
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class _Progress:
+    """Progress lines with an ETA from the measured seconds per unit of work of each kind."""
+
+    def __init__(self, tasks: Sequence[Task], workers: int):
+        self.left = dict(enumerate(tasks))
+        self.total, self.workers = len(tasks), workers
+        self.rate: dict[str, list[float]] = defaultdict(list)
+        self.start = time.perf_counter()
+
+    def done(self, index: int, seconds: float) -> None:
+        task = self.left.pop(index)
+        self.rate[task.kind].append(seconds / task.work if task.work else 0.0)
+        detail = f" {task.detail}" if task.detail else ""
+        text = (
+            f"[{self.total - len(self.left)}/{self.total}] {task.name}:{detail} in "
+            f"{seconds:.0f} s; elapsed {_clock(time.perf_counter() - self.start)}"
+        )
+        if self.left:
+            unknown = {t.kind for t in self.left.values()} - set(self.rate)
+            if len(unknown) == 1:
+                text += f"; ETA after the first {unknown.pop()} task"
+            elif unknown:
+                text += f"; ETA after the first task of {len(unknown)} more kinds"
+            else:
+                rest = sum(t.work * float(np.mean(self.rate[t.kind])) for t in self.left.values())
+                text += f"; ETA {_clock(rest / self.workers)}"
+        print(text, flush=True)
+
+    def cancelled(self) -> None:
+        print(
+            f"cancelled: {self.total - len(self.left)} of {self.total} done (kept), "
+            f"{len(self.left)} dropped",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _timed(function: Callable[..., Any], args: tuple[Any, ...]) -> tuple[float, Any]:
+    """``function(*args)`` and the seconds it took (where it ran)."""
+    start = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - start, result
+
+
+def _worker_start() -> None:
+    """A worker: one torch thread; Ctrl-C is the main process's to handle (it stops us)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Drop the tasks not started and stop the running ones now."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # gone at shutdown
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()
+
+
+def execute(
+    tasks: Sequence[Task],
+    workers: int = 1,
+    on_result: Callable[[Task, Any], None] | None = None,
+) -> list[Any]:
+    """Every task's result, in the order of ``tasks``.
+
+    ``workers`` = 1: one after the other in this process, in the given order. More: a pool
+    of ``min(workers, len(tasks))`` spawned processes of one torch thread each, started in
+    the given order. ``on_result(task, result)`` is called here, in this process, as each
+    task ends (cache it there, and a rerun resumes). A task that raises stops the run: the
+    others are cancelled and its exception is raised here. Ctrl-C (KeyboardInterrupt)
+    cancels the same way and is raised again once the workers have stopped.
+    """
+    tasks = list(tasks)
+    results: list[Any] = [None] * len(tasks)
+    processes = min(workers, len(tasks))
+    progress = _Progress(tasks, processes or 1)
+
+    def ended(index: int, seconds: float, result: Any) -> None:
+        results[index] = result
+        if on_result is not None:
+            on_result(tasks[index], result)
+        progress.done(index, seconds)
+
+    if workers == 1 or not tasks:
+        try:
+            for index, task in enumerate(tasks):
+                ended(index, *_timed(task.function, task.args))
+        except KeyboardInterrupt:
+            progress.cancelled()
+            raise
+        return results
+    pool = ProcessPoolExecutor(
+        processes, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start
+    )
+    try:
+        pending: dict[Future, int] = {
+            pool.submit(_timed, task.function, task.args): index for index, task in enumerate(tasks)
+        }
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                ended(pending.pop(future), *future.result())
+    except KeyboardInterrupt:
+        _stop(pool)
+        progress.cancelled()
+        raise
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
+    return results
+
+
+# ------------------------------------------------------------------------------ the cache
+
+
+class ResultCache:
+    """Finished results, one JSON file each (``<folder>/<name>/<key>.json``), written
+    atomically. A sweep :class:`Job`'s seed is ``<folder>/<job name>/seed<s>-<hash>.json``."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._fingerprints: dict[str, str] = {}
+
+    def file(self, name: str, key: str) -> Path:
+        return self.folder / name / f"{key}.json"
+
+    def read(self, name: str, key: str) -> Any | None:
+        """The result stored under ``name``/``key``, or None."""
+        path = self.file(name, key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write(self, name: str, key: str, value: Any) -> None:
+        path = self.file(name, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(value, default=float))
+        partial.replace(path)
+
+    # A sweep job's seeds.
+
+    def _fingerprint(self, dataset: str) -> str:
+        if dataset not in self._fingerprints:
+            self._fingerprints[dataset] = LAMDataset(dataset).fingerprint
+        return self._fingerprints[dataset]
+
+    def _seed_key(self, job: Job, seed: int) -> str:
+        fingerprint = self._fingerprint(job.dataset)
+        if job.eval_dataset is not None:
+            fingerprint += self._fingerprint(job.eval_dataset)
+        return f"seed{seed}-{job.key(seed, fingerprint)}"
+
+    def path(self, job: Job, seed: int) -> Path:
+        return self.file(job.name, self._seed_key(job, seed))
+
+    def get(self, job: Job, seed: int) -> dict | None:
+        return self.read(job.name, self._seed_key(job, seed))
+
+    def put(self, job: Job, seed: int, metrics: dict) -> None:
+        self.write(job.name, self._seed_key(job, seed), metrics)
+
+
+# ------------------------------------------------------------------------- sweeps of LAMs
 
 
 @dataclass(frozen=True)
@@ -62,16 +267,16 @@ class Job:
         """Model-updates: copies × updates."""
         return len(self.seeds) * self.config.steps
 
+    @property
+    def split_options(self) -> tuple:
+        """What its split is made of: (dataset, held_out, split_seed, eval_dataset,
+        eval_transitions)."""
+        return (self.dataset, self.held_out, self.split_seed, self.eval_dataset,
+                self.eval_transitions)  # fmt: skip
+
     def splits(self) -> list[DataSplit]:
         """One split for every copy (read once, shared)."""
-        split = DataSplit(
-            self.dataset,
-            self.held_out,
-            self.split_seed,
-            eval_dataset=self.eval_dataset,
-            eval_transitions=self.eval_transitions,
-        )
-        return [split] * len(self.seeds)
+        return [_split(self.split_options)] * len(self.seeds)
 
     def key(self, seed: int, fingerprint: str) -> str:
         """What seed ``seed``'s result depends on, hashed (``fingerprint``: of the data, and
@@ -91,76 +296,31 @@ class Job:
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
 
 
-class ResultCache:
-    """Finished setting × seed metrics, one JSON file each (``<folder>/<job name>/seed<s>-
-    <key>.json``), written atomically."""
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self._fingerprints: dict[str, str] = {}
-
-    def _fingerprint(self, dataset: str) -> str:
-        if dataset not in self._fingerprints:
-            self._fingerprints[dataset] = LAMDataset(dataset).fingerprint
-        return self._fingerprints[dataset]
-
-    def path(self, job: Job, seed: int) -> Path:
-        fingerprint = self._fingerprint(job.dataset)
-        if job.eval_dataset is not None:
-            fingerprint += self._fingerprint(job.eval_dataset)
-        key = job.key(seed, fingerprint)
-        return self.folder / job.name / f"seed{seed}-{key}.json"
-
-    def get(self, job: Job, seed: int) -> dict | None:
-        path = self.path(job, seed)
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def put(self, job: Job, seed: int, metrics: dict) -> None:
-        path = self.path(job, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(metrics, default=float))
-        partial.replace(path)
+# The split last read in this process: the jobs on one dataset, run in a row, read it once.
+_last_split: dict[tuple, DataSplit] = {}
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-class _Progress:
-    """Progress lines with an ETA from the measured seconds per model-update of each method."""
-
-    def __init__(self, jobs: list[Job], workers: int):
-        self.left = {id(j): j for j in jobs}
-        self.total, self.workers = len(jobs), workers
-        self.rate: dict[str, list[float]] = defaultdict(list)
-        self.start = time.perf_counter()
-
-    def done(self, job: Job, seconds: float) -> None:
-        self.left.pop(id(job))
-        self.rate[job.method].append(seconds / job.work)
-        text = (
-            f"[{self.total - len(self.left)}/{self.total}] {job.name}: {len(job.seeds)} "
-            f"seeds × {job.config.steps} updates in {seconds:.0f} s; elapsed "
-            f"{_clock(time.perf_counter() - self.start)}"
+def _split(options: tuple) -> DataSplit:
+    if options not in _last_split:
+        _last_split.clear()
+        dataset, held_out, split_seed, eval_dataset, eval_transitions = options
+        _last_split[options] = DataSplit(
+            dataset,
+            held_out,
+            split_seed,
+            eval_dataset=eval_dataset,
+            eval_transitions=eval_transitions,
         )
-        if self.left:
-            unknown = {j.method for j in self.left.values()} - set(self.rate)
-            if unknown:
-                text += f"; ETA after the first {'/'.join(sorted(unknown))} setting"
-            else:
-                rest = sum(j.work * float(np.mean(self.rate[j.method])) for j in self.left.values())
-                text += f"; ETA {_clock(rest / self.workers)}"
-        print(text, flush=True)
+    return _last_split[options]
 
 
-def _train_score(*arguments: Any) -> tuple[float, list[dict]]:
-    """:func:`train_and_score`'s training seconds (the training's own clock) and metrics,
-    not the model: from a worker on a GPU its tensors would come back as CUDA handles of a
-    process about to exit."""
-    lam, metrics = train_and_score(*arguments)
-    return lam.history[0]["seconds"][-1], metrics
+def _train_score(
+    method: str, config: Any, split: tuple, seeds: tuple[int, ...], device: str, pictures
+) -> list[dict]:
+    """:func:`train_and_score`'s metrics, not the model: from a worker on a GPU its tensors
+    would come back as CUDA handles of a process about to exit."""
+    splits = [_split(split)] * len(seeds)
+    return train_and_score(method, config, splits, seeds, device, pictures)[1]
 
 
 def run(
@@ -171,11 +331,12 @@ def run(
     pictures: Path | None = None,
 ) -> dict[tuple[str, int], dict]:
     """Every job's metrics per seed, ``{(job.name, seed): metrics}``: cached ones read,
-    the others trained now (a job's missing seeds together) and cached as each job ends.
+    the others trained now (a job's missing seeds together, longest jobs first) by
+    :func:`execute` and cached as each job ends.
 
-    ``workers`` > 1: that many spawned processes of one torch thread each (jobs travel as
-    their arguments: each worker reads its data). ``pictures``: each trained job writes its
-    method's pictures of its first seed (:meth:`LAM.plots`) into ``pictures/<job name>/``.
+    ``workers`` > 1: that many spawned processes of one torch thread each (each reads its
+    data). ``pictures``: each trained job writes its method's pictures of its first seed
+    (:meth:`LAM.plots`) into ``pictures/<job name>/``.
     """
     results: dict[tuple[str, int], dict] = {}
     todo = []
@@ -194,43 +355,30 @@ def run(
         f"batched runs) on {device}, {workers} worker(s)",
         flush=True,
     )
-    progress = _Progress(todo, workers)
-    last: dict[tuple, list[DataSplit]] = {}
-
-    def arguments(job: Job) -> tuple:
-        if workers > 1:
-            splits = job.splits()  # pickled as their arguments: the worker reads the data
-        else:  # in this process: read a dataset once for the jobs on it in a row
-            key = (job.dataset, job.held_out, job.split_seed, job.eval_transitions,
-                   job.eval_dataset)  # fmt: skip
-            if key not in last:
-                last.clear()
-                last[key] = job.splits()[:1]
-            splits = last[key] * len(job.seeds)
+    order = sorted(todo, key=lambda j: (-j.work, j.dataset))  # longest first, data together
+    by_task: dict[int, Job] = {}
+    tasks = []
+    for job in order:
         folder = None if pictures is None else Path(pictures) / job.name
-        return job.method, job.config, splits, job.seeds, device, folder
+        task = Task(
+            job.name,
+            _train_score,
+            (job.method, job.config, job.split_options, job.seeds, device, folder),
+            work=job.work,
+            kind=job.method,
+            detail=f"{len(job.seeds)} seeds × {job.config.steps} updates",
+        )
+        by_task[id(task)] = job
+        tasks.append(task)
 
-    def done(job: Job, seconds: float, metrics: list[dict]) -> None:
+    def done(task: Task, metrics: list[dict]) -> None:
+        job = by_task[id(task)]
         for seed, m in zip(job.seeds, metrics, strict=True):
             cache.put(job, seed, m)
             results[(job.name, seed)] = m
-        progress.done(job, seconds)
 
-    order = sorted(todo, key=lambda j: (-j.work, j.dataset))  # longest first, data together
-    if workers == 1:
-        for job in order:
-            done(job, *_train_score(*arguments(job)))
-        return results
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=torch.set_num_threads,
-        initargs=(1,),
-    ) as pool:
-        pending = {pool.submit(_train_score, *arguments(job)): job for job in order}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = pending.pop(future)
-                done(job, *future.result())
+    try:
+        execute(tasks, workers, done)
+    finally:
+        _last_split.clear()  # the data is not held after the run
     return results

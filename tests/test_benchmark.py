@@ -149,9 +149,22 @@ def test_the_cpu_sizes_shrink_the_builtins_on_images_and_the_published_ones_do_n
     assert published.options(image=True) == published.options(image=False) == {}
 
 
+def test_the_cpu_sizes_are_each_lams_own(monkeypatch):
+    from lam_models.lams.base import get_lam
+
+    vq = get_lam("vq")
+    monkeypatch.setattr(vq, "cpu_sizes", {"all": {"batch_size": 7}, "image": {"codes": 3}})
+    method = benchmark.builtin_method("vq", 5)
+    assert method.options(image=False) == {"batch_size": 7}
+    assert method.options(image=True) == {"batch_size": 7, "codes": 3}
+    monkeypatch.setattr(vq, "cpu_sizes", {"image": None})
+    assert method.options(image=True) is None and method.options(image=False) == {}
+    assert get_lam("laom-mlp").cpu_sizes == {}  # not LAOM's encoder sizes, which it inherits
+
+
 def test_on_the_distracting_grid_the_cpu_sizes_leave_out_the_published_vq(tmp_path):
-    # 32×32 frames: laom trains at its CPU image sizes; vq-published (6.7 s per update on
-    # one CPU thread there) has no row, and the card says which sizes it used.
+    # 32×32 frames: laom trains at its CPU image sizes; vq-published (dozens of times
+    # slower per update there) has no row, and the card says which sizes it used.
     clean = next(s for s in benchmark.STANDARD if s.name == "distracting/clean")
     suite = benchmark.Suite((clean,), 4, 2, seeds=1)
     rows = benchmark.run_benchmark(["vq-published", "laom"], suite, out=tmp_path, workers=1)

@@ -205,6 +205,13 @@ class LAOMLAM(LAM):
 
     Config = LAOMConfig
     per_copy = ("action_weight", "action_head")
+    # the label-budget study's CPU encoder (~a tenth of the published one's cost per
+    # update); the published shift (4 pixels of 64) to scale
+    cpu_sizes = {
+        "all": {"channels": (16,), "blocks": 1, "embed_dim": 64, "width": 128,
+                "latent_dim": 128, "batch_size": 32, "label_batch_size": 32, "shift": 0},
+        "image": {"stem": 4, "shift": 2},
+    }  # fmt: skip
     pipeline_defaults = {}
 
     def build(self) -> nn.Module:

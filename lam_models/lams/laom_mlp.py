@@ -152,6 +152,7 @@ class LAOMMLPLAM(LAOMLAM):
 
     Config = LAOMMLPConfig
     per_copy = ("action_weight", "action_head")
+    cpu_sizes = {}  # its own defaults (not LAOM's encoder sizes)
     pipeline_defaults = {}
 
     @property

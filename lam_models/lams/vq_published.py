@@ -381,6 +381,9 @@ class PublishedVQLAM(VQLAM):
 
     Config = PublishedVQConfig
     kinds = ("grid",)
+    # Table 1's small budget's batch (its 1,024: ~7× slower per update); not on images,
+    # where its full-resolution 64-channel convolutions are dozens of times slower
+    cpu_sizes = {"all": {"batch_size": 128}, "image": None}
     pipeline_defaults = {}
 
     def build(self) -> nn.Module:
