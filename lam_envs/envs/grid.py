@@ -3,7 +3,6 @@ at a pixel scale s, with optional exogenous distractors (``GridLAM-Distracting-v
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,14 @@ import gymnasium as gym
 import numpy as np
 
 from lam_envs.envs._rng import BlockStreams, block_rows, uniform_f32
-from lam_envs.envs.base import BatchDynamics, BatchEnv, BatchVectorEnv, Info
+from lam_envs.envs.base import (
+    BatchDynamics,
+    BatchEnv,
+    BatchVectorEnv,
+    Info,
+    config_from_preset,
+    set_checked,
+)
 from lam_envs.envs.family import EnvFamily
 from lam_envs.envs.grid_distractors import (
     Background,
@@ -39,14 +45,7 @@ from lam_envs.envs.grid_layout import (
     square_positions,
 )
 from lam_envs.envs.grid_policies import GRID_POLICIES
-from lam_envs.utils.validate import (
-    FLOAT32_MAX,
-    check_choice,
-    check_float,
-    check_fraction,
-    check_int,
-    check_keys,
-)
+from lam_envs.utils.validate import FLOAT32_MAX, check_float, check_fraction, check_int
 
 
 @dataclass(frozen=True)
@@ -102,9 +101,7 @@ class GridLAMConfig:
 
     def __post_init__(self):
         def canonical(name: str, check, *bounds) -> Any:
-            value = check(name, getattr(self, name), *bounds)
-            object.__setattr__(self, name, value)
-            return value
+            return set_checked(self, name, check, *bounds)
 
         top = FLOAT32_MAX  # an observation (float32) must hold every intensity
         s = canonical("pixel_scale", check_int, 1, 32)
@@ -140,9 +137,7 @@ class GridLAMConfig:
     @classmethod
     def from_preset(cls, preset: str | None = None, **overrides: Any) -> GridLAMConfig:
         """The preset's values (``None``: the defaults), with ``overrides`` applied on top."""
-        check_keys("GridLAM parameter", overrides, [f.name for f in dataclasses.fields(cls)])
-        base = {} if preset is None else GRID_PRESETS[check_choice("preset", preset, GRID_PRESETS)]
-        return cls(**{**base, **overrides})
+        return config_from_preset(cls, GRID_PRESETS, "GridLAM", preset, overrides)
 
     @property
     def size(self) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,16 +10,17 @@ import gymnasium as gym
 import numpy as np
 
 from lam_envs.envs._rng import BlockStreams, block_rows, standard_normal_f32
-from lam_envs.envs.base import BatchDynamics, BatchEnv, BatchVectorEnv, Info, rowwise_matmul
-from lam_envs.envs.family import EnvFamily, PolicySpec
-from lam_envs.utils.validate import (
-    FLOAT32_MAX,
-    check_choice,
-    check_float,
-    check_fraction,
-    check_int,
-    check_keys,
+from lam_envs.envs.base import (
+    BatchDynamics,
+    BatchEnv,
+    BatchVectorEnv,
+    Info,
+    config_from_preset,
+    rowwise_matmul,
+    set_checked,
 )
+from lam_envs.envs.family import EnvFamily, PolicySpec
+from lam_envs.utils.validate import FLOAT32_MAX, check_float, check_fraction, check_int
 
 #: Named noise cases of the paper. Explicit keyword arguments override a preset's values.
 LINEAR_PRESETS: dict[str, dict[str, Any]] = {
@@ -53,9 +53,7 @@ class LinearLAMConfig:
 
     def __post_init__(self):
         def canonical(name: str, check, *bounds) -> Any:
-            value = check(name, getattr(self, name), *bounds)
-            object.__setattr__(self, name, value)  # a plain int/float from here on
-            return value
+            return set_checked(self, name, check, *bounds)
 
         # Observations are float32: a scale beyond its range would overflow to inf.
         d_o = canonical("d_o", check_int, 1)
@@ -82,11 +80,7 @@ class LinearLAMConfig:
     @classmethod
     def from_preset(cls, preset: str | None = None, **overrides: Any) -> LinearLAMConfig:
         """The preset's values (``None``: the defaults), with ``overrides`` applied on top."""
-        check_keys("LinearLAM parameter", overrides, [f.name for f in dataclasses.fields(cls)])
-        base = (
-            {} if preset is None else LINEAR_PRESETS[check_choice("preset", preset, LINEAR_PRESETS)]
-        )
-        return cls(**{**base, **overrides})
+        return config_from_preset(cls, LINEAR_PRESETS, "LinearLAM", preset, overrides)
 
 
 def effect_matrices(config: LinearLAMConfig) -> tuple[np.ndarray, np.ndarray]:
