@@ -23,8 +23,8 @@ Adding a family, in short (``tests/test_env_family.py`` does it with a runnable 
        from lam_envs.envs.family import EnvFamily, PolicySpec, register_family
 
        @dataclass(frozen=True)
-       class DriftConfig:
-           d: int = 4
+       class DriftConfig:  # DriftDynamics builds it from preset= and keyword arguments
+           d: int = 4      # (lam_envs.envs.base.config_from_preset does that)
            sigma: float = 0.1
 
        class RandomDrift:  # a policy: (observations, rng, info=None) -> actions
@@ -45,10 +45,12 @@ Adding a family, in short (``tests/test_env_family.py`` does it with a runnable 
            data_like=("linear",),        # vectors and continuous actions, as LinearLAM
        ))
 
-Then ``python -m lam_envs.collect --env Drift-v0`` (from a program that imported the
-module), ``lam_models.train`` with a method whose ``kinds`` the family fits, and
-``lam_models.evaluate`` work on it: scoring gives ``nmse_action`` and ``nmse_<target>``
-for each probe target.
+Then the package's Python API takes it: ``collect(CollectConfig(env="Drift-v0"))``
+(:mod:`lam_envs.collect`) collects it with the family's policies, ``lam_models`` trains
+on it every method whose ``kinds`` the family fits, and ``lam_models.evaluate`` scores a
+latent on it: ``nmse_action`` and ``nmse_<target>`` for each probe target. The command
+lines know the families of the modules they import (the built-in ones);
+:func:`unregister_family` removes a family again.
 
 What each field is for:
 
