@@ -30,7 +30,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import lam_envs
 from lam_envs.dataset.contract import (
     CONTRACT_VERSION,
     LABEL_MASK,
@@ -42,7 +41,6 @@ from lam_envs.dataset.contract import (
     OLDEST_CONTRACT_VERSION,
     PER_STEP,
     RENAMED_ENTRY_POINTS,
-    RENAMED_ENV_KWARGS,
     DatasetError,
 )
 from lam_envs.dataset.files import (
@@ -65,6 +63,7 @@ from lam_envs.dataset.reader import (
     ContractReader,
     check_episode_arrays,
 )
+from lam_envs.envs.family import FAMILIES, EnvFamily, family_for_id
 
 __all__ = [
     "Box",
@@ -96,6 +95,14 @@ __all__ = [
     "unlabelled",
     "walk_links",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Environment arguments renamed since a dataset may have been collected, by family:
+    # computed from the registered families (``EnvFamily.renamed_kwargs``).
+    if name == "RENAMED_ENV_KWARGS":
+        return {f.name: dict(f.renamed_kwargs) for f in FAMILIES.values() if f.renamed_kwargs}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def unlabelled(discrete: bool) -> float | int:
@@ -130,7 +137,11 @@ class Dataset:
         self.discrete = self._reader.discrete
         self.env_id: str = self._env_spec.id
         self.env_kwargs: dict[str, Any] = dict(self._env_spec.kwargs)
-        self.kind = lam_envs.ENV_IDS.get(self.env_id, ("?",))[0]
+        family = family_for_id(self.env_id)
+        #: The environment's family (None: an environment lam_envs does not register).
+        self.family: EnvFamily | None = family
+        #: The family's name ("grid", "linear", ...; "?" for another environment).
+        self.kind: str = "?" if family is None else family.name
 
     @property
     def fingerprint(self) -> str:
@@ -190,7 +201,8 @@ class Dataset:
         return spec
 
     def require(self, kind: str) -> None:
-        """Raise unless the data comes from the ``kind`` ('linear' or 'grid') environment."""
+        """Raise unless the data comes from an environment of the family ``kind``
+        ('linear', 'grid', ...)."""
         if self.kind != kind:
             raise DatasetError(
                 f"dataset {self.dataset_id!r} comes from {self.env_id} ({self.kind}); "
@@ -252,9 +264,10 @@ class Dataset:
         """Ground truth for evaluation, one row per transition (aligned with ``read``):
         ``action`` (the true action) and the environment's info fields after the step
         (linear: ``q``, ``eps``, ``b``; grid: ``position``, ``noise``, ``clean_obs``,
-        the distractors' state), plus ``<field>_before`` (the value before the step) for the
-        grid's position, clean image and the distractor states that move (camera shake,
-        the agent's colour, the background and the other agents)."""
+        the distractors' state), plus ``<field>_before`` (the value before the step) for
+        the fields the family says move (``EnvFamily.moving_fields``; grid: the position,
+        clean image and the distractor states that move: camera shake, the agent's colour,
+        the background and the other agents)."""
         episodes = self.episodes if episodes is None else np.asarray(episodes)
         if len(episodes) == 0:
             raise ValueError("no episodes to read")
@@ -265,9 +278,7 @@ class Dataset:
             name: np.concatenate([p[key][1:] for p in parts])
             for name, key in zip(names, keys, strict=True)
         }
-        before = ("position", "clean_obs", "shake", "agent_intensity", "background_offset",
-                  "other_positions")  # fmt: skip
-        for name in before:
+        for name in () if self.family is None else self.family.moving_fields:
             if name in names:
                 key = f"infos/oracle/{name}"
                 result[f"{name}_before"] = np.concatenate([p[key][:-1] for p in parts])
@@ -277,7 +288,7 @@ class Dataset:
 def _untrusted(spec: gym.envs.registration.EnvSpec) -> str | None:
     """What in ``spec`` lam_envs does not register (None when everything is its own):
     the id, the entry point, the vector entry point or an extra wrapper."""
-    if spec.id not in lam_envs.ENV_IDS:
+    if family_for_id(spec.id) is None:
         return f"environment {spec.id!r} (entry point {spec.entry_point!r})"
     registered = gym.spec(spec.id)
     if spec.entry_point != registered.entry_point:

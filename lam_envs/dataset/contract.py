@@ -46,13 +46,6 @@ LABEL_MASK = "infos/label_mask"
 #: What a label fraction counts: single transitions, or whole episodes.
 LABEL_UNITS = ("transition", "episode")
 
-#: Environment arguments renamed since a dataset may have been collected, by environment
-#: kind: old name -> new (same law). Datasets of earlier versions roll out as they were.
-RENAMED_ENV_KWARGS = {
-    # GridLAM's noise row showing the action's pattern: not a distractor (it is the action)
-    "grid": {"distractor_correlation": "action_leak"},
-}
-
 
 class DatasetError(ValueError):
     """A dataset that is missing, corrupt, or not one lam-envs made."""

@@ -11,17 +11,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import lam_envs
 from lam_envs.dataset.contract import (
     CONTRACT_VERSION,
     LABEL_UNITS,
     MAX_OBSERVATION_SIZE,
     OLDEST_CONTRACT_VERSION,
     RENAMED_ENTRY_POINTS,
-    RENAMED_ENV_KWARGS,
     DatasetError,
 )
 from lam_envs.dataset.files import _first_line
+from lam_envs.envs.family import family_for_id
 from lam_envs.utils.validate import check_int
 
 # ------------------------------------------------------------------ metadata
@@ -124,8 +123,8 @@ def parse_env_spec(name: str, text: Any) -> gym.envs.registration.EnvSpec:
         value = getattr(spec, attribute)
         if isinstance(value, str) and value in RENAMED_ENTRY_POINTS:
             setattr(spec, attribute, RENAMED_ENTRY_POINTS[value])
-    kind = lam_envs.ENV_IDS.get(spec.id, ("?",))[0]
-    for old, new in RENAMED_ENV_KWARGS.get(kind, {}).items():
+    family = family_for_id(spec.id)
+    for old, new in ({} if family is None else family.renamed_kwargs).items():
         if old in spec.kwargs and new not in spec.kwargs:
             spec.kwargs[new] = spec.kwargs.pop(old)
     return spec

@@ -13,7 +13,6 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-import lam_envs
 from lam_envs.dataset.contract import LABEL_MASK, METADATA_FILE, PER_STEP, DatasetError
 from lam_envs.dataset.files import (
     _Files,
@@ -33,6 +32,7 @@ from lam_envs.dataset.metadata import (
     check_metadata_fields,
     parse_env_spec,
 )
+from lam_envs.envs.family import family_for_id
 
 # ------------------------------------------------------------------ the reader
 
@@ -273,36 +273,21 @@ class ContractReader:
 def _check_kind_spaces(
     name: str, spec: gym.envs.registration.EnvSpec, observations: Box, actions: Box | Discrete
 ) -> None:
-    """The spaces of an environment lam_envs registers are known: GridLAM acts with
-    Discrete(5) on images in [0, high], high the largest pixel value its parameters allow
-    (1 without noise or distractors, the noise intensity, ...); LinearLAM with vectors on
-    vectors. Metadata that says otherwise was edited (a wider box would let wrong
-    observations through)."""
-    from lam_envs.envs.grid import NUM_ACTIONS, GridLAMConfig
-
+    """The spaces of an environment lam_envs registers are known: its family says which
+    its parameters give (``EnvFamily.check_spaces``; GridLAM acts with Discrete(5) on
+    images in [0, high], LinearLAM with vectors on vectors). Metadata that says otherwise
+    was edited (a wider box would let wrong observations through)."""
     env_id = spec.id
-    kind = lam_envs.ENV_IDS.get(env_id, ("?",))[0]
-    problem = None
-    if kind == "grid":
-        parameters = {k: v for k, v in spec.kwargs.items() if k not in ("render_mode",)}
-        try:
-            high = GridLAMConfig.from_preset(
-                parameters.pop("preset", None), **parameters
-            ).observation_high
-        except (TypeError, ValueError) as error:
-            raise DatasetError(
-                f"dataset {name!r} is corrupt: its environment's parameters are not "
-                f"GridLAM's ({_first_line(error)})"
-            ) from None
-        if not (isinstance(actions, Discrete) and (actions.n, actions.start) == (NUM_ACTIONS, 0)):
-            problem = f"'action_space' is not Discrete({NUM_ACTIONS})"
-        elif not ((observations.low == 0).all() and (observations.high == high).all()):
-            problem = f"'observation_space' is not the box [0, {high:g}]"
-    elif kind == "linear":
-        if not isinstance(actions, Box) or len(actions.shape) != 1:
-            problem = "'action_space' is not a Box of vectors"
-        elif len(observations.shape) != 1:
-            problem = "'observation_space' is not a Box of vectors"
+    family = family_for_id(env_id)
+    if family is None or family.check_spaces is None:
+        return
+    try:
+        problem = family.check_spaces(dict(spec.kwargs), observations, actions)
+    except (TypeError, ValueError) as error:
+        raise DatasetError(
+            f"dataset {name!r} is corrupt: its environment's parameters are not those of "
+            f"{env_id} ({_first_line(error)})"
+        ) from None
     if problem is not None:
         raise DatasetError(
             f"dataset {name!r} is corrupt: metadata field {problem}, as {env_id} has"

@@ -11,6 +11,7 @@ envs seeded ``s, s + 1, ...``.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lam_envs.envs._pool import ArrayPool
-from lam_envs.utils.validate import check_int, check_seed
+from lam_envs.utils.validate import check_choice, check_int, check_keys, check_seed
 
 try:
     from gymnasium.vector import AutoresetMode
@@ -35,6 +36,24 @@ Info = dict[str, np.ndarray]
 #: The most envs one native vector env takes (2**24; the collector batches at most about
 #: 1.5 million): beyond, memory runs out before anything useful happens.
 NUM_ENVS_MAX = 2**24
+
+
+def config_from_preset(
+    cls: type, presets: Mapping[str, Mapping[str, Any]], what: str, preset: str | None, overrides
+) -> Any:
+    """A config dataclass ``cls``: the preset's values (``None``: the defaults), with
+    ``overrides`` applied on top; an unknown preset or ``what`` parameter is refused."""
+    check_keys(f"{what} parameter", overrides, [f.name for f in dataclasses.fields(cls)])
+    base = {} if preset is None else presets[check_choice("preset", preset, presets)]
+    return cls(**{**base, **overrides})
+
+
+def set_checked(config: Any, name: str, check, *bounds) -> Any:
+    """``check(name, value, *bounds)`` of a frozen config's field, stored back (a plain
+    int/float from then on) and returned; for a config's ``__post_init__``."""
+    value = check(name, getattr(config, name), *bounds)
+    object.__setattr__(config, name, value)
+    return value
 
 
 class ActionCheck:

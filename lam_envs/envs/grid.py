@@ -3,7 +3,6 @@ at a pixel scale s, with optional exogenous distractors (``GridLAM-Distracting-v
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,14 @@ import gymnasium as gym
 import numpy as np
 
 from lam_envs.envs._rng import BlockStreams, block_rows, uniform_f32
-from lam_envs.envs.base import BatchDynamics, BatchEnv, BatchVectorEnv, Info
+from lam_envs.envs.base import (
+    BatchDynamics,
+    BatchEnv,
+    BatchVectorEnv,
+    Info,
+    config_from_preset,
+    set_checked,
+)
 from lam_envs.envs.family import EnvFamily
 from lam_envs.envs.grid_distractors import (
     Background,
@@ -21,104 +27,25 @@ from lam_envs.envs.grid_distractors import (
     OtherAgents,
     paint,
 )
-from lam_envs.utils.validate import (
-    FLOAT32_MAX,
-    check_choice,
-    check_float,
-    check_fraction,
-    check_int,
-    check_keys,
+from lam_envs.envs.grid_layout import (
+    ACTION_DELTAS,
+    ACTION_LEAK_PATTERNS,
+    ACTION_NAMES,
+    COLS,
+    DISTRACTOR_SETTINGS,
+    GRID_PRESETS,
+    NUM_ACTIONS,
+    RELEASED_SNAKE_ACTION,
+    RELEASED_START_CELL,
+    ROWS,
+    SNAKE_ACTION,
+    SNAKE_CYCLE,
+    SNAKE_NEXT_CELL,
+    released_corner_jump,
+    square_positions,
 )
-
-ROWS, COLS = 3, 4  # the cells the square moves in; row 3 of the image is the noise row
-NUM_ACTIONS = 5
-ACTION_NAMES = ("stay", "up", "down", "left", "right")
-#: (d_row, d_col) of each action.
-ACTION_DELTAS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
-
-#: A Hamiltonian cycle through the 12 cells: the snaking policy's path, and the reward's.
-SNAKE_CYCLE = (
-    (0, 0), (0, 1), (0, 2), (0, 3), (1, 3), (2, 3),
-    (2, 2), (1, 2), (1, 1), (2, 1), (2, 0), (1, 0),
-)  # fmt: skip
-
-
-def _snake_tables() -> tuple[np.ndarray, np.ndarray]:
-    next_cell = np.zeros((ROWS, COLS, 2), dtype=np.int64)
-    next_action = np.zeros((ROWS, COLS), dtype=np.int64)
-    for k, cell in enumerate(SNAKE_CYCLE):
-        successor = SNAKE_CYCLE[(k + 1) % len(SNAKE_CYCLE)]
-        delta = np.subtract(successor, cell)
-        next_cell[cell] = successor
-        next_action[cell] = int(np.flatnonzero((ACTION_DELTAS == delta).all(axis=1))[0])
-    return next_cell, next_action
-
-
-#: SNAKE_NEXT_CELL[r, c] is the successor of cell (r, c) on the cycle; SNAKE_ACTION[r, c]
-#: the action that moves there.
-SNAKE_NEXT_CELL, SNAKE_ACTION = _snake_tables()
-
-#: The snake of the published Table 1 data (the authors' released data script): down
-#: column 0, up column 1, down column 2 (each turning right at its end), up column 3, and
-#: at (0, 3) a wrap to (0, 0) stored as action "stay" (0): the environment makes that move
-#: only with ``corner_jump`` > 0. RELEASED_SNAKE_ACTION[r, c] is the snake's action.
-RELEASED_SNAKE_ACTION = np.array(
-    [[2, 4, 2, 0],
-     [2, 1, 2, 1],
-     [4, 1, 4, 1]], dtype=np.int64,
-)  # fmt: skip
-#: The published start cell (1, 2) of every Table 1 trajectory, as ``start_cell``.
-RELEASED_START_CELL = 1 * COLS + 2
-
-
-def released_corner_jump(epsilon: float) -> float:
-    """``corner_jump`` that makes the released snake's data law exact at exploration ε.
-
-    The released script takes the snake's action with probability 1 − ε, else a uniform
-    one of the 5: at (0, 3) it wraps to (0, 0) with probability 1 − ε and truly stays with
-    probability ε/5, both stored as "stay". The snaking policy here says "stay" there with
-    probability 1 − ε + ε/5, so the environment wraps with (1 − ε) / (1 − ε + ε/5)."""
-    epsilon = check_fraction("epsilon", epsilon)
-    return (1 - epsilon) / (1 - epsilon + epsilon / NUM_ACTIONS)
-
-
-#: Patterns the noise row shows when the action leaks into it (``action_leak``), one per
-#: action (stay: blank; up/down/left/right: a single lit cell), scaled by noise_intensity.
-#: Not a distractor: it is a second copy of the action.
-ACTION_LEAK_PATTERNS = np.vstack([np.zeros(4), np.eye(4)]).astype(np.float32)
-
-#: The distracting grid: 4×4 cells at 8 pixels a cell (32×32 images), no noise row.
-_PIXELS = {"pixel_scale": 8, "noise_intensity": 0.0}
-_OTHER_AGENTS = {"other_agents": 2, "other_agent_persistence": 0.5}
-_BACKGROUND = {"background_intensity": 0.5, "background_speed": 1}
-_SHAKE = {"shake_bound": 4, "shake_step": 1}
-_COLOUR_DRIFT = {"colour_drift_step": 0.1, "colour_drift_low": 0.5, "colour_drift_high": 1.5}
-
-GRID_PRESETS: dict[str, dict[str, Any]] = {
-    "none": {"noise_intensity": 0.0},
-    "low": {"noise_intensity": 1.0},
-    "high": {"noise_intensity": 2.0},
-    # The distracting grid (s = 8): the clean control, each distractor alone, all together.
-    "clean": {**_PIXELS},
-    "other_agents": {**_PIXELS, **_OTHER_AGENTS},
-    "correlated_agents": {**_PIXELS, **_OTHER_AGENTS, "other_agent_correlation": 0.5},
-    "background": {**_PIXELS, **_BACKGROUND},
-    "shake": {**_PIXELS, **_SHAKE},
-    "colour_drift": {**_PIXELS, **_COLOUR_DRIFT},
-    "distracting": {**_PIXELS, **_OTHER_AGENTS, **_BACKGROUND, **_SHAKE, **_COLOUR_DRIFT},
-}
-
-#: The distracting grid's settings for studies ("each distractor alone and all together",
-#: beside the clean grid at the same pixel scale): setting name -> preset.
-DISTRACTOR_SETTINGS: dict[str, str] = {
-    "clean": "clean",
-    "other_agents": "other_agents",
-    "correlated_agents": "correlated_agents",
-    "background": "background",
-    "shake": "shake",
-    "colour_drift": "colour_drift",
-    "all": "distracting",
-}
+from lam_envs.envs.grid_policies import GRID_POLICIES
+from lam_envs.utils.validate import FLOAT32_MAX, check_float, check_fraction, check_int
 
 
 @dataclass(frozen=True)
@@ -174,9 +101,7 @@ class GridLAMConfig:
 
     def __post_init__(self):
         def canonical(name: str, check, *bounds) -> Any:
-            value = check(name, getattr(self, name), *bounds)
-            object.__setattr__(self, name, value)
-            return value
+            return set_checked(self, name, check, *bounds)
 
         top = FLOAT32_MAX  # an observation (float32) must hold every intensity
         s = canonical("pixel_scale", check_int, 1, 32)
@@ -212,9 +137,7 @@ class GridLAMConfig:
     @classmethod
     def from_preset(cls, preset: str | None = None, **overrides: Any) -> GridLAMConfig:
         """The preset's values (``None``: the defaults), with ``overrides`` applied on top."""
-        check_keys("GridLAM parameter", overrides, [f.name for f in dataclasses.fields(cls)])
-        base = {} if preset is None else GRID_PRESETS[check_choice("preset", preset, GRID_PRESETS)]
-        return cls(**{**base, **overrides})
+        return config_from_preset(cls, GRID_PRESETS, "GridLAM", preset, overrides)
 
     @property
     def size(self) -> int:
@@ -243,21 +166,6 @@ class GridLAMConfig:
         if self.colour_drift_step:
             values.append(self.colour_drift_high)
         return max(values)
-
-
-def square_positions(observations: np.ndarray) -> np.ndarray:
-    """(row, col) of the square in a batch of clean grid observations (N, 1, 4s, 4s) -> (N, 2).
-
-    Reads the brightest cell of the 3×4 area, so it holds for the grid without distractors
-    (any s, any noise row); with other agents, a background or camera shake the square
-    cannot be told from the observation: read ``info["position"]`` instead.
-    """
-    obs = np.asarray(observations)
-    n, size = len(obs), obs.shape[-1]
-    s = size // 4
-    cells = obs.reshape(n, 4, s, 4, s).sum(axis=(2, 4)) if s > 1 else obs.reshape(n, 4, 4)
-    cell = cells[:, :ROWS].reshape(n, ROWS * COLS).argmax(axis=1)
-    return np.stack([cell // COLS, cell % COLS], axis=1)
 
 
 class GridDynamics(BatchDynamics):
@@ -603,6 +511,21 @@ class GridLAMVectorEnv(BatchVectorEnv):
     dynamics_class = GridDynamics
 
 
+def grid_spaces_problem(kwargs: dict[str, Any], observations: Any, actions: Any) -> str | None:
+    """What is wrong with a dataset's spaces for GridLAM arguments ``kwargs`` (None: they
+    are right): Discrete(5) actions on images in [0, high], high the largest pixel value
+    the parameters allow (1 without noise or distractors, the noise intensity, ...).
+    ``ValueError``/``TypeError`` when ``kwargs`` are not GridLAM's."""
+    parameters = {k: v for k, v in kwargs.items() if k != "render_mode"}
+    high = GridLAMConfig.from_preset(parameters.pop("preset", None), **parameters).observation_high
+    n, start = getattr(actions, "n", None), getattr(actions, "start", None)
+    if (n, start) != (NUM_ACTIONS, 0):
+        return f"'action_space' is not Discrete({NUM_ACTIONS})"
+    if not ((observations.low == 0).all() and (observations.high == high).all()):
+        return f"'observation_space' is not the box [0, {high:g}]"
+    return None
+
+
 FAMILY = EnvFamily(
     name="grid",
     config=GridLAMConfig,
@@ -622,4 +545,27 @@ FAMILY = EnvFamily(
         "GridLAM-ColourDrift-v0": "colour_drift",
         "GridLAM-Distracting-v0": "distracting",
     },
+    policies=GRID_POLICIES,
+    oracle_fields=("position", "noise", "clean_obs"),
+    # the square, its image and the distractor states that move (each when on)
+    moving_fields=(
+        "position",
+        "clean_obs",
+        "shake",
+        "agent_intensity",
+        "background_offset",
+        "other_positions",
+    ),  # fmt: skip
+    scores=("grid_probe_losses",),
+    # GridLAM's noise row showing the action's pattern: not a distractor (it is the action)
+    renamed_kwargs={"distractor_correlation": "action_leak"},
+    check_spaces=grid_spaces_problem,
 )
+
+__all__ = [
+    "ACTION_DELTAS", "ACTION_LEAK_PATTERNS", "ACTION_NAMES", "COLS", "DISTRACTOR_SETTINGS",
+    "FAMILY", "GRID_PRESETS", "NUM_ACTIONS", "RELEASED_SNAKE_ACTION", "RELEASED_START_CELL",
+    "ROWS", "SNAKE_ACTION", "SNAKE_CYCLE", "SNAKE_NEXT_CELL", "GridDynamics", "GridLAMConfig",
+    "GridLAMEnv", "GridLAMVectorEnv", "grid_spaces_problem", "released_corner_jump",
+    "square_positions",
+]  # fmt: skip

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from lam_envs.envs._rng import BlockStreams, block_rows, standard_normal_f32
-from lam_envs.envs.base import BatchDynamics, BatchEnv, BatchVectorEnv, Info, rowwise_matmul
-from lam_envs.envs.family import EnvFamily
-from lam_envs.utils.validate import (
-    FLOAT32_MAX,
-    check_choice,
-    check_float,
-    check_fraction,
-    check_int,
-    check_keys,
+from lam_envs.envs.base import (
+    BatchDynamics,
+    BatchEnv,
+    BatchVectorEnv,
+    Info,
+    config_from_preset,
+    rowwise_matmul,
+    set_checked,
 )
+from lam_envs.envs.family import EnvFamily, PolicySpec
+from lam_envs.utils.validate import FLOAT32_MAX, check_float, check_fraction, check_int
 
 #: Named noise cases of the paper. Explicit keyword arguments override a preset's values.
 LINEAR_PRESETS: dict[str, dict[str, Any]] = {
@@ -53,9 +53,7 @@ class LinearLAMConfig:
 
     def __post_init__(self):
         def canonical(name: str, check, *bounds) -> Any:
-            value = check(name, getattr(self, name), *bounds)
-            object.__setattr__(self, name, value)  # a plain int/float from here on
-            return value
+            return set_checked(self, name, check, *bounds)
 
         # Observations are float32: a scale beyond its range would overflow to inf.
         d_o = canonical("d_o", check_int, 1)
@@ -82,11 +80,7 @@ class LinearLAMConfig:
     @classmethod
     def from_preset(cls, preset: str | None = None, **overrides: Any) -> LinearLAMConfig:
         """The preset's values (``None``: the defaults), with ``overrides`` applied on top."""
-        check_keys("LinearLAM parameter", overrides, [f.name for f in dataclasses.fields(cls)])
-        base = (
-            {} if preset is None else LINEAR_PRESETS[check_choice("preset", preset, LINEAR_PRESETS)]
-        )
-        return cls(**{**base, **overrides})
+        return config_from_preset(cls, LINEAR_PRESETS, "LinearLAM", preset, overrides)
 
 
 def effect_matrices(config: LinearLAMConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -309,6 +303,54 @@ class LinearLAMVectorEnv(BatchVectorEnv):
     dynamics_class = LinearDynamics
 
 
+@dataclass(frozen=True)
+class LinearPolicy:
+    """a = χ·Π o + (1 − χ)·s for the linear environment; χ = 0 is a ~ N(0, I).
+
+    Along a trajectory the closed loop o' = (I + χ X Π) o + ... can grow, since Π does not
+    know X. The paper's setting draws each transition from o ~ N(0, I): collect with
+    episodes of one step (``--episode-length 1``) for that.
+    """
+
+    d_o: int
+    d_a: int
+    chi: float = 0.0
+    projection_seed: int = 0
+    projection: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        d_o = check_int("d_o", self.d_o, low=1)
+        d_a = check_int("d_a", self.d_a, low=1, high=d_o)
+        object.__setattr__(self, "chi", check_fraction("chi", self.chi))
+        object.__setattr__(self, "d_o", d_o)
+        object.__setattr__(self, "d_a", d_a)
+        rng = np.random.Generator(np.random.PCG64(self.projection_seed))
+        q, _ = np.linalg.qr(rng.standard_normal((d_o, d_a)))
+        object.__setattr__(self, "projection", np.ascontiguousarray(q.T, dtype=np.float32))
+
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator, info=None):
+        s = rng.standard_normal((len(observations), self.d_a), dtype=np.float32)
+        if self.chi == 0:
+            return s
+        determined = np.asarray(observations, dtype=np.float32) @ self.projection.T
+        return np.float32(self.chi) * determined + np.float32(1 - self.chi) * s
+
+
+def _linear_policy(dynamics: LinearDynamics, **knobs: Any) -> LinearPolicy:
+    # ``random`` is the linear policy at χ = 0: a ~ N(0, I).
+    return LinearPolicy(d_o=dynamics.config.d_o, d_a=dynamics.config.d_a, **knobs)
+
+
+def linear_spaces_problem(kwargs: dict[str, Any], observations: Any, actions: Any) -> str | None:
+    """What is wrong with a dataset's spaces for LinearLAM (None: nothing): it acts with
+    vectors on vectors."""
+    if getattr(actions, "n", None) is not None or len(actions.shape) != 1:
+        return "'action_space' is not a Box of vectors"
+    if len(observations.shape) != 1:
+        return "'observation_space' is not a Box of vectors"
+    return None
+
+
 FAMILY = EnvFamily(
     name="linear",
     config=LinearLAMConfig,
@@ -321,4 +363,13 @@ FAMILY = EnvFamily(
         "LinearLAM-OtherAgents-v0": "other_agents",
         "LinearLAM-OtherAgentsStrong-v0": "other_agents_strong",
     },
+    policies={
+        "random": PolicySpec(_linear_policy),
+        "linear": PolicySpec(_linear_policy, knob="chi", knobs=("projection_seed",)),
+    },
+    oracle_fields=("q", "eps", "b"),
+    # the controllable change, the exogenous noise and the observation; LLO from them
+    probe_targets=("q", "eps", "o"),
+    scores=("llo",),
+    check_spaces=linear_spaces_problem,
 )

@@ -9,13 +9,17 @@ dataset's split, fits least-squares probes on the train transitions and measures
 the held-out ones (:func:`evaluate_latents`):
 
 - every dataset: ``nmse_action``, the normalised MSE of a probe of the true action (one-hot
-  on the grid) from z: 0 = z holds the action, 1 = none of it;
-- LinearLAM data: ``nmse_q``, ``nmse_eps``, ``nmse_o`` (the controllable change q = X a, the
-  exogenous noise ε, the observation o) and ``llo`` = −nmse(q) + nmse(ε) + nmse(o);
-- GridLAM data: ``probe_controllable_loss`` and ``probe_stochastic_loss``
-  (:func:`grid_probe_losses`): how well a probe from z (and o) predicts rows 0–2 and row 3
-  of o'. They are *probe-based*, for LAMs with no pixel decoder, and named apart from the
-  VQ LAM's FDM-based ``controllable_loss`` / ``stochastic_loss``.
+  for discrete actions) from z: 0 = z holds the action, 1 = none of it;
+- then what the data's environment family asks for (:class:`lam_envs.envs.family.EnvFamily`):
+  ``nmse_<target>`` for each of its ``probe_targets`` (oracle fields, or ``"o"`` the
+  observation), then each of its ``scores`` (:data:`SCORES`):
+
+  - LinearLAM data: ``nmse_q``, ``nmse_eps``, ``nmse_o`` (the controllable change q = X a,
+    the exogenous noise ε, the observation o) and ``llo`` = −nmse(q) + nmse(ε) + nmse(o);
+  - GridLAM data: ``probe_controllable_loss`` and ``probe_stochastic_loss``
+    (:func:`grid_probe_losses`): how well a probe from z (and o) predicts rows 0–2 and
+    row 3 of o'. They are *probe-based*, for LAMs with no pixel decoder, and named apart
+    from the VQ LAM's FDM-based ``controllable_loss`` / ``stochastic_loss``.
 
 Every built-in LAM is scored by the same functions (:func:`score_lam`).
 """
@@ -30,20 +34,48 @@ from typing import Any
 import numpy as np
 import torch
 
+from lam_envs.envs.family import FAMILIES, EnvFamily
 from lam_envs.utils.validate import check_choice, check_int
 from lam_models.data import LAMDataset
 from lam_models.evaluation.metrics import (
     GridLosses,
     controllable_stochastic_loss,
-    linear_probe_report,
     probe_nmse,
 )
 from lam_models.seeding import Stream, numpy_rng
 from lam_models.split import DataSplit, Part, action_targets
 
-__all__ = ["evaluate", "evaluate_latents", "format_scores", "grid_probe_losses", "score_lam"]
+__all__ = [
+    "SCORES",
+    "evaluate",
+    "evaluate_latents",
+    "format_scores",
+    "grid_probe_losses",
+    "register_score",
+    "score_lam",
+]
 
 PROBE_FIT_MAX = 50_000  # train transitions the probes are fitted on at most
+#: Pixels of the published 4×4 grid's frame, where the probe-based losses are defined
+#: (rows 0–2 and the noise row); another frame gets NaN for them.
+GRID_FRAME_PIXELS = 16
+
+#: A score's function: ``(z_fit, z_test, fit, test, offset, result) -> entries``, given the
+#: latents and parts the probes use, the IDM's offset and the metrics so far; the entries
+#: returned are added to (or update) the result.
+Score = Callable[[np.ndarray, np.ndarray, Part, Part, int, dict[str, float]], dict[str, float]]
+#: Scores an environment family may ask for (``EnvFamily.scores``), by name.
+SCORES: dict[str, Score] = {}
+
+
+def register_score(name: str) -> Callable[[Score], Score]:
+    """Decorator: make a score available to families under ``name``."""
+
+    def add(function: Score) -> Score:
+        SCORES[name] = function
+        return function
+
+    return add
 
 
 def grid_probe_losses(
@@ -94,16 +126,20 @@ def evaluate_latents(
     seed: int = 0,
     offset: int = 1,
     nuisance: Sequence[str] = (),
+    family: str | None = None,
 ) -> dict[str, float]:
     """Probe metrics of a latent, fitted on ``train`` transitions, measured on ``test``.
 
     z_train, z_test: (N, d_z) latents of the transitions of the two parts (in order); at
     most :data:`PROBE_FIT_MAX` train transitions (a seeded subset) fit the probes. On the
-    grid the probe-based losses predict o_{t+offset} (the IDM's partner). Returns
-    ``nmse_action``, and ``probe_controllable_loss``, ``probe_stochastic_loss`` (grid) or
-    ``nmse_q``, ``nmse_eps``, ``nmse_o``, ``llo`` (linear); and ``nmse_<field>`` for each
-    oracle field named in ``nuisance`` (what the latent holds of the noise row, the
-    distractors, ...: NaN where the field never varies).
+    grid the probe-based losses predict o_{t+offset} (the IDM's partner). ``family``: the
+    data's environment family (``DataSpec.kind``); None: the registered family whose
+    oracle fields the data holds. Returns ``nmse_action``, then what the family asks for
+    (``nmse_<target>`` for its probe targets, then its scores: ``probe_controllable_loss``,
+    ``probe_stochastic_loss`` on the grid; ``nmse_q``, ``nmse_eps``, ``nmse_o``, ``llo`` on
+    the linear data); and ``nmse_<field>`` for each oracle field named in ``nuisance`` (what
+    the latent holds of the noise row, the distractors, ...: NaN where the field never
+    varies).
     """
     nuisance = check_nuisance(nuisance)
     if np.iscomplexobj(z_train) or np.iscomplexobj(z_test):
@@ -123,7 +159,9 @@ def evaluate_latents(
     for name in nuisance:
         y_fit, y_test = nuisance_targets(name, fit, test)
         extra[f"nmse_{name}"] = probe_nmse(z_fit, y_fit, z_test, y_test)
-    result = _evaluate(z_fit, z_test, fit, test, discrete, num_actions, offset)
+    result = _evaluate(
+        z_fit, z_test, fit, test, discrete, num_actions, offset, _family(family, fit)
+    )
     return {**result, **extra}
 
 
@@ -170,39 +208,72 @@ def nuisance_targets(name: str, *parts: Part) -> list[np.ndarray]:
     return [y.astype(np.float64) for y in ys]
 
 
-def _evaluate(z_fit, z_test, fit: Part, test: Part, discrete, num_actions, offset) -> dict:
-    a_fit, a_test = fit.oracle["action"], test.oracle["action"]
-    if discrete and np.prod(fit.frames.shape[1:]) != 16:
-        # The probe-based losses are defined on the 4×4 grid (rows 0-2 and the noise row).
+@register_score("grid_probe_losses")
+def _grid_probe_scores(z_fit, z_test, fit: Part, test: Part, offset: int, result) -> dict:
+    if np.prod(fit.frames.shape[1:]) != GRID_FRAME_PIXELS:
         nan = float("nan")
-        return {"nmse_action": probe_nmse(z_fit, action_targets(a_fit, True, num_actions), z_test,
-                                          action_targets(a_test, True, num_actions)),
-                "probe_controllable_loss": nan, "probe_stochastic_loss": nan}  # fmt: skip
-    if discrete:
-        a_fit = action_targets(a_fit, True, num_actions)
-        a_test = action_targets(a_test, True, num_actions)
-        losses = grid_probe_losses(
-            z_fit, fit.obs(), fit.far_obs(offset), z_test, test.obs(), test.far_obs(offset)
-        )
-        return {
-            "nmse_action": probe_nmse(z_fit, a_fit, z_test, a_test),
-            "probe_controllable_loss": losses.controllable,
-            "probe_stochastic_loss": losses.stochastic,
-        }
-    targets = [
-        {
-            "a": p.oracle["action"],
-            "q": p.oracle["q"],
-            "eps": p.oracle["eps"],
-            "o": p.obs().reshape(len(p), -1),
-        }
-        for p in (fit, test)
-    ]
-    report = linear_probe_report(z_fit, z_test, *targets)
+        return {"probe_controllable_loss": nan, "probe_stochastic_loss": nan}
+    losses = grid_probe_losses(
+        z_fit, fit.obs(), fit.far_obs(offset), z_test, test.obs(), test.far_obs(offset)
+    )
     return {
-        "nmse_action": report["nmse_a"],
-        **{key: report[key] for key in ("nmse_q", "nmse_eps", "nmse_o", "llo")},
+        "probe_controllable_loss": losses.controllable,
+        "probe_stochastic_loss": losses.stochastic,
     }
+
+
+@register_score("llo")
+def _llo(z_fit, z_test, fit: Part, test: Part, offset: int, result) -> dict:
+    """LLO = −nmse(q) + nmse(ε) + nmse(o), with the rule of
+    :func:`~lam_models.evaluation.metrics.linear_probe_report`: without ε, holding none of
+    it is perfect, so a NaN nmse(ε) counts, and is reported, as 1."""
+    eps = result["nmse_eps"]
+    if math.isnan(eps):
+        eps = 1.0
+    return {"nmse_eps": eps, "llo": -result["nmse_q"] + eps + result["nmse_o"]}
+
+
+def _probe_target(part: Part, name: str) -> np.ndarray:
+    """A family's probe target in a part: the oracle field ``name``, or the observation."""
+    if name == "o":
+        return part.obs().reshape(len(part), -1)
+    if name not in part.oracle:
+        raise ValueError(
+            f"probe target {name!r} is not an oracle field of the data; it has "
+            f"{sorted(part.oracle)}"
+        )
+    return part.oracle[name]
+
+
+def _family(family: str | None, part: Part) -> EnvFamily | None:
+    """The family named ``family``; when None, the one registered family whose oracle
+    fields the data holds (None: no family, or several)."""
+    if family is not None:
+        return FAMILIES.get(family)
+    fits = [
+        f for f in FAMILIES.values() if f.oracle_fields and set(f.oracle_fields) <= set(part.oracle)
+    ]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _evaluate(z_fit, z_test, fit: Part, test: Part, discrete, num_actions, offset, family):
+    a_fit = action_targets(fit.oracle["action"], discrete, num_actions)
+    a_test = action_targets(test.oracle["action"], discrete, num_actions)
+    result = {"nmse_action": probe_nmse(z_fit, a_fit, z_test, a_test)}
+    if family is None:
+        return result
+    for name in family.probe_targets:
+        result[f"nmse_{name}"] = probe_nmse(
+            z_fit, _probe_target(fit, name), z_test, _probe_target(test, name)
+        )
+    for name in family.scores:
+        if name not in SCORES:
+            raise ValueError(
+                f"family {family.name!r} asks for score {name!r}, which is not registered; "
+                f"scores: {', '.join(SCORES)}"
+            )
+        result.update(SCORES[name](z_fit, z_test, fit, test, offset, result))
+    return result
 
 
 def score_lam(lam: Any, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
@@ -222,6 +293,7 @@ def score_lam(lam: Any, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
             split.spec.action_dim,
             lam.seeds[m],
             offset=k,
+            family=split.kind,
         )
         result["data"] = split.describe()
         results.append(result)
@@ -320,7 +392,7 @@ def evaluate(
         z_test = _apply(latent_fn, test.obs(), test.next_obs(), batch_size)
     result = evaluate_latents(
         z_train, z_test, train, test, split.discrete, split.spec.action_dim, split.seed,
-        nuisance=nuisance,
+        nuisance=nuisance, family=split.kind,
     )  # fmt: skip
     result["data"] = split.describe()
     return result
@@ -345,4 +417,8 @@ def format_scores(metrics: dict[str, Any]) -> str:
             f"  nmse_q {metrics['nmse_q']:.4f}  nmse_eps {metrics['nmse_eps']:.4f}  "
             f"nmse_o {metrics['nmse_o']:.4f}  LLO {metrics['llo']:.4f}"
         )
+    shown = {"nmse_action"} | ({"nmse_q", "nmse_eps", "nmse_o"} if "llo" in metrics else set())
+    others = [k for k in metrics if k.startswith("nmse_") and k not in shown]
+    if others:  # another family's probe targets, or nuisances
+        lines.append("  " + "  ".join(f"{k} {metrics[k]:.4f}" for k in others))
     return "\n".join(lines)

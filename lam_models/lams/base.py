@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lam_envs.envs.family import method_fits
 from lam_models.runs import load_run, save_run
 from lam_models.split import CopyBatches, DataSpec, DataSplit
 
@@ -179,7 +180,9 @@ class LAM(abc.ABC):
 
     Attributes:
         name: the registry name (set by :func:`register_lam`).
-        kinds: the data families the method handles ("grid", "linear").
+        kinds: the environment families whose data the method handles ("grid", "linear");
+            a family that declares its data like one of them (``EnvFamily.data_like``)
+            fits too (:meth:`fits`).
         per_copy: Config fields that may differ between copies trained together.
         lookahead: the IDM sees (o_t, o_{t+lookahead}) when relabelling and scoring.
         configs: one Config per copy.  seeds: one seed per copy (initialisation, batches,
@@ -231,7 +234,7 @@ class LAM(abc.ABC):
                     f"copies of {self.name!r} trained together may differ only in {allowed}; "
                     f"they differ in {', '.join(differ)}"
                 )
-        if spec.kind not in self.kinds:
+        if not self.fits(spec.kind):
             raise ValueError(
                 f"the {self.name!r} LAM works on {' and '.join(self.kinds)} data, "
                 f"not on {spec.kind} data"
@@ -241,6 +244,12 @@ class LAM(abc.ABC):
         self.history: list[dict[str, list[float]]] = [{} for _ in seeds]
         self.tensorboard = None  # a SummaryWriter while training, when asked for
         self.module = self.build().to(self.device)
+
+    @classmethod
+    def fits(cls, kind: str) -> bool:
+        """Whether the method takes data of the environment family ``kind``, asked of the
+        family registry (:func:`lam_envs.envs.family.method_fits`)."""
+        return method_fits(cls.kinds, kind)
 
     # ------------------------------------------------------------------ to implement
 
