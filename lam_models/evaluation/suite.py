@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lam_envs.envs.family import family_of
 from lam_envs.utils.validate import check_choice
 from lam_models.lams.base import get_lam, registry
 from lam_models.split import DataSplit
@@ -65,9 +66,11 @@ class Setting:
 
 
 def setting_family(setting: Setting) -> str:
-    """The environment family of a setting's data ("linear" or "grid"): which methods fit
-    it (a LAM's ``kinds``)."""
-    return "linear" if setting.name.startswith("linear") else "grid"
+    """The environment family of a setting's data (``"linear"``, ``"grid"``, or a family
+    registered later): its recipe's environment, asked of the family registry."""
+    from lam_models.recipes import recipe_config
+
+    return family_of(recipe_config(setting.recipe).env).name
 
 
 # The distractors' change over a transition (oracle fields,
@@ -192,7 +195,7 @@ class BuiltinMethod:
         return lambda o, o_next: lam.latents(o, o_next)[0]
 
     def supports(self, kind: str) -> bool:
-        return kind in get_lam(self.lam_name).kinds
+        return get_lam(self.lam_name).fits(kind)
 
 
 def builtin_method(name: str, steps: int, sizes: str = "cpu") -> BuiltinMethod:

@@ -228,7 +228,7 @@ class Run:
         """The LAM handles the data's environment, and the rollouts may create it (one that
         lam_envs registers, or a trusted dataset): refused before a LAM trains for nothing."""
         lam = self.config.lam_class()
-        if self.split.kind not in lam.kinds:
+        if not lam.fits(self.split.kind):
             raise PipelineError(
                 f"dataset {self.data.dataset_id!r} comes from {self.data.env_id}: the "
                 f"{lam.name!r} LAM works on {' and '.join(lam.kinds)} data"
