@@ -30,10 +30,10 @@ from typing import Any
 import torch
 
 from lam_envs.utils.cli import Parser, run_main
+from lam_envs.utils.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
 from lam_envs.utils.outputs import claim_output_folder, staged_files
 from lam_envs.utils.validate import check_int
 from lam_models.data import DatasetError
-from lam_models.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
 from lam_models.lams.base import LAM, get_lam, lam_names, resolve_device
 from lam_models.runs import plot_history
 from lam_models.split import DataSplit

@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 from lam_envs.utils.cli import Parser
+from lam_envs.utils.flags import add_flags, add_runtime_flags, given_flags, option
 from lam_envs.utils.outputs import check_path, claim_output_folder, write_atomically
 from lam_envs.utils.validate import check_choice, check_fraction, check_int
 from lam_models.data import DatasetError
-from lam_models.flags import add_flags, add_runtime_flags, given_flags, option
 from lam_models.lams.base import LAM, config_from_dict, get_lam, load_lam, resolve_device
 from lam_models.pipeline.bc import (
     actor_outputs,
