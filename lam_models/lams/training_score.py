@@ -49,7 +49,7 @@ class TrainingScore:
         self.batches: CopyBatches | None = None
         if dataset:
             reference = data.splits[0]
-            split = DataSplit(dataset, reference.held_out, reference.seed)
+            split = DataSplit(dataset, held_out=reference.held_out, seed=reference.seed)
             if split.spec.obs_shape != data.spec.obs_shape:
                 raise ValueError(
                     f"the score dataset {dataset!r} has observations of shape "

@@ -107,6 +107,7 @@ def fit_policy(
     y: np.ndarray,
     support: np.ndarray,
     kind: str,
+    *,
     steps: int,
     seeds: Sequence[int],
     width: int = 64,
@@ -121,7 +122,8 @@ def fit_policy(
 
     x: (N, d_in) shared or (M, N, d_in); y: (N, d_y)/(M, N, d_y) floats (regression) or
     (N,)/(M, N) int class indices (classification, ``d_out`` classes); support (M, N) bool.
-    Each update draws ``batch_size`` of each copy's own rows (with replacement).
+    Each update draws ``batch_size`` of each copy's own rows (with replacement). The
+    settings after ``kind`` are keywords.
     """
     m = len(seeds)
     support = np.asarray(support, bool).reshape(m, -1)
