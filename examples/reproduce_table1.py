@@ -290,7 +290,7 @@ def no_action_scale(dataset: str, folder: Path, eval_transitions: int) -> GridLo
     path = folder / f"noaction-{fingerprint[:12]}-{eval_transitions}.json"
     if path.is_file():
         return GridLosses(*json.loads(path.read_text()))
-    split = DataSplit(dataset, HELD_OUT, SPLIT_SEED, None, None, eval_transitions)
+    split = DataSplit(dataset, HELD_OUT, SPLIT_SEED, eval_transitions=eval_transitions)
     fit = split.train.subset(np.arange(min(len(split.train), NO_ACTION_FIT)))
     scale = no_action_error(fit.obs(), fit.next_obs(), split.test.obs(), split.test.next_obs())
     path.parent.mkdir(parents=True, exist_ok=True)

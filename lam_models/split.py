@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from lam_envs.dataset import LABEL_UNITS  # what a label fraction counts
+from lam_envs.utils.config import option
 from lam_envs.utils.validate import check_choice, check_fraction, check_int
 from lam_models.data import DatasetError, LAMDataset
 from lam_models.seeding import Stream, numpy_rng, torch_generator
@@ -50,8 +51,15 @@ __all__ = [
     "Transitions",
     "action_targets",
     "choose_labels",
+    "held_out_option",
     "labelled_mean",
 ]
+
+
+def held_out_option(help: str = "share of episodes held out for scoring, in (0, 1)"):
+    """The ``held_out`` field of a run's configuration, declared (and so checked: "held_out
+    must be in (0, 1), got 1.0") in one place for every command that splits a dataset."""
+    return option(0.1, help, above=0, below=1)
 
 
 def labelled_mean(values: torch.Tensor, label_mask: torch.Tensor) -> torch.Tensor:
@@ -240,7 +248,8 @@ class DataSplit:
     subset of the train transitions a learner may use.
 
     dataset: a :class:`LAMDataset`, or a Minari id or path of one.
-    held_out: share of episodes held out, in (0, 1); split seeded by ``seed``.
+    held_out: share of episodes held out, in (0, 1); split seeded by ``seed``. The other
+        settings are keywords.
     label_fraction: share of train transitions (or episodes) in the labelled subset, in
         [0, 1] (0: none), at most the dataset's labelled share; ``None``: every labelled
         train transition.
@@ -258,6 +267,7 @@ class DataSplit:
         dataset: LAMDataset | str | Path,
         held_out: float = 0.1,
         seed: int = 0,
+        *,
         label_fraction: float | None = None,
         eval_dataset: LAMDataset | str | Path | None = None,
         eval_transitions: int | None = None,
@@ -308,17 +318,14 @@ class DataSplit:
         eval_dataset, eval_transitions = self._eval
         if isinstance(eval_dataset, LAMDataset):
             eval_dataset = eval_dataset.data_path
-        args = (
-            self.data.data_path,
-            self.held_out,
-            self.seed,
-            self.label_fraction,
-            eval_dataset,
-            eval_transitions,
-            self.data.trust_entry_point,
-            self.label_unit,
+        settings = dict(
+            label_fraction=self.label_fraction,
+            eval_dataset=eval_dataset,
+            eval_transitions=eval_transitions,
+            trust_entry_point=self.data.trust_entry_point,
+            label_unit=self.label_unit,
         )
-        return (DataSplit, args)
+        return (_unpickle, ((self.data.data_path, self.held_out, self.seed), settings))
 
     def __repr__(self) -> str:
         return (
@@ -427,6 +434,10 @@ def _check_memory(data: LAMDataset) -> None:
 # --------------------------------------------------------------------------------------------
 # Batches for M copies trained together
 # --------------------------------------------------------------------------------------------
+
+
+def _unpickle(args: tuple, settings: dict) -> DataSplit:
+    return DataSplit(*args, **settings)
 
 
 class CopyBatches:

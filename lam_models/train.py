@@ -30,41 +30,49 @@ from typing import Any
 import torch
 
 from lam_envs.utils.cli import Parser, run_main
+from lam_envs.utils.config import Checked
+from lam_envs.utils.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
 from lam_envs.utils.outputs import claim_output_folder, staged_files
 from lam_envs.utils.validate import check_int
 from lam_models.data import DatasetError
-from lam_models.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
 from lam_models.lams.base import LAM, get_lam, lam_names, resolve_device
 from lam_models.runs import plot_history
-from lam_models.split import DataSplit
+from lam_models.split import DataSplit, held_out_option
 
 __all__ = ["RunConfig", "main", "open_data", "train_and_evaluate"]
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Checked):
     """What one training run reads (the method's own settings are its ``Config``)."""
 
     dataset: str | None = option(None, "Minari id or path of a lam_envs.collect dataset")
     eval_dataset: str | None = option(
         None, "score on the held-out episodes of this dataset (same environment) instead"
     )
-    held_out: float = option(0.1, "share of episodes held out for scoring, in (0, 1)")
+    held_out: float = held_out_option()
     label_fraction: float | None = option(
         None,
         "the labelled subset: this share of the train transitions; none = every label the "
         "dataset shows (a stream: share of fresh transitions labelled, none = all)",
     )
     eval_transitions: int = option(
-        20_000, "score at most this many held-out transitions (a stream: this many fresh ones)"
+        20_000,
+        "score at most this many held-out transitions (a stream: this many fresh ones)",
+        low=2,
     )
-    seed: int = option(0, "seed of the split, labels, batches and model")
+    seed: int = option(0, "seed of the split, labels, batches and model", low=0)
 
-    def __post_init__(self) -> None:
-        if not 0 < self.held_out < 1:
-            raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
-        check_int("eval_transitions", self.eval_transitions, low=2)
-        check_int("seed", self.seed, low=0)
+    def split(self) -> DataSplit:
+        """The run's split of ``dataset``."""
+        return DataSplit(
+            self.dataset,
+            self.held_out,
+            self.seed,
+            label_fraction=self.label_fraction,
+            eval_dataset=self.eval_dataset,
+            eval_transitions=self.eval_transitions,
+        )
 
 
 def open_data(cls: type[LAM], run: RunConfig, stream: Any = None) -> Any:
@@ -76,14 +84,7 @@ def open_data(cls: type[LAM], run: RunConfig, stream: Any = None) -> Any:
         return cls.open_stream(
             stream or cls.stream_config(), run.seed, run.label_fraction, run.eval_transitions
         )
-    return DataSplit(
-        run.dataset,
-        run.held_out,
-        run.seed,
-        run.label_fraction,
-        run.eval_dataset,
-        run.eval_transitions,
-    )
+    return run.split()
 
 
 def train_and_evaluate(

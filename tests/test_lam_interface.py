@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import lam_models
-from lam_models.flags import option
+from lam_envs.utils.config import option
 from lam_models.lams.base import LAM, TrainingLog, get_lam, load_lam, register_lam, registry
 from lam_models.pipeline import run_pipeline
 from lam_models.split import DataSplit

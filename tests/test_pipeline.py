@@ -142,7 +142,7 @@ def test_the_decoder_can_read_the_latent_policys_output(datasets, tmp_path, monk
     from lam_models.split import DataSplit
 
     policy = pipeline.load_policy(tmp_path / "actor" / "bc" / "latent_policy.pt")
-    train = DataSplit(datasets["none"], 0.1, 0, 0.05).train
+    train = DataSplit(datasets["none"], 0.1, 0, label_fraction=0.05).train
     expected = actor_outputs(policy, train.obs().reshape(1, len(train), -1))
     np.testing.assert_allclose(seen[1], expected, rtol=1e-5, atol=1e-6)
 

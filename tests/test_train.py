@@ -55,14 +55,7 @@ def test_a_run_reloads_to_the_same_metrics(method, lam_datasets, tmp_path, capsy
     # model.pt + run.json are the whole model: reloaded, it scores the same on the same split.
     lam = load_lam(out, device="cpu")
     run = RunConfig(**record["run_config"])
-    split = DataSplit(
-        run.dataset,
-        run.held_out,
-        run.seed,
-        run.label_fraction,
-        run.eval_dataset,
-        run.eval_transitions,
-    )
+    split = run.split()
     again = lam.metrics([split])[0]
     for key, value in record["metrics"].items():
         if isinstance(value, float):

@@ -22,14 +22,12 @@ would write; ``lam_envs.collect.writer`` links them into one Minari dataset, and
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import errno
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -41,23 +39,28 @@ import gymnasium as gym
 import lam_envs
 from lam_envs.collect import shards as _shards
 from lam_envs.collect.config import (
-    KNOB_DEFAULTS,
-    LABEL_UNITS,
-    NAMESPACE,
     CollectConfig,
     check_count,
 )
-from lam_envs.collect.workers import Job, WorkerError, ray_session, run_processes, run_ray
+from lam_envs.collect.workers import Job, ray_session, run_processes, run_ray
 from lam_envs.collect.writer import DatasetStaging, check_target
 from lam_envs.dataset.contract import CONTRACT_VERSION
-from lam_envs.policies import POLICIES
-from lam_envs.utils import cli, staging
-from lam_envs.utils.cli import Parser, parse_value
+from lam_envs.utils import staging
+from lam_envs.utils.cli import progress as progress_bar
 from lam_envs.utils.outputs import DiskFull, check_path, disk_full, format_bytes
 
-__all__ = ["CollectConfig", "CollectSummary", "collect", "default_root", "main"]
+__all__ = [
+    "CollectConfig",
+    "CollectSummary",
+    "build_parser",
+    "collect",
+    "default_root",
+    "main",
+]
 
-_OVERHEAD_PER_EPISODE = 6000  # bytes of HDF5 objects and links per episode (measured 6-7 kB)
+#: Bytes of HDF5 objects and links per episode, beside its arrays (an estimate: the disk
+#: check asks for this much more per episode than the arrays take).
+_OVERHEAD_PER_EPISODE = 6000
 
 
 @dataclass
@@ -185,7 +188,7 @@ def collect(
             )
         )
         bar = stack.enter_context(
-            cli.progress(
+            progress_bar(
                 total=config.episodes * config.episode_length,
                 desc=dataset_id.split("/")[-1][:40],
                 unit="tr",
@@ -327,208 +330,4 @@ def _memory_available() -> int | None:
     return None
 
 
-# ---------------------------------------------------------------- command line
-
-
-def _integer_text(text: str) -> int | float:
-    """A count on the command line: '1000', '1_000', '1e6' (checked as an integer later)."""
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    d = CollectConfig()
-    p = Parser(
-        prog="python -m lam_envs.collect",
-        description="Collect a Minari dataset (HDF5) with partial action labels from a "
-        "lam-envs environment under a behaviour policy. See the README's dataset contract.",
-        argument_default=argparse.SUPPRESS,  # so that only flags given override a recipe
-    )
-    p.add_argument(
-        "--env", help=f"environment id (default {d.env}): " + ", ".join(lam_envs.ENV_IDS)
-    )
-    p.add_argument(
-        "--preset",
-        help="environment preset: none/low/high (grid); iid, other_agents, "
-        "other_agents_strong (linear) (default: none given, the environment's defaults)",
-    )
-    p.add_argument(
-        "--env-kwarg",
-        "-k",
-        action="append",
-        metavar="KEY=VALUE",
-        help="environment parameter, repeatable (e.g. -k sigma_exo=2.0 -k d_b=4) (default: none)",
-    )
-    p.add_argument(
-        "--policy", help=f"behaviour policy (default {d.policy}): " + ", ".join(POLICIES)
-    )
-    p.add_argument(
-        "--epsilon",
-        type=float,
-        help="snaking, snaking-released: probability of a random action (default "
-        f"{KNOB_DEFAULTS['epsilon']}, the published correlated policy)",
-    )
-    p.add_argument(
-        "--chi",
-        type=float,
-        help=f"linear: determinism χ, 0 random, 1 a = Π o (default {KNOB_DEFAULTS['chi']})",
-    )
-    p.add_argument(
-        "--episodes", type=_integer_text, help=f"number of episodes (default {d.episodes})"
-    )
-    p.add_argument(
-        "--episode-length",
-        type=_integer_text,
-        help=f"steps per episode (default {d.episode_length})",
-    )
-    p.add_argument(
-        "--transitions",
-        type=_integer_text,
-        help="total transitions instead of --episodes, e.g. 1e6; rounded up to whole "
-        "episodes (default: episodes x episode length)",
-    )
-    p.add_argument(
-        "--seed", type=_integer_text, help=f"seed of rollouts and labels (default {d.seed})"
-    )
-    p.add_argument(
-        "--label-fraction",
-        type=float,
-        help=f"λ, the share of labelled units, in [0, 1] (default {d.label_fraction})",
-    )
-    p.add_argument(
-        "--label-unit",
-        choices=LABEL_UNITS,
-        help=f"label single transitions or whole episodes (default {d.label_unit})",
-    )
-    p.add_argument(
-        "--full-labels",
-        action="store_true",
-        help="keep every action (for libraries that cannot handle missing ones); "
-        "infos/label_mask still marks the λ subset (default: off)",
-    )
-    p.add_argument(
-        "--dataset-id",
-        help=f"Minari id, namespace/name-vN (default: from the flags, {NAMESPACE}/...)",
-    )
-    p.add_argument(
-        "--root",
-        help="output root (default: $MINARI_DATASETS_PATH if set, else ~/.minari/datasets; "
-        "here: " + os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets") + ")",
-    )
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing dataset (default: off)"
-    )
-    p.add_argument(
-        "--workers",
-        type=_integer_text,
-        help="processes writing shards in parallel (default: the CPU cores here, "
-        f"{usable_cpus()}, capped by the work: one per {_shards.BLOCK_TRANSITIONS:,} "
-        "transitions); the data does not depend on it",
-    )
-    p.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        metavar="ADDRESS",
-        help="run the shards as Ray tasks (pip install 'lam-envs[ray]'): no ADDRESS starts "
-        "Ray here (or joins $RAY_ADDRESS), 'auto' joins this machine's cluster; --root "
-        "must be a path every node sees (default: no Ray)",
-    )
-    p.add_argument(
-        "--recipe",
-        type=Path,
-        nargs="+",
-        help="TOML recipe(s) from datasets/, built in turn; flags given override them "
-        "(default: none, the flags alone)",
-    )
-    p.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress display (default: a bar on a terminal, a line per 10%% otherwise)",
-    )
-    p.add_argument(
-        "--clean",
-        action="store_true",
-        help="only remove the staging folders that killed runs left under the root, "
-        "and list what remains (runs of live processes are never touched) (default: off)",
-    )
-    return p
-
-
-_RUN_OPTIONS = ("root", "overwrite", "quiet", "clean", "workers", "ray")
-
-
-def configs_from_args(args: argparse.Namespace) -> list[CollectConfig]:
-    """One config per recipe (or one from the flags alone); flags given override recipes."""
-    given = {k: v for k, v in vars(args).items() if k not in _RUN_OPTIONS}
-    recipes = given.pop("recipe", None)
-    if "env_kwarg" in given:
-        kwargs = {}
-        for item in given.pop("env_kwarg"):
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
-            kwargs[key] = parse_value(value)
-        given["env_kwargs"] = kwargs
-    if "episodes" in given and "transitions" in given:
-        raise ValueError("give --episodes or --transitions, not both")
-    if recipes is None:
-        return [CollectConfig(**given)]
-    if len(recipes) > 1 and "dataset_id" in given:
-        raise ValueError("--dataset-id names one dataset; it cannot apply to several recipes")
-    return [CollectConfig.from_recipe(recipe, **given) for recipe in recipes]
-
-
-def clean_root(root: Path) -> int:
-    """``--clean``: remove stale staging folders under ``root`` and say what is left."""
-    found = staging.clean(root)
-    for path, status in found:
-        if status.startswith("stuck"):  # reported, not counted: it is still there
-            print(f"kept      {path} (stale, but cannot be removed: {status[7:]})")
-        else:
-            print(f"{status:9} {path}")
-    for path in staging.unpublished(root):
-        print(f"kept      {path} (a dataset whose publishing was refused; delete it by hand)")
-    removed = sum(status == "removed" for _, status in found)
-    print(f"removed {removed} stale staging folder(s) under {root}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    ray = getattr(args, "ray", None)
-    try:
-        root = _root(getattr(args, "root", None))
-        if getattr(args, "clean", False):
-            return clean_root(root)
-        overwrite = getattr(args, "overwrite", False)
-        configs = configs_from_args(args)
-        for config in configs:  # every refusal before the first rollout
-            check_target(root, config.dataset_id or config.default_dataset_id(), overwrite)
-        for config in configs:
-            dataset_id = config.dataset_id or config.default_dataset_id()
-            print(f"collecting {dataset_id}: {config.describe()}", flush=True)
-            summary = collect(
-                config,
-                root,
-                overwrite=overwrite,
-                progress=not getattr(args, "quiet", False),
-                workers=getattr(args, "workers", None),
-                ray=ray,
-            )
-            print(summary)
-            hint = "" if getattr(args, "root", None) is None else f"MINARI_DATASETS_PATH={root} "
-            load = f"import minari; minari.load_dataset('{summary.dataset_id}')"
-            print(f'  load with    {hint}python -c "{load}"')
-    except (ValueError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (WorkerError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: the dataset being written was removed", file=sys.stderr)
-        return 130
-    return 0
+from lam_envs.collect.cli import build_parser, main  # noqa: E402  (the CLI uses collect)

@@ -13,7 +13,7 @@ import math
 import numbers
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import lam_envs
 from lam_envs.collect import shards as _shards
 from lam_envs.dataset import LABEL_UNITS
 from lam_envs.policies import POLICIES
+from lam_envs.utils.config import check_fields, option
 from lam_envs.utils.outputs import NAME_MAX
 from lam_envs.utils.validate import check_choice, check_fraction, check_int, check_keys
 
@@ -62,6 +63,17 @@ def check_count(name: str, value: Any, low: int) -> int:
     return check_int(name, check_number(name, value, integer=True), low=low)
 
 
+def _whole(name: str, value: Any) -> int:
+    return check_number(name, value, integer=True)
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A recipe's true/false (numpy's bool too; "no" and 0 are refused, not falsy)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def _check_env_kwargs(kwargs: Any) -> dict[str, Any]:
     if not isinstance(kwargs, dict):
         raise ValueError(f"env_kwargs must be a table of KEY = VALUE, got {kwargs!r}")
@@ -83,24 +95,61 @@ def _check_env_kwargs(kwargs: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CollectConfig:
-    """What to collect. Validated on construction; every field is also a CLI flag and a
-    recipe key. ``transitions``, when given, sets ``episodes`` to ceil(transitions / L):
-    whole episodes, so the collection may round up (the summary says so)."""
+    """What to collect. Validated on construction; every field is also a CLI flag (its help
+    and bounds declared with the field) and a recipe key. ``transitions``, when given, sets
+    ``episodes`` to ceil(transitions / L): whole episodes, so the collection may round up
+    (the summary says so)."""
 
-    env: str = "GridLAM-v0"
-    preset: str | None = None
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    policy: str = "random"
-    epsilon: float | None = None  # snaking's knob; None: KNOB_DEFAULTS
-    chi: float | None = None  # linear's knob; None: KNOB_DEFAULTS
-    episodes: int = 500
-    episode_length: int = 200
-    transitions: int | None = None
-    seed: int = 0
-    label_fraction: float = 0.01
-    label_unit: str = "transition"
-    full_labels: bool = False
-    dataset_id: str | None = None
+    env: str = option(
+        "GridLAM-v0",
+        lambda: "environment id (default GridLAM-v0): " + ", ".join(lam_envs.ENV_IDS),
+    )
+    preset: str | None = option(
+        None,
+        "environment preset: none/low/high (grid); iid, other_agents, other_agents_strong "
+        "(linear) (default: none given, the environment's defaults)",
+    )
+    env_kwargs: dict[str, Any] = option(
+        dict,
+        "environment parameter, repeatable (e.g. -k sigma_exo=2.0 -k d_b=4) (default: none)",
+        flags=("--env-kwarg", "-k"),
+    )
+    policy: str = option(
+        "random", lambda: "behaviour policy (default random): " + ", ".join(POLICIES)
+    )
+    epsilon: float | None = option(  # None: KNOB_DEFAULTS
+        None,
+        "snaking, snaking-released: probability of a random action (default "
+        f"{KNOB_DEFAULTS['epsilon']}, the published correlated policy)",
+    )
+    chi: float | None = option(  # None: KNOB_DEFAULTS
+        None, f"linear: determinism χ, 0 random, 1 a = Π o (default {KNOB_DEFAULTS['chi']})"
+    )
+    episodes: int = option(500, "number of episodes", low=1, check=_whole)
+    episode_length: int = option(200, "steps per episode", low=1, check=_whole)
+    transitions: int | None = option(
+        None,
+        "total transitions instead of --episodes, e.g. 1e6; rounded up to whole episodes "
+        "(default: episodes x episode length)",
+        low=1,
+        check=_whole,
+    )
+    seed: int = option(0, "seed of rollouts and labels", low=0, check=_whole)
+    label_fraction: float = option(
+        0.01, "λ, the share of labelled units, in [0, 1]", low=0.0, high=1.0, check=check_number
+    )
+    label_unit: str = option(
+        "transition", "label single transitions or whole episodes", choices=LABEL_UNITS
+    )
+    full_labels: bool = option(
+        False,
+        "keep every action (for libraries that cannot handle missing ones); "
+        "infos/label_mask still marks the λ subset (default: off)",
+        check=_flag,
+    )
+    dataset_id: str | None = option(
+        None, f"Minari id, namespace/name-vN (default: from the flags, {NAMESPACE}/...)"
+    )
 
     def __post_init__(self):
         put = object.__setattr__  # frozen: values are normalised once, here
@@ -109,21 +158,12 @@ class CollectConfig:
             optional = name in ("preset", "dataset_id")
             if not isinstance(value, str) and not (optional and value is None):
                 raise ValueError(f"{name} must be a string, got {value!r}")
-        if not isinstance(self.full_labels, bool | np.bool_):
-            raise ValueError(f"full_labels must be true or false, got {self.full_labels!r}")
-        put(self, "full_labels", bool(self.full_labels))
+        check_fields(self)  # the fields' declared bounds: counts, label_fraction, ...
         put(self, "env_kwargs", _check_env_kwargs(self.env_kwargs))
         check_choice("environment", self.env, lam_envs.ENV_IDS)
         check_choice("policy", self.policy, POLICIES)
-        put(self, "episode_length", check_count("episode_length", self.episode_length, low=1))
         if self.transitions is not None:
-            put(self, "transitions", check_count("transitions", self.transitions, low=1))
             put(self, "episodes", -(-self.transitions // self.episode_length))
-        put(self, "episodes", check_count("episodes", self.episodes, low=1))
-        put(self, "seed", check_count("seed", self.seed, low=0))
-        fraction = check_number("label_fraction", self.label_fraction)
-        put(self, "label_fraction", check_fraction("label_fraction", fraction))
-        check_choice("label_unit", self.label_unit, LABEL_UNITS)
         knob = POLICIES[self.policy]["knob"]
         for name in ("epsilon", "chi"):
             value = getattr(self, name)

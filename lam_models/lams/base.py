@@ -23,8 +23,8 @@ device; :meth:`LAM.latents` maps numpy or torch observations to latents in chunk
 :func:`lam_models.evaluation.scoring.evaluate_latents`); :meth:`LAM.save` and
 :func:`load_lam` write and read a run folder (``model.pt`` holds weights only, ``run.json``
 the configuration).
-:class:`TrainingLog` keeps per-copy training curves on the device between log points and
-stops a run whose losses or parameters stop being finite.
+:class:`~lam_models.lams.training.TrainingLog` keeps per-copy training curves on the device
+between log points and stops a run whose losses or parameters stop being finite.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
-import math
-import pickle
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +42,16 @@ import torch
 from torch import nn
 
 from lam_envs.envs.family import method_fits
+from lam_models.lams.training import (
+    TrainingDiverged,
+    TrainingLog,
+    _one_line,
+    check_finite_parameters,
+    check_finite_state,
+    load_state,
+    load_weights,
+    open_tensorboard,
+)
 from lam_models.runs import load_run, save_run
 from lam_models.split import CopyBatches, DataSpec, DataSplit
 
@@ -64,10 +72,6 @@ __all__ = [
 #: Every registered method: name -> class. Built-in methods register when
 #: :mod:`lam_models.lams` is imported (done by :func:`get_lam` and :func:`lam_names`).
 registry: dict[str, type[LAM]] = {}
-
-
-class TrainingDiverged(ValueError):
-    """A training run whose losses or parameters are no longer finite."""
 
 
 def register_lam(name: str, *, replace: bool = False) -> Callable[[type[LAM]], type[LAM]]:
@@ -478,178 +482,3 @@ def load_lam(folder: str | Path, device: str | torch.device = "auto") -> LAM:
     lam.module.eval()
     lam.history = record.get("history") or lam.history
     return lam
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
-
-
-def load_state(module: nn.Module, state: Any, path: Path, what: str) -> None:
-    """``module.load_state_dict(state)``, a mismatch said in one line (another method's
-    or another configuration's weights)."""
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise ValueError(f"{path} is not a state dict (names to tensors)")
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
-        if unexpected:
-            extra = ", ".join(unexpected[:3]) + (" ..." if len(unexpected) > 3 else "")
-            parts.append(f"unexpected {extra}")
-        if shapes:
-            parts.append(f"shapes differ: {'; '.join(shapes[:2])}")
-        raise ValueError(
-            f"{path} does not hold the weights of {what} as its run.json describes it "
-            f"({'; '.join(parts)}): another method's or another run's model?"
-        )
-    module.load_state_dict(state)
-
-
-def load_weights(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A state dict saved with ``torch.save``, loaded as weights only (no code can run)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"missing model weights: {path}") from None
-    except pickle.UnpicklingError as error:
-        # torch's weights-only unpickler met an object it will not build
-        raise ValueError(
-            f"{path} is not a weights-only state dict (refused: loading it could run code); "
-            f"{_one_line(error)}"
-        ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError) as error:
-        raise ValueError(
-            f"{path} is truncated or corrupt: not a file torch.save wrote ({_one_line(error)})"
-        ) from None
-
-
-def check_finite_state(state: Any, path: str | Path, what: str = "weights") -> None:
-    """Refuse a state dict (loaded, or about to be saved) with NaN or infinite values."""
-    items = state.items() if isinstance(state, dict) else []
-    bad = [
-        k
-        for k, v in items
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
-    ]
-    if bad:
-        raise ValueError(
-            f"{path} holds {what} that are NaN or infinite ({', '.join(map(str, bad[:4]))}); "
-            "refusing to use them"
-        )
-
-
-def check_finite_parameters(module: nn.Module, name: str) -> None:
-    """Raise :class:`TrainingDiverged` if any parameter or buffer is NaN or infinite."""
-    bad = [
-        k
-        for k, v in module.state_dict().items()
-        if v.is_floating_point() and not torch.isfinite(v).all()
-    ]
-    if bad:
-        raise TrainingDiverged(
-            f"training of the {name!r} LAM diverged: parameters {', '.join(bad[:4])} are not "
-            "finite; nothing was saved (lower the learning rate, or check the data)"
-        )
-
-
-class TrainingLog:
-    """Per-copy training curves, kept on the device and copied out every ``log_every`` steps.
-
-    Each step, :meth:`add` accumulates (M,) tensors (losses); at a log point, :meth:`flush`
-    appends their window means and any point values to each copy's ``history``, checks that
-    every value is finite (else :class:`TrainingDiverged`), and refreshes the progress bar.
-    """
-
-    def __init__(self, lam: LAM, steps: int, log_every: int, progress: bool, unit: str = "step"):
-        self.lam, self.steps, self.log_every = lam, steps, max(1, min(log_every, steps))
-        self.window: dict[str, torch.Tensor] = {}
-        self.count = 0
-        self.bar = progress_bar(steps, f"{lam.name} LAM ×{lam.num_copies}", unit, progress)
-        import time
-
-        self._clock, self._start = time.perf_counter, time.perf_counter()
-
-    def add(self, **values: torch.Tensor) -> None:
-        for key, value in values.items():
-            value = value.detach()
-            if key in self.window:
-                self.window[key] += value
-            else:
-                self.window[key] = value.clone()
-
-    def due(self, step: int) -> bool:
-        """Whether ``step`` (0-based) ends a log window."""
-        return (step + 1) % self.log_every == 0 or step == self.steps - 1
-
-    def step(self, step: int, **point: torch.Tensor | Sequence[float]) -> None:
-        """Count one step; at a log point, flush (``point``: values measured at that step)."""
-        self.count += 1
-        if self.bar is not None:
-            self.bar.update(1)
-        if self.due(step):
-            self.flush(step, **point)
-
-    def flush(self, step: int, **point: torch.Tensor | Sequence[float]) -> None:
-        means = {k: (v / max(self.count, 1)).cpu().tolist() for k, v in self.window.items()}
-        points = {k: torch.as_tensor(v).detach().float().cpu().tolist() for k, v in point.items()}
-        seconds = self._clock() - self._start
-        for key, values in {**means, **points}.items():
-            bad = [m for m, v in enumerate(values) if not math.isfinite(v)]
-            if bad:
-                raise TrainingDiverged(
-                    f"training of the {self.lam.name!r} LAM diverged at step {step + 1}: "
-                    f"{key} is not finite for copies {bad}; nothing was saved (lower the "
-                    "learning rate, or check the data)"
-                )
-        for m, history in enumerate(self.lam.history):
-            history.setdefault("step", []).append(step + 1)
-            for key, values in {**means, **points}.items():
-                history.setdefault(key, []).append(values[m])
-            history.setdefault("seconds", []).append(seconds)
-        writer = getattr(self.lam, "tensorboard", None)
-        if writer is not None:
-            for key, values in {**means, **points}.items():
-                for m, value in enumerate(values):
-                    tag = key if len(values) == 1 else f"{key}/seed{self.lam.seeds[m]}"
-                    writer.add_scalar(tag, value, step + 1)
-        for value in self.window.values():
-            value.zero_()
-        self.count = 0
-        if self.bar is not None:
-            loss = means.get("loss")
-            if loss is not None:
-                self.bar.set_postfix(loss=f"{float(np.mean(loss)):.4g}", refresh=False)
-            if step == self.steps - 1:
-                self.bar.close()
-
-
-def open_tensorboard(folder: str | Path):
-    """A ``torch.utils.tensorboard.SummaryWriter`` logging into ``folder``."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ValueError(
-            "--tensorboard needs the tensorboard package: pip install 'lam-envs[tensorboard]'"
-        ) from None
-    return SummaryWriter(log_dir=str(folder))
-
-
-def progress_bar(total: int, desc: str, unit: str, enabled: bool):
-    """The package's progress display (:func:`lam_envs.utils.cli.progress`: a bar on a terminal,
-    a line per 10% in a log); None when disabled."""
-    if not enabled:
-        return None
-    from lam_envs.utils.cli import progress
-
-    return progress(total=total, desc=desc, unit=unit)

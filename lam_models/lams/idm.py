@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_envs.utils.validate import check_float, check_int
+from lam_envs.utils.config import Checked, option
 from lam_models.augment import augment_frames
-from lam_models.flags import option
+from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, register_lam
-from lam_models.lams.laom import check_channels, make_encoder
+from lam_models.lams.laom import make_encoder
 from lam_models.nn import EnsembleMLP, EnsembleModule
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import labelled_mean
@@ -35,34 +35,21 @@ __all__ = ["IDMConfig", "IDMLAM", "IDMNet"]
 
 
 @dataclass
-class IDMConfig:
+class IDMConfig(Checked):
     """Hyper-parameters of the supervised IDM (the encoder's as LAOM's)."""
 
-    embed_dim: int = option(256, "dimension of the encoder's output")
-    channels: tuple[int, ...] = option(
-        (16, 32, 32), "channels of the encoder's stages (each halves the image)"
-    )
-    blocks: int = option(2, "residual blocks per encoder stage")
-    stem: int = option(1, "p > 1: cut images into p×p patches first (1: LAOM's encoder)")
-    width: int = option(256, "hidden units of the IDM's MLP (and the vector encoder)")
-    augment: bool = option(True, "augment every frame on its own (shifts; κ on vectors)")
-    shift: int = option(4, "largest random shift of an image, in pixels, each way")
-    kappa: float = option(0.1, "κ, scale of the Gaussian offsets on vector observations")
-    lr: float = option(3e-4, "Adam learning rate")
-    batch_size: int = option(128, "labelled transitions per update")
-    steps: int = option(2000, "Adam updates")
-    log_every: int = option(100, "training-curve resolution, in updates")
-
-    def __post_init__(self) -> None:
-        for name in ("embed_dim", "blocks", "stem", "width", "batch_size", "steps", "log_every"):
-            check_int(name, getattr(self, name), low=1)
-        check_int("shift", self.shift, low=0)
-        self.channels = check_channels(self.channels)
-        check_float("kappa", self.kappa, low=0.0)
-        if not check_float("lr", self.lr, low=0.0) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"augment must be True or False, got {self.augment!r}")
+    embed_dim: int = option(256, "dimension of the encoder's output", low=1)
+    channels: tuple[int, ...] = fields.channels()
+    blocks: int = fields.blocks()
+    stem: int = fields.stem("LAOM's encoder")
+    width: int = option(256, "hidden units of the IDM's MLP (and the vector encoder)", low=1)
+    augment: bool = fields.augment_frames()
+    shift: int = fields.shift()
+    kappa: float = fields.kappa()
+    lr: float = fields.lr(3e-4)
+    batch_size: int = fields.batch_size(help="labelled transitions per update")
+    steps: int = fields.steps(2000)
+    log_every: int = fields.log_every()
 
 
 class IDMNet(nn.Module):

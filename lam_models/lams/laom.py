@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_envs.utils.validate import check_float, check_int
+from lam_envs.utils.config import Checked, option
 from lam_models.augment import augment_frames
-from lam_models.flags import option
+from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, register_lam
 from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule, ResNetEncoder
 from lam_models.seeding import Stream, torch_generator
@@ -62,75 +62,40 @@ __all__ = [
     "LAOMNet",
     "action_head_loss",
     "action_regression_targets",
-    "check_channels",
     "make_encoder",
 ]
 
 
 @dataclass
-class LAOMConfig:
+class LAOMConfig(fields.ActionHead, Checked):
     """Hyper-parameters of the published LAOM and its trainer. Defaults are the published
     ones where docs/protocols.md gives them (k_max, τ, d_z, per-frame augmentation, λ_a, the
     labelled batch); the encoder's and MLPs' sizes and the optimiser's are the package's."""
 
-    latent_dim: int = option(8192, "d_z, dimension of the continuous latent z (published 8,192)")
-    embed_dim: int = option(256, "d_s, dimension of the encoder's output (the FDM's target)")
-    channels: tuple[int, ...] = option(
-        (16, 32, 32), "channels of the encoder's stages (each halves the image)"
+    latent_dim: int = option(
+        8192, "d_z, dimension of the continuous latent z (published 8,192)", low=1
     )
-    blocks: int = option(2, "residual blocks per encoder stage")
-    stem: int = option(1, "p > 1: cut images into p×p patches first (1: the published encoder)")
-    width: int = option(256, "hidden units of the IDM and FDM MLPs (and the vector encoder)")
-    k_max: int = option(10, "the IDM's future offset j is uniform in 1..k_max per example")
-    target_tau: float = option(0.001, "τ: the target encoder moves τ of the way to φ per update")
-    augment: bool = option(True, "augment every frame on its own (shifts; κ on vectors)")
-    shift: int = option(4, "largest random shift of an image, in pixels, each way")
-    kappa: float = option(0.1, "κ, scale of the Gaussian offsets on vector observations")
-    action_head: bool = option(False, "train the linear head E on the labelled subset")
-    action_weight: float = option(0.001, "λ_a, weight of the head's loss (published 0.001)")
-    label_batch_size: int = option(128, "labelled transitions per update for the head")
-    lr: float = option(3e-4, "Adam learning rate")
-    batch_size: int = option(128, "transitions per update")
-    steps: int = option(5000, "Adam updates")
-    log_every: int = option(100, "training-curve resolution, in updates")
-
-    def __post_init__(self) -> None:
-        for name in (
-            "latent_dim",
-            "embed_dim",
-            "blocks",
-            "stem",
-            "width",
-            "k_max",
-            "label_batch_size",
-            "batch_size",
-            "steps",
-            "log_every",
-        ):
-            check_int(name, getattr(self, name), low=1)
-        check_int("shift", self.shift, low=0)
-        self.channels = check_channels(self.channels)
-        if not 0 < check_float("target_tau", self.target_tau) <= 1:
-            raise ValueError(f"target_tau must be in (0, 1], got {self.target_tau}")
-        check_float("kappa", self.kappa, low=0.0)
-        check_float("action_weight", self.action_weight, low=0.0)
-        if not check_float("lr", self.lr, low=0.0) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("augment", "action_head"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
-    @property
-    def effective_action_weight(self) -> float:
-        return self.action_weight if self.action_head else 0.0
-
-
-def check_channels(channels: Any) -> tuple[int, ...]:
-    """The encoder's stage widths: a non-empty tuple (or list, from a command line) of
-    positive ints, as a tuple."""
-    if not isinstance(channels, tuple | list) or not channels:
-        raise ValueError(f"channels must be a non-empty tuple of ints, got {channels!r}")
-    return tuple(check_int("channels", c, low=1) for c in channels)
+    embed_dim: int = option(256, "d_s, dimension of the encoder's output (the FDM's target)", low=1)
+    channels: tuple[int, ...] = fields.channels()
+    blocks: int = fields.blocks()
+    stem: int = fields.stem("the published encoder")
+    width: int = option(256, "hidden units of the IDM and FDM MLPs (and the vector encoder)", low=1)
+    k_max: int = option(10, "the IDM's future offset j is uniform in 1..k_max per example", low=1)
+    target_tau: float = option(
+        0.001, "τ: the target encoder moves τ of the way to φ per update", above=0, high=1
+    )
+    augment: bool = fields.augment_frames()
+    shift: int = fields.shift()
+    kappa: float = fields.kappa()
+    action_head: bool = fields.action_head()
+    action_weight: float = option(
+        0.001, "λ_a, weight of the head's loss (published 0.001)", low=0.0
+    )
+    label_batch_size: int = fields.label_batch_size(128)
+    lr: float = fields.lr(3e-4)
+    batch_size: int = fields.batch_size()
+    steps: int = fields.steps(5000)
+    log_every: int = fields.log_every()
 
 
 def make_encoder(c: Any, m: int, obs_shape: tuple[int, ...]) -> EnsembleModule:

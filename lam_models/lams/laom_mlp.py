@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lam_envs.utils.validate import check_float, check_int
+from lam_envs.utils.config import Checked, option
 from lam_models.augment import augment_pair
-from lam_models.flags import option
+from lam_models.lams import fields
 from lam_models.lams.base import TrainingLog, register_lam
 from lam_models.lams.laom import LAOMLAM, action_head_loss
 from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule
@@ -51,49 +51,23 @@ __all__ = ["LAOMMLPConfig", "LAOMMLPLAM", "LAOMMLPNet"]
 
 
 @dataclass
-class LAOMMLPConfig:
+class LAOMMLPConfig(fields.ActionHead, Checked):
     """Hyper-parameters of the ``laom-mlp`` LAM and its trainer (the papers' symbols)."""
 
-    latent_dim: int = option(8, "d_z, dimension of the continuous latent z")
-    embed_dim: int = option(32, "d_s, dimension of the encoder's space (the FDM's target)")
-    width: int = option(64, "hidden units of the encoder, IDM and FDM")
-    k: int = option(1, "look-ahead: the IDM sees (o_t, o_t+k)")
-    ema_decay: float = option(0.99, "τ of the target encoder, in (0, 1)")
+    latent_dim: int = option(8, "d_z, dimension of the continuous latent z", low=1)
+    embed_dim: int = option(32, "d_s, dimension of the encoder's space (the FDM's target)", low=1)
+    width: int = option(64, "hidden units of the encoder, IDM and FDM", low=1)
+    k: int = option(1, "look-ahead: the IDM sees (o_t, o_t+k)", low=1)
+    ema_decay: float = option(0.99, "τ of the target encoder, in (0, 1)", above=0, below=1)
     augment: bool = option(True, "augmentation Aug1/Aug2 (shifts on images, κ on vectors)")
-    kappa: float = option(0.1, "κ, scale of the Gaussian offsets on vector observations")
-    action_head: bool = option(False, "train the linear head E on the labelled subset")
-    action_weight: float = option(1.0, "λ_a, weight of the head's loss")
-    label_batch_size: int = option(32, "labelled transitions per update for the head")
-    lr: float = option(1e-3, "Adam learning rate")
-    batch_size: int = option(128, "transitions per update")
-    steps: int = option(3000, "Adam updates")
-    log_every: int = option(100, "training-curve resolution, in updates")
-
-    def __post_init__(self) -> None:
-        for name in (
-            "latent_dim",
-            "embed_dim",
-            "width",
-            "k",
-            "label_batch_size",
-            "batch_size",
-            "steps",
-            "log_every",
-        ):
-            check_int(name, getattr(self, name), low=1)
-        if not 0 < check_float("ema_decay", self.ema_decay) < 1:
-            raise ValueError(f"ema_decay must be in the open interval (0, 1), got {self.ema_decay}")
-        check_float("kappa", self.kappa, low=0.0)
-        check_float("action_weight", self.action_weight, low=0.0)
-        if not check_float("lr", self.lr, low=0.0) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("augment", "action_head"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
-    @property
-    def effective_action_weight(self) -> float:
-        return self.action_weight if self.action_head else 0.0
+    kappa: float = fields.kappa()
+    action_head: bool = fields.action_head()
+    action_weight: float = option(1.0, "λ_a, weight of the head's loss", low=0.0)
+    label_batch_size: int = fields.label_batch_size(32)
+    lr: float = fields.lr(1e-3)
+    batch_size: int = fields.batch_size()
+    steps: int = fields.steps(3000)
+    log_every: int = fields.log_every()
 
 
 class LAOMMLPNet(nn.Module):

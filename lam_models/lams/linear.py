@@ -41,7 +41,6 @@ projects away.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -50,16 +49,28 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import lam_envs
-from lam_envs.envs.linear import LinearLAMConfig as EnvConfig
-from lam_envs.utils.validate import check_choice, check_float, check_fraction, check_int
+from lam_envs.utils.config import Checked, option
+from lam_envs.utils.validate import check_int
 from lam_models.augment import vector_offsets
-from lam_models.data import EnvStream
 from lam_models.evaluation.metrics import linear_probe_report
-from lam_models.flags import option
+from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, _select_copies, register_lam
-from lam_models.seeding import Stream, derive_seed, numpy_rng, torch_generator
-from lam_models.split import DataSpec, DataSplit, Transitions
+from lam_models.lams.linear_data import (
+    StreamBatches,
+    StreamConfig,
+    StreamSource,
+    eval_sets,
+)
+from lam_models.lams.linear_optimum import (
+    AnalyticOptimum,
+    OptimalityGap,
+    analytic_optimum,
+    analytic_optimum_from_moment,
+    optimality_gap,
+    published_action_weight,
+)
+from lam_models.seeding import Stream, torch_generator
+from lam_models.split import Transitions
 
 __all__ = [
     "AnalyticOptimum",
@@ -67,6 +78,8 @@ __all__ = [
     "LinearConfig",
     "LinearLAM",
     "LinearNet",
+    "OptimalityGap",
+    "StreamConfig",
     "StreamSource",
     "analytic_optimum",
     "analytic_optimum_from_moment",
@@ -78,51 +91,34 @@ LR_SCHEDULES = ("constant", "cosine")
 INITS = ("normal", "uniform")
 #: The latents a linear LAM offers to probes (module docstring): name -> width ("d_z"/"d_o").
 LATENTS = {"true": "d_z", "change": "d_o", "surrogate": "d_z"}
-_PROBE_FIT_MAX = 50_000  # transitions of a dataset's train split the probes are fitted on
 FAR_FROM_OPTIMUM = 0.1  # a relative gap above this is reported as a warning
 
 
 @dataclass
-class LinearConfig:
+class LinearConfig(fields.ActionHead, Checked):
     """Hyper-parameters of the linear LAM and its Adam trainer (the papers' symbols)."""
 
-    latent_dim: int = option(8, "d_z, the latent dimension, in [1, d_o]")
-    kappa: float = option(0.0, "κ >= 0, scale of the augmentation Aug1/Aug2 (0: off)")
+    latent_dim: int = option(8, "d_z, the latent dimension, in [1, d_o]", low=1)
+    kappa: float = fields.kappa(0.0, "κ >= 0, scale of the augmentation Aug1/Aug2 (0: off)")
     action_head: bool = option(False, "train the action head E on the labelled transitions")
-    action_weight: float = option(1.0, "λ_a >= 0, weight of the action head's loss")
-    steps: int = option(1500, "Adam updates")
-    batch_size: int = option(128, "transitions per update")
-    lr: float = option(3e-2, "Adam learning rate")
-    lr_schedule: str = option("cosine", "cosine (anneal to 0, lets Adam settle) or constant")
-    init_scale: float = option(0.1, "s: parameters start at scale s / sqrt(fan_in) (see --init)")
+    action_weight: float = option(1.0, "λ_a >= 0, weight of the action head's loss", low=0.0)
+    steps: int = fields.steps(1500)
+    batch_size: int = fields.batch_size()
+    lr: float = fields.lr(3e-2)
+    lr_schedule: str = option(
+        "cosine", "cosine (anneal to 0, lets Adam settle) or constant", choices=LR_SCHEDULES
+    )
+    init_scale: float = option(
+        0.1, "s: parameters start at scale s / sqrt(fan_in) (see --init)", above=0
+    )
     init: str = option(
         "normal",
         "normal: N(0, s²/fan_in); uniform: U(−s/√fan_in, s/√fan_in), torch's nn.Linear default "
         "at s = 1 (the published runs)",
+        choices=INITS,
     )
     head_bias: bool = option(False, "give the action head a bias (the published F6c head)")
-    log_every: int = option(100, "training-curve resolution, in updates")
-
-    def __post_init__(self) -> None:
-        check_int("latent_dim", self.latent_dim, low=1)
-        check_float("kappa", self.kappa, low=0.0)
-        check_float("action_weight", self.action_weight, low=0.0)
-        check_int("steps", self.steps, low=1)
-        check_int("batch_size", self.batch_size, low=1)
-        check_int("log_every", self.log_every, low=1)
-        for name in ("lr", "init_scale"):
-            if not check_float(name, getattr(self, name), low=0.0) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        check_choice("init", self.init, INITS)
-        for name in ("action_head", "head_bias"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
-    @property
-    def effective_action_weight(self) -> float:
-        """λ_a, or 0 without the head."""
-        return self.action_weight if self.action_head else 0.0
+    log_every: int = fields.log_every()
 
 
 class LossTerms(NamedTuple):
@@ -276,226 +272,6 @@ class LinearNet(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _probe_set(o, o_next, oracle) -> dict[str, np.ndarray]:
-    return {
-        "o": o.reshape(len(o), -1),
-        "o_next": o_next.reshape(len(o), -1),
-        "a": oracle["action"],
-        "q": oracle["q"],
-        "eps": oracle["eps"],
-    }
-
-
-def _eval_sets(source, seed: int) -> dict[str, Any]:
-    """probe_fit, probe_test and recon sets (numpy), the env config and a description."""
-    if isinstance(source, StreamSource):
-        return source.eval_sets()
-    split: DataSplit = source
-    split.data.require("linear")
-    train = split.train
-    if len(train) > _PROBE_FIT_MAX:
-        rows = np.sort(
-            numpy_rng(seed, Stream.EVAL_SUBSET).choice(len(train), _PROBE_FIT_MAX, replace=False)
-        )
-        train = train.subset(rows)
-    fit = _probe_set(train.obs(), train.next_obs(), train.oracle)
-    test = _probe_set(split.test.obs(), split.test.next_obs(), split.test.oracle)
-    return {
-        "probe_fit": fit,
-        "probe_test": test,
-        "recon": {"o": fit["o"], "o_next": fit["o_next"]},
-        "env_config": env_config_of(split.data.env_id, split.data.env_kwargs),
-        "description": split.describe(),
-    }
-
-
-def env_config_of(env_id: str, kwargs: dict[str, Any]) -> EnvConfig:
-    """The LinearLAM parameters of an environment id and its keyword arguments."""
-    fields = {f.name for f in dataclasses.fields(EnvConfig)}
-    preset = kwargs.get("preset", lam_envs.ENV_IDS.get(env_id, ("linear", None))[1])
-    return EnvConfig.from_preset(preset, **{k: v for k, v in kwargs.items() if k in fields})
-
-
-@dataclass
-class StreamConfig:
-    """Fresh transitions from the native vector env instead of a dataset (linear only)."""
-
-    env: str = option("LinearLAM-v0", "stream fresh transitions from this environment")
-    env_kwargs: dict[str, Any] = option(
-        dict,
-        "an environment parameter (d_o, sigma_exo, ...), repeatable",
-        flags=("--env-kwarg", "-k"),
-    )
-    policy: str = option("random", "behaviour policy: random or linear")
-    chi: float | None = option(None, "linear policy determinism χ in [0, 1]")
-    episode_length: int = option(1, "steps per episode (1: every o ~ N(0, I))")
-    train_transitions: int | None = option(
-        None, "train on a fixed pool of this many transitions (default: fresh ones)"
-    )
-
-    def __post_init__(self) -> None:
-        check_choice("environment", self.env, lam_envs.ENV_IDS)
-        if lam_envs.ENV_IDS[self.env][0] != "linear":
-            raise ValueError(f"environment {self.env!r} is not a LinearLAM environment")
-        check_choice("policy", self.policy, ("random", "linear"))
-        if self.chi is not None:
-            check_fraction("chi", self.chi)
-        check_int("episode_length", self.episode_length, low=1)
-        if self.train_transitions is not None:
-            check_int("train_transitions", self.train_transitions, low=1)
-
-
-class StreamSource:
-    """Fresh transitions from the native vector env (``EnvStream``), for one copy.
-
-    Training draws from a stream of the training policy (or from a fixed pool of
-    ``train_transitions``); ``label_fraction`` of the transitions show their action. The
-    probes are fitted and measured on ``eval_transitions`` fresh random-policy transitions
-    of the same environment (same X, Y) whatever the training policy, as the χ sweep
-    asks; the reconstruction loss is measured on training-policy data.
-    """
-
-    def __init__(
-        self,
-        config: StreamConfig,
-        seed: int,
-        label_fraction: float = 1.0,
-        eval_transitions: int = 4096,
-    ):
-        self.config = c = config
-        self.seed, self.label_fraction = seed, check_fraction("label_fraction", label_fraction)
-        self.eval_transitions = check_int("eval_transitions", eval_transitions, low=2)
-        self.env_config = env_config_of(c.env, c.env_kwargs)
-        self.d_o, self.d_a = self.env_config.d_o, self.env_config.d_a
-        self.spec = DataSpec("linear", (self.d_o,), False, self.d_a)
-        self.description = f"stream {c.env} {c.env_kwargs or ''} policy {c.policy}" + (
-            f" χ={c.chi}" if c.chi is not None else ""
-        )
-        knobs = {"chi": c.chi} if c.policy == "linear" and c.chi is not None else {}
-        self._train_kwargs = dict(
-            policy=c.policy,
-            episode_length=c.episode_length,
-            label_fraction=label_fraction,
-            policy_knobs=knobs,
-            **c.env_kwargs,
-        )
-        self._stream: EnvStream | None = None
-        self._pool = self._pool_oracle = None
-        self._rng = numpy_rng(seed, Stream.BATCHES)
-        if c.train_transitions is not None:
-            self._pool, self._pool_oracle = self._draw(
-                c.train_transitions,
-                derive_seed(seed, Stream.STREAM_TRAIN_POOL),
-                **self._train_kwargs,
-            )
-
-    def _draw(self, n: int, seed: int, **kwargs) -> tuple[dict, dict]:
-        """n transitions from a new stream, in batches of at most 8192 parallel envs."""
-        stream = EnvStream(self.config.env, min(n, 8192), seed=seed, **kwargs)
-        parts = [stream.next_numpy() for _ in range(math.ceil(n / stream.env.num_envs))]
-        learn = {k: np.concatenate([p[0][k] for p in parts])[:n] for k in parts[0][0]}
-        oracle = {k: np.concatenate([p[1][k] for p in parts])[:n] for k in ("action", "q", "eps")}
-        return learn, oracle
-
-    def train_chunk(self, n: int) -> dict[str, np.ndarray]:
-        """n training transitions: obs, next_obs, actions (NaN unlabelled), label_mask."""
-        if self._pool is not None:
-            index = self._rng.integers(len(self._pool["obs"]), size=n)
-            return {k: v[index] for k, v in self._pool.items()}
-        if self._stream is None:
-            self._stream = EnvStream(
-                self.config.env,
-                n,
-                seed=derive_seed(self.seed, Stream.BATCHES),
-                **self._train_kwargs,
-            )
-        return self._stream.next_numpy()[0]
-
-    def eval_sets(self) -> dict[str, Any]:
-        c, n = self.config, self.eval_transitions
-        random_kwargs = dict(self._train_kwargs, policy="random", policy_knobs={})
-        random_policy = c.policy == "random" or not c.chi
-        if self._pool is not None:
-            recon = {"o": self._pool["obs"], "o_next": self._pool["next_obs"]}
-            if random_policy and c.episode_length == 1:
-                fit_learn, fit_oracle = self._pool, self._pool_oracle
-            else:
-                fit_learn, fit_oracle = self._draw(
-                    len(self._pool["obs"]),
-                    derive_seed(self.seed, Stream.EVAL_SUBSET),
-                    **random_kwargs,
-                )
-        else:
-            learn, _ = self._draw(
-                n, derive_seed(self.seed, Stream.STREAM_RECON), **self._train_kwargs
-            )
-            recon = {"o": learn["obs"], "o_next": learn["next_obs"]}
-            fit_learn, fit_oracle = self._draw(
-                n, derive_seed(self.seed, Stream.EVAL_SUBSET), **random_kwargs
-            )
-        test_learn, test_oracle = self._draw(
-            n, derive_seed(self.seed, Stream.STREAM_PROBE_TEST), **random_kwargs
-        )
-        return {
-            "probe_fit": _probe_set(fit_learn["obs"], fit_learn["next_obs"], fit_oracle),
-            "probe_test": _probe_set(test_learn["obs"], test_learn["next_obs"], test_oracle),
-            "recon": recon,
-            "env_config": self.env_config,
-            "description": self.description,
-        }
-
-
-class StreamBatches:
-    """The :class:`~lam_models.split.CopyBatches` interface over M stream sources: every copy
-    its own fresh data (drawn 32 batches at a time)."""
-
-    _CHUNK = 32
-
-    def __init__(self, sources: list[StreamSource], device: torch.device):
-        specs = {(s.d_o,) for s in sources}
-        if len(specs) > 1:
-            raise ValueError(f"copies trained together must share d_o; got {sorted(specs)}")
-        self.sources, self.device = sources, device
-        self.num_copies = len(sources)
-        d_a = max(s.d_a for s in sources)
-        self.spec = DataSpec("linear", (sources[0].d_o,), False, d_a)
-        self._chunk: dict[str, Tensor] = {}
-        self._next = self._CHUNK
-        self._batch_size = None
-
-    @property
-    def has_labels(self) -> Tensor:
-        return torch.tensor([s.label_fraction > 0 for s in self.sources])
-
-    def sample(self, batch_size: int, offset: int = 1, uniform_offset=False, labelled_share=0.0):
-        if self._next == self._CHUNK or batch_size != self._batch_size:
-            self._refill(batch_size)
-        k = self._next
-        self._next += 1
-        obs, nxt = self._chunk["obs"][:, k], self._chunk["next_obs"][:, k]
-        return Transitions(
-            obs, nxt, nxt, self._chunk["actions"][:, k], self._chunk["label_mask"][:, k]
-        )
-
-    def _refill(self, batch_size: int) -> None:
-        m, n, d_a = self.num_copies, self._CHUNK * batch_size, self.spec.action_dim
-        parts = [s.train_chunk(n) for s in self.sources]
-        for key in ("obs", "next_obs", "label_mask"):
-            stacked = torch.from_numpy(np.stack([p[key] for p in parts]))
-            self._chunk[key] = stacked.view(m, self._CHUNK, batch_size, *stacked.shape[2:]).to(
-                self.device
-            )
-        actions = np.full((m, n, d_a), np.nan, dtype=np.float32)
-        for i, p in enumerate(parts):  # NaN-pad: only copies without the head differ in d_a
-            actions[i, :, : p["actions"].shape[1]] = p["actions"]
-        self._chunk["actions"] = torch.from_numpy(actions).view(m, self._CHUNK, batch_size, d_a)
-        self._chunk["actions"] = self._chunk["actions"].to(self.device)
-        self._chunk["obs"] = self._chunk["obs"].float()
-        self._chunk["next_obs"] = self._chunk["next_obs"].float()
-        self._chunk["label_mask"] = self._chunk["label_mask"].bool()
-        self._next, self._batch_size = 0, batch_size
-
-
 @register_lam("linear")
 class LinearLAM(LAM):
     """The linear LAM on flattened observations."""
@@ -595,7 +371,7 @@ class LinearLAM(LAM):
         beside the analytic optimum of the same data, and the data's parameters."""
         results = []
         for m, source in enumerate(sources):
-            sets = _eval_sets(source, self.seeds[m])
+            sets = eval_sets(source, self.seeds[m])
             result: dict[str, Any] = {}
             for kind in ("true", "surrogate"):
                 z = {}
@@ -696,88 +472,3 @@ def _flat(batch: Transitions, action_dim: int) -> Transitions:
 # --------------------------------------------------------------------------------------------
 # Analytic optimum
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AnalyticOptimum:
-    """Closed-form optimum of the linear LAM (float64 tensors).
-
-    min_loss: the minimum of E‖ô' − o'‖², the sum of the eigenvalues beyond the top d_z.
-    eigenvalues: (d_o,) eigenvalues of E[(o'−o)(o'−o)ᵀ], descending.
-    A: (d_o, d_o) = I.  B: (d_o, d_z) top-d_z eigenvectors.  D = Bᵀ.  C = −D.
-    """
-
-    min_loss: float
-    eigenvalues: Tensor
-    A: Tensor
-    B: Tensor
-    C: Tensor
-    D: Tensor
-
-
-def analytic_optimum(delta: Tensor | np.ndarray, d_z: int) -> AnalyticOptimum:
-    """PCA optimum of the linear LAM from samples ``delta`` = o' − o of shape (N, d_o).
-
-    When the change o' − o = q + ε is uncorrelated with o (a random policy), the best linear
-    LAM predicts ô' = o + P(o' − o), P the projector onto the top-d_z eigenvectors of
-    Σ = E[(o'−o)(o'−o)ᵀ], and its loss is the sum of Σ's remaining eigenvalues (Eckart–Young).
-    The model has no bias, so Σ is the uncentred second moment; it equals Cov(q + ε) when the
-    change has zero mean, as under the random policy. Computed in float64.
-    """
-    delta = torch.as_tensor(delta).to(torch.float64)
-    if delta.ndim != 2 or delta.shape[0] == 0:
-        raise ValueError(f"delta must have shape (N, d_o) with N >= 1, got {tuple(delta.shape)}")
-    if not torch.isfinite(delta).all():
-        raise ValueError("delta holds NaN or infinite values; the data is not finite")
-    return analytic_optimum_from_moment(delta.mT @ delta / delta.shape[0], d_z)
-
-
-def analytic_optimum_from_moment(moment: Tensor | np.ndarray, d_z: int) -> AnalyticOptimum:
-    """As :func:`analytic_optimum`, from Σ = E[(o'−o)(o'−o)ᵀ] (or a covariance), (d_o, d_o)."""
-    moment = torch.as_tensor(moment).to(torch.float64)
-    if moment.ndim != 2 or moment.shape[0] != moment.shape[1]:
-        raise ValueError(f"moment must be a square (d_o, d_o) matrix, got {tuple(moment.shape)}")
-    d_o = moment.shape[0]
-    d_z = check_int("d_z", d_z, low=1, high=d_o)
-    eigenvalues, eigenvectors = torch.linalg.eigh((moment + moment.mT) / 2)  # ascending
-    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
-    B = eigenvectors[:, :d_z]
-    return AnalyticOptimum(
-        min_loss=float(eigenvalues[d_z:].sum()),
-        eigenvalues=eigenvalues,
-        A=torch.eye(d_o, dtype=torch.float64),
-        B=B,
-        C=-B.mT,
-        D=B.mT.clone(),
-    )
-
-
-def published_action_weight(d_o: int, d_a: int, weight: float = 1.0) -> float:
-    """λ_a of this package's loss (sums over dimensions) that reproduces the published loss
-    recon/d_o + ``weight``·action/d_a (means over dimensions): ``weight``·d_o/d_a, since the
-    published loss is this one divided by d_o, and Adam's steps do not see that factor."""
-    check_int("d_o", d_o, low=1)
-    check_int("d_a", d_a, low=1)
-    return check_float("weight", weight, low=0.0) * d_o / d_a
-
-
-class OptimalityGap(NamedTuple):
-    """How far trained copies are from the analytic optimum on one evaluation set."""
-
-    loss: Tensor  # (M,) E‖ô' − o'‖² of each copy, no augmentation
-    minimum: Tensor  # (M,) analytic minimum on the same data
-    relative: Tensor  # (M,) (loss − minimum) / minimum
-
-
-def optimality_gap(lam: LinearLAM, o: Tensor, o_next: Tensor) -> OptimalityGap:
-    """Evaluate ``lam`` on (o, o') of shape (N, d_o) or (M, N, d_o) against the PCA optimum
-    of the same transitions (no sampling offset; slightly negative on a finite sample, where
-    o and o' − o are not exactly uncorrelated)."""
-    o, o_next = (torch.as_tensor(x, dtype=torch.float32, device=lam.device) for x in (o, o_next))
-    loss = lam.module.reconstruction_loss(o, o_next).double().cpu()
-    delta = (o_next - o).detach().cpu()
-    if delta.ndim == 2:
-        delta = delta.expand(lam.num_copies, *delta.shape)
-    d_z = lam.config.latent_dim
-    minimum = torch.tensor([analytic_optimum(d, d_z).min_loss for d in delta], dtype=torch.float64)
-    return OptimalityGap(loss, minimum, (loss - minimum) / minimum)

@@ -38,7 +38,9 @@ import torch
 from torch import Tensor
 
 from lam_envs.envs.linear import LinearLAMConfig, effect_matrices
-from lam_envs.utils.validate import check_choice, check_float, check_fraction, check_int
+from lam_envs.utils.config import check_fields, option
+from lam_envs.utils.validate import check_choice, check_fraction, check_int
+from lam_models.lams import fields
 from lam_models.lams.base import resolve_device
 from lam_models.lams.linear import LATENTS, LinearLAM, analytic_optimum
 from lam_models.seeding import Stream, numpy_rng, torch_generator
@@ -72,19 +74,16 @@ class FreshLaw:
     d_o: int = 128
     d_a: int = 8
     d_b: int = 8
-    noise: str = "none"
-    sigma: float = 0.0
-    chi: float = 0.0
-    projection: str = "orthonormal"
+    noise: str = option("none", "the noise (NOISES)", choices=NOISES)
+    sigma: float = option(0.0, "σ, the noise's scale", low=0.0)
+    chi: float = option(0.0, "χ, the policy's determinism", low=0.0, high=1.0)
+    projection: str = option("orthonormal", "how Π is drawn (PROJECTIONS)", choices=PROJECTIONS)
 
     def __post_init__(self):
         check_int("d_o", self.d_o, low=2)
         check_int("d_a", self.d_a, low=1, high=self.d_o - 1)
         check_int("d_b", self.d_b, low=1, high=self.d_o - self.d_a)
-        check_choice("noise", self.noise, NOISES)
-        check_float("sigma", self.sigma, low=0.0)
-        check_fraction("chi", self.chi)
-        check_choice("projection", self.projection, PROJECTIONS)
+        check_fields(self)
 
     @property
     def noise_width(self) -> int:
@@ -402,22 +401,15 @@ class ProbePlan:
     ``noise_free``: without its noise; ``random_policy``: with χ = 0), and the probes' Adam
     schedule (:func:`adam_probes`)."""
 
-    latent: str = "change"
-    fit: str = "training"
-    test: str = "training"
-    steps: int = 5000
-    batch_size: int = 128
-    lr: float = 1e-3
-    test_transitions: int = 10_000
+    latent: str = option("change", "the latent probed (LATENTS)", choices=LATENTS)
+    fit: str = option("training", "the law the probes are fitted on", choices=PROBE_DATA)
+    test: str = option("training", "the law the probes are measured on", choices=PROBE_DATA)
+    steps: int = fields.steps(5000)
+    batch_size: int = fields.batch_size()
+    lr: float = fields.lr(1e-3)
+    test_transitions: int = option(10_000, "fresh transitions the probes are measured on", low=1)
 
-    def __post_init__(self):
-        check_choice("latent", self.latent, LATENTS)
-        check_choice("fit", self.fit, PROBE_DATA)
-        check_choice("test", self.test, PROBE_DATA)
-        for name in ("steps", "batch_size", "test_transitions"):
-            check_int(name, getattr(self, name), low=1)
-        if not check_float("lr", self.lr, low=0.0) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+    __post_init__ = check_fields
 
     def law(self, law: FreshLaw, which: str) -> FreshLaw:
         return {"training": law, "noise_free": law.noise_free(),

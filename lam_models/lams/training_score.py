@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from lam_envs.utils.validate import check_int
 from lam_models.seeding import Stream
 from lam_models.split import CopyBatches, DataSplit
 
@@ -50,7 +49,7 @@ class TrainingScore:
         self.batches: CopyBatches | None = None
         if dataset:
             reference = data.splits[0]
-            split = DataSplit(dataset, reference.held_out, reference.seed)
+            split = DataSplit(dataset, held_out=reference.held_out, seed=reference.seed)
             if split.spec.obs_shape != data.spec.obs_shape:
                 raise ValueError(
                     f"the score dataset {dataset!r} has observations of shape "
@@ -59,14 +58,6 @@ class TrainingScore:
             self.batches = CopyBatches(
                 [split] * data.num_copies, data.seeds, device, stream=Stream.SCORE_BATCHES
             )
-
-    @staticmethod
-    def check_options(score_updates: Any, score_dataset: Any) -> None:
-        """The config fields a trainer that scores itself declares (``score_updates``,
-        ``score_dataset``), checked in one place."""
-        check_int("score_updates", score_updates, low=0)
-        if not isinstance(score_dataset, str):
-            raise ValueError(f"score_dataset must be a dataset id or path, got {score_dataset!r}")
 
     def due(self, step: int) -> bool:
         """Whether update ``step`` (0-based) is scored."""

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lam_envs.utils.validate import check_float, check_int
+from lam_envs.utils.config import Checked, option
 from lam_models.augment import augment_pair, copy_noise_row
 from lam_models.evaluation.metrics import (
     code_action_accuracy,
@@ -58,7 +58,7 @@ from lam_models.evaluation.metrics import (
     no_action_error,
     perplexity,
 )
-from lam_models.flags import option
+from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, register_lam
 from lam_models.lams.training_score import TrainingScore
 from lam_models.nn import ConvEncoder, EnsembleModule, TinyUNet, VectorQuantiser
@@ -84,18 +84,18 @@ ACTION_NAMES = ("stay", "up", "down", "left", "right")  # GridLAM's Discrete(5)
 
 
 @dataclass
-class VQConfig:
+class VQConfig(Checked):
     """Hyper-parameters of the grid VQ LAM and its trainer (the papers' symbols)."""
 
-    codebook_size: int = option(
-        5, "K, number of codes (>= the number of actions with action prediction)"
+    codebook_size: int = fields.codebook_size()
+    latent_dim: int = option(8, "D, dimension of the latent and the codes", low=1)
+    idm_width: int = option(16, "channels of the IDM's CNN and MLP", low=1)
+    fdm_width: int = option(8, "channels of the FDM's UNet (twice that at its 2×2 level)", low=1)
+    commitment_weight: float = option(0.25, "β, weight of the commitment loss", low=0.0)
+    ema_decay: float = option(
+        0.99, "γ, decay of the codebook's moving averages, in (0, 1)", above=0, below=1
     )
-    latent_dim: int = option(8, "D, dimension of the latent and the codes")
-    idm_width: int = option(16, "channels of the IDM's CNN and MLP")
-    fdm_width: int = option(8, "channels of the FDM's UNet (twice that at its 2×2 level)")
-    commitment_weight: float = option(0.25, "β, weight of the commitment loss")
-    ema_decay: float = option(0.99, "γ, decay of the codebook's moving averages, in (0, 1)")
-    dead_code_steps: int = option(100, "revive a code unused for this many updates")
+    dead_code_steps: int = option(100, "revive a code unused for this many updates", low=1)
     augment: bool = option(False, "random ±1-column periodic shifts (Aug1, Aug2)")
     noise_copy: bool = option(
         False,
@@ -105,45 +105,21 @@ class VQConfig:
     action_prediction: bool = option(
         False, "pre-assign code k to action k; pull labelled latents toward their action's code"
     )
-    action_weight: float = option(5.0, "λ_a, weight of the action-prediction pull")
+    action_weight: float = option(5.0, "λ_a, weight of the action-prediction pull", low=0.0)
     labelled_share: float = option(
-        0.1, "with action prediction: share of each batch drawn from the labelled subset"
+        0.1,
+        "with action prediction: share of each batch drawn from the labelled subset",
+        low=0.0,
+        high=1.0,
     )
-    steps: int = option(16_000, "Adam updates")
-    batch_size: int = option(128, "transitions per update")
-    lr: float = option(1e-3, "Adam learning rate")
-    log_every: int = option(100, "training-curve resolution, in updates")
-    score_updates: int = option(
-        40, "the published losses average the FDM's error over this many last updates"
+    steps: int = fields.steps(16_000)
+    batch_size: int = fields.batch_size()
+    lr: float = fields.lr(1e-3)
+    log_every: int = fields.log_every()
+    score_updates: int = fields.score_updates()
+    score_dataset: str = fields.score_dataset(
+        "score those updates on batches of this dataset (id or path) instead of the training batch"
     )
-    score_dataset: str = option(
-        "",
-        "score those updates on batches of this dataset (id or path) instead of the training batch",
-    )
-
-    def __post_init__(self) -> None:
-        TrainingScore.check_options(self.score_updates, self.score_dataset)
-        for name in (
-            "codebook_size",
-            "latent_dim",
-            "idm_width",
-            "fdm_width",
-            "dead_code_steps",
-            "steps",
-            "batch_size",
-            "log_every",
-        ):
-            check_int(name, getattr(self, name), low=1)
-        check_float("commitment_weight", self.commitment_weight, low=0.0)
-        check_float("action_weight", self.action_weight, low=0.0)
-        check_float("labelled_share", self.labelled_share, low=0.0, high=1.0)
-        if not check_float("lr", self.lr, low=0.0) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 < check_float("ema_decay", self.ema_decay) < 1:
-            raise ValueError(f"ema_decay must be in the open interval (0, 1), got {self.ema_decay}")
-        for name in ("augment", "noise_copy", "action_prediction"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @property
     def pull_weight(self) -> float:

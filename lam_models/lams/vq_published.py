@@ -56,9 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_envs.utils.validate import check_choice, check_float, check_int
+from lam_envs.utils.config import Checked, option
 from lam_models.augment import augment_pair, copy_noise_row
-from lam_models.flags import option
+from lam_models.lams import fields
 from lam_models.lams.base import TrainingLog, register_lam
 from lam_models.lams.training_score import TrainingScore
 from lam_models.lams.vq import VQLAM, VQPrediction, action_loss, batch_perplexity
@@ -83,40 +83,45 @@ __all__ = [
 
 
 @dataclass
-class PublishedVQConfig:
+class PublishedVQConfig(Checked):
     """Hyper-parameters of the published grid VQ LAM (defaults: the released code's,
     docs/protocols.md)."""
 
-    codebook_size: int = option(
-        5, "K, number of codes (>= the number of actions with action prediction)"
-    )
+    codebook_size: int = fields.codebook_size()
     latent_dim: int = option(
         16,
         "D, dimension of the latent and the codes (the FDM reads it as an image of the "
         "frame's shape: H·W on the 4×4 grid, H·W/s² at pixel scale s)",
+        low=1,
     )
-    encoder_width: int = option(64, "channels of the per-frame CNN encoder")
-    mlp_width: int = option(512, "width of the IDM's two hidden layers")
-    fdm_width: int = option(64, "channels of the FDM's UNet")
-    codebook_weight: float = option(0.1, "weight of the codebook loss ‖sg(latent) − c‖²")
-    commitment_weight: float = option(0.025, "β, weight of the commitment loss ‖latent − sg(c)‖²")
+    encoder_width: int = option(64, "channels of the per-frame CNN encoder", low=1)
+    mlp_width: int = option(512, "width of the IDM's two hidden layers", low=1)
+    fdm_width: int = option(64, "channels of the FDM's UNet", low=1)
+    codebook_weight: float = option(0.1, "weight of the codebook loss ‖sg(latent) − c‖²", low=0.0)
+    commitment_weight: float = option(
+        0.025, "β, weight of the commitment loss ‖latent − sg(c)‖²", low=0.0
+    )
     learn_codebook: bool = option(
         False,
         "make the codes Adam parameters moved by the codebook loss (the release moves "
         "them only by the dead-code reset)",
     )
     dead_code_share: float = option(
-        0.001, "a code chosen by less than this share of a checked batch gets one mark"
+        0.001,
+        "a code chosen by less than this share of a checked batch gets one mark",
+        low=0.0,
+        high=1.0,
     )
-    dead_code_checks: int = option(3, "reset a code once it has more than this many marks")
+    dead_code_checks: int = option(3, "reset a code once it has more than this many marks", low=0)
     reset_schedule: str = option(
         "released",
         "released: check the last batch of every 5th epoch, marks accumulate until a reset, "
         "the code moves to the latent of the batch row with its index; every-update (a "
         "variant): check every batch, reset after more than dead_code_checks dead batches in "
         "a row, to a random latent of the batch",
+        choices=("released", "every-update"),
     )
-    reset_epochs: int = option(5, "released schedule: check every this many epochs")
+    reset_epochs: int = option(5, "released schedule: check every this many epochs", low=1)
     fdm_skip: bool = option(
         False,
         "a variant: concatenate a full-resolution skip in the FDM's UNet (the released FDM "
@@ -135,63 +140,33 @@ class PublishedVQConfig:
         "with noise_copy, what the FDM reads: o (the protocol's reading) or idm (the IDM's "
         "o, which carries o′'s noise row, so the FDM cannot copy the target's noise row: a "
         "hypothesis for the published augmentation row's stochastic loss, a variant)",
+        choices=("o", "idm"),
     )
     action_prediction: bool = option(
         False,
         "pre-assign code k to action k; labelled examples feed their action's code to "
         "the FDM and pull the latent toward it",
     )
-    action_weight: float = option(0.1, "λ_a, weight of the action pull")
+    action_weight: float = option(0.1, "λ_a, weight of the action pull", low=0.0)
     label_mechanism: str = option(
         "detached",
         "detached (released): a labelled example's FDM gets its action's code detached, the "
         "straight-through output is pulled to it, no code reset while labels are used; "
         "straight-through (a variant): the FDM gets the action's code through the "
         "straight-through path, the latent is pulled and committed to it, resets go on",
+        choices=("detached", "straight-through"),
     )
-    score_updates: int = option(
-        40, "the published losses average the FDM's error over this many last updates"
-    )
-    score_dataset: str = option(
-        "",
+    score_updates: int = fields.score_updates()
+    score_dataset: str = fields.score_dataset(
         "score those updates on batches of this dataset (id or path; the policy row: the "
         "uniform-policy data) instead of the training batch",
     )
-    steps: int = option(1600, "Adam updates (released: 400 epochs × 4 batches; the text: 16000)")
-    batch_size: int = option(1024, "transitions per update")
-    lr: float = option(1e-4, "Adam learning rate")
-    log_every: int = option(50, "training-curve resolution, in updates")
-
-    def __post_init__(self) -> None:
-        for name in (
-            "codebook_size",
-            "latent_dim",
-            "encoder_width",
-            "mlp_width",
-            "fdm_width",
-            "steps",
-            "batch_size",
-            "log_every",
-            "reset_epochs",
-        ):
-            check_int(name, getattr(self, name), low=1)
-        check_int("dead_code_checks", self.dead_code_checks, low=0)
-        check_int("score_updates", self.score_updates, low=0)
-        check_choice("reset_schedule", self.reset_schedule, ("released", "every-update"))
-        check_choice("label_mechanism", self.label_mechanism, ("detached", "straight-through"))
-        check_choice("noise_copy_fdm_input", self.noise_copy_fdm_input, ("o", "idm"))
-        if not isinstance(self.score_dataset, str):
-            raise ValueError(
-                f"score_dataset must be a dataset id or path, got {self.score_dataset!r}"
-            )
-        for name in ("codebook_weight", "commitment_weight", "action_weight"):
-            check_float(name, getattr(self, name), low=0.0)
-        check_float("dead_code_share", self.dead_code_share, low=0.0, high=1.0)
-        if not check_float("lr", self.lr, low=0.0) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("learn_codebook", "augment", "noise_copy", "action_prediction", "fdm_skip"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+    steps: int = fields.steps(
+        1600, "Adam updates (released: 400 epochs × 4 batches; the text: 16000)"
+    )
+    batch_size: int = fields.batch_size(1024)
+    lr: float = fields.lr(1e-4)
+    log_every: int = fields.log_every(50)
 
 
 def _conv(m: int, c_in: int, c_out: int, size: tuple[int, int]) -> EnsembleConv2d:

@@ -26,25 +26,19 @@ The data split (train / held-out episodes and the labelled subset) is a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lam_envs.utils.cli import Parser
 from lam_envs.utils.outputs import check_path, claim_output_folder, write_atomically
-from lam_envs.utils.validate import check_choice, check_fraction, check_int
-from lam_models.data import DatasetError
-from lam_models.flags import add_flags, add_runtime_flags, given_flags, option
-from lam_models.lams.base import LAM, config_from_dict, get_lam, load_lam, resolve_device
+from lam_envs.utils.validate import check_choice
+from lam_models.lams.base import LAM, load_lam, resolve_device
 from lam_models.pipeline.bc import (
     actor_outputs,
     bc_policies,
@@ -53,15 +47,18 @@ from lam_models.pipeline.bc import (
     load_policy,
     save_policy,
 )
+from lam_models.pipeline.config import DECODER_INPUTS, PipelineConfig, PipelineError
 from lam_models.pipeline.rollout import composed, evaluate_policies
 from lam_models.runs import check_out_dir, plot_history, save_run
 from lam_models.split import DataSplit
 
 __all__ = [
+    "DECODER_INPUTS",
     "STAGES",
     "PipelineConfig",
     "PipelineError",
     "Run",
+    "build_parser",
     "format_results",
     "main",
     "run_pipeline",
@@ -69,67 +66,7 @@ __all__ = [
 ]
 
 STAGES = ("lam", "relabel", "bc", "decoder", "rollout")
-#: What the decoder may read: the relabelled latent z, or the latent policy's output π(o).
-DECODER_INPUTS = ("latent", "actor")
 RESULTS = "results.json"
-
-
-class PipelineError(ValueError):
-    """A stage that cannot run: missing artefacts, or a run folder made with other settings."""
-
-
-@dataclass
-class PipelineConfig:
-    """Everything a pipeline run needs; saved as ``config.json`` in the run folder."""
-
-    dataset: str = option("", "Minari id or path of a lam_envs.collect dataset")
-    lam: str = option("vq", "which LAM (a registered name: linear, vq, laom, ...)")
-    lam_options: dict[str, Any] = option(
-        dict, "the LAM's settings over its pipeline defaults", flags=("--lam-option",)
-    )
-    label_fraction: float | None = option(
-        None,
-        "labelled subset: this share of the train transitions, at most the dataset's "
-        "labelled share; none = the dataset's labelled subset",
-    )
-    held_out: float = option(0.1, "share of episodes held out (agreement and probes)")
-    seed: int = option(0, "seed of split, label subset, models and rollouts")
-    policy_steps: int = option(1500, "updates of each policy and of the decoder")
-    width: int = option(64, "hidden units of the policies and the decoder")
-    rollout_episodes: int = option(32, "episodes each policy is rolled out for")
-    decoder_input: str = option(
-        "latent", "what the decoder reads: latent (z of the transition) or actor (π(o), LAOM's)"
-    )
-
-    def __post_init__(self) -> None:
-        if (
-            self.label_fraction is not None
-            and check_fraction("label_fraction", self.label_fraction) == 0
-        ):
-            raise ValueError("label_fraction must be in (0, 1], got 0: the decoder needs labels")
-        if not 0 < self.held_out < 1:
-            raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
-        check_int("seed", self.seed, low=0)
-        check_choice("decoder_input", self.decoder_input, DECODER_INPUTS)
-        for name in ("policy_steps", "width", "rollout_episodes"):
-            check_int(name, getattr(self, name), low=1)
-        self.lam_config()  # the LAM's name and settings, checked now
-
-    def lam_class(self) -> type[LAM]:
-        return get_lam(self.lam)
-
-    def lam_config(self) -> Any:
-        """The LAM's configuration: its pipeline defaults, then ``lam_options``."""
-        cls = self.lam_class()
-        return config_from_dict(cls.Config, {**cls.pipeline_defaults, **self.lam_options})
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> PipelineConfig:
-        """A configuration small enough for tests and demos (seconds, not minutes)."""
-        options = {"steps": 400, **overrides.pop("lam_options", {})}
-        return cls(
-            **{"policy_steps": 400, "rollout_episodes": 8, "lam_options": options, **overrides}
-        )
 
 
 class Run:
@@ -150,7 +87,7 @@ class Run:
             config.dataset,
             config.held_out,
             config.seed,
-            config.label_fraction,
+            label_fraction=config.label_fraction,
             trust_entry_point=trust,
         )
         self.data = self.split.data
@@ -245,7 +182,7 @@ def stage_lam(run: Run, progress: bool) -> dict[str, Any]:
     c = run.config
     run.check_labels()  # refused before the LAM is trained: the decoder will need labels
     lam = c.lam_class().train(
-        [c.lam_config()], [run.split], [c.seed], run.device, progress, run.tensorboard
+        [c.lam_config], [run.split], [c.seed], run.device, progress, run.tensorboard
     )
     metrics = LAM.metrics(lam, [run.split])[0]
     lam.save(run.folder("lam"), metrics, pipeline_config=c)
@@ -397,14 +334,6 @@ def _saved_config(out_dir: Path) -> PipelineConfig | None:
         raise PipelineError(f"{path} is not a pipeline configuration ({error})") from None
 
 
-def _differences(config: PipelineConfig, saved: PipelineConfig) -> str:
-    return ", ".join(
-        f"{f.name}={getattr(config, f.name)!r} (folder: {getattr(saved, f.name)!r})"
-        for f in dataclasses.fields(config)
-        if getattr(config, f.name) != getattr(saved, f.name)
-    )
-
-
 def run_stage(
     stage: str,
     out_dir: str | Path,
@@ -456,7 +385,7 @@ def _run_stage(stage, out, config, progress, device, overwrite, trust, tensorboa
         hint = "use a new --out, or --overwrite" if first else "use a new --out"
         raise PipelineError(
             f"run folder {str(out)!r} was made with other settings: "
-            f"{_differences(config, saved)}; {hint}"
+            f"{config.differences(saved)}; {hint}"
         )
     config = config if config is not None else saved
     run = Run(out, config, device, trust, tensorboard)
@@ -541,115 +470,4 @@ def format_results(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-def build_parser(lam: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``lam`` given, also that LAM's settings as ``--lam-<field>`` flags."""
-    p = Parser(
-        prog="python -m lam_models.pipeline",
-        description="LAPO-style pipeline: train a LAM, relabel, clone a latent policy, decode "
-        "latents to actions with the labelled subset, roll out; beside BC on the labelled "
-        "subset and on fully labelled data. Prints and saves results.json.",
-    )
-    p.add_argument("--out", type=Path, required=True, help="run folder (one sub-folder per stage)")
-    p.add_argument(
-        "--stage", default="all", help=f"stage to run: {'|'.join(STAGES)}|all (default: all)"
-    )
-    add_flags(p, PipelineConfig)
-    if lam is not None:
-        cls = get_lam(lam)
-        defaults = dataclasses.asdict(config_from_dict(cls.Config, cls.pipeline_defaults))
-        title = f"settings of the {lam!r} LAM (see python -m lam_models.train {lam} --help)"
-        add_flags(p, cls.Config, prefix="lam-", defaults=defaults, title=title)
-    p.add_argument("--quick", action="store_true", help="small step counts (seconds)")
-    p.add_argument(
-        "--trust-dataset",
-        action="store_true",
-        help="let the rollouts create the environment the dataset's metadata names even when "
-        "lam_envs does not register it (its entry point is code that will run)",
-    )
-    add_runtime_flags(p)
-    return p
-
-
-def _lam_name(argv: list[str], out: Path | None) -> str:
-    """The LAM the command line (or the run folder) names, to add its flags."""
-    probe = argparse.ArgumentParser(add_help=False)
-    probe.add_argument("--lam")
-    probe.add_argument("--out", type=Path)
-    known, _ = probe.parse_known_args(argv)
-    if known.lam is not None:
-        return known.lam
-    saved = _saved_config(known.out) if known.out is not None else None
-    return saved.lam if saved is not None else PipelineConfig.lam
-
-
-def config_from_args(args: argparse.Namespace, lam: str) -> PipelineConfig | None:
-    """The configuration the flags describe, on top of the run folder's (later stages)."""
-    given = given_flags(PipelineConfig, args)
-    lam_given = given_flags(get_lam(lam).Config, args, prefix="lam-")
-    options = {**given.pop("lam_options", {}), **lam_given}
-    if args.stage in ("lam", "all"):
-        if not given.get("dataset"):
-            raise PipelineError(f"--stage {args.stage} needs --dataset")
-        base = PipelineConfig.quick(dataset=given["dataset"]) if args.quick else PipelineConfig()
-        return PipelineConfig(
-            **{
-                **dataclasses.asdict(base),
-                **given,
-                "lam": lam,
-                "lam_options": {**base.lam_options, **options},
-            }
-        )
-    saved = _saved_config(args.out)
-    if saved is None or not (given or options):
-        return None
-    return PipelineConfig(
-        **{
-            **dataclasses.asdict(saved),
-            **given,
-            "lam": lam,
-            "lam_options": {**saved.lam_options, **options},
-        }
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        lam = _lam_name(argv, None)
-        get_lam(lam)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    args = build_parser(lam).parse_args(argv)
-    try:
-        torch.set_num_threads(check_int("threads", args.threads, low=1))
-        check_choice("stage", args.stage, (*STAGES, "all"))
-        config = config_from_args(args, lam)
-        result = run_stage(
-            args.stage,
-            args.out,
-            config,
-            not args.quiet,
-            args.device,
-            args.overwrite,
-            args.trust_dataset,
-            args.tensorboard,
-        )
-    except (ValueError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # the machine, not the input: a full disk, an I/O error
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if args.stage == "all":
-        print(format_results(result))
-        print(f"saved {args.out}/ (config.json, one folder per stage, {RESULTS})")
-    else:
-        print(f"stage {args.stage}: {json.dumps(result, default=float)}")
-        print(f"saved {args.out / args.stage}/")
-    return 0
+from lam_models.pipeline.cli import build_parser, main  # noqa: E402  (the CLI runs stages)

@@ -19,7 +19,7 @@ from torch import nn
 
 from lam_envs.utils.outputs import write_atomically
 from lam_envs.utils.validate import check_choice
-from lam_models.lams.base import progress_bar
+from lam_models.lams.training import progress_bar
 from lam_models.nn import EnsembleMLP
 from lam_models.seeding import Stream, torch_generator
 
@@ -107,6 +107,7 @@ def fit_policy(
     y: np.ndarray,
     support: np.ndarray,
     kind: str,
+    *,
     steps: int,
     seeds: Sequence[int],
     width: int = 64,
@@ -121,7 +122,8 @@ def fit_policy(
 
     x: (N, d_in) shared or (M, N, d_in); y: (N, d_y)/(M, N, d_y) floats (regression) or
     (N,)/(M, N) int class indices (classification, ``d_out`` classes); support (M, N) bool.
-    Each update draws ``batch_size`` of each copy's own rows (with replacement).
+    Each update draws ``batch_size`` of each copy's own rows (with replacement). The
+    settings after ``kind`` are keywords.
     """
     m = len(seeds)
     support = np.asarray(support, bool).reshape(m, -1)
@@ -258,7 +260,7 @@ def actor_outputs(policy: Policy, obs: np.ndarray, chunk: int = 8192) -> np.ndar
 
 def check_policy(policy: Policy, path: Path) -> None:
     """Refuse a policy with NaN or infinite weights (``ValueError`` naming ``path``)."""
-    from lam_models.lams.base import check_finite_state
+    from lam_models.lams.training import check_finite_state
 
     check_finite_state(policy.state_dict(), path, "policy weights")
 
@@ -278,7 +280,7 @@ def save_policy(path: Path, policy: Policy) -> None:
 
 def load_policy(path: Path, device: torch.device | str = "cpu") -> Policy:
     """A policy written by :func:`save_policy` (weights only)."""
-    from lam_models.lams.base import check_finite_state, load_state, load_weights
+    from lam_models.lams.training import check_finite_state, load_state, load_weights
 
     saved = load_weights(path, device)
     try:

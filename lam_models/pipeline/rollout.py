@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lam_models.data import LAMDataset
-from lam_models.lams.base import progress_bar
+from lam_models.lams.training import progress_bar
 from lam_models.pipeline.bc import Policy
 
 __all__ = ["agreement", "composed", "evaluate_policies", "rollout_returns"]
