@@ -205,8 +205,9 @@ class LAM(abc.ABC):
     #: Settings the pipeline and the studies start from (fields of Config; e.g. fewer steps
     #: than a standalone run). Overridden by what the user gives.
     pipeline_defaults: ClassVar[dict[str, Any]] = {}
-    #: Smaller sizes for the report card's CPU suites (fields of Config): ``"all"`` on every
-    #: setting, ``"image"`` on top of them on image frames (None: not run on images).
+    #: Smaller sizes for the report card's CPU suites (fields of the method's ``Config``):
+    #: ``"all"`` on every setting, ``"image"`` on top of them on image frames (None: not run
+    #: on images).
     cpu_sizes: ClassVar[dict[str, dict[str, Any] | None]] = {}
 
     def __init__(
