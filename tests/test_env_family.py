@@ -15,10 +15,12 @@ import pytest
 import lam_envs
 import lam_models
 from lam_envs.collect import CollectConfig, collect
+from lam_envs.collect.config import KNOB_DEFAULTS
 from lam_envs.dataset import Dataset
 from lam_envs.envs.base import BatchDynamics, BatchEnv, BatchVectorEnv
 from lam_envs.envs.family import (
     FAMILIES,
+    POLICY_KNOBS,
     EnvFamily,
     PolicySpec,
     family_of,
@@ -175,3 +177,9 @@ def test_the_registry_refuses_clashes_and_forgets_a_family(drift):
 def test_methods_fit_families_by_name_or_by_the_familys_likeness(drift):
     assert method_fits(("grid", "linear"), "grid") and method_fits(("linear",), "drift")
     assert not method_fits(("grid",), "drift") and not method_fits(("grid", "linear"), "?")
+
+
+def test_a_policy_knob_is_one_the_collector_can_set():
+    assert set(KNOB_DEFAULTS) == set(POLICY_KNOBS)  # --epsilon and --chi
+    with pytest.raises(ValueError, match="knob must be one of epsilon, chi .* got 'speed'"):
+        PolicySpec(make=lambda dynamics, speed=0.0: None, knob="speed")

@@ -64,6 +64,7 @@ from lam_envs.dataset.reader import (
     check_episode_arrays,
 )
 from lam_envs.envs.family import FAMILIES, EnvFamily, family_for_id
+from lam_envs.utils.validate import check_float
 
 __all__ = [
     "Box",
@@ -211,8 +212,7 @@ class Dataset:
 
     def split(self, held_out: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Split the episodes into (train, held-out) at random; both non-empty."""
-        if not 0 < held_out < 1:
-            raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+        held_out = check_float("held_out", held_out, above=0, below=1)
         n = len(self.episodes)
         n_test = max(1, round(held_out * n))
         if n < 2 or n_test >= n:

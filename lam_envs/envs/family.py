@@ -87,14 +87,19 @@ from gymnasium.envs.registration import register, registry
 DEFAULT_EPISODE_STEPS = 200
 
 
+#: The knobs a policy may have, each from uniformly random (0 or 1) to deterministic.
+POLICY_KNOBS = ("epsilon", "chi")
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """A behaviour policy a family supports.
 
     make: ``make(dynamics, **knobs) -> policy``, the policy a callable
         ``policy(observations, rng, info=None) -> actions`` on a batch.
-    knob: the one knob from uniformly random to deterministic (``"epsilon"``, ``"chi"``),
-        or None.
+    knob: the one knob from uniformly random to deterministic, or None: one of
+        ``POLICY_KNOBS`` (``"epsilon"``: the share of uniformly random actions; ``"chi"``:
+        the determinism), which the collector sets (``--epsilon``, ``--chi``).
     knobs: every keyword ``make`` takes (the knob among them).
     """
 
@@ -103,6 +108,11 @@ class PolicySpec:
     knobs: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if self.knob is not None and self.knob not in POLICY_KNOBS:
+            raise ValueError(
+                f"a policy's knob must be one of {', '.join(POLICY_KNOBS)} (the collector's "
+                f"--epsilon and --chi) or None, got {self.knob!r}"
+            )
         if self.knob is not None and self.knob not in self.knobs:
             object.__setattr__(self, "knobs", (self.knob, *self.knobs))
 

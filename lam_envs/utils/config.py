@@ -102,29 +102,9 @@ def check_field(name: str, value: Any, hint: Any, metadata: Any) -> Any:
     above, below = metadata.get("above"), metadata.get("below")
     if kind is int and (low is not None or high is not None):
         return check_int(name, value, low, high)
-    if kind is float and (above is not None or below is not None):
-        value = check_float(name, value)
-        if (
-            (above is not None and value <= above)
-            or (below is not None and value >= below)
-            or (low is not None and value < low)
-            or (high is not None and value > high)
-        ):
-            raise ValueError(f"{name} must be {_open_range(above, below, low, high)}, got {value}")
-    elif kind is float and (low is not None or high is not None):
-        value = check_float(name, value, low, high)
+    if kind is float and any(b is not None for b in (low, high, above, below)):
+        value = check_float(name, value, low, high, above=above, below=below)
     return value
-
-
-def _open_range(above: float | None, below: float | None, low, high) -> str:
-    """A range with an exclusive end: "> 0", "< 1", "in (0, 1)", "in (0, 1]"."""
-    if below is None and high is None:
-        return f"> {above}"
-    if above is None and low is None:
-        return f"< {below}"
-    left = f"({above}" if above is not None else f"[{low}"
-    right = f"{below})" if below is not None else f"{high}]"
-    return f"in {left}, {right}"
 
 
 def check_fields(config: Any) -> None:

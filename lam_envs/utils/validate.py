@@ -40,14 +40,26 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
 
 
 def check_float(
-    name: str, value: Any, low: float | None = None, high: float | None = None
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
 ) -> float:
-    """``value`` as a finite ``float`` (inf and NaN are refused) within [low, high]."""
+    """``value`` as a finite ``float`` (inf and NaN are refused) within [low, high] and
+    (above, below)."""
     if not _is_number(value) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     value = float(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be {_range_text(low, high)}, got {value}")
+    if (
+        (low is not None and value < low)
+        or (high is not None and value > high)
+        or (above is not None and value <= above)
+        or (below is not None and value >= below)
+    ):
+        raise ValueError(f"{name} must be {_range_text(low, high, above, below)}, got {value}")
     return value
 
 
@@ -80,9 +92,12 @@ def check_keys(what: str, given: Mapping[str, Any], allowed: Iterable[str]) -> N
         )
 
 
-def _range_text(low: float | None, high: float | None) -> str:
-    if low is not None and high is not None:
-        return f"in [{low}, {high}]"
-    if low is not None:
-        return f">= {low}"
-    return f"<= {high}"
+def _range_text(low, high, above=None, below=None) -> str:
+    """ "in [0, 1]", ">= 1", "> 0", "< 1", "in (0, 1)", "in (0, 1]"."""
+    lower = f"({above}" if above is not None else None if low is None else f"[{low}"
+    upper = f"{below})" if below is not None else None if high is None else f"{high}]"
+    if lower is not None and upper is not None:
+        return f"in {lower}, {upper}"
+    if lower is not None:
+        return f"> {above}" if above is not None else f">= {low}"
+    return f"< {below}" if below is not None else f"<= {high}"
