@@ -17,6 +17,7 @@ from lam_envs._moved import add_moved_modules
 add_moved_modules(  # old import paths: a DeprecationWarning until lam-envs 0.2
     {
         "lam_models.lam": "lam_models.lams.base",
+        "lam_models.flags": "lam_envs.utils.flags",
         "lam_models.metrics": "lam_models.evaluation.metrics",
         "lam_models.scoring": "lam_models.evaluation.scoring",
         "lam_models.bc": "lam_models.pipeline.bc",
