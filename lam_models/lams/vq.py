@@ -61,7 +61,7 @@ from lam_models.evaluation.metrics import (
 from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, register_lam
 from lam_models.lams.training_score import TrainingScore
-from lam_models.nn import ConvEncoder, EnsembleModule, TinyUNet, VectorQuantiser
+from lam_models.nn import ConvEncoder, TinyUNet, VectorQuantiser, reset_copies
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import DataSplit, labelled_mean
 
@@ -150,11 +150,7 @@ class VQNet(nn.Module):
             m, config.codebook_size, d, config.ema_decay, config.dead_code_steps
         )
         self.fdm_unet = TinyUNet(m, c + d, c, config.fdm_width, (h, w))
-        for index, seed in enumerate(seeds):
-            generator = torch.Generator().manual_seed(seed)
-            for module in self.modules():
-                if isinstance(module, EnsembleModule):
-                    module.reset_copy(index, generator)
+        reset_copies(self, seeds)
 
     def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
         """Pre-quantisation latent: (M, B, C, H, W) × 2 -> (M, B, D)."""

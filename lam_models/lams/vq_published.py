@@ -68,6 +68,7 @@ from lam_models.nn import (
     EnsembleLinear,
     EnsembleModule,
     avg_pool2,
+    reset_copies,
     upsample2,
 )
 from lam_models.seeding import Stream, torch_generator
@@ -266,11 +267,8 @@ class PublishedVQNet(nn.Module):
         self.head = EnsembleLinear(m, width, d)
         self.fdm_unet = PublishedUNet(m, c + 1, c, config.fdm_width, (h, w), skip=config.fdm_skip)
         self.codebook = nn.Parameter(torch.empty(m, config.codebook_size, d))
+        reset_copies(self, seeds, lambda seed: torch_generator(seed, Stream.MODEL_INIT))
         for index, seed in enumerate(seeds):
-            generator = torch_generator(seed, Stream.MODEL_INIT)
-            for module in self.modules():
-                if isinstance(module, EnsembleModule):
-                    module.reset_copy(index, generator)
             with torch.no_grad():
                 codes = torch.randn(
                     config.codebook_size, d, generator=torch_generator(seed, Stream.CODEBOOK)
