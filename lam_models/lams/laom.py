@@ -229,8 +229,8 @@ class LAOMLAM(LAM):
 
     def fit(self, data, progress: bool = False) -> None:
         """The training loop of the LAOM variants; a variant says how it draws a batch
-        (:meth:`_sample`), what its latent loss is (:meth:`_latent_loss`) and which
-        labelled pairs train the head (:meth:`_labelled`)."""
+        (``_sample``), what its latent loss is (``_latent_loss``) and which
+        labelled pairs train the head (``_labelled``)."""
         c, net = self.config, self.module
         supervised = self._check_labels(data)
         weights = net.action_weights
