@@ -264,25 +264,34 @@ def measure_memory(case_index: int, episodes: int, tmp: Path, workers: int = 1) 
 # ---------------------------------------------------------------- main
 
 
-def print_table(rows: list[tuple[Case, Timing, Timing | None]]) -> None:
-    print("\ntransitions/s, end to end (wall clock; per CPU-second of this process in brackets)")
-    header = (
-        f"{'configuration':41} {'transitions':>11} {'ours':>20} "
-        f"{'transitions':>11} {'minari':>18} {'ratio':>13}"
-    )
+def print_rows(title: str, header: str, rows: list[tuple[Case, list[str]]]) -> None:
+    """A table: the title, a header and its rule, then each configuration's cells."""
+    print(title)
+    header = f"{'configuration':41} {header}"
     print(header)
     print("-" * len(header))
-    for case, ours, theirs in rows:
-        cells = [f"{ours.transitions:>11,}", f"{ours.rate:>9,.0f} [{ours.cpu_rate:>8,.0f}]"]
-        if theirs is None:
-            cells += [f"{'':>11}", f"{'n/a':>18}", f"{'n/a':>13}"]
-        else:
-            cells += [
-                f"{theirs.transitions:>11,}",
-                f"{theirs.rate:>7,.0f} [{theirs.cpu_rate:>8,.0f}]",
-                f"{ours.rate / theirs.rate:>4,.0f}x [{ours.cpu_rate / theirs.cpu_rate:>4,.0f}x]",
-            ]
+    for case, cells in rows:
         print(f"{case.name:41} " + " ".join(cells))
+
+
+def throughput_cells(ours: Timing, theirs: Timing | None) -> list[str]:
+    cells = [f"{ours.transitions:>11,}", f"{ours.rate:>9,.0f} [{ours.cpu_rate:>8,.0f}]"]
+    if theirs is None:
+        return [*cells, f"{'':>11}", f"{'n/a':>18}", f"{'n/a':>13}"]
+    return [
+        *cells,
+        f"{theirs.transitions:>11,}",
+        f"{theirs.rate:>7,.0f} [{theirs.cpu_rate:>8,.0f}]",
+        f"{ours.rate / theirs.rate:>4,.0f}x [{ours.cpu_rate / theirs.cpu_rate:>4,.0f}x]",
+    ]
+
+
+def print_table(rows: list[tuple[Case, Timing, Timing | None]]) -> None:
+    print_rows(
+        "\ntransitions/s, end to end (wall clock; per CPU-second of this process in brackets)",
+        f"{'transitions':>11} {'ours':>20} {'transitions':>11} {'minari':>18} {'ratio':>13}",
+        [(case, throughput_cells(ours, theirs)) for case, ours, theirs in rows],
+    )
     print()
     for case, ours, theirs in rows:
         line = f"  {case.name}: ours {ours.wall:.1f} s"
@@ -330,23 +339,21 @@ def measure_ray(parallel: list[tuple[Case, dict[str, Timing]]], scale: int, tmp:
     return f"ray.init(num_cpus=2) took {start.wall:.1f} s, not counted above"
 
 
+def parallel_cells(t: dict[str, Timing | None]) -> list[str]:
+    one, two, on_ray = t["1 worker"], t["2 workers"], t.get("Ray, 2 CPUs")
+    cells = [f"{one.rate:>10,.0f}", f"{two.rate:>10,.0f}", f"{two.rate / one.rate:>5.2f}x"]
+    if on_ray is None:
+        return [*cells, f"{'n/a':>12}", f"{'n/a':>13}"]
+    return [*cells, f"{on_ray.rate:>12,.0f}", f"{on_ray.rate / two.rate - 1:>+12.0%}"]
+
+
 def print_parallel(parallel: list[tuple[Case, dict[str, Timing]]], ray_note: str | None) -> None:
-    print("\nin parallel, transitions/s end to end (same data; targets: 2 workers >= 1.6x one,")
-    print("Ray within 20% of 2 workers)")
-    header = (
-        f"{'configuration':41} {'1 worker':>10} {'2 workers':>10} {'ratio':>6} "
-        f"{'Ray, 2 CPUs':>12} {'vs 2 workers':>13}"
+    print_rows(
+        "\nin parallel, transitions/s end to end (same data; targets: 2 workers >= 1.6x one,\n"
+        "Ray within 20% of 2 workers)",
+        f"{'1 worker':>10} {'2 workers':>10} {'ratio':>6} {'Ray, 2 CPUs':>12} {'vs 2 workers':>13}",
+        [(case, parallel_cells(t)) for case, t in parallel],
     )
-    print(header)
-    print("-" * len(header))
-    for case, t in parallel:
-        one, two, on_ray = t["1 worker"], t["2 workers"], t.get("Ray, 2 CPUs")
-        cells = [f"{one.rate:>10,.0f}", f"{two.rate:>10,.0f}", f"{two.rate / one.rate:>5.2f}x"]
-        if on_ray is None:
-            cells += [f"{'n/a':>12}", f"{'n/a':>13}"]
-        else:
-            cells += [f"{on_ray.rate:>12,.0f}", f"{on_ray.rate / two.rate - 1:>+12.0%}"]
-        print(f"{case.name:41} " + " ".join(cells))
     print("\nCPU seconds of all our processes (less sensitive to other load than the rates):")
     for case, t in parallel:
         one, two = t["1 worker"], t["2 workers"]

@@ -59,7 +59,7 @@ from lam_envs.utils.cli import Parser, run_main  # noqa: E402
 from lam_models.evaluation.metrics import mean_stderr  # noqa: E402
 from lam_models.evaluation.scoring import evaluate_latents  # noqa: E402
 from lam_models.lams.base import get_lam, resolve_device  # noqa: E402
-from lam_models.pipeline.bc import actor_outputs, fit_decoder, fit_policy  # noqa: E402
+from lam_models.pipeline.bc import PolicyFit, actor_outputs, fit_decoder, fit_policy  # noqa: E402
 from lam_models.pipeline.rollout import composed, evaluate_policies  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
@@ -301,12 +301,14 @@ def run_setting(
                 actor[index],
                 np.stack([labelled[s, f].train.actions for f in fractions]),
                 np.stack([labelled[s, f].train.label_mask for f in fractions]),
-                spec.discrete,
-                spec.action_dim,
-                study.policy_steps,
-                [s] * len(fractions),
-                study.policy_width,
-                device,
+                PolicyFit(
+                    spec.discrete,
+                    spec.action_dim,
+                    study.policy_steps,
+                    [s] * len(fractions),
+                    study.policy_width,
+                    device,
+                ),
             )
             policies[name] = composed(latent_policy.select(index), decoder)
             row_keys[name] = [(name, s, f) for f in fractions]

@@ -19,6 +19,7 @@ seed ``s_m``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,21 @@ class EnsembleModule(nn.Module):
 
     def reset_copy(self, index: int, generator: torch.Generator) -> None:
         """Re-initialise copy ``index`` of this block's own parameters from ``generator``."""
+
+
+def reset_copies(
+    network: nn.Module,
+    seeds: Sequence[int],
+    generator: Callable[[int], torch.Generator] = lambda seed: torch.Generator().manual_seed(seed),
+) -> None:
+    """Initialise copy m of every ensemble block of ``network`` from ``generator(seeds[m])``,
+    block after block in the network's module order, so copy m's weights depend only on
+    ``seeds[m]``."""
+    for index, seed in enumerate(seeds):
+        draws = generator(seed)
+        for module in network.modules():
+            if isinstance(module, EnsembleModule):
+                module.reset_copy(index, draws)
 
 
 def _uniform_(tensor: torch.Tensor, bound: float, generator: torch.Generator) -> None:

@@ -34,7 +34,7 @@ from lam_envs.utils.config import Checked
 from lam_envs.utils.flags import add_flags, add_runtime_flags, flag_names, from_flags, option
 from lam_envs.utils.outputs import claim_output_folder, staged_files
 from lam_envs.utils.validate import check_int
-from lam_models.data import DatasetError
+from lam_models._commands import COMMAND_ERRORS, report_error
 from lam_models.lams.base import LAM, get_lam, lam_names, resolve_device
 from lam_models.runs import plot_history
 from lam_models.split import DataSplit, held_out_option
@@ -144,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         cls = get_lam(argv[0])
         parser = build_parser(cls)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     args = parser.parse_args(argv[1:])
     try:
         torch.set_num_threads(check_int("threads", args.threads, low=1))
@@ -179,12 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                     plot_history(lam.history[0], staged / "training.png", f"{cls.name} LAM"),
                     *lam.plots(staged, [source]),
                 ]
-    except (ValueError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # the machine, not the input: a full disk, an I/O error
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except COMMAND_ERRORS as error:  # bad input: 2; the machine (a full disk): 1
+        return report_error(error)
     names = ", ".join(p.name for p in (path.with_name("model.pt"), path, *pictures))
     print(f"\nsaved {out}/ ({names}) in {elapsed:.1f} s")
     return 0

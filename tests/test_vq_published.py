@@ -308,7 +308,7 @@ def test_the_shift_augmentation_goes_through_augment_pair(monkeypatch):
     calls = []
     real = augment.augment_pair
     monkeypatch.setattr(
-        "lam_models.lams.vq_published.augment_pair",
+        "lam_models.lams.vq.augment_pair",  # vq_inputs, which vq-published calls
         lambda *a, **k: calls.append(a[0].shape) or real(*a, **k),
     )
     train(PublishedVQConfig(**dict(SMALL, steps=3), augment=True), Data(1))

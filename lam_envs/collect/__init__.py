@@ -42,7 +42,7 @@ from lam_envs.collect.config import (
     CollectConfig,
     check_count,
 )
-from lam_envs.collect.workers import Job, ray_session, run_processes, run_ray
+from lam_envs.collect.workers import Job, Supervisor, ray_session, run_processes, run_ray
 from lam_envs.collect.writer import DatasetStaging, check_target
 from lam_envs.dataset.contract import CONTRACT_VERSION
 from lam_envs.utils import staging
@@ -201,12 +201,13 @@ def collect(
             for i, blocks in enumerate(_shards.split_blocks(n_blocks, n_jobs))
         ]
         links = _links(config, stage, jobs)
-        idle = lambda: next(links, None)  # noqa: E731  (links are made while workers run)
+        # links are made while workers run
+        parent = Supervisor(bar.update, stop.check, idle=lambda: next(links, None))
         if ray is not None:
-            results = run_ray(config, jobs, bar.update, stop.check, idle)
+            results = run_ray(config, jobs, parent)
             how = f"{len(jobs)} Ray task(s)"
         elif len(jobs) > 1:
-            results = run_processes(config, jobs, bar.update, stop.check, idle)
+            results = run_processes(config, jobs, parent)
             how = f"{len(jobs)} processes"
         else:
             job = jobs[0]

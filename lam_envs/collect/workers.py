@@ -46,15 +46,23 @@ class Job:
     path: Path
 
 
-def run_processes(
-    config: CollectConfig,
-    jobs: list[Job],
-    progress: Callable[[int], None],
-    check: Callable[[], None],
-    idle: Callable[[], None],
-) -> list[ShardResult]:
-    """Run each job in its own process; ``check()`` may raise to stop them all, ``idle()``
-    is called between polls (the parent's own work)."""
+@dataclass(frozen=True)
+class Supervisor:
+    """What the parent does while its workers run: ``progress(transitions)`` on each report;
+    between polls ``check()``, which may raise to stop them all, then ``idle()`` (the
+    parent's own work)."""
+
+    progress: Callable[[int], None]
+    check: Callable[[], None]
+    idle: Callable[[], None]
+
+    def between_polls(self) -> None:
+        self.check()
+        self.idle()
+
+
+def run_processes(config: CollectConfig, jobs: list[Job], parent: Supervisor) -> list[ShardResult]:
+    """Run each job in its own process."""
     ctx = multiprocessing.get_context("spawn")
     procs: list[multiprocessing.Process] = []
     conns: dict[Connection, Job] = {}
@@ -89,14 +97,13 @@ def run_processes(
                         raise WorkerError(_death(procs[job.index], job, len(jobs))) from None
                     continue
                 if kind == "progress":
-                    progress(value)
+                    parent.progress(value)
                 elif kind == "done":
                     results[job.index] = value
                 else:  # HDF5's messages hold newlines: the error stays one line
                     value = " ".join(str(value).split())
                     raise WorkerError(f"worker {job.index + 1} of {len(jobs)} failed: {value}")
-            check()
-            idle()
+            parent.between_polls()
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -198,13 +205,7 @@ def _ray_main(config: CollectConfig, blocks: range, path: str) -> ShardResult:
     return shards.run_shard(config, blocks, Path(path))
 
 
-def run_ray(
-    config: CollectConfig,
-    jobs: list[Job],
-    progress: Callable[[int], None],
-    check: Callable[[], None],
-    idle: Callable[[], None],
-) -> list[ShardResult]:
+def run_ray(config: CollectConfig, jobs: list[Job], parent: Supervisor) -> list[ShardResult]:
     """Run each job as a Ray task (one CPU each); the shard paths must be on a filesystem
     that every node sees at the same path."""
     ray = _import_ray()
@@ -224,9 +225,8 @@ def run_ray(
                     raise WorkerError(
                         f"Ray task {job.index + 1} of {len(jobs)} failed: {message}"
                     ) from None
-                progress(results[job.index].transitions)
-            check()
-            idle()
+                parent.progress(results[job.index].transitions)
+            parent.between_polls()
     finally:
         for ref in refs:
             with contextlib.suppress(Exception):

@@ -125,7 +125,7 @@ def pipeline_return(latent_fn: LatentFn, split: DataSplit, seed: int, steps: int
     """The LAPO-style pipeline (lam_models.pipeline.bc, lam_models.pipeline.rollout) from a
     latent function: π(z | o) on every train transition, a decoder z -> a on the labelled
     subset, rolled out; its return over that of BC on all labels."""
-    from lam_models.pipeline.bc import bc_policies, fit_decoder
+    from lam_models.pipeline.bc import PolicyFit, bc_policies, fit_decoder
     from lam_models.pipeline.rollout import composed, evaluate_policies
 
     train, spec = split.train, split.spec
@@ -145,19 +145,9 @@ def pipeline_return(latent_fn: LatentFn, split: DataSplit, seed: int, steps: int
         train.actions[None],
         train.label_mask[None],
     )
-    policies = bc_policies(
-        obs,
-        z,
-        shown,
-        train.oracle["action"][None],
-        mask,
-        spec.discrete,
-        spec.action_dim,
-        steps,
-        [seed],
-        64,
-    )
-    decoder = fit_decoder(z, shown, mask, spec.discrete, spec.action_dim, steps, [seed], 64)
+    fit = PolicyFit(spec.discrete, spec.action_dim, steps, [seed], 64)
+    policies = bc_policies(obs, z, shown, train.oracle["action"][None], mask, fit)
+    decoder = fit_decoder(z, shown, mask, fit)
     acting = {
         "composed": composed(policies["latent_policy"], decoder),
         "full_bc": policies["full_bc"].act,

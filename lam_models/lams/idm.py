@@ -27,7 +27,7 @@ from lam_models.augment import augment_frames
 from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, register_lam
 from lam_models.lams.laom import make_encoder
-from lam_models.nn import EnsembleMLP, EnsembleModule
+from lam_models.nn import EnsembleMLP, reset_copies
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import labelled_mean
 
@@ -60,11 +60,7 @@ class IDMNet(nn.Module):
         m = len(seeds)
         self.encoder = make_encoder(c, m, tuple(obs_shape))
         self.head = EnsembleMLP(m, 2 * c.embed_dim, c.width, action_dim)
-        for index, seed in enumerate(seeds):
-            generator = torch.Generator().manual_seed(seed)
-            for module in self.modules():
-                if isinstance(module, EnsembleModule):
-                    module.reset_copy(index, generator)
+        reset_copies(self, seeds)
 
     def forward(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat([self.encoder(o), self.encoder(o_next)], dim=-1))

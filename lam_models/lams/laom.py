@@ -52,7 +52,13 @@ from lam_envs.utils.config import Checked, option
 from lam_models.augment import augment_frames
 from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, register_lam
-from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule, ResNetEncoder
+from lam_models.nn import (
+    EnsembleLinear,
+    EnsembleMLP,
+    EnsembleModule,
+    ResNetEncoder,
+    reset_copies,
+)
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import DataSplit, Transitions, labelled_mean
 
@@ -60,6 +66,7 @@ __all__ = [
     "LAOMConfig",
     "LAOMLAM",
     "LAOMNet",
+    "TargetEncoderNet",
     "action_head_loss",
     "action_regression_targets",
     "make_encoder",
@@ -119,28 +126,24 @@ class _Flat(EnsembleModule):
         return self.mlp(x.flatten(2))
 
 
-class LAOMNet(nn.Module):
-    """Online encoder φ, target encoder φ̄, IDM, FDM and head E, M copies, layout (M, B, ...).
+class TargetEncoderNet(nn.Module):
+    """Online encoder φ, target encoder φ̄, IDM, FDM and head E, M copies, layout (M, B, ...):
+    what the LAOM variants share (each says how φ̄ follows φ: :meth:`update_target`).
 
     Copy m's initial weights depend only on ``seeds[m]``; φ̄ starts equal to φ and has
     ``requires_grad = False``. ``action_weights`` (M,) is λ_a per copy.
     """
 
-    def __init__(self, c: LAOMConfig, obs_shape, action_dim, seeds, action_weights):
+    def __init__(self, c: Any, encoder: EnsembleModule, action_dim, seeds, action_weights):
         super().__init__()
         m = len(seeds)
-        self.encoder = make_encoder(c, m, tuple(obs_shape))
+        self.encoder = encoder
         self.idm_head = EnsembleMLP(m, 2 * c.embed_dim, c.width, c.latent_dim)
         self.fdm_head = EnsembleMLP(m, c.embed_dim + c.latent_dim, c.width, c.embed_dim)
         self.action_head = EnsembleLinear(m, c.latent_dim, action_dim)
-        for index, seed in enumerate(seeds):
-            generator = torch.Generator().manual_seed(seed)
-            for module in self.modules():
-                if isinstance(module, EnsembleModule):
-                    module.reset_copy(index, generator)
+        reset_copies(self, seeds)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.register_buffer("action_weights", torch.tensor(action_weights, dtype=torch.float32))
-        self.target_tau = c.target_tau
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Everything but the target encoder (which only follows φ)."""
@@ -153,6 +156,20 @@ class LAOMNet(nn.Module):
     def idm(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
         """z = IDM(φ(o_t), φ(o_{t+j})) -> (M, B, d_z)."""
         return self.idm_head(torch.cat([self.embed(o), self.embed(o_far)], dim=-1))
+
+    def update_target(self) -> None:
+        """Move φ̄ toward φ (after every update)."""
+        raise NotImplementedError
+
+
+class LAOMNet(TargetEncoderNet):
+    """The published LAOM's networks: φ the ResNet CNN (an MLP on vectors), φ̄ its EMA at
+    rate τ (:meth:`update_target`)."""
+
+    def __init__(self, c: LAOMConfig, obs_shape, action_dim, seeds, action_weights):
+        encoder = make_encoder(c, len(seeds), tuple(obs_shape))
+        super().__init__(c, encoder, action_dim, seeds, action_weights)
+        self.target_tau = c.target_tau
 
     @torch.no_grad()
     def update_target(self) -> None:
@@ -178,9 +195,10 @@ class LAOMLAM(LAM):
         "image": {"stem": 4, "shift": 2},
     }  # fmt: skip
     pipeline_defaults = {}
+    Net: type[TargetEncoderNet] = LAOMNet  # the variant's networks
 
     def build(self) -> nn.Module:
-        return LAOMNet(
+        return self.Net(
             self.config,
             self.spec.obs_shape,
             self.spec.action_dim,
@@ -188,12 +206,15 @@ class LAOMLAM(LAM):
             [c.effective_action_weight for c in self.configs],
         )
 
+    def _kappa(self) -> float | None:
+        """κ of the augmentation: on vectors; None (shifts) on images."""
+        return None if len(self.spec.obs_shape) == 3 else self.config.kappa
+
     def _augment(self, frames: list[torch.Tensor], generators) -> list[torch.Tensor]:
         c = self.config
         if not c.augment:
             return frames
-        kappa = None if len(self.spec.obs_shape) == 3 else c.kappa
-        return augment_frames(frames, generators, c.shift, kappa)
+        return augment_frames(frames, generators, c.shift, self._kappa())
 
     def _check_labels(self, data) -> bool:
         """Whether any copy trains its head; refuses a supervised copy without labels."""
@@ -207,6 +228,9 @@ class LAOMLAM(LAM):
         return supervised
 
     def fit(self, data, progress: bool = False) -> None:
+        """The training loop of the LAOM variants; a variant says how it draws a batch
+        (``_sample``), what its latent loss is (``_latent_loss``) and which
+        labelled pairs train the head (``_labelled``)."""
         c, net = self.config, self.module
         supervised = self._check_labels(data)
         weights = net.action_weights
@@ -214,23 +238,14 @@ class LAOMLAM(LAM):
         generators = [torch_generator(s, Stream.AUGMENT) for s in self.seeds]
         log = TrainingLog(self, c.steps, c.log_every, progress, unit="update")
         for step in range(c.steps):
-            batch = data.sample(c.batch_size, offset=c.k_max, uniform_offset=True)
+            batch = self._sample(data)
             if step == 0:
                 self.check_batch(batch, c.batch_size)
-            o, o_far, o_next = self._augment([batch.obs, batch.far_obs, batch.next_obs], generators)
-            s = net.embed(o)
-            z = net.idm_head(torch.cat([s, net.embed(o_far)], dim=-1))
-            with torch.no_grad():
-                target = net.embed(o_next, target=True)
-            predicted = net.fdm_head(torch.cat([s.detach(), z], dim=-1))
-            latent_loss = (predicted - target).pow(2).mean((1, 2))  # (M,)
+            latent_loss, target = self._latent_loss(batch, generators)  # (M,), φ̄'s embedding
             action = torch.zeros_like(latent_loss)
             if supervised:
-                labelled = data.sample_labelled(c.label_batch_size)
-                lo, lo_next = self._augment([labelled.obs, labelled.next_obs], generators)
-                action = action_head_loss(
-                    net.action_head(net.idm(lo, lo_next)), labelled, self.spec
-                )
+                labelled, lo, lo_far = self._labelled(data, generators)
+                action = action_head_loss(net.action_head(net.idm(lo, lo_far)), labelled, self.spec)
             loss = latent_loss + weights * action
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()
@@ -243,6 +258,28 @@ class LAOMLAM(LAM):
                 embed_std=target.std(1).mean(-1),
             )
             log.step(step)
+
+    def _sample(self, data) -> Transitions:
+        c = self.config
+        return data.sample(c.batch_size, offset=c.k_max, uniform_offset=True)
+
+    def _latent_loss(self, batch: Transitions, generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """‖FDM(sg(φ(o_t)), IDM(φ(o_t), φ(o_{t+j}))) − φ̄(o_{t+1})‖² / d_s per copy, and the
+        target φ̄(o_{t+1}), every frame augmented on its own."""
+        net = self.module
+        o, o_far, o_next = self._augment([batch.obs, batch.far_obs, batch.next_obs], generators)
+        s = net.embed(o)
+        z = net.idm_head(torch.cat([s, net.embed(o_far)], dim=-1))
+        with torch.no_grad():
+            target = net.embed(o_next, target=True)
+        predicted = net.fdm_head(torch.cat([s.detach(), z], dim=-1))
+        return (predicted - target).pow(2).mean((1, 2)), target
+
+    def _labelled(self, data, generators) -> tuple[Transitions, torch.Tensor, torch.Tensor]:
+        """A labelled batch and the pair the head reads z of: (o_t, o_{t+1}), augmented."""
+        labelled = data.sample_labelled(self.config.label_batch_size)
+        lo, lo_next = self._augment([labelled.obs, labelled.next_obs], generators)
+        return labelled, lo, lo_next
 
     def encode(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
         return self.module.idm(o, o_far)

@@ -32,20 +32,18 @@ one augmentation shared by a pair instead of one per frame, an EMA decay of 0.99
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from lam_envs.utils.config import Checked, option
 from lam_models.augment import augment_pair
 from lam_models.lams import fields
-from lam_models.lams.base import TrainingLog, register_lam
-from lam_models.lams.laom import LAOMLAM, action_head_loss
-from lam_models.nn import EnsembleLinear, EnsembleMLP, EnsembleModule
-from lam_models.seeding import Stream, torch_generator
+from lam_models.lams.base import register_lam
+from lam_models.lams.laom import LAOMLAM, TargetEncoderNet
+from lam_models.nn import EnsembleMLP
+from lam_models.split import Transitions
 
 __all__ = ["LAOMMLPConfig", "LAOMMLPLAM", "LAOMMLPNet"]
 
@@ -70,41 +68,18 @@ class LAOMMLPConfig(fields.ActionHead, Checked):
     log_every: int = fields.log_every()
 
 
-class LAOMMLPNet(nn.Module):
-    """Online encoder φ, target encoder φ̄ (EMA of φ), IDM, FDM and head E, M copies.
-
-    Copy m's initial weights depend only on ``seeds[m]``; φ̄ starts equal to φ and has
-    ``requires_grad = False``. ``action_weights`` (M,) is λ_a per copy. Layout (M, B, ...).
-    """
+class LAOMMLPNet(TargetEncoderNet):
+    """Online encoder φ (an MLP ending in a LayerNorm), target encoder φ̄ (EMA of φ), IDM,
+    FDM and head E, M copies, as :class:`~lam_models.lams.laom.TargetEncoderNet`."""
 
     def __init__(self, c: LAOMMLPConfig, obs_shape, action_dim, seeds, action_weights):
-        super().__init__()
-        m, d_in = len(seeds), math.prod(obs_shape)
-        self.encoder = EnsembleMLP(m, d_in, c.width, c.embed_dim, norm=True)
-        self.idm_head = EnsembleMLP(m, 2 * c.embed_dim, c.width, c.latent_dim)
-        self.fdm_head = EnsembleMLP(m, c.embed_dim + c.latent_dim, c.width, c.embed_dim)
-        self.action_head = EnsembleLinear(m, c.latent_dim, action_dim)
-        for index, seed in enumerate(seeds):
-            generator = torch.Generator().manual_seed(seed)
-            for module in self.modules():
-                if isinstance(module, EnsembleModule):
-                    module.reset_copy(index, generator)
-        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.register_buffer("action_weights", torch.tensor(action_weights, dtype=torch.float32))
+        encoder = EnsembleMLP(len(seeds), math.prod(obs_shape), c.width, c.embed_dim, norm=True)
+        super().__init__(c, encoder, action_dim, seeds, action_weights)
         self.ema_decay = c.ema_decay
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Everything but the target encoder (which only follows φ by EMA)."""
-        return [p for name, p in self.named_parameters() if not name.startswith("target_")]
-
     def embed(self, o: torch.Tensor, target: bool = False) -> torch.Tensor:
-        """φ(o) (or φ̄(o)): (M, B, *obs_shape) -> (M, B, d_s)."""
-        encoder = self.target_encoder if target else self.encoder
-        return encoder(o.flatten(2))
-
-    def idm(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
-        """z = IDM(φ(o_t), φ(o_{t+k})) -> (M, B, d_z)."""
-        return self.idm_head(torch.cat([self.embed(o), self.embed(o_far)], dim=-1))
+        """φ(o) (or φ̄(o)) of the flattened observation: (M, B, *obs_shape) -> (M, B, d_s)."""
+        return super().embed(o.flatten(2), target)
 
     def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """ŝ_{t+k} = FDM(sg(φ(o_t)), z) -> (M, B, d_s)."""
@@ -122,67 +97,41 @@ class LAOMMLPNet(nn.Module):
 
 @register_lam("laom-mlp")
 class LAOMMLPLAM(LAOMLAM):
-    """The package's LAOM-style LAM (MLP encoder, fixed k, EMA decay; metrics as ``laom``)."""
+    """The package's LAOM-style LAM (MLP encoder, fixed k, EMA decay; training loop and
+    metrics as ``laom``)."""
 
     Config = LAOMMLPConfig
     per_copy = ("action_weight", "action_head")
     cpu_sizes = {}  # its own defaults (not LAOM's encoder sizes)
     pipeline_defaults = {}
+    Net = LAOMMLPNet
 
     @property
     def lookahead(self) -> int:
         return self.config.k
 
-    def build(self) -> nn.Module:
-        return LAOMMLPNet(
-            self.config,
-            self.spec.obs_shape,
-            self.spec.action_dim,
-            self.seeds,
-            [c.effective_action_weight for c in self.configs],
-        )
+    def _augment(self, frames: list[torch.Tensor], generators) -> list[torch.Tensor]:
+        """Aug: one draw shared by a pair (o, o′)."""
+        if not self.config.augment:
+            return frames
+        return list(augment_pair(*frames, generators, self._kappa()))
 
-    def _kappa(self):
-        return None if len(self.spec.obs_shape) == 3 else self.config.kappa
+    def _sample(self, data) -> Transitions:
+        return data.sample(self.config.batch_size, offset=self.config.k)
 
-    def fit(self, data, progress: bool = False) -> None:
-        c, net = self.config, self.module
-        supervised = self._check_labels(data)
-        weights = net.action_weights
-        optimiser = torch.optim.Adam(net.trainable_parameters(), lr=c.lr)
-        generators = [torch_generator(s, Stream.AUGMENT) for s in self.seeds]
-        log = TrainingLog(self, c.steps, c.log_every, progress, unit="update")
-        kappa = self._kappa()
-        for step in range(c.steps):
-            batch = data.sample(c.batch_size, offset=c.k)
-            if step == 0:
-                self.check_batch(batch, c.batch_size)
-            o, o_far = batch.obs, batch.far_obs
-            if c.augment:
-                idm_o, idm_far = augment_pair(o, o_far, generators, kappa)
-                fdm_o, fdm_far = augment_pair(o, o_far, generators, kappa)
-            else:
-                idm_o, idm_far, fdm_o, fdm_far = o, o_far, o, o_far
-            z = net.idm(idm_o, idm_far)
-            with torch.no_grad():
-                target = net.embed(fdm_far, target=True)
-            latent_loss = (net.fdm(fdm_o, z) - target).pow(2).mean((1, 2))  # (M,)
-            action = torch.zeros_like(latent_loss)
-            if supervised:
-                labelled = data.sample_labelled(c.label_batch_size, offset=c.k)
-                lo, lo_far = labelled.obs, labelled.far_obs
-                if c.augment:
-                    lo, lo_far = augment_pair(lo, lo_far, generators, kappa)
-                action = action_head_loss(net.action_head(net.idm(lo, lo_far)), labelled, self.spec)
-            loss = latent_loss + weights * action
-            optimiser.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            optimiser.step()
-            net.update_target()
-            log.add(
-                loss=loss,
-                latent_loss=latent_loss,
-                action_loss=action,
-                embed_std=target.std(1).mean(-1),
-            )
-            log.step(step)
+    def _latent_loss(self, batch: Transitions, generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """‖FDM(sg(φ(Aug2 o_t)), IDM(φ(Aug1 o_t), φ(Aug1 o_{t+k}))) − φ̄(Aug2 o_{t+k})‖² / d_s
+        per copy, and the target φ̄(Aug2 o_{t+k})."""
+        net = self.module
+        idm_o, idm_far = self._augment([batch.obs, batch.far_obs], generators)
+        fdm_o, fdm_far = self._augment([batch.obs, batch.far_obs], generators)
+        z = net.idm(idm_o, idm_far)
+        with torch.no_grad():
+            target = net.embed(fdm_far, target=True)
+        return (net.fdm(fdm_o, z) - target).pow(2).mean((1, 2)), target
+
+    def _labelled(self, data, generators) -> tuple[Transitions, torch.Tensor, torch.Tensor]:
+        """A labelled batch and its pair (o_t, o_{t+k}), augmented (Aug1)."""
+        labelled = data.sample_labelled(self.config.label_batch_size, offset=self.config.k)
+        lo, lo_far = self._augment([labelled.obs, labelled.far_obs], generators)
+        return labelled, lo, lo_far

@@ -61,7 +61,7 @@ from lam_models.evaluation.metrics import (
 from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, register_lam
 from lam_models.lams.training_score import TrainingScore
-from lam_models.nn import ConvEncoder, EnsembleModule, TinyUNet, VectorQuantiser
+from lam_models.nn import ConvEncoder, TinyUNet, VectorQuantiser, reset_copies
 from lam_models.seeding import Stream, torch_generator
 from lam_models.split import DataSplit, labelled_mean
 
@@ -150,11 +150,7 @@ class VQNet(nn.Module):
             m, config.codebook_size, d, config.ema_decay, config.dead_code_steps
         )
         self.fdm_unet = TinyUNet(m, c + d, c, config.fdm_width, (h, w))
-        for index, seed in enumerate(seeds):
-            generator = torch.Generator().manual_seed(seed)
-            for module in self.modules():
-                if isinstance(module, EnsembleModule):
-                    module.reset_copy(index, generator)
+        reset_copies(self, seeds)
 
     def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
         """Pre-quantisation latent: (M, B, C, H, W) × 2 -> (M, B, D)."""
@@ -186,6 +182,29 @@ def action_loss(
     return labelled_mean((latent - target).pow(2).mean(-1), label_mask)
 
 
+def vq_inputs(
+    batch: Any,
+    c: Any,
+    generators: list[torch.Generator],
+    nonzero_shift: bool = False,
+    fdm_reads_idm: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The IDM's (o, o′), the FDM's o and its target o′ of a batch, after the config's
+    ``noise_copy`` (the IDM sees o with o′'s noise row, the target is o′ with o's; with
+    ``fdm_reads_idm`` the FDM reads the IDM's o) and ``augment`` (a periodic shift per
+    pair, never 0 with ``nonzero_shift``)."""
+    idm_o, idm_next, fdm_o, target = batch.obs, batch.next_obs, batch.obs, batch.next_obs
+    if c.noise_copy:
+        idm_o, target = copy_noise_row(idm_o, idm_next), copy_noise_row(target, fdm_o)
+        if fdm_reads_idm:
+            fdm_o = idm_o
+    if c.augment:
+        shift = {"nonzero_shift": nonzero_shift}
+        idm_o, idm_next = augment_pair(idm_o, idm_next, generators, **shift)
+        fdm_o, target = augment_pair(fdm_o, target, generators, **shift)
+    return idm_o, idm_next, fdm_o, target
+
+
 def batch_perplexity(counts: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of code-usage counts (..., K)."""
     p = counts / counts.sum(-1, keepdim=True).clamp(min=1)
@@ -205,23 +224,48 @@ class VQLAM(LAM):
     pipeline_defaults = {"steps": 3000, "augment": True}
 
     def build(self) -> nn.Module:
+        self._check_codebook()
+        if len(self.spec.obs_shape) != 3:
+            raise ValueError(f"the VQ LAM needs images (C, H, W), got {self.spec.obs_shape}")
+        return VQNet(self.config, self.spec.obs_shape, self.seeds)
+
+    def _check_codebook(self) -> None:
+        """Refuses action prediction with fewer codes than actions."""
         c = self.config
         if c.action_prediction and c.codebook_size < self.spec.action_dim:
             raise ValueError(
                 f"action prediction pre-assigns code k to action k, so codebook_size must be "
                 f">= {self.spec.action_dim} (the number of actions), got {c.codebook_size}"
             )
-        if len(self.spec.obs_shape) != 3:
-            raise ValueError(f"the VQ LAM needs images (C, H, W), got {self.spec.obs_shape}")
-        return VQNet(c, self.spec.obs_shape, self.seeds)
 
-    def fit(self, data, progress: bool = False) -> None:
-        c, net, m = self.config, self.module, self.num_copies
-        if c.action_prediction and not bool(data.has_labels.all()):
+    def _check_labels(self, data) -> None:
+        """Refuses action prediction on a copy's data without labels."""
+        if self.config.action_prediction and not bool(data.has_labels.all()):
             raise ValueError(
                 "action prediction needs labelled transitions, and the data of a copy has none "
                 "(collect with --label-fraction > 0, or drop --action-prediction)"
             )
+
+    @staticmethod
+    def _log_codes(log: TrainingLog, step: int, counts: torch.Tensor, revived: torch.Tensor):
+        """Ends an update's log entry; on a logged update also the perplexity, codes used
+        and codes revived since the last one (``counts`` (M, K), ``revived`` (M,), which
+        then restart from 0)."""
+        if log.due(step):
+            log.step(
+                step,
+                perplexity=batch_perplexity(counts),
+                codes_used=(counts > 0).sum(-1),
+                revived=revived,
+            )
+            counts.zero_()
+            revived.zero_()
+        else:
+            log.step(step)
+
+    def fit(self, data, progress: bool = False) -> None:
+        c, net, m = self.config, self.module, self.num_copies
+        self._check_labels(data)
         optimiser = torch.optim.Adam(net.parameters(), lr=c.lr)
         # Each copy draws its augmentations and codebook revivals from its own stream.
         generators = [torch_generator(s, Stream.AUGMENT) for s in self.seeds]
@@ -234,12 +278,7 @@ class VQLAM(LAM):
             batch = data.sample(c.batch_size, labelled_share=share)
             if step == 0:
                 self.check_batch(batch, c.batch_size)
-            idm_o, idm_next, fdm_o, target = batch.obs, batch.next_obs, batch.obs, batch.next_obs
-            if c.noise_copy:
-                idm_o, target = copy_noise_row(idm_o, idm_next), copy_noise_row(target, fdm_o)
-            if c.augment:
-                idm_o, idm_next = augment_pair(idm_o, idm_next, generators)
-                fdm_o, target = augment_pair(fdm_o, target, generators)
+            idm_o, idm_next, fdm_o, target = vq_inputs(batch, c, generators)
             latent = net.idm(idm_o, idm_next)
             if step == 0:
                 net.quantiser.init_from_batch(latent.detach(), generators)
@@ -264,18 +303,7 @@ class VQLAM(LAM):
             counts_window += counts
             revived_window += revived
             log.add(loss=loss, fdm_loss=fdm_loss, commitment_loss=commitment, action_loss=pull)
-            if log.due(step):
-                used = (counts_window > 0).sum(-1)
-                log.step(
-                    step,
-                    perplexity=batch_perplexity(counts_window),
-                    codes_used=used,
-                    revived=revived_window,
-                )
-                counts_window.zero_()
-                revived_window.zero_()
-            else:
-                log.step(step)
+            self._log_codes(log, step, counts_window, revived_window)
         score.save(self.history)
 
     @torch.no_grad()

@@ -57,17 +57,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from lam_envs.utils.config import Checked, option
-from lam_models.augment import augment_pair, copy_noise_row
 from lam_models.lams import fields
 from lam_models.lams.base import TrainingLog, register_lam
 from lam_models.lams.training_score import TrainingScore
-from lam_models.lams.vq import VQLAM, VQPrediction, action_loss, batch_perplexity
+from lam_models.lams.vq import VQLAM, VQPrediction, action_loss, vq_inputs
 from lam_models.nn import (
     EnsembleBatchNorm2d,
     EnsembleConv2d,
     EnsembleLinear,
     EnsembleModule,
     avg_pool2,
+    reset_copies,
     upsample2,
 )
 from lam_models.seeding import Stream, torch_generator
@@ -266,11 +266,8 @@ class PublishedVQNet(nn.Module):
         self.head = EnsembleLinear(m, width, d)
         self.fdm_unet = PublishedUNet(m, c + 1, c, config.fdm_width, (h, w), skip=config.fdm_skip)
         self.codebook = nn.Parameter(torch.empty(m, config.codebook_size, d))
+        reset_copies(self, seeds, lambda seed: torch_generator(seed, Stream.MODEL_INIT))
         for index, seed in enumerate(seeds):
-            generator = torch_generator(seed, Stream.MODEL_INIT)
-            for module in self.modules():
-                if isinstance(module, EnsembleModule):
-                    module.reset_copy(index, generator)
             with torch.no_grad():
                 codes = torch.randn(
                     config.codebook_size, d, generator=torch_generator(seed, Stream.CODEBOOK)
@@ -363,11 +360,7 @@ class PublishedVQLAM(VQLAM):
 
     def build(self) -> nn.Module:
         c = self.config
-        if c.action_prediction and c.codebook_size < self.spec.action_dim:
-            raise ValueError(
-                f"action prediction pre-assigns code k to action k, so codebook_size must be "
-                f">= {self.spec.action_dim} (the number of actions), got {c.codebook_size}"
-            )
+        self._check_codebook()
         shape = self.spec.obs_shape
         if len(shape) != 3 or shape[1] % 2 or shape[2] % 2:
             raise ValueError(
@@ -381,11 +374,7 @@ class PublishedVQLAM(VQLAM):
 
     def fit(self, data, progress: bool = False) -> None:
         c, net, m = self.config, self.module, self.num_copies
-        if c.action_prediction and not bool(data.has_labels.all()):
-            raise ValueError(
-                "action prediction needs labelled transitions, and the data of a copy has none "
-                "(collect with --label-fraction > 0, or drop --action-prediction)"
-            )
+        self._check_labels(data)
         released_labels = c.action_prediction and c.label_mechanism == "detached"
         # As released the codes are no optimiser parameter: the codebook loss moves nothing.
         net.codebook.requires_grad_(c.learn_codebook)
@@ -411,15 +400,13 @@ class PublishedVQLAM(VQLAM):
             batch = data.sample(c.batch_size)  # labelled examples at their natural rate
             if step == 0:
                 self.check_batch(batch, c.batch_size)
-            idm_o, idm_next, fdm_o, target = batch.obs, batch.next_obs, batch.obs, batch.next_obs
-            if c.noise_copy:
-                idm_o, target = copy_noise_row(idm_o, idm_next), copy_noise_row(target, fdm_o)
-                if c.noise_copy_fdm_input == "idm":  # a hypothesis (see the option's help)
-                    fdm_o = idm_o
-            if c.augment:
-                shift = {"nonzero_shift": True}  # the text: left or right, never none
-                idm_o, idm_next = augment_pair(idm_o, idm_next, augment_generators, **shift)
-                fdm_o, target = augment_pair(fdm_o, target, augment_generators, **shift)
+            idm_o, idm_next, fdm_o, target = vq_inputs(
+                batch,
+                c,
+                augment_generators,
+                nonzero_shift=True,  # the text: left or right, never none
+                fdm_reads_idm=c.noise_copy_fdm_input == "idm",  # a hypothesis (see its help)
+            )
             latent = net.idm(idm_o, idm_next)
             codes = net.nearest(latent)
             committed = codes
@@ -470,17 +457,7 @@ class PublishedVQLAM(VQLAM):
                 commitment_loss=commitment,
                 action_loss=pull,
             )
-            if log.due(step):
-                log.step(
-                    step,
-                    perplexity=batch_perplexity(counts_window),
-                    codes_used=(counts_window > 0).sum(-1),
-                    revived=reset_window,
-                )
-                counts_window.zero_()
-                reset_window.zero_()
-            else:
-                log.step(step)
+            self._log_codes(log, step, counts_window, reset_window)
         score.save(self.history)
 
     def encode(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:

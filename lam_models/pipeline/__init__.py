@@ -40,6 +40,7 @@ from lam_envs.utils.outputs import check_path, claim_output_folder, write_atomic
 from lam_envs.utils.validate import check_choice
 from lam_models.lams.base import LAM, load_lam, resolve_device
 from lam_models.pipeline.bc import (
+    PolicyFit,
     actor_outputs,
     bc_policies,
     check_policy,
@@ -154,6 +155,19 @@ class Run:
         check_finite_latents(z, path)
         return z
 
+    def policy_fit(self, progress: bool) -> PolicyFit:
+        """How stages bc and decoder fit their policies: the run's seed, steps and width."""
+        c = self.config
+        return PolicyFit(
+            self.spec.discrete,
+            self.spec.action_dim,
+            c.policy_steps,
+            [c.seed],
+            c.width,
+            self.device,
+            progress,
+        )
+
     def check_labels(self) -> None:
         if self.split.labelled == 0:
             raise PipelineError(
@@ -216,20 +230,14 @@ def stage_relabel(run: Run, progress: bool) -> dict[str, Any]:
 
 def stage_bc(run: Run, progress: bool) -> dict[str, Any]:
     """3. π(z | o) on every train transition; BC on the labelled subset and on all labels."""
-    c, train = run.config, run.split.train
+    train = run.split.train
     policies = bc_policies(
         run.obs("train"),
         run.latents()["z_train"][None],
         train.actions[None],
         train.oracle["action"][None],
         train.label_mask[None],
-        run.spec.discrete,
-        run.spec.action_dim,
-        c.policy_steps,
-        [c.seed],
-        c.width,
-        run.device,
-        progress,
+        run.policy_fit(progress),
     )
     folder = run.folder("bc")
     for name, policy in policies.items():  # every one checked before any is written
@@ -252,18 +260,8 @@ def stage_decoder(run: Run, progress: bool) -> dict[str, Any]:
         inputs = actor_outputs(policy, run.obs("train"))
     else:
         inputs = run.latents()["z_train"][None]
-    decoder = fit_decoder(
-        inputs,
-        train.actions[None],
-        train.label_mask[None],
-        run.spec.discrete,
-        run.spec.action_dim,
-        c.policy_steps,
-        [c.seed],
-        c.width,
-        run.device,
-        progress,
-    )
+    fit = run.policy_fit(progress)
+    decoder = fit_decoder(inputs, train.actions[None], train.label_mask[None], fit)
     folder = run.folder("decoder")
     check_policy(decoder, folder / "decoder.pt")
     folder.mkdir(parents=True, exist_ok=True)

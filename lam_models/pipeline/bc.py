@@ -9,6 +9,7 @@ so its result does not depend on the copies it is trained with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from lam_models.seeding import Stream, torch_generator
 
 __all__ = [
     "Policy",
+    "PolicyFit",
     "actor_outputs",
     "bc_policies",
     "fit_decoder",
@@ -180,19 +182,51 @@ def fit_policy(
     return policy.eval()
 
 
+@dataclass(frozen=True)
+class PolicyFit:
+    """How stages 3 and 4 fit their M policies (:func:`bc_policies`, :func:`fit_decoder`):
+    the action space (``discrete``, ``num_actions``), the updates, one seed per copy, the
+    MLPs' width, the device and whether a progress bar shows."""
+
+    discrete: bool
+    num_actions: int
+    steps: int
+    seeds: Sequence[int]
+    width: int
+    device: torch.device | str = "cpu"
+    progress: bool = False
+
+    @property
+    def action_kind(self) -> str:
+        """The policy kind of an action target."""
+        return "classification" if self.discrete else "regression"
+
+    def __call__(
+        self, x: np.ndarray, y: np.ndarray, support: np.ndarray, kind: str, name: str
+    ) -> Policy:
+        """:func:`fit_policy` with these settings."""
+        return fit_policy(
+            x,
+            y,
+            support,
+            kind,
+            steps=self.steps,
+            seeds=self.seeds,
+            width=self.width,
+            d_out=self.num_actions,
+            device=self.device,
+            progress=self.progress,
+            name=name,
+        )
+
+
 def bc_policies(
     obs: np.ndarray,
     z: np.ndarray,
     actions: np.ndarray,
     true_actions: np.ndarray,
     labelled: np.ndarray,
-    discrete: bool,
-    num_actions: int,
-    steps: int,
-    seeds: Sequence[int],
-    width: int,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
+    fit: PolicyFit,
 ) -> dict[str, Policy]:
     """Stage 3 for M copies: the latent policy π(z | o) on every transition, and the baselines
     π(a | o) on the labelled subset and on all transitions (true actions).
@@ -201,50 +235,23 @@ def bc_policies(
     where ``labelled`` (M, N) is True), true_actions the oracle's (the fully labelled
     baseline only).
     """
-    kind = "classification" if discrete else "regression"
+    kind = fit.action_kind
     everything = np.ones(labelled.shape, dtype=bool)
-    common = dict(
-        steps=steps, width=width, d_out=num_actions, seeds=seeds, device=device, progress=progress
-    )
     return {
-        "latent_policy": fit_policy(obs, z, everything, "regression", name="π(z | o)", **common),
-        "labelled_bc": fit_policy(obs, actions, labelled, kind, name="BC, labelled", **common),
-        "full_bc": fit_policy(obs, true_actions, everything, kind, name="BC, all", **common),
+        "latent_policy": fit(obs, z, everything, "regression", "π(z | o)"),
+        "labelled_bc": fit(obs, actions, labelled, kind, "BC, labelled"),
+        "full_bc": fit(obs, true_actions, everything, kind, "BC, all"),
     }
 
 
-def fit_decoder(
-    z: np.ndarray,
-    actions: np.ndarray,
-    labelled: np.ndarray,
-    discrete: bool,
-    num_actions: int,
-    steps: int,
-    seeds: Sequence[int],
-    width: int,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-) -> Policy:
+def fit_decoder(z: np.ndarray, actions: np.ndarray, labelled: np.ndarray, fit: PolicyFit) -> Policy:
     """Stage 4 for M copies: the decoder z -> a, fitted on the labelled subset only.
 
     z (M, N, d_z); actions (M, N[, d_a]), read only where ``labelled`` (M, N) is True.
     """
-    if not np.asarray(labelled).reshape(len(seeds), -1).any(1).all():
+    if not np.asarray(labelled).reshape(len(fit.seeds), -1).any(1).all():
         raise ValueError("the decoder needs labelled transitions; a copy has none")
-    kind = "classification" if discrete else "regression"
-    return fit_policy(
-        z,
-        actions,
-        labelled,
-        kind,
-        steps=steps,
-        seeds=seeds,
-        width=width,
-        d_out=num_actions,
-        device=device,
-        progress=progress,
-        name="decoder",
-    )
+    return fit(z, actions, labelled, fit.action_kind, "decoder")
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 from lam_envs.utils.cli import Parser
 from lam_envs.utils.flags import add_flags, add_runtime_flags, given_flags
 from lam_envs.utils.validate import check_choice, check_int
-from lam_models.data import DatasetError
+from lam_models._commands import COMMAND_ERRORS, report_error
 from lam_models.lams.base import config_from_dict, get_lam
 from lam_models.pipeline import RESULTS, STAGES, _saved_config, format_results, run_stage
 from lam_models.pipeline.config import PipelineConfig, PipelineError
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         lam = _lam_name(argv, None)
         get_lam(lam)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     args = build_parser(lam).parse_args(argv)
     try:
         torch.set_num_threads(check_int("threads", args.threads, low=1))
@@ -114,12 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             args.trust_dataset,
             args.tensorboard,
         )
-    except (ValueError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # the machine, not the input: a full disk, an I/O error
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except COMMAND_ERRORS as error:  # bad input: 2; the machine (a full disk): 1
+        return report_error(error)
     if args.stage == "all":
         print(format_results(result))
         print(f"saved {args.out}/ (config.json, one folder per stage, {RESULTS})")
