@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -37,10 +38,42 @@ VENV_CACHE = Path(
 )
 
 
+# The grid's scripted policy in most test datasets: the snake, with 30% random actions.
+SNAKING = {"policy": "snaking", "epsilon": 0.3}
+
+
+def collect_into(root: Path, **config) -> Path:
+    """The folder of a dataset collected quietly with ``CollectConfig(**config)`` under the
+    Minari root ``root``."""
+    from lam_envs.collect import CollectConfig, collect
+
+    return collect(CollectConfig(**config), root=root, progress=False).path
+
+
 def sigint_as_in_a_terminal() -> None:
     """``preexec_fn`` of a test's subprocess that is sent Ctrl-C: SIGINT as a shell gives
     it (pytest-xdist's workers ignore SIGINT, and a child would inherit that)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt_once_loaded(cmd: list[str], library: bytes, timeout: float) -> tuple[int, str]:
+    """Run ``cmd`` and press Ctrl-C (as a terminal does) once it has mapped a shared library
+    whose path holds ``library`` (b"numpy", b"libtorch"), within ``timeout`` seconds and
+    before it ends; its exit status and standard error."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_as_in_a_terminal,
+    )
+    deadline = time.time() + timeout
+    while library not in Path(f"/proc/{proc.pid}/maps").read_bytes():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -71,15 +104,13 @@ def lam_datasets(tmp_path_factory):
     o ~ N(0, I)), 3000 transitions, half labelled. linear_unlabelled: no labels.
     one_episode: a linear dataset too small to hold anything out.
     """
-    from lam_envs.collect import CollectConfig, collect
-
     root = tmp_path_factory.mktemp("shared-minari")
     small = {"d_o": 16, "d_a": 4, "d_b": 4}
 
     def make(**kw):
-        return str(collect(CollectConfig(**kw), root=root, progress=False).path)
+        return str(collect_into(root, **kw))
 
-    grid = dict(policy="snaking", epsilon=0.3, episode_length=50, seed=0)
+    grid = dict(SNAKING, episode_length=50, seed=0)
     return {
         "grid": make(**grid, episodes=40, label_fraction=0.05),
         "grid_none": make(**grid, preset="none", episodes=20, label_fraction=0.05),

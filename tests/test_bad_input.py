@@ -360,3 +360,48 @@ def test_a_whole_pipeline_over_a_run_with_other_settings_is_refused(lam_datasets
     )
     assert json.loads((run / "config.json").read_text()) == saved
     assert (run / "results.json").read_text() == "{}"
+
+
+# The example scripts refuse a bad flag in one line, "error: ...", exit status 2, before
+# they write anything.
+BAD_EXAMPLE_FLAGS = [
+    ("card_budget", ["--setting", "grid/medium"], "unknown setting 'grid/medium'"),
+    ("card_budget", ["--method", "pca"], "unknown method 'pca'"),
+    ("card_budget", ["--steps", "10,x"], "--steps must be integers"),
+    ("card_budget", ["--steps", "0"], "steps"),
+    ("label_budget_study", ["--methods", "laom,lapo"], "unknown method lapo; choose from vq, laom"),
+    ("label_budget_study", ["--settings", "fog"], "unknown setting fog; choose from clean"),
+    ("label_budget_study", ["--workers", "0"], "--workers must be >= 1, got 0"),
+    ("label_budget_study", ["--scale", "huge"], "argument --scale: invalid choice: 'huge'"),
+    ("label_budget_study", ["--device", "tpu"], "unknown device 'tpu'"),
+    ("reproduce_linear", ["--figures", "F3a,F9"], "--figures: unknown figure(s) ['F9']"),
+    ("reproduce_linear", ["--protocol", "paper"], "argument --protocol: invalid choice: 'paper'"),
+    ("reproduce_linear", ["--workers", "0"], "--workers must be >= 1, got 0"),
+    ("reproduce_linear", ["--device", "tpu"], "--device: unknown device 'tpu'"),
+    ("reproduce_table1", ["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    ("reproduce_table1", ["--device", "tpu"], "unknown device 'tpu'"),
+    ("reproduce_table1", ["--budget", "huge"], "invalid choice: 'huge'"),
+    ("reproduce_table1", ["--arch", "mine"], "invalid choice: 'mine'"),
+    ("reproduce_table1", ["--settings", "loud"], "invalid choice: 'loud'"),
+    ("reproduce_table1", ["--variant", "mine"], "invalid choice: 'mine'"),
+    (
+        "reproduce_table1",
+        ["--arch", "ours", "--variant", "skip"],
+        "--variant skip changes the published model",
+    ),
+]
+
+
+@pytest.mark.parametrize(("example", "flags", "message"), BAD_EXAMPLE_FLAGS)
+def test_bad_example_flags_fail_in_one_line(
+    example, flags, message, load_example, tmp_path, capsys
+):
+    main, out = load_example(example).main, tmp_path / "out"
+    if example == "card_budget":  # its main returns the exit status; the others exit with it
+        assert main([*flags, "--out", str(out)]) == 2
+    else:
+        with pytest.raises(SystemExit, match="^2$"):
+            main([*flags, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not out.exists()

@@ -70,23 +70,6 @@ def test_the_quick_run_writes_one_row_per_budget_and_a_plot(quick_run):
     assert (out / "card_budget.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--setting", "grid/medium"], "unknown setting 'grid/medium'"),
-        (["--method", "pca"], "unknown method 'pca'"),
-        (["--steps", "10,x"], "--steps must be integers"),
-        (["--steps", "0"], "steps"),
-    ],
-)
-def test_bad_input_is_one_line(args, message, tmp_path, capsys, load_example):
-    module = load_example("card_budget")
-    assert module.main([*args, "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
-
-
 def test_an_earlier_run_is_kept_unless_overwrite(quick_run, capsys):
     module, out, _, rows = quick_run
     assert module.main(["--quick", "--out", str(out)]) == 2

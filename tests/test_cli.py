@@ -6,12 +6,10 @@ import io
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import tqdm
-from conftest import sigint_as_in_a_terminal
+from conftest import interrupt_once_loaded, sigint_as_in_a_terminal
 
 from lam_envs.utils import cli
 
@@ -120,20 +118,8 @@ def test_ctrl_c_during_the_real_startup_of_collect(tmp_path):
     """A real `python -m lam_envs.collect`, interrupted while it imports (once numpy is
     loaded, which the package imports after setting the quiet Ctrl-C up)."""
     cmd = [sys.executable, "-m", "lam_envs.collect", "--quiet", "--root", str(tmp_path)]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=sigint_as_in_a_terminal,
-    )
-    deadline = time.time() + 30
-    while b"numpy" not in Path(f"/proc/{proc.pid}/maps").read_bytes():
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    code, err = interrupt_once_loaded(cmd, b"numpy", timeout=30)
+    assert code == 130
     assert (
         "Traceback" not in err
         and err in ("", "interrupted\n")

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import SNAKING, collect_into
 
 from lam_envs import export as export_module
-from lam_envs.collect import CollectConfig, collect
 from lam_envs.dataset import Dataset
 from lam_envs.export import MARKER, export, main
 from lam_models.data import LAMDataset
@@ -29,15 +29,10 @@ def to_numpy(column) -> np.ndarray:
 @pytest.fixture(scope="module")
 def datasets_(tmp_path_factory):
     root = tmp_path_factory.mktemp("minari")
-    grid = CollectConfig(
-        policy="snaking", epsilon=0.3, episodes=9, episode_length=20, label_fraction=0.2
-    )
-    linear = CollectConfig(
-        env="LinearLAM-v0", preset="other_agents", episodes=5, episode_length=8, seed=3
-    )
+    linear = dict(env="LinearLAM-v0", preset="other_agents", seed=3)
     return {
-        "grid": collect(grid, root=root, progress=False).path,
-        "linear": collect(linear, root=root, progress=False).path,
+        "grid": collect_into(root, **SNAKING, episodes=9, episode_length=20, label_fraction=0.2),
+        "linear": collect_into(root, **linear, episodes=5, episode_length=8),
     }
 
 

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import SNAKING, collect_into
 
 from lam_envs.collect import CollectConfig, collect
 from lam_models.data import DatasetError, LAMDataset
@@ -28,19 +29,10 @@ OUTSIDE = "resolves outside its own folder"
 def small(tmp_path_factory):
     """A grid (12 × 25, 10% labelled) and a linear (8 × 5, half labelled) dataset."""
     root = tmp_path_factory.mktemp("minari")
-    grid = CollectConfig(
-        policy="snaking", epsilon=0.3, episodes=12, episode_length=25, label_fraction=0.1
-    )
-    linear = CollectConfig(
-        env="LinearLAM-v0",
-        env_kwargs={"d_o": 4, "d_a": 2, "d_b": 2},
-        episodes=8,
-        episode_length=5,
-        label_fraction=0.5,
-    )
+    linear = dict(env="LinearLAM-v0", env_kwargs={"d_o": 4, "d_a": 2, "d_b": 2})
     return {
-        "grid": collect(grid, root=root, progress=False).path,
-        "linear": collect(linear, root=root, progress=False).path,
+        "grid": collect_into(root, **SNAKING, episodes=12, episode_length=25, label_fraction=0.1),
+        "linear": collect_into(root, **linear, episodes=8, episode_length=5, label_fraction=0.5),
     }
 
 

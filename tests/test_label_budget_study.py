@@ -72,26 +72,6 @@ def test_fully_labelled_bc_follows_the_snake(quick_run):
     assert min(float(r["full_bc_return"]) for r in rows) > 0.6 * 40
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--methods", "laom,lapo"], "unknown method lapo; choose from vq, laom"),
-        (["--settings", "fog"], "unknown setting fog; choose from clean"),
-        (["--workers", "0"], "--workers must be >= 1, got 0"),
-        (["--scale", "huge"], "argument --scale: invalid choice: 'huge'"),
-        (["--device", "tpu"], "unknown device 'tpu'"),
-    ],
-)
-def test_bad_input_is_one_line(args, message, load_example, tmp_path, capsys):
-    module = load_example("label_budget_study")
-    with pytest.raises(SystemExit) as info:
-        module.main([*args, "--out", str(tmp_path)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert info.value.code == 2 and len(err) == 1 and err[0].startswith("error: ")
-    assert message in err[0]
-    assert not (tmp_path / "label_budget.csv").exists()
-
-
 def test_an_existing_csv_is_kept_without_overwrite(load_example, tmp_path, capsys):
     module = load_example("label_budget_study")
     (tmp_path / "label_budget.csv").write_text("mine\n")

@@ -1,4 +1,5 @@
-"""LAOM as published (lam_models.lams.laom): what makes it the published method."""
+"""LAOM as published (lam_models.lams.laom): what makes it the published method; and the
+EMA target encoder it shares with its variant laom-mlp (lam_models.lams.laom_mlp)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 
 from lam_models import augment
 from lam_models.lams.laom import LAOMLAM, LAOMConfig, LAOMNet
+from lam_models.lams.laom_mlp import LAOMMLPLAM, LAOMMLPConfig, LAOMMLPNet
 from lam_models.split import DataSpec, Transitions
 
 SPEC = DataSpec("grid", (1, 8, 8), True, 5)
@@ -25,13 +27,11 @@ TINY = LAOMConfig(
 
 
 class RandomData:
-    """Random 8×8 images: o_t, o_{t+1} and o_{t+j} all different; every one labelled.
-    Records the arguments of each draw."""
+    """Random images (8×8 unless ``side``): o_t, o_{t+1} and o_{t+j} all different; every one
+    labelled. Records the arguments of each draw."""
 
-    spec = SPEC
-    has_labels = torch.tensor([True])
-
-    def __init__(self, copies: int = 1):
+    def __init__(self, copies: int = 1, side: int = 8):
+        self.spec = DataSpec("grid", (1, side, side), True, 5)
         self.num_copies = copies
         self.has_labels = torch.ones(copies, dtype=torch.bool)
         self.rng = np.random.default_rng(0)
@@ -39,7 +39,9 @@ class RandomData:
 
     def _batch(self, n: int) -> Transitions:
         o, nxt, far = (
-            torch.from_numpy(self.rng.random((self.num_copies, n, 1, 8, 8), dtype=np.float32))
+            torch.from_numpy(
+                self.rng.random((self.num_copies, n, *self.spec.obs_shape), np.float32)
+            )
             for _ in range(3)
         )
         actions = torch.from_numpy(self.rng.integers(5, size=(self.num_copies, n)))
@@ -92,22 +94,34 @@ def test_the_fdm_target_is_the_target_encoder_of_the_next_observation(monkeypatc
     assert online[0] is batch.obs and online[1] is batch.far_obs  # the IDM sees (o_t, o_{t+j})
 
 
-def test_the_target_encoder_moves_tau_of_the_way_per_update(monkeypatch):
+@pytest.mark.parametrize("method", ["laom", "laom-mlp"])
+def test_the_target_encoder_is_an_ema_of_the_online_one_and_gets_no_gradient(method, monkeypatch):
+    """φ̄_0 = φ_0 (same seed, same initial weights); then φ̄ ← (1 − τ) φ̄ + τ φ every update:
+    laom's τ is target_tau, laom-mlp's 1 − ema_decay (its default 0.99 here)."""
+    if method == "laom":
+        lam_class, net_class, side = LAOMLAM, LAOMNet, 8
+        config = LAOMConfig(**{**TINY.__dict__, "action_head": True, "target_tau": 0.2})
+        tau = 0.2
+    else:
+        lam_class, net_class, side = LAOMMLPLAM, LAOMMLPNet, 4
+        small = dict(steps=5, batch_size=16, label_batch_size=8, log_every=1, action_head=True)
+        config = LAOMMLPConfig(**small)
+        tau = 1 - config.ema_decay
     snapshots = []  # the online encoder φ after each update, when the target follows it
-    update = LAOMNet.update_target
+    update = net_class.update_target
 
     def recording(self):
         snapshots.append([p.detach().clone() for p in self.encoder.parameters()])
         update(self)
 
-    monkeypatch.setattr(LAOMNet, "update_target", recording)
-    config = LAOMConfig(**{**TINY.__dict__, "action_head": True, "target_tau": 0.2})
-    trained = LAOMLAM.train(config, RandomData(), [3], device="cpu").module
-    assert len(snapshots) == TINY.steps
-    fresh = LAOMLAM(config, SPEC, [3], "cpu").module
+    monkeypatch.setattr(net_class, "update_target", recording)
+    data = RandomData(side=side)
+    trained = lam_class.train(config, data, [3], device="cpu").module
+    assert len(snapshots) == config.steps == 5
+    fresh = lam_class(config, data.spec, [3], "cpu").module
     expected = [p.detach() for p in fresh.encoder.parameters()]  # φ̄_0 = φ_0
     for online in snapshots:
-        expected = [0.8 * e + 0.2 * p for e, p in zip(expected, online, strict=True)]
+        expected = [(1 - tau) * e + tau * p for e, p in zip(expected, online, strict=True)]
     for got, want, online in zip(
         trained.target_encoder.parameters(), expected, trained.encoder.parameters(), strict=True
     ):
@@ -116,6 +130,9 @@ def test_the_target_encoder_moves_tau_of_the_way_per_update(monkeypatch):
         assert not got.requires_grad and got.grad is None
     trainable = {id(p) for p in trained.trainable_parameters()}
     assert not any(id(p) in trainable for p in trained.target_encoder.parameters())
+
+
+def test_the_defaults_are_the_published_ones():
     assert LAOMConfig().target_tau == 0.001 and LAOMConfig().k_max == 10  # as published
     assert LAOMConfig().latent_dim == 8192 and LAOMConfig().action_weight == 0.001
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SNAKING, collect_into
 
 from lam_envs.collect import CollectConfig, collect
 from lam_models.data import LAMDataset
@@ -19,32 +20,12 @@ FAST = {"lam_options": {"steps": 300}, "policy_steps": 300, "rollout_episodes": 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("minari")
-
-    def grid(noise: float, label_fraction: float, **kw):
-        config = CollectConfig(
-            env_kwargs={"noise_intensity": noise},
-            policy="snaking",
-            epsilon=0.3,
-            episodes=30,
-            episode_length=50,
-            label_fraction=label_fraction,
-            seed=1,
-            **kw,
-        )
-        return str(collect(config, root=root, progress=False).path)
-
-    linear = CollectConfig(
-        env="LinearLAM-v0",
-        env_kwargs={"d_o": 8, "d_a": 2, "d_b": 2},
-        episodes=20,
-        episode_length=20,
-        label_fraction=0.2,
-        seed=0,
-    )
+    grid = dict(SNAKING, env_kwargs={"noise_intensity": 0.0}, episodes=30, episode_length=50)
+    linear = dict(env="LinearLAM-v0", env_kwargs={"d_o": 8, "d_a": 2, "d_b": 2}, episodes=20)
     return {
-        "none": grid(0.0, 0.1),
-        "unlabelled": grid(0.0, 0.0),
-        "linear": str(collect(linear, root=root, progress=False).path),
+        "none": str(collect_into(root, **grid, label_fraction=0.1, seed=1)),
+        "unlabelled": str(collect_into(root, **grid, label_fraction=0.0, seed=1)),
+        "linear": str(collect_into(root, **linear, episode_length=20, label_fraction=0.2, seed=0)),
     }
 
 
@@ -178,34 +159,15 @@ def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, 
     assert code == 2 and "missing artefacts" in err and "has no config.json" in err
     # The decoder will need labels: a dataset without any is refused before the LAM trains.
     run = tmp_path / "run"
-    code, _, err = _cli(
-        capsys,
-        "--dataset",
-        datasets["unlabelled"],
-        "--lam",
-        "laom-mlp",
-        "--lam-steps",
-        "20",
-        "--out",
-        str(run),
-        "--stage",
-        "lam",
-    )
+
+    def lam_stage(dataset, steps):
+        args = ["--dataset", dataset, "--lam", "laom-mlp", "--lam-steps", str(steps)]
+        return [*args, "--out", str(run), "--stage", "lam"]
+
+    code, _, err = _cli(capsys, *lam_stage(datasets["unlabelled"], 20))
     assert code == 2 and "no labelled transition in its train split" in err
     assert not (run / "lam").exists()
-    code, _, err = _cli(
-        capsys,
-        "--dataset",
-        datasets["none"],
-        "--lam",
-        "laom-mlp",
-        "--lam-steps",
-        "20",
-        "--out",
-        str(run),
-        "--stage",
-        "lam",
-    )
+    code, _, err = _cli(capsys, *lam_stage(datasets["none"], 20))
     assert code == 0, err
     code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc")
     assert code == 2 and "missing artefacts of stage 'relabel'" in err
@@ -213,19 +175,7 @@ def test_missing_artefacts_and_unlabelled_data_fail_clearly(datasets, tmp_path, 
     code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc", "--lam", "vq")
     assert code == 2 and "was made with other settings: lam='vq' (folder: 'laom-mlp')" in err
     # A first stage over a run made with other settings is refused unless --overwrite.
-    code, _, err = _cli(
-        capsys,
-        "--dataset",
-        datasets["none"],
-        "--lam",
-        "laom-mlp",
-        "--lam-steps",
-        "21",
-        "--out",
-        str(run),
-        "--stage",
-        "lam",
-    )
+    code, _, err = _cli(capsys, *lam_stage(datasets["none"], 21))
     assert code == 2 and "other settings" in err and "--overwrite" in err
     before = json.loads((run / "config.json").read_text())
     assert before["lam_options"] == {"steps": 20}

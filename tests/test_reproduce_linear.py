@@ -38,16 +38,23 @@ def quick_run(tmp_path_factory, load_example):
     return out, header, rows, printed.getvalue()
 
 
-def _mean(rows, protocol, figure, metric, **where):
-    values = [
-        float(r[metric])
-        for r in rows
-        if r["protocol"] == protocol
-        and r["figure"] == figure
-        and all(float(r[k]) == v for k, v in where.items())
-    ]
-    assert len(values) >= 3, (protocol, figure, where)
-    return sum(values) / len(values)
+def means(quick_run, protocol):
+    """``mean(figure, metric, **where)``: a metric's mean over the quick run's rows of one
+    protocol and figure (at least 3 seeds) where the columns ``where`` hold those values."""
+    rows = quick_run[2]
+
+    def mean(figure, metric, **where):
+        values = [
+            float(r[metric])
+            for r in rows
+            if r["protocol"] == protocol
+            and r["figure"] == figure
+            and all(float(r[k]) == v for k, v in where.items())
+        ]
+        assert len(values) >= 3, (protocol, figure, where)
+        return sum(values) / len(values)
+
+    return mean
 
 
 def test_printed_summary_and_elapsed_time(quick_run):
@@ -88,11 +95,7 @@ def test_csv_and_plots(quick_run):
 
 
 def test_published_quick_run_shows_the_effects(quick_run):
-    _, _, rows, _ = quick_run
-
-    def mean(figure, metric, **where):
-        return _mean(rows, "published", figure, metric, **where)
-
+    mean = means(quick_run, "published")
     # F3a: no noise: nmse(a) = 1 − d_z/d_a below d_a, about 0 from d_z = d_a on.
     assert mean("F3a", "nmse_a", d_a=4, d_z=2) == pytest.approx(0.5, abs=0.05)
     assert mean("F3a", "nmse_a", d_a=4, d_z=4) < 0.05
@@ -112,11 +115,7 @@ def test_published_quick_run_shows_the_effects(quick_run):
 
 
 def test_package_quick_run_shows_the_effects(quick_run):
-    _, _, rows, _ = quick_run
-
-    def mean(figure, metric, **where):
-        return _mean(rows, "package", figure, metric, **where)
-
+    mean = means(quick_run, "package")
     assert mean("F3a", "nmse_a", d_a=4, d_z=2) == pytest.approx(0.5, abs=0.05)
     assert mean("F3a", "nmse_a", d_a=4, d_z=4) < 0.01
     # Probed on noisy data the latent holds a noisy action: nmse(a) grows with σ.
@@ -130,23 +129,6 @@ def test_package_quick_run_shows_the_effects(quick_run):
     assert mean("F6b", "nmse_a", sigma=0.0, kappa=0.5) < 0.05
     assert mean("F6c", "nmse_a", label_fraction=0.1) < 0.1
     assert mean("F6c", "nmse_a", label_fraction=0.0) > 0.9
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--figures", "F3a,F9"], "--figures: unknown figure(s) ['F9']"),
-        (["--protocol", "paper"], "argument --protocol: invalid choice: 'paper'"),
-        (["--workers", "0"], "--workers must be >= 1, got 0"),
-        (["--device", "tpu"], "--device: unknown device 'tpu'"),
-    ],
-)
-def test_bad_arguments_are_one_line_errors(argv, message, load_example, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        load_example("reproduce_linear").main([*argv, "--out", str(tmp_path)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and "\n" not in err
 
 
 def test_an_earlier_run_is_kept_without_overwrite(load_example, tmp_path, capsys):

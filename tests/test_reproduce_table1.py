@@ -186,25 +186,3 @@ def test_settings_train_a_subset_and_give_the_rows_that_use_it(quick_run, tmp_pa
     ]
     text = (tmp_path / "table1_quick.md").read_text()
     assert "| augmentation: shift (text, a variant) |" in text and "| no noise |" not in text
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--seeds", "0"], "--seeds must be >= 1, got 0"),
-        (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--budget", "huge"], "invalid choice: 'huge'"),
-        (["--arch", "mine"], "invalid choice: 'mine'"),
-        (["--settings", "loud"], "invalid choice: 'loud'"),
-        (["--variant", "mine"], "invalid choice: 'mine'"),
-        (["--arch", "ours", "--variant", "skip"], "--variant skip changes the published model"),
-    ],
-)
-def test_bad_flags_are_one_line_errors(args, message, load_example, capsys, tmp_path):
-    module = load_example("reproduce_table1")
-    with pytest.raises(SystemExit) as exit_info:
-        module.main([*args, "--out", str(tmp_path / "never")])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
-    assert not (tmp_path / "never").exists()

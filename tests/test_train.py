@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import sigint_as_in_a_terminal
+from conftest import interrupt_once_loaded
 
 from lam_models.lams.base import get_lam, lam_names, load_lam
 from lam_models.split import DataSplit
@@ -27,6 +27,11 @@ def run_cli(capsys, *args):
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def run_quietly(capsys, out, *args):
+    """``python -m lam_models.train ARGS --quiet --out OUT``."""
+    return run_cli(capsys, *args, "--quiet", "--out", str(out))
 
 
 def one_line_error(code, err, *names):
@@ -160,20 +165,9 @@ def test_out_is_checked_before_training(lam_datasets, tmp_path, capsys):
 
 
 def test_linear_reaches_the_pca_optimum_on_a_dataset(lam_datasets, tmp_path, capsys):
-    out = tmp_path / "run"
-    code, text, err = run_cli(
-        capsys,
-        "linear",
-        "--dataset",
-        lam_datasets["linear"],
-        "--latent-dim",
-        "4",
-        "--steps",
-        "800",
-        "--quiet",
-        "--out",
-        str(out),
-    )
+    out, linear = tmp_path / "run", lam_datasets["linear"]
+    args = ["linear", "--dataset", linear, "--latent-dim", "4", "--steps", "800"]
+    code, text, err = run_quietly(capsys, out, *args)
     assert code == 0, err
     assert "surrogate" in text and "true z" in text and "analytic minimum" in text
     metrics = json.loads((out / "run.json").read_text())["metrics"]
@@ -186,27 +180,9 @@ def test_linear_reaches_the_pca_optimum_on_a_dataset(lam_datasets, tmp_path, cap
 
 
 def test_linear_streams_fresh_transitions(tmp_path, capsys):
-    code, text, err = run_cli(
-        capsys,
-        "linear",
-        "--env",
-        "LinearLAM-v0",
-        "-k",
-        "d_o=16",
-        "-k",
-        "d_a=4",
-        "-k",
-        "d_b=4",
-        "-k",
-        "sigma_exo=2.0",
-        "--latent-dim",
-        "4",
-        "--steps",
-        "600",
-        "--quiet",
-        "--out",
-        str(tmp_path / "run"),
-    )
+    env = ["--env", "LinearLAM-v0", "-k", "d_o=16", "-k", "d_a=4", "-k", "d_b=4"]
+    args = ["linear", *env, "-k", "sigma_exo=2.0", "--latent-dim", "4", "--steps", "600"]
+    code, text, err = run_quietly(capsys, tmp_path / "run", *args)
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "run.json").read_text())["metrics"]
     assert "stream LinearLAM-v0" in metrics["data"]
@@ -232,17 +208,8 @@ def test_linear_copies_keep_their_own_settings_and_data():
 
 
 def test_vq_without_a_noise_row_has_no_stochastic_loss(lam_datasets, tmp_path, capsys):
-    code, _, err = run_cli(
-        capsys,
-        "vq",
-        "--dataset",
-        lam_datasets["grid_none"],
-        "--steps",
-        "20",
-        "--quiet",
-        "--out",
-        str(tmp_path / "r"),
-    )
+    args = ["vq", "--dataset", lam_datasets["grid_none"], "--steps", "20"]
+    code, _, err = run_quietly(capsys, tmp_path / "r", *args)
     assert code == 0, err
     metrics = json.loads((tmp_path / "r" / "run.json").read_text())["metrics"]
     assert metrics["stochastic_loss"] is None  # NaN in JSON: the noise row never varies
@@ -264,18 +231,8 @@ def test_laom_labels_pull_the_latent_to_the_action(lam_datasets, tmp_path, capsy
     runs = {}
     for name, extra in (("plain", []), ("head", ["--action-head"])):
         out = tmp_path / name
-        code, text, err = run_cli(
-            capsys,
-            "laom-mlp",
-            "--dataset",
-            lam_datasets["grid"],
-            "--steps",
-            "600",
-            "--quiet",
-            "--out",
-            str(out),
-            *extra,
-        )
+        args = ["laom-mlp", "--dataset", lam_datasets["grid"], "--steps", "600", *extra]
+        code, text, err = run_quietly(capsys, out, *args)
         assert code == 0, err
         assert "nmse(true action)" in text and "probe controllable loss" in text
         runs[name] = json.loads((out / "run.json").read_text())["metrics"]
@@ -293,19 +250,8 @@ def test_laom_labels_pull_the_latent_to_the_action(lam_datasets, tmp_path, capsy
 
 def test_a_diverging_run_stops_and_saves_nothing(lam_datasets, tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, err = run_cli(
-        capsys,
-        "linear",
-        "--dataset",
-        lam_datasets["linear"],
-        "--lr",
-        "1e30",
-        "--steps",
-        "100",
-        "--quiet",
-        "--out",
-        str(out),
-    )
+    args = ["linear", "--dataset", lam_datasets["linear"], "--lr", "1e30", "--steps", "100"]
+    code, _, err = run_quietly(capsys, out, *args)
     one_line_error(code, err, "diverged", "nothing was saved")
     assert not out.exists()
 
@@ -329,38 +275,15 @@ def _diverge_copy_one(lam_datasets):
 
 
 def test_a_linear_run_far_from_the_optimum_is_flagged(lam_datasets, tmp_path, capsys):
-    code, text, err = run_cli(
-        capsys,
-        "linear",
-        "--dataset",
-        lam_datasets["linear"],
-        "--steps",
-        "3",
-        "--latent-dim",
-        "4",
-        "--quiet",
-        "--out",
-        str(tmp_path / "run"),
-    )
+    args = ["linear", "--dataset", lam_datasets["linear"], "--steps", "3", "--latent-dim", "4"]
+    code, text, err = run_quietly(capsys, tmp_path / "run", *args)
     assert code == 0, err
     assert "warning: the reconstruction loss ends" in text and "above the analytic optimum" in text
 
 
 def test_the_label_fraction_is_honoured_on_a_dataset(lam_datasets, tmp_path, capsys):
-    code, _, err = run_cli(
-        capsys,
-        "linear",
-        "--dataset",
-        lam_datasets["linear"],
-        "--action-head",
-        "--label-fraction",
-        "0.01",
-        "--steps",
-        "20",
-        "--quiet",
-        "--out",
-        str(tmp_path / "run"),
-    )
+    args = ["linear", "--dataset", lam_datasets["linear"], "--action-head", "--steps", "20"]
+    code, _, err = run_quietly(capsys, tmp_path / "run", *args, "--label-fraction", "0.01")
     assert code == 0, err
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["run_config"]["label_fraction"] == 0.01
@@ -369,14 +292,9 @@ def test_the_label_fraction_is_honoured_on_a_dataset(lam_datasets, tmp_path, cap
 
 def test_an_out_folder_under_a_file_is_refused_before_training(lam_datasets, tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")
+    out = tmp_path / "a-file" / "run"
     code, _, err = run_cli(
-        capsys,
-        "vq",
-        "--dataset",
-        lam_datasets["grid"],
-        *QUICK,
-        "--out",
-        str(tmp_path / "a-file" / "run"),
+        capsys, "vq", "--dataset", lam_datasets["grid"], *QUICK, "--out", str(out)
     )
     one_line_error(code, err, "cannot be written")
 
@@ -394,19 +312,8 @@ def test_training_curves_go_to_a_png_and_to_tensorboard(lam_datasets, tmp_path, 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out, board = tmp_path / "run", tmp_path / "board"
-    code, _, err = run_cli(
-        capsys,
-        "vq",
-        "--dataset",
-        lam_datasets["grid"],
-        "--steps",
-        "200",
-        "--quiet",
-        "--out",
-        str(out),
-        "--tensorboard",
-        str(board),
-    )
+    args = ["vq", "--dataset", lam_datasets["grid"], "--steps", "200", "--tensorboard", str(board)]
+    code, _, err = run_quietly(capsys, out, *args)
     assert code == 0, err
     assert (out / "training.png").stat().st_size > 10_000
     events = EventAccumulator(str(board))
@@ -423,24 +330,8 @@ def test_training_curves_go_to_a_png_and_to_tensorboard(lam_datasets, tmp_path, 
 @pytest.mark.parametrize("command", ["lam_models.train", "lam_models.pipeline"])
 def test_ctrl_c_while_a_training_command_imports_torch_exits_quietly(command, tmp_path):
     """A real `python -m lam_models.train`, interrupted while it loads torch."""
-    import signal
-    import subprocess
     import sys
-    import time
-    from pathlib import Path
 
     args = ["vq", "--dataset", "x"] if command.endswith("train") else ["--out", str(tmp_path)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", command, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=sigint_as_in_a_terminal,
-    )
-    deadline = time.time() + 60
-    while b"libtorch" not in Path(f"/proc/{proc.pid}/maps").read_bytes():
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    code, err = interrupt_once_loaded([sys.executable, "-m", command, *args], b"libtorch", 60)
+    assert code == 130 and "Traceback" not in err, err

@@ -51,6 +51,24 @@ def train(config: PublishedVQConfig, data: Data, seeds=(0,)) -> PublishedVQLAM:
     return PublishedVQLAM.train(config, data, list(seeds), device="cpu")
 
 
+def spy_on(monkeypatch, method: str, record) -> None:
+    """Every net PublishedVQLAM builds calls ``record(net, *args)`` before its ``method``."""
+    real_build = PublishedVQLAM.build
+
+    def build(self):
+        net = real_build(self)
+        real = getattr(net, method)
+
+        def spy(*args):
+            record(net, *args)
+            return real(*args)
+
+        setattr(net, method, spy)
+        return net
+
+    monkeypatch.setattr(PublishedVQLAM, "build", build)
+
+
 def test_the_published_architecture():
     lam = PublishedVQLAM(PublishedVQConfig(), SPEC, [0, 1], "cpu")
     net = lam.module
@@ -129,15 +147,7 @@ def test_as_released_only_the_dead_code_reset_moves_the_codebook():
 
 def test_the_released_reset_checks_the_last_batch_of_every_fifth_epoch(monkeypatch):
     checked = []
-    real = PublishedVQLAM.build
-
-    def build(self):
-        net = real(self)
-        reset = net.reset_dead_codes
-        net.reset_dead_codes = lambda *a: checked.append(a[1].sum().item()) or reset(*a)
-        return net
-
-    monkeypatch.setattr(PublishedVQLAM, "build", build)
+    spy_on(monkeypatch, "reset_dead_codes", lambda net, *a: checked.append(a[1].sum().item()))
     steps = []
     real_sample = Data.sample
     monkeypatch.setattr(Data, "sample", lambda self, b, **k: steps.append(b) or real_sample(
@@ -188,20 +198,10 @@ def test_the_every_update_variant_resets_after_dead_checks_in_a_row():
 
 
 def _spy_fdm(monkeypatch, seen):
-    real_build = PublishedVQLAM.build
+    def record(net, o, z):
+        seen.append((z.detach().clone(), z.requires_grad, net.codebook.detach().clone()))
 
-    def build(self):
-        net = real_build(self)
-        fdm = net.fdm
-
-        def spy(o, z):
-            seen.append((z.detach().clone(), z.requires_grad, net.codebook.detach().clone()))
-            return fdm(o, z)
-
-        net.fdm = spy
-        return net
-
-    monkeypatch.setattr(PublishedVQLAM, "build", build)
+    spy_on(monkeypatch, "fdm", record)
 
 
 def test_labelled_examples_feed_their_actions_code_detached_and_pull_the_output(monkeypatch):
@@ -285,15 +285,7 @@ def test_the_published_losses_are_the_last_updates_training_errors():
 
 def test_the_noise_copy_hides_the_noise_change_from_the_idm(monkeypatch):
     inputs = []
-    real_build = PublishedVQLAM.build
-
-    def build(self):
-        net = real_build(self)
-        idm = net.idm
-        net.idm = lambda o, o_next: inputs.append((o, o_next)) or idm(o, o_next)
-        return net
-
-    monkeypatch.setattr(PublishedVQLAM, "build", build)
+    spy_on(monkeypatch, "idm", lambda net, o, o_next: inputs.append((o, o_next)))
     data = Data(1)
     train(PublishedVQConfig(**dict(SMALL, steps=2), noise_copy=True), data)
     for (o, o_next), batch in zip(inputs, data.batches, strict=True):
@@ -480,15 +472,7 @@ def test_the_noise_copy_variant_feeds_the_fdm_the_idms_o(monkeypatch):
     so the target's noise row (o's) is not in its input; by default it reads o itself."""
     for choice, row_of in (("o", "obs"), ("idm", "next_obs")):
         seen = []
-        real_build = PublishedVQLAM.build
-
-        def build(self, real_build=real_build, seen=seen):
-            net = real_build(self)
-            fdm = net.fdm
-            net.fdm = lambda x, z: seen.append(x) or fdm(x, z)
-            return net
-
-        monkeypatch.setattr(PublishedVQLAM, "build", build)
+        spy_on(monkeypatch, "fdm", lambda net, x, z, seen=seen: seen.append(x))
         data = Data(1)
         config = PublishedVQConfig(**dict(SMALL, steps=2), noise_copy=True,
                                    noise_copy_fdm_input=choice)  # fmt: skip
