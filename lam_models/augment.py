@@ -29,6 +29,8 @@ from collections.abc import Sequence
 
 import torch
 
+from lam_models.data import to_device
+
 __all__ = [
     "NOISE_ROWS",
     "augment_frames",
@@ -52,7 +54,7 @@ def shift_columns(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     last column wrapping round to the first (as ``torch.roll(x, 1, dims=-1)``).
     """
     width = x.shape[-1]
-    shifts = shifts.to(x.device)
+    shifts = to_device(shifts, x.device)
     source = (torch.arange(width, device=x.device) - shifts[..., None]) % width
     source = source[..., None, None, :].expand(x.shape)
     return torch.gather(x, -1, source)
@@ -101,7 +103,7 @@ def vector_offsets(
     draws = torch.stack([gaussian_offsets(tuple(shape[1:]), 1.0, g) for g in generators])
     if draw_of_copy is not None:  # index_select: far cheaper than advanced indexing on CPU
         draws = draws.index_select(0, torch.tensor(index))
-    return (draws if unit else draws * scale).to(device)
+    return to_device(draws if unit else draws * scale, device)
 
 
 def augment_pair(
@@ -134,6 +136,7 @@ def augment_pair(
         )
     shifts = torch.stack([draw_shifts((b,), g, nonzero_shift) for g in generators])
     shifts = shifts if draw_of_copy is None else shifts.index_select(0, torch.tensor(index))
+    shifts = to_device(shifts, x.device)  # one copy for both tensors
     return shift_columns(x, shifts), shift_columns(y, shifts)
 
 
@@ -143,7 +146,7 @@ def shift_images(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.T
     is DrQ's random shift (pad by replication, then crop). ``dy``, ``dx``: ``x.shape[:-3]``.
     """
     h, w = x.shape[-2:]
-    dy, dx = dy.to(x.device), dx.to(x.device)
+    dy, dx = to_device(dy, x.device), to_device(dx, x.device)
     rows = (torch.arange(h, device=x.device) - dy[..., None]).clamp(0, h - 1)
     cols = (torch.arange(w, device=x.device) - dx[..., None]).clamp(0, w - 1)
     x = torch.gather(x, -2, rows[..., None, :, None].expand(x.shape))
@@ -170,6 +173,7 @@ def augment_frames(
         b = x.shape[1]
         if kappa is None:
             d = torch.stack([torch.randint(-pad, pad + 1, (2, b), generator=g) for g in generators])
+            d = to_device(d, x.device)  # one copy for both axes
             out.append(shift_images(x, d[:, 0], d[:, 1]))
             continue
         out.append(x + vector_offsets(x.shape, generators, kappa, device=x.device).to(x.dtype))

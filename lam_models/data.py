@@ -43,7 +43,20 @@ __all__ = [
     "DatasetError",
     "EnvStream",
     "LAMDataset",
+    "to_device",
 ]
+
+
+def to_device(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``x`` (on the CPU) on ``device`` without stalling the host: to a CUDA device through
+    pinned memory, asynchronously (a plain copy from pageable memory waits for the GPU to
+    finish its queued work: a host synchronisation per training step); elsewhere
+    ``x.to(device)``. Random draws stay on the CPU's generators (the same draws on every
+    device) and reach the device this way."""
+    device = torch.device(device)
+    if device.type != "cuda" or x.device.type != "cpu":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 class Batch(NamedTuple):
@@ -57,7 +70,7 @@ class Batch(NamedTuple):
     label_mask: torch.Tensor
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device) for t in self))
+        return Batch(*(to_device(t, device) for t in self))
 
 
 class LAMDataset(Dataset):

@@ -33,6 +33,10 @@ class EnsembleModule(nn.Module):
         super().__init__()
         self.num_models = num_models
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._quiet = 0  # the loaded unused counts are read at the next update
+        super()._load_from_state_dict(*args, **kwargs)
+
     def reset_copy(self, index: int, generator: torch.Generator) -> None:
         """Re-initialise copy ``index`` of this block's own parameters from ``generator``."""
 
@@ -66,6 +70,10 @@ class EnsembleLinear(EnsembleModule):
         self.bias = nn.Parameter(torch.empty(num_models, out_features))
         for m in range(num_models):
             self.reset_copy(m, torch.Generator().manual_seed(m))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._quiet = 0  # the loaded unused counts are read at the next update
+        super()._load_from_state_dict(*args, **kwargs)
 
     def reset_copy(self, index: int, generator: torch.Generator) -> None:
         bound = 1.0 / math.sqrt(self.weight.shape[1])
@@ -190,6 +198,10 @@ class EnsembleConv2d(EnsembleModule):
         for m in range(num_models):
             self.reset_copy(m, torch.Generator().manual_seed(m))
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._quiet = 0  # the loaded unused counts are read at the next update
+        super()._load_from_state_dict(*args, **kwargs)
+
     def reset_copy(self, index: int, generator: torch.Generator) -> None:
         # PyTorch's defaults: fan_in = weight.size(1) · kernel area, which for
         # ConvTranspose2d's (in, out, k, k) weight is out_channels · k².
@@ -254,6 +266,10 @@ class EnsembleBatchNorm2d(EnsembleModule):
         self.bias = nn.Parameter(torch.zeros(num_models, channels))
         self.register_buffer("running_mean", torch.zeros(num_models, channels))
         self.register_buffer("running_var", torch.ones(num_models, channels))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._quiet = 0  # the loaded unused counts are read at the next update
+        super()._load_from_state_dict(*args, **kwargs)
 
     def reset_copy(self, index: int, generator: torch.Generator) -> None:
         with torch.no_grad():
@@ -399,8 +415,13 @@ class VectorQuantiser(EnsembleModule):
             "steps_unused", torch.zeros(num_models, codebook_size, dtype=torch.long)
         )
         self.register_buffer("initialised", torch.zeros(num_models, dtype=torch.bool))
+        self._quiet = 0  # updates to come that need not look for dead codes (see update)
         for m in range(num_models):
             self.reset_copy(m, torch.Generator().manual_seed(m))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._quiet = 0  # the loaded unused counts are read at the next update
+        super()._load_from_state_dict(*args, **kwargs)
 
     def reset_copy(self, index: int, generator: torch.Generator) -> None:
         # Placeholder; replaced by data on the first training batch (init_from_batch).
@@ -461,7 +482,12 @@ class VectorQuantiser(EnsembleModule):
         self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
         dead = self.steps_unused >= self.dead_code_steps
         revived = dead.sum(-1)
-        if dead.any():
+        # Reading the device is a host synchronisation: skip it while no code can be dead,
+        # an unused count growing by at most 1 per update.
+        self._quiet -= 1
+        if self._quiet < 0:
+            self._quiet = self.dead_code_steps - 1 - int(self.steps_unused.max())
+        if self._quiet < 0:
             for m in torch.nonzero(dead.any(-1)).flatten().tolist():
                 ks = torch.nonzero(dead[m]).flatten()
                 error = (latent[m] - self.codebook[m, codes[m]]).pow(2).sum(-1) + 1e-12

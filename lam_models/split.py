@@ -39,7 +39,7 @@ import torch
 from lam_envs.dataset import LABEL_UNITS  # what a label fraction counts
 from lam_envs.utils.config import option
 from lam_envs.utils.validate import check_choice, check_fraction, check_int
-from lam_models.data import DatasetError, LAMDataset
+from lam_models.data import DatasetError, LAMDataset, to_device
 from lam_models.seeding import Stream, numpy_rng, torch_generator
 
 __all__ = [
@@ -445,8 +445,11 @@ class CopyBatches:
 
     Copy m draws from its own generators (:class:`~lam_models.seeding.Stream` ``stream``,
     ``BATCHES`` by default, and ``LABELLED_BATCHES`` of ``seeds[m]``), so what it sees does
-    not depend on the copies it is batched with. Each split's frames move to ``device``
-    once (copies that share a split share the tensor).
+    not depend on the copies it is batched with. The row indices are drawn on the CPU (the
+    same draws on every device) and sent to the device in one copy per batch; the data
+    live on the device, moved there once: every split's frames in one tensor (copies that
+    share a split share its frames), and every copy's transitions in one table, so a batch
+    of all M copies is one gather per field.
     """
 
     def __init__(
@@ -465,25 +468,31 @@ class CopyBatches:
         self.spec: DataSpec = specs.pop()
         self.device = torch.device(device)
         self.num_copies = len(splits)
-        frames: dict[int, torch.Tensor] = {}
-        self._parts = []
-        for split in self.splits:
-            part = split.train
-            key = id(part.frames)
-            if key not in frames:
-                frames[key] = torch.from_numpy(part.frames).float().to(self.device)
-            actions = torch.from_numpy(part.actions)
-            actions = actions.long() if self.spec.discrete else actions.float()
-            self._parts.append(
-                {
-                    "frames": frames[key],
-                    "start": torch.from_numpy(part.start),
-                    "last": torch.from_numpy(part.last),
-                    "actions": actions.to(self.device),
-                    "label_mask": torch.from_numpy(part.label_mask).to(self.device),
-                    "labelled": torch.from_numpy(np.flatnonzero(part.label_mask)),
-                }
-            )
+        parts = [split.train for split in self.splits]
+        first_frame: dict[int, int] = {}  # id(frames) -> its first row in the frame table
+        distinct = []
+        for part in parts:
+            if id(part.frames) not in first_frame:
+                first_frame[id(part.frames)] = sum(len(f) for f in distinct)
+                distinct.append(part.frames)
+        self.frames = torch.empty(
+            (sum(len(f) for f in distinct), *self.spec.obs_shape), device=self.device
+        )
+        for frames in distinct:
+            row = first_frame[id(frames)]
+            self.frames[row : row + len(frames)] = torch.from_numpy(frames).float()
+        # Transition n of copy m is row first_row[m] + n of these tables.
+        base = [first_frame[id(p.frames)] for p in parts]
+        self._sizes = [len(p) for p in parts]
+        self._first_row = torch.tensor(np.cumsum([0, *self._sizes[:-1]]))[:, None]
+        self._start = torch.cat([torch.from_numpy(p.start + base[m]) for m, p in enumerate(parts)])
+        self._last = torch.cat([torch.from_numpy(p.last + base[m]) for m, p in enumerate(parts)])
+        actions = torch.cat([torch.from_numpy(p.actions) for p in parts])
+        self._actions = actions.long() if self.spec.discrete else actions.float()
+        self._label_mask = torch.cat([torch.from_numpy(p.label_mask) for p in parts])
+        for name in ("_start", "_last", "_actions", "_label_mask"):
+            setattr(self, name, getattr(self, name).to(self.device))
+        self._labelled = [torch.from_numpy(np.flatnonzero(p.label_mask)) for p in parts]
         self._batch_generators = [torch_generator(s, stream) for s in self.seeds]
         self._label_generators = [torch_generator(s, Stream.LABELLED_BATCHES) for s in self.seeds]
 
@@ -496,30 +505,23 @@ class CopyBatches:
     @property
     def has_labels(self) -> torch.Tensor:
         """(M,) bool: whether each copy has a labelled subset."""
-        return torch.tensor([len(p["labelled"]) > 0 for p in self._parts], device=self.device)
+        return torch.tensor([len(p) > 0 for p in self._labelled], device=self.device)
 
     def _gather(self, rows: list[torch.Tensor], offsets: list[torch.Tensor | None]) -> Transitions:
-        obs, nxt, far, actions, mask = [], [], [], [], []
-        for part, r, j in zip(self._parts, rows, offsets, strict=True):
-            start = part["start"][r]
-            frames = part["frames"]
-            o = frames[start.to(self.device)]
-            o_next = frames[(start + 1).to(self.device)]
-            if j is None:
-                o_far = o_next
-            else:
-                far_rows = torch.minimum(start + j, part["last"][r])
-                o_far = frames[far_rows.to(self.device)]
-            r_dev = r.to(self.device)
-            obs.append(o)
-            nxt.append(o_next)
-            far.append(o_far)
-            actions.append(part["actions"][r_dev])
-            mask.append(part["label_mask"][r_dev])
-        stacked = [torch.stack(x) for x in (obs, nxt, far, actions, mask)]
-        if all(j is None for j in offsets):
-            stacked[2] = stacked[1]
-        return Transitions(*stacked)
+        """The batch of each copy's transitions ``rows`` (M × (B,), on the CPU) with the
+        look-ahead ``offsets`` (None: o_{t+1})."""
+        index = torch.stack(rows) + self._first_row  # rows of the tables, (M, B)
+        far = offsets[0] is not None
+        if far:
+            index = torch.stack([index, torch.stack(offsets)])
+        index = to_device(index, self.device)  # one copy, not awaited
+        rows_, j = (index[0], index[1]) if far else (index, None)
+        start = self._start[rows_]
+        obs, next_obs = self.frames[start], self.frames[start + 1]
+        far_obs = (
+            next_obs if j is None else self.frames[torch.minimum(start + j, self._last[rows_])]
+        )
+        return Transitions(obs, next_obs, far_obs, self._actions[rows_], self._label_mask[rows_])
 
     def sample(
         self,
@@ -538,9 +540,8 @@ class CopyBatches:
         """
         rows, offsets = [], []
         n_labelled = round(labelled_share * batch_size)
-        for part, g in zip(self._parts, self._batch_generators, strict=True):
-            r = torch.randint(len(part["start"]), (batch_size,), generator=g)
-            pool = part["labelled"]
+        for size, pool, g in zip(self._sizes, self._labelled, self._batch_generators, strict=True):
+            r = torch.randint(size, (batch_size,), generator=g)
             if n_labelled and len(pool):
                 r[:n_labelled] = pool[torch.randint(len(pool), (n_labelled,), generator=g)]
             rows.append(r)
@@ -553,8 +554,7 @@ class CopyBatches:
         """``batch_size`` transitions per copy from its labelled subset (with replacement).
         A copy without labels gets arbitrary rows with ``label_mask`` False."""
         rows, offsets = [], []
-        for part, g in zip(self._parts, self._label_generators, strict=True):
-            pool = part["labelled"]
+        for pool, g in zip(self._labelled, self._label_generators, strict=True):
             if len(pool):
                 r = pool[torch.randint(len(pool), (batch_size,), generator=g)]
             else:

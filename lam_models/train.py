@@ -36,6 +36,7 @@ from lam_envs.utils.outputs import claim_output_folder, staged_files
 from lam_envs.utils.validate import check_int
 from lam_models._commands import COMMAND_ERRORS, report_error
 from lam_models.lams.base import LAM, get_lam, lam_names, resolve_device
+from lam_models.lams.training import COMPILE_MODES, check_compile
 from lam_models.runs import plot_history
 from lam_models.split import DataSplit, held_out_option
 
@@ -95,13 +96,15 @@ def train_and_evaluate(
     device: str = "auto",
     progress: bool = False,
     tensorboard: Path | None = None,
+    compile: str | None = None,
 ) -> tuple[LAM, dict[str, Any], Any]:
-    """Train one ``method`` LAM and score it; returns (lam, its metrics, the data source)."""
+    """Train one ``method`` LAM and score it; returns (lam, its metrics, the data source).
+    ``compile``: a ``torch.compile`` mode for the networks (CUDA only), None: eager."""
     cls = get_lam(method)
     run = run or RunConfig()
     lam_config = lam_config if lam_config is not None else cls.Config()
     source = open_data(cls, run, stream)
-    lam = cls.train([lam_config], [source], [run.seed], device, progress, tensorboard)
+    lam = cls.train([lam_config], [source], [run.seed], device, progress, tensorboard, compile)
     return lam, lam.metrics([source])[0], source
 
 
@@ -126,6 +129,14 @@ def build_parser(cls: type[LAM]) -> argparse.ArgumentParser:
         add_flags(p, config, title=title)
     p.add_argument("--out", type=Path, help=f"run folder (default: runs/{cls.name}/<data>-s<seed>)")
     add_runtime_flags(p)
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        metavar="MODE",
+        help="torch.compile the networks, on a CUDA device only (MODE: "
+        f"{', '.join(COMPILE_MODES)}; default: default); off by default",
+    )
     return p
 
 
@@ -158,13 +169,22 @@ def main(argv: list[str] | None = None) -> int:
                     f"--{given[0].replace('_', '-')} applies to streamed data, not to --dataset"
                 )
         device = resolve_device(args.device)  # refused before any work
+        if args.compile is not None:
+            check_compile(args.compile, device)
         out = args.out or default_out(cls.name, run, stream)
         # The folder is claimed for the whole run: a second run into it (the same --out,
         # or the same default) is refused now, not overwritten at the end.
         with claim_output_folder(out, args.overwrite) as out:
             start = time.perf_counter()
             lam, metrics, source = train_and_evaluate(
-                cls.name, lam_config, run, stream, device, not args.quiet, args.tensorboard
+                cls.name,
+                lam_config,
+                run,
+                stream,
+                device,
+                not args.quiet,
+                args.tensorboard,
+                args.compile,
             )
             elapsed = time.perf_counter() - start
             settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(lam_config).items())

@@ -269,8 +269,9 @@ def _diverge_copy_one(lam_datasets):
     from lam_models.split import CopyBatches
 
     splits = [DataSplit(lam_datasets["grid"], seed=s) for s in (0, 1)]
+    poisoned = splits[1].train
+    splits[1].train = dataclasses.replace(poisoned, frames=poisoned.frames * np.nan)
     data = CopyBatches(splits, [0, 1], "cpu")
-    data._parts[1]["frames"] = data._parts[1]["frames"] * float("nan")
     VQLAM.train(VQConfig(steps=20, log_every=5), data, [0, 1], device="cpu")
 
 

@@ -48,6 +48,7 @@ from lam_models.lams.training import (
     _one_line,
     check_finite_parameters,
     check_finite_state,
+    compile_networks,
     load_state,
     load_weights,
     open_tensorboard,
@@ -295,13 +296,16 @@ class LAM(abc.ABC):
         device: str | torch.device = "auto",
         progress: bool = False,
         tensorboard: str | Path | None = None,
+        compile: str | None = None,
     ) -> LAM:
         """Build M = len(seeds) copies and train them together; copy m on ``data[m]``.
 
         ``data``: one :class:`DataSplit` per copy (batches come from their train parts and
         labelled subsets), or an object with the :class:`CopyBatches` interface.
         ``tensorboard``: a folder where the training curves are also logged for TensorBoard
-        (``pip install 'lam-envs[tensorboard]'``).
+        (``pip install 'lam-envs[tensorboard]'``). ``compile``: a ``torch.compile`` mode
+        (:data:`~lam_models.lams.training.COMPILE_MODES`) for the networks, on CUDA only
+        (:func:`~lam_models.lams.training.compile_networks`); None trains eagerly.
         """
         seeds = list(seeds)
         if isinstance(data, Sequence):
@@ -311,6 +315,8 @@ class LAM(abc.ABC):
         else:
             batches = data
         lam = cls(configs, batches.spec, seeds, device)
+        if compile is not None:
+            compile_networks(lam.module, lam.device, compile)
         lam.tensorboard = open_tensorboard(tensorboard) if tensorboard is not None else None
         lam.module.train()
         try:

@@ -17,7 +17,7 @@ import lam_envs
 from lam_envs.envs.linear import LinearLAMConfig as EnvConfig
 from lam_envs.utils.config import check_fields, option
 from lam_envs.utils.validate import check_choice, check_fraction, check_int
-from lam_models.data import EnvStream
+from lam_models.data import EnvStream, to_device
 from lam_models.seeding import Stream, derive_seed, numpy_rng
 from lam_models.split import DataSpec, DataSplit, Transitions
 
@@ -229,14 +229,13 @@ class StreamBatches:
         parts = [s.train_chunk(n) for s in self.sources]
         for key in ("obs", "next_obs", "label_mask"):
             stacked = torch.from_numpy(np.stack([p[key] for p in parts]))
-            self._chunk[key] = stacked.view(m, self._CHUNK, batch_size, *stacked.shape[2:]).to(
-                self.device
-            )
+            view = stacked.view(m, self._CHUNK, batch_size, *stacked.shape[2:])
+            self._chunk[key] = to_device(view, self.device)
         actions = np.full((m, n, d_a), np.nan, dtype=np.float32)
         for i, p in enumerate(parts):  # NaN-pad: only copies without the head differ in d_a
             actions[i, :, : p["actions"].shape[1]] = p["actions"]
         self._chunk["actions"] = torch.from_numpy(actions).view(m, self._CHUNK, batch_size, d_a)
-        self._chunk["actions"] = self._chunk["actions"].to(self.device)
+        self._chunk["actions"] = to_device(self._chunk["actions"], self.device)
         self._chunk["obs"] = self._chunk["obs"].float()
         self._chunk["next_obs"] = self._chunk["next_obs"].float()
         self._chunk["label_mask"] = self._chunk["label_mask"].bool()

@@ -20,10 +20,13 @@ if TYPE_CHECKING:
     from lam_models.lams.base import LAM
 
 __all__ = [
+    "COMPILE_MODES",
     "TrainingDiverged",
     "TrainingLog",
     "check_finite_parameters",
+    "check_compile",
     "check_finite_state",
+    "compile_networks",
     "load_state",
     "load_weights",
     "open_tensorboard",
@@ -187,6 +190,40 @@ class TrainingLog:
                 self.bar.set_postfix(loss=f"{float(np.mean(loss)):.4g}", refresh=False)
             if step == self.steps - 1:
                 self.bar.close()
+
+
+#: ``torch.compile`` modes of ``--compile``: "default" fuses kernels; "reduce-overhead" also
+#: replays them as CUDA graphs; "max-autotune" searches kernels too (slow to start).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def check_compile(mode: str, device: torch.device | str) -> None:
+    """Refuse a ``--compile`` mode that is not in :data:`COMPILE_MODES`, or off CUDA."""
+    if mode not in COMPILE_MODES:
+        allowed = ", ".join(COMPILE_MODES)
+        raise ValueError(f"unknown compile mode {mode!r}; allowed: {allowed}")
+    if torch.device(device).type != "cuda":
+        raise ValueError(
+            f"--compile needs a CUDA device (it cuts the kernel launches of a GPU's training "
+            f"loop), got {device}; drop --compile on the CPU"
+        )
+
+
+def compile_networks(
+    module: nn.Module, device: torch.device | str, mode: str = "default", backend: str = "inductor"
+) -> int:
+    """``torch.compile`` each network of a LAM's ``module`` in place (its children: the
+    trainers call them, not ``module.forward``), keeping the state dict's names; returns how
+    many. On a CUDA device only: there launching kernels, not arithmetic, bounds the
+    models' small updates; on a CPU the eager loop is the default and starts at once.
+    ``backend`` other than inductor (``"eager"``: traced, run as written) is for tests."""
+    if backend == "inductor":
+        check_compile(mode, device)
+    options = {"mode": mode} if backend == "inductor" else {}
+    networks = list(module.children())
+    for network in networks:
+        network.compile(backend=backend, **options)
+    return len(networks)
 
 
 def open_tensorboard(folder: str | Path):

@@ -332,13 +332,14 @@ class PublishedVQNet(nn.Module):
         else:
             marks.add_(1).masked_fill_(~dead, 0)
         reset = marks > config.dead_code_checks
-        if reset.any():
+        if config.reset_schedule == "released":  # without reading the device (no sync)
+            rows = torch.arange(reset.shape[1], device=latent.device) % latent.shape[1]
+            self.codebook.copy_(torch.where(reset[..., None], latent[:, rows], self.codebook))
+            marks.masked_fill_(reset, 0)
+        elif reset.any():
             for m in torch.nonzero(reset.any(-1)).flatten().tolist():
                 ks = torch.nonzero(reset[m]).flatten()
-                if config.reset_schedule == "released":
-                    rows = ks % latent.shape[1]  # row k of the batch for code k
-                else:
-                    rows = torch.randint(latent.shape[1], (len(ks),), generator=generators[m])
+                rows = torch.randint(latent.shape[1], (len(ks),), generator=generators[m])
                 self.codebook[m, ks] = latent[m, rows.to(latent.device)]
                 marks[m, ks] = 0
         return reset.sum(-1)
