@@ -46,6 +46,7 @@ bench: setup
 	$(PY) benchmarks/collect_throughput.py
 	$(PY) benchmarks/train_linear.py
 	$(PY) benchmarks/train_vq.py
+	$(PY) benchmarks/train_throughput.py
 
 # The documentation site (Sphinx, furo, MyST: docs/conf.py) into docs/_build/html, warnings
 # as errors; installs the [docs] extra first, as bench does [bench].
