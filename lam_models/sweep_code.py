@@ -125,13 +125,12 @@ def _sources(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.py"))
 
 
-@functools.cache
 def _file_hash(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @functools.cache
-def _package_hash() -> str:
+def _package_hash() -> str:  # read once per process: the package's code does not change in a run
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for path in _sources(root):
