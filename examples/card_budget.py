@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from lam_envs.utils.cli import Parser, run_main  # noqa: E402
 from lam_envs.utils.outputs import claim_output_folder  # noqa: E402
 from lam_envs.utils.validate import check_int  # noqa: E402
+from lam_models import sweep  # noqa: E402
 from lam_models._commands import COMMAND_ERRORS, report_error  # noqa: E402
 from lam_models.data import LAMDataset  # noqa: E402
 from lam_models.evaluation.card import setting_split  # noqa: E402
@@ -44,14 +45,6 @@ from lam_models.evaluation.scoring import evaluate  # noqa: E402
 from lam_models.evaluation.suite import STANDARD, builtin_method, setting_family  # noqa: E402
 from lam_models.recipes import ensure_dataset  # noqa: E402
 from lam_models.runs import write_csv  # noqa: E402
-from lam_models.sweep import (  # noqa: E402
-    ResultCache,
-    RunnerOptions,
-    Task,
-    add_runner_flags,
-    execute,
-    runner_options,
-)
 
 SETTINGS = {s.name: s for s in STANDARD}
 
@@ -61,7 +54,7 @@ RESULTS = ("card_budget.csv", "card_budget.png")
 
 
 #: The runner's defaults here: one budget after the other, on the CPU.
-RUNNER = RunnerOptions(workers=1, device="cpu")
+RUNNER = sweep.RunnerOptions(workers=1, device="cpu")
 
 
 def score_budget(
@@ -88,17 +81,19 @@ def score_budget(
 
 def run(
     method: str, setting: str, steps: list[int], seed: int, out: Path, data_root: Path,
-    episodes: int | None = None, device: str | RunnerOptions = "cpu",
+    episodes: int | None = None, device: str | sweep.RunnerOptions = "cpu",
     cache: Path | None = None,
 ) -> list[dict]:  # fmt: skip
     """Train ``method`` at each budget of ``steps`` on ``setting``; one row per budget.
-    ``device``: where (or :class:`RunnerOptions`: how) the budgets run; ``cache``: where
-    each is kept as it ends (default ``<out>/cache``)."""
+    ``device``: where (or :class:`~lam_models.sweep.RunnerOptions`: how) the budgets run;
+    ``cache``: where each is kept as it ends (default ``<out>/cache``)."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; allowed: {', '.join(SETTINGS)}")
     steps = [check_int("steps", s, low=1) for s in steps]
     builtin_method(method, 1)  # an unknown method fails before any work
-    runner = device if isinstance(device, RunnerOptions) else RunnerOptions(1, device=device)
+    runner = (
+        device if isinstance(device, sweep.RunnerOptions) else sweep.RunnerOptions(1, device=device)
+    )
     torch.set_num_threads(1)
     overrides = {"episodes": episodes} if episodes else {}
     path = str(ensure_dataset(SETTINGS[setting].recipe, data_root, **overrides))
@@ -115,7 +110,7 @@ def run(
     print(f"{'updates':>8} {'in sample':>10} {'held out':>10} {'seconds':>8}")
     fingerprint = LAMDataset(path).fingerprint
     tasks = [
-        Task(
+        sweep.Task(
             f"{n} updates",
             score_budget,
             (method, setting, n, seed, path, runner.device),
@@ -126,15 +121,15 @@ def run(
         for n in steps
     ]
 
-    def show(task: Task, row: dict) -> None:
+    def show(task: sweep.Task, row: dict) -> None:
         print(
             f"{row['updates']:>8} {row['nmse_in_sample']:>10.3f} {row['nmse_held_out']:>10.3f} "
             f"{row['seconds']:>8.1f}",
             flush=True,
         )
 
-    cache = ResultCache(cache if cache is not None else out / "cache")
-    rows = execute(tasks, runner, show, cache)
+    cache = sweep.ResultCache(cache if cache is not None else out / "cache")
+    rows = sweep.execute(tasks, runner, show, cache)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "card_budget.csv", COLUMNS)
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
@@ -176,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "--data-root", type=Path,
         help="where the setting's dataset is built and reused (default: OUT/datasets)",
     )  # fmt: skip
-    add_runner_flags(p, RUNNER)
+    sweep.add_runner_flags(p, RUNNER)
     p.add_argument("--quick", action="store_true", help="12 episodes, budgets 20 and 60 (tests)")
     args = p.parse_args(argv)
     try:
@@ -188,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        runner = runner_options(args, RUNNER)
+        runner = sweep.runner_options(args, RUNNER)
         runner = replace(runner, device=runner.resolved_device())
         # no second run into it meanwhile; an earlier run's results only with --overwrite
         with claim_output_folder(args.out, runner.overwrite, results=RESULTS):

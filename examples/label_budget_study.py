@@ -56,6 +56,7 @@ import torch  # noqa: E402
 from lam_envs import DISTRACTOR_SETTINGS, ENV_IDS  # noqa: E402
 from lam_envs.collect import CollectConfig, collect  # noqa: E402
 from lam_envs.utils.cli import Parser, run_main  # noqa: E402
+from lam_models import sweep  # noqa: E402
 from lam_models._commands import COMMAND_ERRORS, report_error  # noqa: E402
 from lam_models.data import LAMDataset  # noqa: E402
 from lam_models.evaluation.metrics import mean_stderr  # noqa: E402
@@ -65,14 +66,6 @@ from lam_models.pipeline.bc import PolicyFit, actor_outputs, fit_decoder, fit_po
 from lam_models.pipeline.rollout import composed, evaluate_policies  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
-from lam_models.sweep import (  # noqa: E402
-    ResultCache,
-    RunnerOptions,
-    Task,
-    add_runner_flags,
-    execute,
-    runner_options,
-)
 
 
 @dataclass(frozen=True)
@@ -486,7 +479,7 @@ def _parse_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]
 
 
 #: The runner's defaults here: two worker processes on the CPU.
-RUNNER = RunnerOptions(workers=2, device="cpu")
+RUNNER = sweep.RunnerOptions(workers=2, device="cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -496,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/label_budget"), help="folder")
     parser.add_argument("--methods", help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--settings", help=f"comma-separated, of {', '.join(DISTRACTOR_SETTINGS)}")
-    add_runner_flags(parser, RUNNER)
+    sweep.add_runner_flags(parser, RUNNER)
     args = parser.parse_args(argv)
     try:
         study = SCALES["quick" if args.quick else args.scale]
@@ -507,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.settings:
             names = _parse_list(args.settings, list(DISTRACTOR_SETTINGS), "setting")
             study = dataclasses.replace(study, settings=names)
-        runner = runner_options(args, RUNNER)
+        runner = sweep.runner_options(args, RUNNER)
         device = runner.resolved_device()
         for name in study.methods:
             _lam_config(study, METHODS[name])  # every method's LAM registered, options valid
@@ -534,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             path = _dataset(study, setting, seed, root)
             fingerprints[setting].append(LAMDataset(path).fingerprint)
     tasks = [
-        Task(
+        sweep.Task(
             setting,
             run_setting,
             (study, setting, root, device),
@@ -549,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         for setting in study.settings
     ]
     try:
-        parts = execute(tasks, runner, cache=ResultCache(runner.cache_folder(args.out)))
+        parts = sweep.execute(tasks, runner, cache=sweep.ResultCache(runner.cache_folder(args.out)))
     except COMMAND_ERRORS as error:
         return report_error(error)
     rows = [row for part in parts for row in part]

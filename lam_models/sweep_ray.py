@@ -38,6 +38,18 @@ def _one_line(error: BaseException) -> str:
     return " ".join(lines[-1].split()) if lines else type(cause).__name__
 
 
+def _outcome(ray: Any, ref: Any, name: str, options: RunnerOptions) -> tuple[float, Any]:
+    """A finished task's (seconds, result); its failure, tries spent, as one line."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as error:
+        tries = options.max_retries + 1
+        raise RunnerError(
+            f"job {name!r} failed on Ray ({tries} {'try' if tries == 1 else 'tries'}): "
+            f"{_one_line(error)}"
+        ) from None
+
+
 def run_ray(
     todo: dict[int, Task],
     options: RunnerOptions,
@@ -68,18 +80,10 @@ def run_ray(
         }
         try:
             while refs:
-                done, _ = ray.wait(list(refs), num_returns=1, timeout=_POLL_SECONDS)
-                for ref in done:
-                    index = refs.pop(ref)
-                    try:
-                        seconds, result = ray.get(ref)
-                    except ray.exceptions.RayError as error:
-                        tries = options.max_retries + 1
-                        raise RunnerError(
-                            f"job {todo[index].name!r} failed on Ray ({tries} "
-                            f"{'try' if tries == 1 else 'tries'}): {_one_line(error)}"
-                        ) from None
-                    ended(index, seconds, result)
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=_POLL_SECONDS)
+                if ready:
+                    index = refs.pop(ready[0])
+                    ended(index, *_outcome(ray, ready[0], todo[index].name, options))
         except KeyboardInterrupt:
             progress.cancelled()
             raise
