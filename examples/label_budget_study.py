@@ -30,7 +30,9 @@ normalised by BC on fully labelled data (the same seed's). Writes ``<out>/label_
 setting, one line per method), and prints a mean ± s.e. table and the paper's headline
 comparisons. The unsupervised LAMs read no labels: one model per seed serves every
 fraction. Seeds (and fractions) of a method train as one batched model; settings run in
-``--workers`` processes with one torch thread each.
+``--workers`` processes with one torch thread each, or as Ray tasks (``--ray``,
+docs/running-at-scale.md); each setting's rows are cached under ``<out>/cache`` as it ends
+(``--cache``), so a rerun trains only the settings that are missing.
 """
 
 from __future__ import annotations
@@ -40,9 +42,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +56,12 @@ import torch  # noqa: E402
 from lam_envs import DISTRACTOR_SETTINGS, ENV_IDS  # noqa: E402
 from lam_envs.collect import CollectConfig, collect  # noqa: E402
 from lam_envs.utils.cli import Parser, run_main  # noqa: E402
+from lam_models import sweep  # noqa: E402
+from lam_models._commands import COMMAND_ERRORS, report_error  # noqa: E402
+from lam_models.data import LAMDataset  # noqa: E402
 from lam_models.evaluation.metrics import mean_stderr  # noqa: E402
 from lam_models.evaluation.scoring import evaluate_latents  # noqa: E402
-from lam_models.lams.base import get_lam, resolve_device  # noqa: E402
+from lam_models.lams.base import get_lam  # noqa: E402
 from lam_models.pipeline.bc import PolicyFit, actor_outputs, fit_decoder, fit_policy  # noqa: E402
 from lam_models.pipeline.rollout import composed, evaluate_policies  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
@@ -223,11 +226,8 @@ def _lam_config(study: Study, method: Method):
     return cls.Config(**options)
 
 
-def run_setting(
-    study: Study, setting: str, root: Path, device: str = "cpu", parts: Path | None = None
-) -> list[dict]:
-    """Every method, label fraction and seed of one setting; one row each (also written to
-    ``parts/<setting>.csv`` when given, as soon as the setting is done)."""
+def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> list[dict]:
+    """Every method, label fraction and seed of one setting; one row each."""
     if device == "cpu":
         torch.set_num_threads(1)
     start = time.perf_counter()
@@ -362,8 +362,6 @@ def run_setting(
                         else math.nan,
                     }
                 )
-    if parts is not None:
-        write_csv(rows, parts / f"{setting}.csv", COLUMNS)
     print(f"  {setting:<13} done in {time.perf_counter() - start:.1f} s", flush=True)
     return rows
 
@@ -480,6 +478,10 @@ def _parse_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]
     return items
 
 
+#: The runner's defaults here: two worker processes on the CPU.
+RUNNER = sweep.RunnerOptions(workers=2, device="cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="default", help="sizes")
@@ -487,9 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/label_budget"), help="folder")
     parser.add_argument("--methods", help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--settings", help=f"comma-separated, of {', '.join(DISTRACTOR_SETTINGS)}")
-    parser.add_argument("--workers", type=int, default=2, help="processes (one per setting)")
-    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (cuda: --workers 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    sweep.add_runner_flags(parser, RUNNER)
     args = parser.parse_args(argv)
     try:
         study = SCALES["quick" if args.quick else args.scale]
@@ -500,15 +500,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.settings:
             names = _parse_list(args.settings, list(DISTRACTOR_SETTINGS), "setting")
             study = dataclasses.replace(study, settings=names)
-        if args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        device = str(resolve_device(args.device))
+        runner = sweep.runner_options(args, RUNNER)
+        device = runner.resolved_device()
         for name in study.methods:
             _lam_config(study, METHODS[name])  # every method's LAM registered, options valid
     except ValueError as error:
         parser.error(str(error))
+    if device != "cpu" and runner.ray is None:
+        runner = dataclasses.replace(runner, workers=1)  # one GPU here: one setting at a time
     csv_path = args.out / "label_budget.csv"
-    if csv_path.exists() and not args.overwrite:
+    if csv_path.exists() and not runner.overwrite:
         parser.error(f"{csv_path} exists; use --overwrite to replace it, or another --out")
     args.out.mkdir(parents=True, exist_ok=True)
     root = (args.out / "datasets").resolve()
@@ -520,23 +521,30 @@ def main(argv: list[str] | None = None) -> int:
         f"{study.episodes}×{study.episode_length} transitions per dataset, device {device}",
         flush=True,
     )
+    fingerprints = defaultdict(list)
     for setting in study.settings:  # collect first, in this process: workers only read
         for seed in study.seeds:
-            _dataset(study, setting, seed, root)
-    n = len(study.settings)
-    done = args.out / "parts"  # each setting's rows as it finishes (kept if the run stops)
-    done.mkdir(exist_ok=True)
-    for stale in done.glob("*.csv"):
-        stale.unlink()
-    if args.workers > 1 and device == "cpu" and n > 1:
-        with ProcessPoolExecutor(min(args.workers, n), get_context("fork")) as pool:
-            parts = list(
-                pool.map(
-                    run_setting, [study] * n, study.settings, [root] * n, ["cpu"] * n, [done] * n
-                )
-            )
-    else:
-        parts = [run_setting(study, s, root, device, done) for s in study.settings]
+            path = _dataset(study, setting, seed, root)
+            fingerprints[setting].append(LAMDataset(path).fingerprint)
+    tasks = [
+        sweep.Task(
+            setting,
+            run_setting,
+            (study, setting, root, device),
+            kind="setting",
+            detail=f"{len(study.methods) + 1} methods × {len(study.seeds)} seeds",
+            key={
+                "label_budget": dataclasses.asdict(dataclasses.replace(study, settings=())),
+                "setting": setting,
+                "data": fingerprints[setting],
+            },
+        )
+        for setting in study.settings
+    ]
+    try:
+        parts = sweep.execute(tasks, runner, cache=sweep.ResultCache(runner.cache_folder(args.out)))
+    except COMMAND_ERRORS as error:
+        return report_error(error)
     rows = [row for part in parts for row in part]
     tmp = csv_path.with_suffix(".tmp.csv")
     write_csv(rows, tmp, COLUMNS)

@@ -31,7 +31,9 @@ labelled subset of a pool in F6c (``PACKAGE`` below; README, a table per figure)
 
 Copies that share a step count and a latent dimension train together as one batched model
 (they may differ in their data, κ, λ_a and head); the groups spread over ``--workers``
-processes with one torch thread each.
+processes with one torch thread each, or over a Ray cluster (``--ray``,
+docs/running-at-scale.md). Each group's results are cached under ``<out>/cache`` as it
+ends (``--cache``): a rerun trains only what is missing.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import torch  # noqa: E402
 
 from lam_envs.utils.cli import Parser, run_main  # noqa: E402
 from lam_models.evaluation.metrics import mean_stderr  # noqa: E402
-from lam_models.lams.base import resolve_device, train_and_score  # noqa: E402
+from lam_models.lams.base import train_and_score  # noqa: E402
 from lam_models.lams.linear import (  # noqa: E402
     LinearConfig,
     StreamConfig,
@@ -66,7 +68,14 @@ from lam_models.lams.linear_fresh import (  # noqa: E402
     train_and_probe,
 )
 from lam_models.runs import read_csv, write_csv  # noqa: E402
-from lam_models.sweep import Task, execute  # noqa: E402
+from lam_models.sweep import (  # noqa: E402
+    ResultCache,
+    RunnerOptions,
+    Task,
+    add_runner_flags,
+    execute,
+    runner_options,
+)
 
 COLUMNS = [
     "protocol", "projection", "figure", "seed", "d_o", "d_a", "d_z", "d_b", "noise", "sigma",
@@ -370,7 +379,13 @@ def _task(group: list, device: str):
         args = (configs, [r.law for r in group], seeds, [r.label_fraction for r in group],
                 [r.probe for r in group], device)  # fmt: skip
         return train_and_probe, args
-    return train_and_score, ("linear", configs, [r.source() for r in group], seeds, device)
+    return train_package, (configs, [r.source() for r in group], seeds, device)
+
+
+def train_package(configs: list, sources: list, seeds: list, device: str) -> list[dict]:
+    """:func:`train_and_score`'s results of a package group, with its training seconds (the
+    model stays in the worker)."""
+    return _results(train_and_score("linear", configs, sources, seeds, device))
 
 
 def _results(result) -> list[dict]:
@@ -384,10 +399,16 @@ def _results(result) -> list[dict]:
     return results
 
 
-def run_groups(groups: list[list], workers: int, device: str) -> list[dict]:
+def run_groups(
+    groups: list[list], workers: int | RunnerOptions, device: str, cache: Path | None = None
+) -> list[dict]:
     """Train every group (longest first) and return one CSV row per run. Prints each
     group's time, and the CPU time of the published groups: what they would take alone on
-    an idle machine (the wall clock of a busy machine says little)."""
+    an idle machine (the wall clock of a busy machine says little). ``cache``: each group's
+    results are kept there as it ends (a rerun trains only what is missing)."""
+    runner = workers if isinstance(workers, RunnerOptions) else RunnerOptions(workers=workers)
+    runner = replace(runner, device=device)
+    workers = runner.workers
     cost = lambda g: g[0].config.steps * len(g)  # noqa: E731
     groups = sorted(groups, key=cost, reverse=True)
     start, rows = time.perf_counter(), []
@@ -415,9 +436,14 @@ def run_groups(groups: list[list], workers: int, device: str) -> list[dict]:
         kind, c = "published" if isinstance(group[0], FreshRun) else "package", group[0].config
         detail = f"{len(group)} models × {c.steps} steps"
         tasks.append(Task(f"{kind} d_z={c.latent_dim}", *_task(group, device), cost(group), kind,
-                          detail))  # fmt: skip
+                          detail, key={"linear": repr(group)}))  # fmt: skip
     of_task = {id(t): g for t, g in zip(tasks, groups, strict=True)}
-    results = execute(tasks, workers, lambda task, result: collect(of_task[id(task)], result))
+    results = execute(
+        tasks,
+        runner,
+        lambda task, result: collect(of_task[id(task)], result),
+        None if cache is None else ResultCache(cache),
+    )
     for group, result in zip(groups, results, strict=True):  # the rows in the groups' order
         make_row = fresh_row if isinstance(group[0], FreshRun) else stream_row
         rows.extend(map(make_row, group, _results(result)))
@@ -601,6 +627,10 @@ def summary(rows: list[dict]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+#: The runner's defaults here: two worker processes on the CPU.
+RUNNER = RunnerOptions(workers=2, device="cpu")
+
+
 def main(argv: list[str] | None = None, published: Published | None = None,
          package: Package | None = None) -> int:  # fmt: skip
     parser = Parser(description=__doc__.split("\n\n")[0])
@@ -629,26 +659,24 @@ def main(argv: list[str] | None = None, published: Published | None = None,
         "(i.i.d. N(0, 1) entries: a variant, a has variance d_o at χ = 1)",
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/linear"), help="output folder")
-    parser.add_argument(
-        "--workers", type=int, default=2, help="processes, one torch thread each (default 2)"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the results of an earlier run in --out"
-    )
+    add_runner_flags(parser, RUNNER)
     args = parser.parse_args(argv)
     figures = [f.strip() for f in args.figures.split(",") if f.strip()]
     unknown = [f for f in figures if f not in FIGURES]
     if unknown or not figures:
         parser.error(f"--figures: unknown figure(s) {unknown}; allowed: {', '.join(FIGURES)}")
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
     try:
-        device = str(resolve_device(args.device))
+        runner = runner_options(args, RUNNER)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        device = runner.resolved_device()
     except ValueError as error:
         parser.error(f"--device: {error}")
+    if device != "cpu" and runner.ray is None:
+        runner = replace(runner, workers=1)  # one GPU here: one group at a time
     csv_path = args.out / "linear_results.csv"
-    if csv_path.exists() and not args.overwrite:
+    if csv_path.exists() and not runner.overwrite:
         parser.error(f"{csv_path} exists; pass --overwrite to replace it, or another --out")
     torch.set_num_threads(1)  # tiny batched models: one thread per process beats two
     start = time.perf_counter()
@@ -662,9 +690,9 @@ def main(argv: list[str] | None = None, published: Published | None = None,
         runs += package_runs(package or (PACKAGE_QUICK if args.quick else PACKAGE), figures)
     groups = groups_of(runs)
     print(f"{len(runs)} runs in {len(groups)} batched groups ({', '.join(protocols)}; "
-          f"{'quick' if args.quick else args.grid}; {', '.join(figures)}), {args.workers} "
-          f"worker(s), device {device}", flush=True)  # fmt: skip
-    rows = run_groups(groups, args.workers if device == "cpu" else 1, device)
+          f"{'quick' if args.quick else args.grid}; {', '.join(figures)}), device {device}",
+          flush=True)  # fmt: skip
+    rows = run_groups(groups, runner, device, runner.cache_folder(args.out))
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, csv_path, COLUMNS)
     rows = read_csv(csv_path, text=TEXT_COLUMNS, integers=("seed",))  # plots read the CSV

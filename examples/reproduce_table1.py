@@ -48,10 +48,12 @@ batches: a GPU job, about 0.8 CPU-seconds per update); ``text``, 16,000 updates 
 minutes on 2 idle CPU cores. Ours has one length (16k updates of 128) for released and
 text, and a quarter of it for small.
 
-Resumable: each finished setting × seed is cached under ``<out>/cache`` (keyed by the model,
-its settings, the datasets' fingerprints and the results' version), so a rerun trains only
-what is missing; the progress lines give an ETA. Seeds of a setting train together as one
-batched model; settings run in ``--workers`` processes (one torch thread each) on the CPU.
+Resumable: each finished setting × seed is cached under ``<out>/cache`` (``--cache``; keyed
+by the model, its settings, the datasets' fingerprints, the results' version, the package's
+version and code, and the device), so a rerun trains only what is missing; the progress
+lines give an ETA. Seeds of a setting train together as one batched model; settings run in
+``--workers`` processes (one torch thread each) on the CPU, or as Ray tasks (``--ray``,
+docs/running-at-scale.md).
 
 Writes ``<out>/table1_<budget>.csv`` (:data:`COLUMNS`), ``table1_<budget>.md`` (the
 published values beside ours, the direction of each row against the base and whether it
@@ -93,7 +95,7 @@ from lam_models.evaluation.metrics import (  # noqa: E402
     no_action_error,
     published_table1_losses,
 )
-from lam_models.lams.base import get_lam, resolve_device  # noqa: E402
+from lam_models.lams.base import get_lam  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
 
@@ -465,6 +467,11 @@ def plot_bars(stats: dict, arch: str, table: list, path: Path, title: str) -> Pa
 # --------------------------------------------------------------------------------------------
 
 
+#: The runner's defaults here: the device CUDA when there is one; --workers, when not
+#: given, 1 on a GPU.
+RUNNER = sweep.RunnerOptions(workers=2, device="auto")
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -500,25 +507,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="reduced run for the tests")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--out", type=Path, default=Path("outputs/table1"), help="output folder")
     parser.add_argument(
         "--data-root",
         type=Path,
         help="where datasets are built or reused (default: Minari's root; --quick: <out>/datasets)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        help="processes of one torch thread each (default: 2 on the CPU, 1 on a GPU)",
+    sweep.add_runner_flags(
+        parser, RUNNER, skip=("overwrite",), shown={"workers": "2 on the CPU, 1 on a GPU"}
     )
     args = parser.parse_args(argv)
     args.settings = list(dict.fromkeys(args.settings))
     args.variant = sorted(set(args.variant))
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    if args.workers is not None and args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
     model_only = [v for v in args.variant if v in MODEL_VARIANTS]
     if args.arch == "ours" and model_only:
         parser.error(
@@ -526,11 +528,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             "has its own (use --arch published or all)"
         )
     try:
-        args.device = str(resolve_device(args.device))
+        runner = sweep.runner_options(args, RUNNER)
+        device = runner.resolved_device()
     except ValueError as error:
         parser.error(str(error))
-    if args.workers is None:
-        args.workers = 1 if args.device.startswith("cuda") else 2
+    if not hasattr(args, "workers") and device.startswith("cuda"):
+        runner = dataclasses.replace(runner, workers=1)  # one GPU: one job at a time
+    args.runner = dataclasses.replace(runner, device=device)
+    args.device, args.workers = device, args.runner.workers
     return args
 
 
@@ -545,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     recipes = sorted({recipe_of(TRAININGS[name], args.variant) for name in {*args.settings, BASE}})
     paths = {recipe: str(dataset_path(recipe, root, plan)) for recipe in recipes}
     base_path = paths[recipe_of(TRAININGS[BASE], args.variant)]
-    cache = args.out / "cache"
+    cache = args.runner.cache_folder(args.out)
     scale = no_action_scale(base_path, cache, plan.eval_transitions)
     print(
         f"protocol {protocol}; no-action scale of the held-out metrics (per-pixel error of a "
@@ -581,14 +586,10 @@ def main(argv: list[str] | None = None) -> int:
         f"budget {plan.budget}:",
         end=" ",
     )
-    if args.workers == 1 and not args.device.startswith("cuda"):
+    if args.workers == 1 and args.runner.ray is None and not args.device.startswith("cuda"):
         torch.set_num_threads(os.cpu_count() or 1)  # one process: every core
     done = sweep.run(
-        list(jobs.values()),
-        sweep.ResultCache(cache),
-        args.workers,
-        args.device,
-        args.out / "pictures",
+        list(jobs.values()), sweep.ResultCache(cache), args.runner, pictures=args.out / "pictures"
     )
     intensities = {name: noise_intensity(t.recipe) for name, t in TRAININGS.items()}
     rows = [

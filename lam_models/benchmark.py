@@ -45,14 +45,18 @@ This module is the command and :func:`run_benchmark`; the suite (settings, metho
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lam_envs.utils.cli import Parser, run_main
+from lam_envs.utils.config import Checked, option
+from lam_envs.utils.flags import add_flags, from_flags
 from lam_envs.utils.outputs import check_path, claim_output_folder
 from lam_envs.utils.validate import check_choice, check_int
 from lam_models._commands import COMMAND_ERRORS, report_error
@@ -81,11 +85,22 @@ from lam_models.evaluation.suite import (
 from lam_models.evaluation.suite import call_method as _call  # noqa: F401  (its old name)
 from lam_models.lams.base import resolve_device
 from lam_models.recipes import ensure_dataset
-from lam_models.sweep import Task, execute
+from lam_models.sweep import (
+    ResultCache,
+    RunnerOptions,
+    Task,
+    add_runner_flags,
+    code_hash,
+    execute,
+    runner_options,
+)
 
 # The card's names that callers import from here (their homes: lam_models.evaluation).
 __all__ = ["STANDARD", "SUITES", "SUITE_VERSION", "Setting", "Suite", "builtin_method"]
-__all__ += ["main", "resolve_method", "run_benchmark", "setting_split"]
+__all__ += ["BenchmarkConfig", "main", "resolve_method", "run_benchmark", "setting_split"]
+
+#: The runner's defaults on this command: two worker processes on the CPU.
+RUNNER = RunnerOptions(workers=2, device="cpu")
 
 
 def run_benchmark(
@@ -95,33 +110,41 @@ def run_benchmark(
     out: str | Path = "outputs/benchmark",
     data_root: str | Path | None = None,
     device: str = "cpu",
-    workers: int = 1,
+    workers: int | RunnerOptions = 1,
     with_pipeline: bool = False,
     sizes: str = "cpu",
     overwrite: bool = False,
+    cache: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Score ``methods`` on every setting of ``suite``; write the card into ``out``; return
     its rows. Datasets are built from the recipes under ``data_root`` (default
     ``<out>/datasets``) on first use and reused after. ``sizes``: the built-in methods'
-    (:data:`SIZES`: ``cpu`` or ``published``). An earlier card in ``out`` is refused
-    unless ``overwrite``."""
+    (:data:`SIZES`: ``cpu`` or ``published``). ``workers``: a number of worker processes,
+    or :class:`~lam_models.sweep.RunnerOptions` (Ray; its device is ``device``). Each
+    method × setting is cached in ``cache`` (default ``<out>/cache``) as it ends: a rerun
+    scores only what is missing. An earlier card in ``out`` is refused unless
+    ``overwrite``."""
     suite = SUITES[suite] if isinstance(suite, str) else suite
     n_seeds = check_int("seeds", seeds if seeds is not None else suite.seeds, low=1)
     check_choice("sizes", sizes, SIZES)
     resolved = [resolve_method(m, suite.steps, sizes) for m in methods]
-    device = str(resolve_device(device))
+    runner = workers if isinstance(workers, RunnerOptions) else RunnerOptions(workers=workers)
+    if runner.ray is None or not device.startswith("cuda"):
+        device = str(resolve_device(device))
+    runner = dataclasses.replace(runner, device=device)
     if data_root is not None:
         check_path(data_root, "--data-root")
     # The folder is claimed for the whole run: a second benchmark into the same --out is
     # refused at once (an earlier card is replaced only with --overwrite).
     with claim_output_folder(out, overwrite, results=CARD_FILES) as out:
         root = Path(data_root) if data_root is not None else out / "datasets"
-        paths, images = {}, {}
+        paths, images, fingerprints = {}, {}, {}
         for setting in suite.settings:  # collected here, before any worker reads
             overrides = {"episodes": suite.episodes} if suite.episodes else {}
             paths[setting.name] = str(ensure_dataset(setting.recipe, root, **overrides))
-            shape = LAMDataset(paths[setting.name]).observation_shape
-            images[setting.name] = int(np.prod(shape)) > IMAGE_PIXELS
+            data = LAMDataset(paths[setting.name])
+            images[setting.name] = int(np.prod(data.observation_shape)) > IMAGE_PIXELS
+            fingerprints[setting.name] = data.fingerprint
         tasks = [  # one per method × setting it applies to
             Task(
                 f"{name} on {setting.name}",
@@ -138,18 +161,75 @@ def run_benchmark(
                 work=n_seeds,
                 kind=f"{name}/image" if images[setting.name] else name,
                 detail=f"{n_seeds} seeds",
+                key={
+                    "card": SUITE_VERSION,
+                    "method": name,
+                    "spec": _spec(method),
+                    "method_code": code_hash(method),
+                    "setting": dataclasses.asdict(setting),
+                    "data": fingerprints[setting.name],
+                    "seeds": n_seeds,
+                    "pipeline": with_pipeline,
+                },
             )
             for name, method in resolved
             for setting in suite.settings
             if applies(method, setting, images[setting.name])
         ]
-        results = execute(tasks, workers)
+        folder = ResultCache(cache if cache is not None else out / "cache")
+        results = execute(tasks, runner, cache=folder)
         rows = [row for result in results for row in result]
         write_card(rows, out, suite, sizes)
     return rows
 
 
+def _spec(method: Method) -> str:
+    """What names a method in its cache key: a built-in's sizes, a function's name."""
+    if dataclasses.is_dataclass(method):
+        return repr(method)
+    return f"{getattr(method, '__module__', '')}:{getattr(method, '__qualname__', method)}"
+
+
 # --------------------------------------------------------------------------- command line
+
+
+def _suite(name: str, value: Any) -> str:
+    if value not in SUITES:
+        raise ValueError(f"unknown suite {value!r}; allowed: {', '.join(SUITES)}")
+    return value
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig(Checked):
+    """The card's own options (the runner's are :class:`~lam_models.sweep.RunnerOptions`)."""
+
+    method: tuple[str, ...] = option(
+        (),
+        "a built-in method (linear, vq, vq-published, laom, laom+labels, or any registered "
+        "LAM) or your function train(data, seed) -> latent_fn; repeatable (default: none)",
+        cli={"action": "append", "required": True, "nargs": None, "type": str,
+             "metavar": "NAME|MODULE:FUNCTION"},
+    )  # fmt: skip
+    suite: str = option("quick", f"{', '.join(SUITES)}", check=_suite)
+    seeds: int | None = option(None, "seeds per setting (default: the suite's, 3)", low=1)
+    out: str = option("outputs/benchmark", "output folder", cli={"metavar": "DIR"})
+    data_root: str | None = option(
+        None,
+        "where the datasets are built and reused (default: OUT/datasets)",
+        cli={"metavar": "DIR"},
+    )
+    with_pipeline: bool = option(False, "also the LAPO-style pipeline's normalised return (slower)")
+    sizes: str = option(
+        "cpu",
+        "the built-in methods' sizes: cpu (default: smaller batches and encoders on "
+        "images, vq-published on the 4×4 grid only: each LAM's cpu_sizes) or "
+        "published (each method's own defaults everywhere: a GPU job)",
+        choices=SIZES,
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", tuple(self.method))
+        super().__post_init__()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,45 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and score LAMs on the standard settings: what does the latent "
         "hold (the action, noise, the observation)? Writes card.csv, card.md and card.png.",
     )
-    p.add_argument(
-        "--method",
-        action="append",
-        required=True,
-        metavar="NAME|MODULE:FUNCTION",
-        help="a built-in method (linear, vq, vq-published, laom, laom+labels, or any "
-        "registered LAM) or "
-        "your function train(data, seed) -> latent_fn; repeatable",
-    )
-    p.add_argument("--suite", default="quick", help=f"{', '.join(SUITES)} (default: quick)")
-    p.add_argument("--seeds", type=int, help="seeds per setting (default: the suite's, 3)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("outputs/benchmark"),
-        help="output folder (default: outputs/benchmark)",
-    )
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        help="where the datasets are built and reused (default: OUT/datasets)",
-    )
-    p.add_argument(
-        "--workers", type=int, default=2, help="worker processes, one setting each (default: 2)"
-    )
-    p.add_argument(
-        "--with-pipeline",
-        action="store_true",
-        help="also the LAPO-style pipeline's normalised return (slower)",
-    )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier card in --out")
-    p.add_argument(
-        "--sizes",
-        default="cpu",
-        help="the built-in methods' sizes: cpu (default: smaller batches and encoders on "
-        "images, vq-published on the 4×4 grid only: each LAM's cpu_sizes) or "
-        "published (each method's own defaults everywhere: a GPU job)",
-    )
+    add_flags(p, BenchmarkConfig)
+    add_runner_flags(p, RUNNER)
     return p
 
 
@@ -204,26 +247,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        if args.suite not in SUITES:
-            raise ValueError(f"unknown suite {args.suite!r}; allowed: {', '.join(SUITES)}")
-        check_int("workers", args.workers, low=1)
+        config = from_flags(BenchmarkConfig, args)
+        runner = runner_options(args, RUNNER)
+        out = Path(config.out)
         rows = run_benchmark(
-            args.method,
-            args.suite,
-            args.seeds,
-            args.out,
-            args.data_root,
-            args.device,
-            args.workers,
-            args.with_pipeline,
-            args.sizes,
-            args.overwrite,
+            config.method,
+            config.suite,
+            config.seeds,
+            out,
+            config.data_root,
+            runner.device,
+            runner,
+            config.with_pipeline,
+            config.sizes,
+            runner.overwrite,
+            runner.cache_folder(out),
         )
     except COMMAND_ERRORS as error:
         return report_error(error)
-    print(card_markdown(read_card(args.out / "card.csv"), SUITES[args.suite], args.sizes))
+    print(card_markdown(read_card(out / "card.csv"), SUITES[config.suite], config.sizes))
     print(
-        f"\nwrote {args.out}/card.csv, card.md, card.png ({len(rows)} rows) in "
+        f"\nwrote {out}/card.csv, card.md, card.png ({len(rows)} rows) in "
         f"{time.perf_counter() - start:.0f} s"
     )
     return 0

@@ -1,35 +1,41 @@
 """The runner of the package's many-run work: jobs in, results out.
 
-:func:`execute` runs :class:`Task` s (a module-level function and its arguments) in this
-process or in worker processes, prints a progress line with an ETA as each ends, hands
-each result to a callback as it arrives (where callers cache it) and returns the results
-in the tasks' order. Ctrl-C cancels cleanly: the tasks not started are dropped, the
-workers are stopped, what ended is kept, and KeyboardInterrupt is raised again.
-:class:`ResultCache` keeps finished results on disk, one JSON file each, so that a rerun
-does only what is missing. The report card (:mod:`lam_models.benchmark`) and the studies
-of ``examples/`` run on it.
+:func:`execute` runs :class:`Task` s (a function and its arguments) in this process, in
+worker processes on this machine, or as Ray tasks on a cluster (:class:`RunnerOptions`:
+``--workers``, ``--ray``), prints a progress line with an ETA as each ends, hands each
+result to a callback as it arrives and returns the results in the tasks' order. Ctrl-C
+cancels cleanly: the tasks not started are dropped, the workers are stopped, what ended is
+kept, and KeyboardInterrupt is raised again. Given a :class:`ResultCache`, a task with a
+``key`` is run only if its result is not cached yet, and cached as it ends: a rerun does
+only what is missing. Every sweep of the package runs on it: the report card
+(:mod:`lam_models.benchmark`) and the studies of ``examples/``.
+
+A cached result is keyed by what it depends on: the caller's record (the method, its
+configuration, the data's fingerprint, the seeds...), :data:`RESULTS_VERSION`, the
+package's version, a hash of the code (:func:`code_hash`: every source file of
+``lam_models``, and the file of a task's function or method when it lives elsewhere, such
+as an example script or the user's module) and the kind of device (``cpu``, ``cuda``), so a
+changed model never reads a stale result.
 
 On top of it, resumable sweeps of LAMs: each setting's seeds trained together as one
 batched model, each finished setting × seed cached::
 
     jobs = [Job("low", "vq-published", config, "lam_envs/table1-grid-low-uniform-v0",
                 seeds=(0, 1, 2, 3, 4), held_out=0.05), ...]
-    results = run(jobs, ResultCache("outputs/x/cache"), workers=2, device="cpu",
+    results = run(jobs, ResultCache("outputs/x/cache"), RunnerOptions(workers=2),
                   pictures=Path("outputs/x/pictures"))
     results[("low", 3)]          # seed 3's metrics (LAM.metrics), trained now or cached
 
 A job's copies share one split (one train/held-out split, read once; the seeds vary the
-initialisation, batches and augmentation). A cached result is keyed by a hash of what it
-depends on: the method, its configuration, the dataset's fingerprint, the split and the
-seed, so a changed setting never reads a stale result and never overwrites another's.
+initialisation, batches and augmentation).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing
+import re
 import signal
 import sys
 import time
@@ -43,15 +49,100 @@ from typing import Any
 import numpy as np
 import torch
 
+from lam_envs.utils.config import Checked, option
+from lam_envs.utils.flags import add_flags, from_flags
+from lam_envs.utils.validate import check_int
 from lam_models.data import LAMDataset
-from lam_models.lams.base import train_and_score
+from lam_models.lams.base import resolve_device, train_and_score
 from lam_models.split import DataSplit
+from lam_models.sweep_code import (
+    RESULTS_VERSION,
+    code_hash,
+    modules_of,
+    portable,
+    timed,
+    versioned,
+)
 
-__all__ = ["RESULTS_VERSION", "Job", "ResultCache", "Task", "execute", "run"]
+__all__ = ["RESULTS_VERSION", "Job", "ResultCache", "RunnerOptions", "Task", "add_runner_flags"]
+__all__ += ["code_hash", "execute", "run", "runner_options"]
 
-#: Part of every cache key: bumped when what a cached result means changes (2: the
-#: published Table 1 losses measured during training; earlier caches are not reused).
-RESULTS_VERSION = 2
+
+# ------------------------------------------------------------------------------ options
+
+
+def _at_least(low: int):
+    """A field check naming the flag: '--workers must be >= 1, got 0'."""
+    return lambda name, value: check_int("--" + name.replace("_", "-"), value, low=low)
+
+
+@dataclass(frozen=True)
+class RunnerOptions(Checked):
+    """Where and how a sweep's jobs run, and where their results are kept: the same flags
+    on every sweep command (:func:`add_runner_flags`)."""
+
+    workers: int = option(
+        2, "jobs at once on this machine: worker processes of one torch thread each",
+        check=_at_least(1),
+    )  # fmt: skip
+    ray: str | None = option(
+        None,
+        "run the jobs as Ray tasks instead (pip install 'lam-envs[ray]'): on the cluster at "
+        "ADDRESS (what `ray start --head` prints, or auto), or with no ADDRESS on a Ray "
+        "started on this machine; --cache must then be a path every node sees",
+        cli={"nargs": "?", "const": "", "metavar": "ADDRESS"},
+    )
+    gpus_per_job: float = option(
+        1.0,
+        "with --ray and a CUDA --device, the share of a GPU each job asks for (0.25: four "
+        "jobs share one GPU)",
+        above=0,
+    )
+    cpus_per_job: int = option(
+        1, "with --ray, the CPUs each job asks for (its torch threads)", check=_at_least(1)
+    )
+    max_retries: int = option(
+        2,
+        "with --ray, how many times a failed job is tried again (a lost node, a CUDA "
+        "error) before the run stops",
+        check=_at_least(0),
+    )
+    device: str = option("cpu", "cpu, cuda, cuda:N or auto", cli={"metavar": "DEVICE"})
+    cache: str | None = option(
+        None,
+        "where finished jobs are kept, so that a rerun trains only what is missing "
+        "(default: OUT/cache); with --ray, a path every node sees",
+        cli={"metavar": "DIR"},
+    )
+    overwrite: bool = option(False, "replace the results of an earlier run in --out")
+
+    def resolved_device(self) -> str:
+        """The device, checked here (``auto`` resolved); with ``--ray``, a CUDA device is the
+        cluster's to have and is passed on as given."""
+        if self.ray is not None and self.device.startswith("cuda"):
+            return self.device
+        return str(resolve_device(self.device))
+
+    def cache_folder(self, out: str | Path) -> Path:
+        """Where the results are kept: ``--cache``, or ``<out>/cache``."""
+        return Path(self.cache) if self.cache is not None else Path(out) / "cache"
+
+
+def add_runner_flags(
+    parser: Any,
+    base: RunnerOptions | None = None,
+    skip: tuple[str, ...] = (),
+    shown: dict[str, Any] | None = None,
+) -> None:
+    """The runner's flags (a group "running", but for ``skip``), their defaults shown from
+    ``base`` (or as ``shown`` says)."""
+    defaults = {**dataclasses.asdict(base or RunnerOptions()), **(shown or {})}
+    add_flags(parser, RunnerOptions, skip, defaults, title="running")
+
+
+def runner_options(args: Any, base: RunnerOptions | None = None) -> RunnerOptions:
+    """The :class:`RunnerOptions` of parsed flags, over ``base`` (a bad value: ValueError)."""
+    return from_flags(RunnerOptions, args, base or RunnerOptions())
 
 
 # ------------------------------------------------------------------------------ the runner
@@ -59,12 +150,15 @@ RESULTS_VERSION = 2
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: ``function(*args)``, where ``function`` is importable by name (a
-    module-level function: worker processes receive it pickled, with its arguments).
+    """One unit of work: ``function(*args)``. ``function`` is a module-level function: of
+    an importable module, or of a script (an example of ``examples/``, loaded by its path in
+    a worker; the path must be the same on every node of a Ray cluster).
 
     ``name`` and ``detail`` make its progress line (``[3/8] name: detail in 12 s``);
     ``work`` (any unit, e.g. seeds × updates) and ``kind`` make the ETA: the seconds per
-    unit of work are measured per kind, on the tasks that ended.
+    unit of work are measured per kind, on the tasks that ended. ``key``: what its result
+    depends on (JSON), for :func:`execute`'s cache; None: never cached. The result must then
+    be JSON too.
     """
 
     name: str
@@ -73,6 +167,7 @@ class Task:
     work: float = 1.0
     kind: str = ""
     detail: str = ""
+    key: dict[str, Any] | None = None
 
 
 def _clock(seconds: float) -> str:
@@ -83,9 +178,9 @@ def _clock(seconds: float) -> str:
 class _Progress:
     """Progress lines with an ETA from the measured seconds per unit of work of each kind."""
 
-    def __init__(self, tasks: Sequence[Task], workers: int):
-        self.left = dict(enumerate(tasks))
-        self.total, self.workers = len(tasks), workers
+    def __init__(self, tasks: dict[int, Task], total: int, workers: int):
+        self.left = dict(tasks)
+        self.total, self.workers = total, workers
         self.rate: dict[str, list[float]] = defaultdict(list)
         self.start = time.perf_counter()
 
@@ -117,69 +212,35 @@ class _Progress:
         )
 
 
-def _timed(function: Callable[..., Any], args: tuple[Any, ...]) -> tuple[float, Any]:
-    """``function(*args)`` and the seconds it took (where it ran)."""
-    start = time.perf_counter()
-    result = function(*args)
-    return time.perf_counter() - start, result
-
-
-def _worker_start() -> None:
-    """A worker: one torch thread; Ctrl-C is the main process's to handle (it stops us)."""
+def _worker_start(threads: int = 1) -> None:
+    """A worker: ``threads`` torch threads; Ctrl-C is the main process's to handle (it
+    stops us)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Drop the tasks not started and stop the running ones now."""
     processes = list((getattr(pool, "_processes", None) or {}).values())  # gone at shutdown
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
     for process in processes:
         process.join()
+    if manager is not None:  # it reaps the workers too: done once it has ended
+        manager.join(30)
 
 
-def execute(
-    tasks: Sequence[Task],
-    workers: int = 1,
-    on_result: Callable[[Task, Any], None] | None = None,
-) -> list[Any]:
-    """Every task's result, in the order of ``tasks``.
-
-    ``workers`` = 1: one after the other in this process, in the given order. More: a pool
-    of ``min(workers, len(tasks))`` spawned processes of one torch thread each, started in
-    the given order. ``on_result(task, result)`` is called here, in this process, as each
-    task ends (cache it there, and a rerun resumes). A task that raises stops the run: the
-    others are cancelled and its exception is raised here. Ctrl-C (KeyboardInterrupt)
-    cancels the same way and is raised again once the workers have stopped.
-    """
-    tasks = list(tasks)
-    results: list[Any] = [None] * len(tasks)
-    processes = min(workers, len(tasks))
-    progress = _Progress(tasks, processes or 1)
-
-    def ended(index: int, seconds: float, result: Any) -> None:
-        results[index] = result
-        if on_result is not None:
-            on_result(tasks[index], result)
-        progress.done(index, seconds)
-
-    if workers == 1 or not tasks:
-        try:
-            for index, task in enumerate(tasks):
-                ended(index, *_timed(task.function, task.args))
-        except KeyboardInterrupt:
-            progress.cancelled()
-            raise
-        return results
+def _run_processes(todo: dict[int, Task], processes: int, ended, progress) -> None:
     pool = ProcessPoolExecutor(
         processes, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start
     )
     try:
-        pending: dict[Future, int] = {
-            pool.submit(_timed, task.function, task.args): index for index, task in enumerate(tasks)
-        }
+        pending: dict[Future, int] = {}
+        for index, task in todo.items():
+            runner, args = portable(task)
+            pending[pool.submit(runner, *args)] = index
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -192,7 +253,75 @@ def execute(
         _stop(pool)
         raise
     pool.shutdown()
+
+
+def execute(
+    tasks: Sequence[Task],
+    workers: int | RunnerOptions = 1,
+    on_result: Callable[[Task, Any], None] | None = None,
+    cache: ResultCache | None = None,
+) -> list[Any]:
+    """Every task's result, in the order of ``tasks``.
+
+    ``workers``: the number of workers on this machine, or a :class:`RunnerOptions`. One
+    worker: one after the other in this process, in the given order. More: a pool of
+    ``min(workers, len(tasks))`` spawned processes of one torch thread each, started in
+    the given order. ``--ray``: Ray tasks of ``cpus_per_job`` CPUs (and, on a CUDA device,
+    ``gpus_per_job`` of a GPU) each, a failed one tried again up to ``max_retries`` times.
+    Whatever runs them, the results are the same.
+
+    ``cache``: a task with a ``key`` whose result it holds is not run (its result is read);
+    the others' results are written as they end, so a rerun resumes. ``on_result(task,
+    result)`` is called here, in this process, as each task run now ends. A task that
+    raises stops the run: the others are cancelled and its exception is raised here (on
+    Ray, as a :class:`~lam_models._commands.RunnerError` once its tries are spent). Ctrl-C
+    (KeyboardInterrupt) cancels the same way and is raised again once the workers have
+    stopped.
+    """
+    options = workers if isinstance(workers, RunnerOptions) else RunnerOptions(workers=workers)
+    tasks = list(tasks)
+    results: list[Any] = [None] * len(tasks)
+    todo: dict[int, Task] = {}
+    keys: dict[int, str] = {}
+    for index, task in enumerate(tasks):
+        if cache is not None and task.key is not None:
+            keys[index] = cache.key(task, options.device)
+            results[index] = cache.read(_slug(task.name), keys[index])
+            if results[index] is not None:
+                continue
+        todo[index] = task
+    if cache is not None:
+        where = "on Ray" if options.ray is not None else f"{options.workers} worker(s)"
+        print(f"{len(tasks) - len(todo)} cached, {len(todo)} to run, {where}", flush=True)
+    processes = min(options.workers, len(todo))
+    progress = _Progress(todo, len(todo), processes or 1)
+
+    def ended(index: int, seconds: float, result: Any) -> None:
+        results[index] = result
+        if index in keys:
+            cache.write(_slug(tasks[index].name), keys[index], result)
+        if on_result is not None:
+            on_result(tasks[index], result)
+        progress.done(index, seconds)
+
+    if options.ray is not None and todo:
+        from lam_models.sweep_ray import run_ray
+
+        run_ray(todo, options, ended, progress)
+    elif processes <= 1:
+        try:
+            for index, task in todo.items():
+                ended(index, *timed(task.function, task.args))
+        except KeyboardInterrupt:
+            progress.cancelled()
+            raise
+    else:
+        _run_processes(todo, processes, ended, progress)
     return results
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name)
 
 
 # ------------------------------------------------------------------------------ the cache
@@ -221,6 +350,12 @@ class ResultCache:
         partial.write_text(json.dumps(value, default=float))
         partial.replace(path)
 
+    def key(self, task: Task, device: str) -> str:
+        """The key of a :class:`Task`'s result: its ``key`` record, the code (the package's,
+        and the files of the modules outside it whose functions or classes the task refers
+        to: a script's, the user's) and the device."""
+        return versioned(task.key, device, *modules_of(task))
+
     # A sweep job's seeds.
 
     def _fingerprint(self, dataset: str) -> str:
@@ -228,20 +363,20 @@ class ResultCache:
             self._fingerprints[dataset] = LAMDataset(dataset).fingerprint
         return self._fingerprints[dataset]
 
-    def _seed_key(self, job: Job, seed: int) -> str:
+    def _seed_key(self, job: Job, seed: int, device: str) -> str:
         fingerprint = self._fingerprint(job.dataset)
         if job.eval_dataset is not None:
             fingerprint += self._fingerprint(job.eval_dataset)
-        return f"seed{seed}-{job.key(seed, fingerprint)}"
+        return f"seed{seed}-{job.key(seed, fingerprint, device)}"
 
-    def path(self, job: Job, seed: int) -> Path:
-        return self.file(job.name, self._seed_key(job, seed))
+    def path(self, job: Job, seed: int, device: str = "cpu") -> Path:
+        return self.file(job.name, self._seed_key(job, seed, device))
 
-    def get(self, job: Job, seed: int) -> dict | None:
-        return self.read(job.name, self._seed_key(job, seed))
+    def get(self, job: Job, seed: int, device: str = "cpu") -> dict | None:
+        return self.read(job.name, self._seed_key(job, seed, device))
 
-    def put(self, job: Job, seed: int, metrics: dict) -> None:
-        self.write(job.name, self._seed_key(job, seed), metrics)
+    def put(self, job: Job, seed: int, metrics: dict, device: str = "cpu") -> None:
+        self.write(job.name, self._seed_key(job, seed, device), metrics)
 
 
 # ------------------------------------------------------------------------- sweeps of LAMs
@@ -278,11 +413,10 @@ class Job:
         """One split for every copy (read once, shared)."""
         return [_split(self.split_options)] * len(self.seeds)
 
-    def key(self, seed: int, fingerprint: str) -> str:
+    def key(self, seed: int, fingerprint: str, device: str = "cpu") -> str:
         """What seed ``seed``'s result depends on, hashed (``fingerprint``: of the data, and
-        of the eval dataset when there is one)."""
+        of the eval dataset when there is one; the code and the device, :func:`code_hash`)."""
         record = {
-            "results": RESULTS_VERSION,
             "method": self.method,
             "config": dataclasses.asdict(self.config),
             "data": fingerprint,
@@ -293,7 +427,7 @@ class Job:
         }
         if self.eval_dataset is not None:
             record["eval_data"] = self.eval_dataset
-        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+        return versioned(record, device)
 
 
 # The split last read in this process: the jobs on one dataset, run in a row, read it once.
@@ -326,33 +460,38 @@ def _train_score(
 def run(
     jobs: Sequence[Job],
     cache: ResultCache,
-    workers: int = 1,
-    device: str = "cpu",
+    runner: int | RunnerOptions = 1,
+    device: str | None = None,
     pictures: Path | None = None,
 ) -> dict[tuple[str, int], dict]:
     """Every job's metrics per seed, ``{(job.name, seed): metrics}``: cached ones read,
     the others trained now (a job's missing seeds together, longest jobs first) by
     :func:`execute` and cached as each job ends.
 
-    ``workers`` > 1: that many spawned processes of one torch thread each (each reads its
-    data). ``pictures``: each trained job writes its method's pictures of its first seed
-    (:meth:`LAM.plots`) into ``pictures/<job name>/``.
+    ``runner``: :class:`RunnerOptions`, or a number of workers (spawned processes of one
+    torch thread each; each reads its data). ``device``: where the models train (default:
+    the runner's). ``pictures``: each trained job writes its method's pictures of its first
+    seed (:meth:`LAM.plots`) into ``pictures/<job name>/``.
     """
+    options = runner if isinstance(runner, RunnerOptions) else RunnerOptions(workers=runner)
+    device = device or options.device
+    options = dataclasses.replace(options, device=device)
     results: dict[tuple[str, int], dict] = {}
     todo = []
     for job in jobs:
         missing = []
         for seed in job.seeds:
-            cached = cache.get(job, seed)
+            cached = cache.get(job, seed, device)
             if cached is None:
                 missing.append(seed)
             else:
                 results[(job.name, seed)] = cached
         if missing:
             todo.append(dataclasses.replace(job, seeds=tuple(missing)))
+    where = "on Ray" if options.ray is not None else f"{options.workers} worker(s)"
     print(
         f"{len(results)} cached, {sum(len(j.seeds) for j in todo)} to train ({len(todo)} "
-        f"batched runs) on {device}, {workers} worker(s)",
+        f"batched runs) on {device}, {where}",
         flush=True,
     )
     order = sorted(todo, key=lambda j: (-j.work, j.dataset))  # longest first, data together
@@ -374,11 +513,11 @@ def run(
     def done(task: Task, metrics: list[dict]) -> None:
         job = by_task[id(task)]
         for seed, m in zip(job.seeds, metrics, strict=True):
-            cache.put(job, seed, m)
+            cache.put(job, seed, m, device)
             results[(job.name, seed)] = m
 
     try:
-        execute(tasks, workers, done)
+        execute(tasks, options, done)
     finally:
         _last_split.clear()  # the data is not held after the run
     return results

@@ -213,3 +213,16 @@ def test_the_readme_example_of_a_users_lam_gets_a_card(tmp_path, monkeypatch, ca
         card = list(csv.DictReader(f))
     assert {r["setting"] for r in card} == {s.name for s in benchmark.SUITES["tiny"].settings}
     assert all(0 <= float(r["nmse_action"]) < 1.5 for r in card)
+
+
+def test_a_rerun_reads_every_cell_from_the_cache(tmp_path, capsys):
+    suite = benchmark.Suite(benchmark.SUITES["tiny"].settings, 12, 3, seeds=1)
+    first = benchmark.run_benchmark([change_of_the_top_rows], suite, out=tmp_path)
+    assert "0 cached, 2 to run, 1 worker(s)" in capsys.readouterr().out
+    again = benchmark.run_benchmark([change_of_the_top_rows], suite, out=tmp_path, overwrite=True)
+    assert "2 cached, 0 to run" in capsys.readouterr().out
+    assert repr(again) == repr(first)  # its seconds included (and NaN): read back, not rerun
+    other = benchmark.run_benchmark(
+        [change_of_the_top_rows], suite, seeds=2, out=tmp_path, overwrite=True
+    )
+    assert "0 cached, 2 to run" in capsys.readouterr().out and len(other) == 4

@@ -127,7 +127,7 @@ def test_two_benchmarks_into_one_out_at_once_never_both_write_a_card(
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     _one_line(next(err for code, _, err in results if code == 2), str(out))
-    assert sorted(p.name for p in out.iterdir()) == ["card.csv", "card.md", "card.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["cache", "card.csv", "card.md", "card.png"]
 
 
 def test_a_claim_is_exclusive_released_and_broken_only_when_its_owner_is_dead(tmp_path):

@@ -78,3 +78,46 @@ def test_ctrl_c_stops_the_workers_at_once_and_drops_the_rest(capsys):
     assert time.perf_counter() - start < 60  # the running sleep was stopped, not awaited
     assert multiprocessing.active_children() == []
     assert "cancelled: 0 of 3 done (kept), 3 dropped" in capsys.readouterr().err
+
+
+def test_one_worker_and_two_give_the_same_numbers_bit_for_bit(job, tmp_path, capsys):
+    jobs = [job, dataclasses.replace(job, name="short", config=VQConfig(steps=12, log_every=6))]
+    one = sweep.run(jobs, sweep.ResultCache(tmp_path / "one"), 1)
+    two = sweep.run(jobs, sweep.ResultCache(tmp_path / "two"), sweep.RunnerOptions(workers=2))
+    assert "0 cached, 4 to train (2 batched runs) on cpu, 2 worker(s)" in capsys.readouterr().out
+    assert len(one) == 4 and one == two
+
+
+SCRIPT = """
+from dataclasses import dataclass
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+
+def norm(point):
+    return (point.x ** 2) ** 0.5
+"""
+
+
+def test_a_scripts_tasks_run_in_workers_and_are_cached_by_key_code_and_device(tmp_path, capsys):
+    import importlib.util
+    import sys
+
+    path = tmp_path / "my_study.py"
+    path.write_text(SCRIPT)
+    spec = importlib.util.spec_from_file_location("my_study_by_path", path)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # as tests load the examples: not importable by name
+    spec.loader.exec_module(script)
+    tasks = [sweep.Task(f"p{x}", script.norm, (script.Point(x),), key={"x": x}) for x in (-3, 4)]
+    cache = sweep.ResultCache(tmp_path / "cache")
+    assert sweep.execute(tasks, 2, cache=cache) == [3.0, 4.0]  # in spawned workers
+    assert "0 cached, 2 to run, 2 worker(s)" in capsys.readouterr().out
+    assert sweep.execute(tasks, 2, cache=cache) == [3.0, 4.0]
+    assert "2 cached, 0 to run" in capsys.readouterr().out
+    key = cache.key(tasks[0], "cpu")
+    assert cache.key(tasks[0], "cuda:1") != key == cache.key(tasks[0], "cpu")
+    path.write_text(SCRIPT + "\n# a changed script\n")
+    assert cache.key(tasks[0], "cpu") != key  # its code changed: never read again
+    del sys.modules[spec.name]
