@@ -1,0 +1,151 @@
+"""The goal task and the flickering blobs (lam_envs.envs.grid_scenery): their laws, their
+pictures, their ground truth, and the goal-seeking policy."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import lam_envs  # noqa: F401  (registers the ids)
+from lam_envs.envs.grid import GridLAMConfig
+from lam_envs.policies import make_policy
+
+GOAL_IDS = [
+    "GridLAM-Goal-v0",
+    "GridLAM-GoalBlobs-v0",
+    "GridLAM-GoalAgents-v0",
+    "GridLAM-GoalCorrelatedAgents-v0",
+    "GridLAM-GoalDistracting-v0",
+]
+
+
+def _reference(config: GridLAMConfig, info, i: int) -> np.ndarray:
+    """Env i's observation rebuilt from its info, pixel by pixel, as the module doc says:
+    blobs (periodic Gaussians, the larger value wins), the goal's outline, the other agents,
+    the agent on top."""
+    s, size = config.pixel_scale, config.size
+    scene = np.zeros((size, size), np.float64)
+    if config.blob_count:
+        grid = np.arange(size)
+        blobs = zip(info["blob_positions"][i], info["blob_amplitudes"][i], strict=True)
+        for (py, px), amp in blobs:
+            dy = np.abs(grid - py)
+            dx = np.abs(grid - px)
+            dy, dx = np.minimum(dy, size - dy), np.minimum(dx, size - dx)
+            g = np.exp(-(dy[:, None] ** 2 + dx[None, :] ** 2) / (2 * config.blob_width**2))
+            scene = np.maximum(scene, amp * config.blob_intensity * g)
+    gr, gc = info["goal"][i]
+    ring = np.ones((s, s), bool)
+    ring[1:-1, 1:-1] = False
+    scene[gr * s : (gr + 1) * s, gc * s : (gc + 1) * s][ring] = 1.0
+    if "other_positions" in info:
+        side = max(1, round(config.other_agent_size * s))
+        offset = (s - side) // 2
+        for r, c in info["other_positions"][i]:
+            top, left = r * s + offset, c * s + offset
+            scene[top : top + side, left : left + side] = config.other_agent_intensity
+    r, c = info["position"][i]
+    scene[r * s : (r + 1) * s, c * s : (c + 1) * s] = 1.0
+    return scene
+
+
+@pytest.mark.parametrize("env_id", GOAL_IDS)
+def test_observation_is_what_the_info_describes(env_id):
+    env = gym.make_vec(env_id, num_envs=4, max_episode_steps=12)
+    config = env.unwrapped.config
+    obs, info = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        for i in range(4):
+            np.testing.assert_allclose(obs[i, 0], _reference(config, info, i), atol=1e-5)
+        obs, *_, info = env.step(rng.integers(5, size=4))
+
+
+def test_blob_laws_and_their_ground_truth():
+    """position' = (position + move) mod size with each move coordinate in [−speed, speed];
+    amplitudes in [1 − flicker, 1]; blob_flicker the amplitude's change; distractor_change
+    the moves then the amplitude changes (then each other agent's move)."""
+    env = gym.make_vec("GridLAM-GoalDistracting-v0", num_envs=8, max_episode_steps=50)
+    c = env.unwrapped.config
+    _, info = env.reset(seed=0)
+    assert not info["distractor_change"].any()  # zeros on reset
+    rng = np.random.default_rng(1)
+    moves = []
+    for _ in range(40):
+        before = {k: v.copy() for k, v in info.items()}
+        _, _, _, truncated, info = env.step(rng.integers(5, size=8))
+        assert not truncated.any()
+        move = info["blob_moves"]
+        moves.append(move)
+        assert (np.abs(move) <= c.blob_speed).all()
+        wrapped = np.mod(before["blob_positions"] + move, c.size)
+        np.testing.assert_allclose(info["blob_positions"], wrapped, atol=1e-4)
+        amp = info["blob_amplitudes"]
+        assert ((amp >= 1 - c.blob_flicker) & (amp <= 1)).all()
+        np.testing.assert_allclose(info["blob_flicker"], amp - before["blob_amplitudes"], atol=1e-6)
+        deltas = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
+        others = deltas[info["other_actions"]].reshape(8, -1)
+        expected = np.concatenate([move.reshape(8, -1), info["blob_flicker"], others], 1)
+        np.testing.assert_allclose(info["distractor_change"], expected, atol=1e-6)
+    moves = np.stack(moves)  # fresh every step: no velocity persists
+    assert abs(np.corrcoef(moves[1:].ravel(), moves[:-1].ravel())[0, 1]) < 0.1
+    assert np.abs(moves).mean() == pytest.approx(c.blob_speed / 2, rel=0.1)
+
+
+def test_the_goal_rewards_reaching_it_and_moves_on():
+    env = gym.make_vec("GridLAM-Goal-v0", num_envs=16, max_episode_steps=200)
+    _, info = env.reset(seed=0)
+    assert ((info["goal"] != info["position"]).any(axis=1)).all()  # never on the agent
+    rng = np.random.default_rng(2)
+    reached = 0
+    for _ in range(150):
+        goal = info["goal"].copy()
+        _, reward, _, _, info = env.step(rng.integers(5, size=16))
+        hit = (info["position"] == goal).all(axis=1)
+        np.testing.assert_array_equal(reward, hit.astype(float))
+        np.testing.assert_array_equal(info["goal_reached"], hit)
+        assert ((info["goal"] != info["position"]).any(axis=1)).all()
+        np.testing.assert_array_equal(info["goal"][~hit], goal[~hit])  # kept until reached
+        reached += hit.sum()
+    assert reached > 50
+
+
+def test_the_goal_policy_seeks_the_goal():
+    """ε = 0 reaches a goal every ~2.5 steps; random actions far less often."""
+    returns = {}
+    for eps in (0.0, 1.0):
+        env = gym.make_vec("GridLAM-GoalBlobs-v0", num_envs=8, max_episode_steps=100)
+        policy = make_policy("goal", env, epsilon=eps)
+        obs, info = env.reset(seed=0)
+        rng, total = np.random.default_rng(0), 0.0
+        for _ in range(100):
+            obs, reward, _, _, info = env.step(policy(obs, rng, info))
+            total += reward.sum()
+        returns[eps] = total / 8
+    assert returns[0.0] > 30 and returns[1.0] < returns[0.0] / 3
+
+
+def test_blobs_change_more_pixels_per_step_than_the_agent():
+    """The failure mode's premise: per step the blobs change at least as many pixel values
+    (sum of |Δ|) as the agent's moves."""
+    env = gym.make_vec("GridLAM-GoalBlobs-v0", num_envs=8, max_episode_steps=100)
+    _, info = env.reset(seed=0)
+    rng, agent, total = np.random.default_rng(0), 0.0, 0.0
+    clean = info["clean_obs"]
+    obs = env.unwrapped.dynamics.observations().copy()
+    for _ in range(50):
+        nxt, *_, info = env.step(rng.integers(5, size=8))
+        agent += np.abs(info["clean_obs"] - clean).sum()
+        total += np.abs(nxt - obs).sum()
+        clean, obs = info["clean_obs"], nxt.copy()
+    assert total - agent >= agent
+
+
+def test_goal_and_blob_fields_are_checked():
+    with pytest.raises(ValueError, match="goal must be True or False"):
+        GridLAMConfig(goal="yes")
+    with pytest.raises(ValueError, match="blob_count"):
+        GridLAMConfig(blob_count=-1)
+    with pytest.raises(ValueError, match="the goal task"):
+        make_policy("goal", gym.make("GridLAM-Clean-v0"))
