@@ -530,7 +530,8 @@ def max_pool3(x: torch.Tensor) -> torch.Tensor:
 
 
 class ResNetEncoder(EnsembleModule):
-    """The IMPALA-style ResNet encoder of LAOM (as in its public code): per stage, a 3×3
+    """The package's IMPALA-style ResNet encoder for LAOM (the ``encoder="resnet"`` variant;
+    the authors' encoder is :class:`lam_models.encoders.StridedConvEncoder`): per stage, a 3×3
     convolution to that stage's channels, 3×3 max-pooling with stride 2 (halving the image),
     and ``blocks`` :class:`ResidualBlock` s; then ReLU, flatten, a linear map to ``out_dim``
     and a LayerNorm without affine parameters (a fixed scale, so an embedding that is a

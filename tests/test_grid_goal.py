@@ -149,3 +149,29 @@ def test_goal_and_blob_fields_are_checked():
         GridLAMConfig(blob_count=-1)
     with pytest.raises(ValueError, match="the goal task"):
         make_policy("goal", gym.make("GridLAM-Clean-v0"))
+
+
+def test_nmse_distractor_probes_the_distractors_low_dimensional_change(tmp_path):
+    """In a dataset the oracle field distractor_change is the change over each transition:
+    a latent that is that change probes it perfectly and holds nothing of the action."""
+    from lam_envs.collect import CollectConfig, collect
+    from lam_models.evaluation.scoring import evaluate_latents, nuisance_targets
+    from lam_models.split import DataSplit
+
+    config = CollectConfig(
+        env="GridLAM-GoalBlobs-v0", policy="random", episodes=12, episode_length=40,
+        seed=0, label_fraction=0.5, dataset_id="lam_envs/goal-probe-v0",
+    )  # fmt: skip
+    collect(config, root=tmp_path, progress=False)
+    split = DataSplit(str(tmp_path / "lam_envs" / "goal-probe-v0"), seed=0)
+    train, test = split.train, split.test
+    (y,) = nuisance_targets("distractor_change", train)
+    assert y.shape == (len(train), 12)
+    moves = train.oracle["blob_positions"] - train.oracle["blob_positions_before"]
+    wrapped = np.mod(moves + 16, 32) - 16  # the move, unwrapped from the periodic plane
+    np.testing.assert_allclose(y[:, :8], wrapped.reshape(len(train), 8), atol=1e-4)
+    z_train, z_test = (p.oracle["distractor_change"] for p in (train, test))
+    scores = evaluate_latents(
+        z_train, z_test, train, test, True, 5, nuisance=("distractor_change",)
+    )
+    assert scores["nmse_distractor_change"] < 1e-6 and scores["nmse_action"] > 0.9

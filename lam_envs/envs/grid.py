@@ -577,6 +577,8 @@ FAMILY = EnvFamily(
         "agent_intensity",
         "background_offset",
         "other_positions",
+        "blob_positions",
+        "goal",
     ),  # fmt: skip
     scores=("grid_probe_losses",),
     # GridLAM's noise row showing the action's pattern: not a distractor (it is the action)
