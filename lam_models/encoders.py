@@ -18,23 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lam_models.nn import EnsembleConv2d, EnsembleModule, PatchEmbed
+from lam_models.nn import EnsembleConv2d, EnsembleModule, PatchEmbed, ResidualBlock
 
-__all__ = ["ResidualBlock6", "StridedConvEncoder"]
-
-
-class ResidualBlock6(EnsembleModule):
-    """x + conv(ReLU6(conv(ReLU6(x)))), two 3×3 convolutions keeping size and channels:
-    ``(M, B, C, H, W) -> (M, B, C, H, W)`` (the authors' ``ResidualBlock``)."""
-
-    def __init__(self, num_models: int, channels: int, image_size: tuple[int, int]) -> None:
-        super().__init__(num_models)
-        m = num_models
-        self.conv1 = EnsembleConv2d(m, channels, channels, 3, image_size, padding=1, grouped=True)
-        self.conv2 = EnsembleConv2d(m, channels, channels, 3, image_size, padding=1, grouped=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu6(self.conv1(F.relu6(x))))
+__all__ = ["StridedConvEncoder"]
 
 
 class StridedConvEncoder(EnsembleModule):
@@ -45,30 +31,20 @@ class StridedConvEncoder(EnsembleModule):
     :class:`lam_models.nn.ResNetEncoder` (p = 1: the authors' encoder).
     """
 
-    def __init__(
-        self,
-        num_models: int,
-        in_channels: int,
-        channels: tuple[int, ...],
-        blocks: int,
-        image_size: tuple[int, int],
-        stem: int = 1,
-    ) -> None:
+    def __init__(self, num_models, in_channels, channels, blocks, image_size, stem: int = 1):
         super().__init__(num_models)
-        m, size, layers = num_models, tuple(image_size), []
-        if stem > 1:
-            if size[0] % stem or size[1] % stem:
-                raise ValueError(f"stem {stem} must divide the image size {size}")
-            layers.append(PatchEmbed(m, in_channels, channels[0], stem))
-            size, in_channels = (size[0] // stem, size[1] // stem), channels[0]
-        for c in channels:
-            conv = EnsembleConv2d(m, in_channels, c, 3, size, stride=2, padding=1, grouped=True)
-            layers.append(conv)
+        m, (h, w) = num_models, image_size
+        if h % stem or w % stem:
+            raise ValueError(f"stem {stem} must divide the image size {tuple(image_size)}")
+        layers = [PatchEmbed(m, in_channels, channels[0], stem)] if stem > 1 else []
+        size = (h // stem, w // stem)
+        widths = [channels[0] if stem > 1 else in_channels, *channels]
+        for c_in, c in zip(widths, channels, strict=False):
+            conv = EnsembleConv2d(m, c_in, c, 3, size, stride=2, padding=1, grouped=True)
             size = conv.out_size
-            layers.extend(ResidualBlock6(m, c, size) for _ in range(blocks))
-            in_channels = c
+            layers += [conv, *(ResidualBlock(m, c, size, F.relu6) for _ in range(blocks))]
         self.stages = nn.Sequential(*layers)
-        self.out_dim = in_channels * size[0] * size[1]
+        self.out_dim = channels[-1] * size[0] * size[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x).flatten(2)

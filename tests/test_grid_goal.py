@@ -29,11 +29,13 @@ def _reference(config: GridLAMConfig, info, i: int) -> np.ndarray:
     if config.blob_count:
         grid = np.arange(size)
         blobs = zip(info["blob_positions"][i], info["blob_amplitudes"][i], strict=True)
-        for (py, px), amp in blobs:
+        k = config.blob_count
+        for j, ((py, px), amp) in enumerate(blobs):
+            sigma = config.blob_width * (k + j) / (2 * k - 1)  # each blob its own size
             dy = np.abs(grid - py)
             dx = np.abs(grid - px)
             dy, dx = np.minimum(dy, size - dy), np.minimum(dx, size - dx)
-            g = np.exp(-(dy[:, None] ** 2 + dx[None, :] ** 2) / (2 * config.blob_width**2))
+            g = np.exp(-(dy[:, None] ** 2 + dx[None, :] ** 2) / (2 * sigma**2))
             scene = np.maximum(scene, amp * config.blob_intensity * g)
     gr, gc = info["goal"][i]
     ring = np.ones((s, s), bool)

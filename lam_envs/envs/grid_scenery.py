@@ -10,9 +10,11 @@ Two additions to the grid, both off by default (the grid's other presets are unc
   image (where the agent is, where the goal is), which a handful of labelled episodes does
   not teach; the action stays as easy to read from two frames as on the plain grid.
 - :class:`Blobs` (``blob_count`` = k > 0): an exogenous distractor that changes
-  unpredictably at every step. k Gaussian blobs (standard deviation ``blob_width``
-  pixels) on the periodic image plane, each of peak value ``blob_intensity`` × its
-  amplitude. Every step each blob jumps by a fresh move, each coordinate uniform in
+  unpredictably at every step. k Gaussian blobs on the periodic image plane, each of peak
+  value ``blob_intensity`` × its amplitude; blob j (0 … k − 1) has its own standard
+  deviation σ_j = ``blob_width`` · (k + j) / (2k − 1) pixels (from about half
+  ``blob_width`` to ``blob_width``), so which blob moved can be seen, as which square is the
+  agent can. Every step each blob jumps by a fresh move, each coordinate uniform in
   [−``blob_speed``, ``blob_speed``] pixels (a random walk: no velocity persists, so the
   next frame cannot be predicted from the past), its position wrapping round the image;
   and each blob's amplitude is redrawn uniform in [1 − ``blob_flicker``, 1] (flicker: a
@@ -66,7 +68,9 @@ class Blobs(Distractor):
         self.columns = 3 * count
         self.intensity = np.float32(intensity)
         self._grid = np.arange(size, dtype=np.float32)
-        self._inv = np.float32(-0.5 / width**2)
+        sigma = width * (count + np.arange(count)) / (2 * count - 1)
+        self.widths = sigma.astype(np.float32)  # σ_j of each blob
+        self._inv = (-0.5 / sigma**2).astype(np.float32)[:, None]  # (k, 1)
         self.state = {
             "blob_positions": np.zeros((num_envs, count, 2), np.float32),
             "blob_moves": np.zeros((num_envs, count, 2), np.float32),
@@ -115,7 +119,7 @@ class Blobs(Distractor):
             centre = centre + shift[:, None, :].astype(np.float32)
         d = np.abs(self._grid - centre[..., None])  # (n, k, 2, size)
         d = np.minimum(d, size - d)  # periodic
-        g = np.exp(d**2 * self._inv)  # (n, k, 2, size)
+        g = np.exp(d**2 * self._inv[:, None])  # (n, k, 2, size)
         weight = (s["blob_amplitudes"] * self.intensity)[..., None] * g[:, :, 0]
         blobs = np.einsum("nky,nkx->nkyx", weight, g[:, :, 1]).max(axis=1)
         np.maximum(out, blobs, out=out)
