@@ -14,17 +14,18 @@ Two additions to the grid, both off by default (the grid's other presets are unc
   value ``blob_intensity`` × its amplitude; blob j (0 … k − 1) has its own standard
   deviation σ_j = ``blob_width`` · (k + j) / (2k − 1) pixels (from about half
   ``blob_width`` to ``blob_width``), so which blob moved can be seen, as which square is the
-  agent can. Every step each blob jumps by a fresh move, each coordinate uniform in
-  [−``blob_speed``, ``blob_speed``] pixels (a random walk: no velocity persists, so the
-  next frame cannot be predicted from the past), its position wrapping round the image;
+  agent can. Every step each blob jumps by a fresh move: ``blob_speed`` pixels along one
+  of the 8 compass directions, or none, uniformly (a random walk: no velocity persists,
+  so the next frame cannot be predicted from the past; like an agent's action, one of 9
+  moves), its position wrapping round the image;
   and each blob's amplitude is redrawn uniform in [1 − ``blob_flicker``, 1] (flicker: a
   change no translation explains). The blobs are drawn over the background (the larger
   value wins) and under the noise row, the goal, the other agents and the agent.
 
 Laws (one step; u are the step's uniforms in [0, 1)):
 
-- Blobs: move_j = speed·(2u − 1) per coordinate; position_j ← (position_j + move_j) mod
-  image size; amplitude_j ← 1 − flicker·u.
+- Blobs: move_j = speed · MOVES[⌊9u⌋] (MOVES: none, then the 8 compass directions);
+  position_j ← (position_j + move_j) mod image size; amplitude_j ← 1 − flicker·u'.
 - Goal: reached = (agent's new cell = goal); where reached, goal ← the ⌊11u⌋-th cell of the
   11 cells other than the agent's new cell (in row-major order).
 
@@ -48,10 +49,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from lam_envs.envs.base import set_checked
-from lam_envs.envs.grid_distractors import Distractor, _select, _store, uniform_ints
+from lam_envs.envs.grid_distractors import COMPASS, Distractor, _select, _store, uniform_ints
 from lam_envs.utils.validate import FLOAT32_MAX, check_float, check_fraction, check_int
 
 CELLS = 12  # the 3×4 cells the agent and the goal live in
+#: A blob's moves (d_row, d_col) in units of ``blob_speed``: none, then the 8 directions.
+MOVES = np.vstack([np.zeros((1, 2)), COMPASS]).astype(np.float32)
 COLS = 4
 
 
@@ -65,7 +68,7 @@ class Blobs(Distractor):
     def __init__(self, num_envs, count, size, width, speed, flicker, intensity):
         super().__init__(num_envs)
         self.k, self.size, self.speed, self.flicker = count, size, speed, flicker
-        self.columns = 3 * count
+        self.columns = 2 * count
         self.intensity = np.float32(intensity)
         self._grid = np.arange(size, dtype=np.float32)
         sigma = width * (count + np.arange(count)) / (2 * count - 1)
@@ -94,9 +97,9 @@ class Blobs(Distractor):
 
     def step(self, u, actions, index):
         k, s = self.k, _select(self.state, index)
-        moves = (np.float32(self.speed) * (2 * u[:, : 2 * k] - 1)).reshape(-1, k, 2)
+        moves = np.float32(self.speed) * MOVES[uniform_ints(u[:, :k], len(MOVES))]
         positions = np.mod(s["blob_positions"] + moves, np.float32(self.size))
-        amplitudes = 1 - np.float32(self.flicker) * u[:, 2 * k :]
+        amplitudes = 1 - np.float32(self.flicker) * u[:, k:]
         new = {
             "blob_positions": positions.astype(np.float32),
             "blob_moves": moves.astype(np.float32),
@@ -211,7 +214,7 @@ class SceneryConfig:
         the snake reward.
     blob_count: k, flickering blobs (0 = off).
     blob_width: their standard deviation, pixels.
-    blob_speed: the largest jump of a blob per step and coordinate, pixels.
+    blob_speed: the length of a blob's jump per axis, pixels (along one of 8 directions).
     blob_flicker: how far a blob's amplitude may fall below 1 (redrawn every step).
     blob_intensity: their peak pixel value.
     """
