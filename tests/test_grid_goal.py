@@ -164,6 +164,7 @@ def test_nmse_distractor_probes_the_distractors_low_dimensional_change(tmp_path)
     config = CollectConfig(
         env="GridLAM-GoalBlobs-v0", policy="random", episodes=12, episode_length=40,
         seed=0, label_fraction=0.5, dataset_id="lam_envs/goal-probe-v0",
+        env_kwargs={"blob_count": 4},
     )  # fmt: skip
     collect(config, root=tmp_path, progress=False)
     split = DataSplit(str(tmp_path / "lam_envs" / "goal-probe-v0"), seed=0)
