@@ -69,7 +69,9 @@ def test_blob_laws_and_their_ground_truth():
     × speed;
     amplitudes in [1 − flicker, 1]; blob_flicker the amplitude's change; distractor_change
     the moves then the amplitude changes (then each other agent's move)."""
-    env = gym.make_vec("GridLAM-GoalDistracting-v0", num_envs=8, max_episode_steps=50)
+    env = gym.make_vec(
+        "GridLAM-GoalDistracting-v0", num_envs=8, max_episode_steps=50, blob_persistence=0.0
+    )
     c = env.unwrapped.config
     _, info = env.reset(seed=0)
     assert not info["distractor_change"].any()  # zeros on reset
@@ -94,6 +96,19 @@ def test_blob_laws_and_their_ground_truth():
     moves = np.stack(moves)  # fresh every step: no velocity persists
     assert abs(np.corrcoef(moves[1:].ravel(), moves[:-1].ravel())[0, 1]) < 0.1
     assert np.abs(moves).mean() == pytest.approx(c.blob_speed * 2 / 3, rel=0.1)  # 6 of 9 move
+
+
+def test_a_persistent_blob_repeats_its_last_move():
+    env = gym.make_vec("GridLAM-GoalBlobs-v0", num_envs=16, max_episode_steps=200)
+    assert env.unwrapped.config.blob_persistence == 0.8
+    _, info = env.reset(seed=0)
+    repeated = []
+    for _ in range(100):
+        before = info["blob_moves"].copy()
+        *_, info = env.step(np.zeros(16, np.int64))
+        repeated.append((info["blob_moves"] == before).all(-1))
+    # kept with p = 0.8, and a fresh draw equals the last move 1 time in 9
+    assert np.mean(repeated) == pytest.approx(0.8 + 0.2 / 9, abs=0.03)
 
 
 def test_the_goal_rewards_reaching_it_and_moves_on():

@@ -297,7 +297,7 @@ class GridDynamics(BatchDynamics):
             info["action_leaked"] = leaked
         for d in self._distractors:
             info.update(d.info(index))
-        if self.blobs is not None:
+        if self.blobs is not None or (self.goal is not None and self.others is not None):
             info["distractor_change"] = distractor_change(
                 self.blobs, self.others, index, len(pos), reset
             )

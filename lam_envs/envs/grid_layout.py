@@ -75,6 +75,7 @@ _BACKGROUND = {"background_intensity": 0.5, "background_speed": 1}
 _SHAKE = {"shake_bound": 4, "shake_step": 1}
 _BLOBS = {
     "blob_count": 2, "blob_width": 7.0, "blob_speed": 6.0, "blob_flicker": 0.5,
+    "blob_persistence": 0.8,
     "blob_intensity": 1.0,
 }  # fmt: skip
 _SMALL_AGENTS = {

@@ -24,7 +24,8 @@ Two additions to the grid, both off by default (the grid's other presets are unc
 
 Laws (one step; u are the step's uniforms in [0, 1)):
 
-- Blobs: move_j = speed · MOVES[⌊9u⌋] (MOVES: none, then the 8 compass directions);
+- Blobs: move_j = speed · MOVES[⌊9u⌋] (MOVES: none, then the 8 compass directions), or
+  with probability ``blob_persistence`` the previous move_j;
   position_j ← (position_j + move_j) mod image size; amplitude_j ← 1 − flicker·u'.
 - Goal: reached = (agent's new cell = goal); where reached, goal ← the ⌊11u⌋-th cell of the
   11 cells other than the agent's new cell (in row-major order).
@@ -65,10 +66,11 @@ class Blobs(Distractor):
     ``blob_flicker`` (k,), all float32.
     """
 
-    def __init__(self, num_envs, count, size, width, speed, flicker, intensity):
+    def __init__(self, num_envs, count, size, width, speed, flicker, intensity, persistence=0.0):
         super().__init__(num_envs)
         self.k, self.size, self.speed, self.flicker = count, size, speed, flicker
-        self.columns = 2 * count
+        self.persistence = persistence
+        self.columns = (2 + (persistence > 0)) * count
         self.intensity = np.float32(intensity)
         self._grid = np.arange(size, dtype=np.float32)
         sigma = width * (count + np.arange(count)) / (2 * count - 1)
@@ -86,7 +88,7 @@ class Blobs(Distractor):
         """The blobs of a grid config ``c`` (a :class:`~lam_envs.envs.grid.GridLAMConfig`)."""
         return cls(
             num_envs, c.blob_count, 4 * c.pixel_scale, c.blob_width, c.blob_speed,
-            c.blob_flicker, c.blob_intensity,
+            c.blob_flicker, c.blob_intensity, c.blob_persistence,
         )  # fmt: skip
 
     def reset(self, i, rng):
@@ -98,8 +100,11 @@ class Blobs(Distractor):
     def step(self, u, actions, index):
         k, s = self.k, _select(self.state, index)
         moves = np.float32(self.speed) * MOVES[uniform_ints(u[:, :k], len(MOVES))]
+        if self.persistence > 0:  # repeat the last move with probability p
+            keep = u[:, 2 * k : 3 * k, None] < self.persistence
+            moves = np.where(keep, s["blob_moves"], moves)
         positions = np.mod(s["blob_positions"] + moves, np.float32(self.size))
-        amplitudes = 1 - np.float32(self.flicker) * u[:, k:]
+        amplitudes = 1 - np.float32(self.flicker) * u[:, k : 2 * k]
         new = {
             "blob_positions": positions.astype(np.float32),
             "blob_moves": moves.astype(np.float32),
@@ -217,6 +222,8 @@ class SceneryConfig:
     blob_speed: the length of a blob's jump per axis, pixels (along one of 8 directions).
     blob_flicker: how far a blob's amplitude may fall below 1 (redrawn every step).
     blob_intensity: their peak pixel value.
+    blob_persistence: probability that a blob repeats its last move (0: a fresh move every
+        step; on reset the last move is none).
     """
 
     goal: bool = False
@@ -225,6 +232,7 @@ class SceneryConfig:
     blob_speed: float = 4.0
     blob_flicker: float = 0.5
     blob_intensity: float = 1.0
+    blob_persistence: float = 0.0
 
     def check_scenery(self) -> None:
         """Validate (and canonicalise) the fields, for ``__post_init__``."""
@@ -236,3 +244,4 @@ class SceneryConfig:
         set_checked(self, "blob_speed", check_float, 0.0, 64.0)
         set_checked(self, "blob_flicker", check_fraction)
         set_checked(self, "blob_intensity", check_float, 0.0, FLOAT32_MAX)
+        set_checked(self, "blob_persistence", check_fraction)
