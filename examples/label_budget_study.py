@@ -254,9 +254,10 @@ def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> 
         lam = get_lam(method.lam).train(
             _lam_config(study, method), group, [s for s, _ in keys], device
         )
+        h = getattr(lam, "frame_stack", 1)  # stacked frames (laom): each with its history
         for part in ("train", "test"):
-            obs = np.stack([getattr(sp, part).obs() for sp in group])
-            nxt = np.stack([getattr(sp, part).next_obs() for sp in group])
+            obs = np.stack([getattr(sp, part).obs(history=h) for sp in group])
+            nxt = np.stack([getattr(sp, part).next_obs(history=h) for sp in group])
             for (s, f), z in zip(keys, lam.latents(obs, nxt), strict=True):
                 latents[name, s, f, part] = z
         for (s, f), sp in zip(keys, group, strict=True):

@@ -20,27 +20,35 @@ augmentations do not depend on the copies it is trained with.
 
 The published LAOM instead augments every frame on its own (:func:`augment_frames`): each
 image gets its own random shift of up to ``pad`` pixels in each direction, edges
-replicated (:func:`shift_images`, DrQ's pad-and-crop), and each vector its own offset κ.
+replicated (:func:`shift_images`, DrQ's pad-and-crop), and each vector its own offset κ;
+and, as the authors' code does, :func:`mixed_augment_frames` gives each image its own
+choice of a shift, a rotation, a perspective warp, two of them, or nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from lam_models.data import to_device
 
 __all__ = [
+    "MIXED_CHOICES",
     "NOISE_ROWS",
     "augment_frames",
     "augment_pair",
     "copy_noise_row",
     "draw_shifts",
     "gaussian_offsets",
+    "mixed_augment_frames",
+    "mixed_sampling",
     "shift_columns",
     "shift_images",
     "vector_offsets",
+    "warp_images",
 ]
 
 #: The rows of a GridLAM image that hold the exogenous noise (row 3 of the 4×4 image).
@@ -196,4 +204,102 @@ def copy_noise_row(x: torch.Tensor, source: torch.Tensor, rows: slice = NOISE_RO
         raise ValueError(f"x {tuple(x.shape)} and source {tuple(source.shape)} differ in shape")
     out = x.clone()
     out[..., rows, :] = source[..., rows, :]
+    return out
+
+
+#: The augmentations the authors' LAOM code chooses from, one per image, uniformly
+#: (dunnolab/laom, ``src/augmentations.py``, ``Augmenter``): each a sequence applied in
+#: order (S a shift, R a rotation, P a perspective warp).
+MIXED_CHOICES = ((), ("S",), ("R",), ("P",), ("S", "R"), ("R", "S"), ("R", "P"), ("P", "R"))
+#: The padding of the authors' perspective warp, as a share of the image side (30 of 64
+#: pixels): the warp's corners are those of the padded image.
+PERSPECTIVE_PAD = 30 / 64
+
+
+def _homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) matrices H with H·src_i ∝ dst_i for 4 point pairs (N, 4, 2) each."""
+    x, y = src[..., 0], src[..., 1]
+    u, v = dst[..., 0], dst[..., 1]
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
+    rows_u = torch.stack([x, y, one, zero, zero, zero, -x * u, -y * u], -1)
+    rows_v = torch.stack([zero, zero, zero, x, y, one, -x * v, -y * v], -1)
+    a = torch.cat([rows_u, rows_v], 1)  # (N, 8, 8)
+    h = torch.linalg.solve(a, torch.cat([u, v], 1))
+    return torch.cat([h, torch.ones_like(h[:, :1])], 1).reshape(-1, 3, 3)
+
+
+def mixed_sampling(
+    n: int,
+    size: int,
+    generator: torch.Generator,
+    shift: int,
+    degrees: float,
+    distortion: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw n images' augmentations: (choice (n,) index into :data:`MIXED_CHOICES`, the
+    (n, 3, 3) matrices that map an output pixel's normalised coordinates (x, y, 1) to
+    where it is read from in the input). Every image draws every parameter (so the
+    generator's stream does not depend on the choices): an integer shift uniform in
+    [−shift, shift]² pixels, an angle uniform in [−degrees, degrees], and a perspective
+    warp whose 4 corners (those of the image padded by :data:`PERSPECTIVE_PAD` of its
+    side) move inward by a uniform share in [0, distortion] of its half-side, per axis."""
+    choice = torch.randint(len(MIXED_CHOICES), (n,), generator=generator)
+    d = torch.randint(-shift, shift + 1, (n, 2), generator=generator).float()
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    corner_moves = torch.rand(n, 4, 2, generator=generator)
+    eye = torch.eye(3).expand(n, 3, 3)
+    s = eye.clone()
+    s[:, :2, 2] = -2 * d / size  # content moves by +d pixels: read from p − d
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    r = eye.clone()
+    r[:, 0, 0], r[:, 0, 1], r[:, 1, 0], r[:, 1, 1] = cos, sin, -sin, cos
+    c = 1 + 2 * PERSPECTIVE_PAD
+    corners = torch.tensor([[-c, -c], [c, -c], [c, c], [-c, c]]).expand(n, 4, 2)
+    inward = -torch.sign(corners) * corner_moves * distortion * c
+    p = _homographies(corners + inward, corners)  # output (moved corner) -> input corner
+    maps = {"S": s, "R": r, "P": p}
+    total = eye.clone()
+    for k, sequence in enumerate(MIXED_CHOICES):
+        chosen = choice == k
+        m = eye[chosen]
+        for name in sequence:  # T1 then T2: read from A1·A2·p
+            m = m @ maps[name][chosen]
+        total[chosen] = m
+    return choice, total
+
+
+def warp_images(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Resample each image of ``x`` (N, C, H, W) at its matrix's (N, 3, 3) coordinates
+    (bilinear; edges replicated beyond the image)."""
+    n, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    points = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(1, h * w, 3)
+    mapped = points @ matrices.to(x.device, x.dtype).transpose(1, 2)  # (N, HW, 3)
+    grid = (mapped[..., :2] / mapped[..., 2:]).reshape(n, h, w, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def mixed_augment_frames(
+    frames: Sequence[torch.Tensor],
+    generators: Sequence[torch.Generator],
+    shift: int = 4,
+    degrees: float = 90.0,
+    distortion: float = 0.5,
+) -> list[torch.Tensor]:
+    """The authors' LAOM augmentation: every image of every frame tensor (M, B, C, H, W)
+    gets its own augmentation, chosen uniformly from :data:`MIXED_CHOICES` (nothing, a
+    shift, a rotation, a perspective warp, or two of them in turn), with its own
+    parameters (:func:`mixed_sampling`). The channels of an image (e.g. stacked frames)
+    share its augmentation. Copy m draws from ``generators[m]``, frame after frame."""
+    m = frames[0].shape[0]
+    if len(generators) != m:
+        raise ValueError(f"give one generator per copy: {len(generators)} for {m} copies")
+    out = []
+    for x in frames:
+        b, size = x.shape[1], x.shape[-1]
+        draws = [mixed_sampling(b, size, g, shift, degrees, distortion)[1] for g in generators]
+        matrices = torch.cat(draws)
+        out.append(warp_images(x.flatten(0, 1), matrices).unflatten(0, x.shape[:2]))
     return out

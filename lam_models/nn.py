@@ -510,17 +510,17 @@ def _random_rows(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
 
 
 class ResidualBlock(EnsembleModule):
-    """x + conv(ReLU(conv(ReLU(x)))), two 3×3 convolutions keeping size and channels:
-    ``(M, B, C, H, W) -> (M, B, C, H, W)``."""
+    """x + conv(σ(conv(σ(x)))), two 3×3 convolutions keeping size and channels:
+    ``(M, B, C, H, W) -> (M, B, C, H, W)``; σ = ``activation`` (ReLU; LAOM's authors: ReLU6)."""
 
-    def __init__(self, num_models: int, channels: int, image_size: tuple[int, int]) -> None:
+    def __init__(self, num_models: int, channels: int, image_size, activation=F.relu) -> None:
         super().__init__(num_models)
-        m = num_models
+        m, self.activation = num_models, activation
         self.conv1 = EnsembleConv2d(m, channels, channels, 3, image_size, padding=1, grouped=True)
         self.conv2 = EnsembleConv2d(m, channels, channels, 3, image_size, padding=1, grouped=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        return x + self.conv2(self.activation(self.conv1(self.activation(x))))
 
 
 def max_pool3(x: torch.Tensor) -> torch.Tensor:
@@ -530,7 +530,8 @@ def max_pool3(x: torch.Tensor) -> torch.Tensor:
 
 
 class ResNetEncoder(EnsembleModule):
-    """The IMPALA-style ResNet encoder of LAOM (as in its public code): per stage, a 3×3
+    """The package's IMPALA-style ResNet encoder for LAOM (the ``encoder="resnet"`` variant;
+    the authors' encoder is :class:`lam_models.encoders.StridedConvEncoder`): per stage, a 3×3
     convolution to that stage's channels, 3×3 max-pooling with stride 2 (halving the image),
     and ``blocks`` :class:`ResidualBlock` s; then ReLU, flatten, a linear map to ``out_dim``
     and a LayerNorm without affine parameters (a fixed scale, so an embedding that is a

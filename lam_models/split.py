@@ -40,6 +40,7 @@ from lam_envs.dataset import LABEL_UNITS  # what a label fraction counts
 from lam_envs.utils.config import option
 from lam_envs.utils.validate import check_choice, check_fraction, check_int
 from lam_models.data import DatasetError, LAMDataset, to_device
+from lam_models.frames import stack_frames
 from lam_models.seeding import Stream, numpy_rng, torch_generator
 
 __all__ = [
@@ -184,6 +185,8 @@ class Part:
     episode's final observation (the furthest partner there is).  actions (N[, d_a]): what
     a learner may read (sentinel outside the labelled subset).  label_mask (N,) bool.
     oracle: ground truth per transition (evaluation only).  episodes: the episode ids.
+    first (N,): row of the episode's first observation. ``history`` = h > 1: observations
+    stacked with the h − 1 before them (:func:`stack_frames`), e.g. (N, h·C, H, W).
     """
 
     frames: np.ndarray
@@ -193,21 +196,29 @@ class Part:
     label_mask: np.ndarray
     oracle: dict[str, np.ndarray]
     episodes: np.ndarray
+    first: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.start)
 
-    def obs(self) -> np.ndarray:
+    def obs(self, history: int = 1) -> np.ndarray:
         """o_t of every transition, (N, *obs_shape)."""
-        return self.frames[self.start]
+        return self._stacked(self.start, history)
 
-    def next_obs(self) -> np.ndarray:
+    def next_obs(self, history: int = 1) -> np.ndarray:
         """o_{t+1}, (N, *obs_shape)."""
-        return self.frames[self.start + 1]
+        return self._stacked(self.start + 1, history)
 
-    def far_obs(self, offset: int = 1) -> np.ndarray:
+    def far_obs(self, offset: int = 1, history: int = 1) -> np.ndarray:
         """o_{t+offset}, or the episode's last observation where that is beyond its end."""
-        return self.frames[np.minimum(self.start + offset, self.last)]
+        return self._stacked(np.minimum(self.start + offset, self.last), history)
+
+    def _stacked(self, rows: np.ndarray, history: int) -> np.ndarray:
+        return (
+            self.frames[rows]
+            if history == 1
+            else stack_frames(self.frames, rows, self.first, history)
+        )
 
     def subset(self, rows: np.ndarray) -> Part:
         """The transitions ``rows`` (the frames are shared, not copied)."""
@@ -219,6 +230,7 @@ class Part:
             actions=self.actions[rows],
             label_mask=self.label_mask[rows],
             oracle={k: v[rows] for k, v in self.oracle.items()},
+            first=None if self.first is None else self.first[rows],
         )
 
 
@@ -240,6 +252,7 @@ def _read_part(data: LAMDataset, episodes: np.ndarray) -> Part:
         label_mask=learn["label_mask"],
         oracle=data.oracle(episodes),
         episodes=np.asarray(episodes),
+        first=np.repeat(per_episode[:, 0], length),
     )
 
 
@@ -487,6 +500,11 @@ class CopyBatches:
         self._first_row = torch.tensor(np.cumsum([0, *self._sizes[:-1]]))[:, None]
         self._start = torch.cat([torch.from_numpy(p.start + base[m]) for m, p in enumerate(parts)])
         self._last = torch.cat([torch.from_numpy(p.last + base[m]) for m, p in enumerate(parts)])
+        firsts = [
+            None if p.first is None else torch.from_numpy(p.first + b)
+            for p, b in zip(parts, base, strict=True)
+        ]
+        self._first = None if None in firsts else torch.cat(firsts).to(self.device)
         actions = torch.cat([torch.from_numpy(p.actions) for p in parts])
         self._actions = actions.long() if self.spec.discrete else actions.float()
         self._label_mask = torch.cat([torch.from_numpy(p.label_mask) for p in parts])
@@ -507,9 +525,11 @@ class CopyBatches:
         """(M,) bool: whether each copy has a labelled subset."""
         return torch.tensor([len(p) > 0 for p in self._labelled], device=self.device)
 
-    def _gather(self, rows: list[torch.Tensor], offsets: list[torch.Tensor | None]) -> Transitions:
+    def _gather(
+        self, rows: list[torch.Tensor], offsets: list[torch.Tensor | None], history: int = 1
+    ) -> Transitions:
         """The batch of each copy's transitions ``rows`` (M × (B,), on the CPU) with the
-        look-ahead ``offsets`` (None: o_{t+1})."""
+        look-ahead ``offsets`` (None: o_{t+1}); ``history`` > 1 stacks frames (:class:`Part`)."""
         index = torch.stack(rows) + self._first_row  # rows of the tables, (M, B)
         far = offsets[0] is not None
         if far:
@@ -517,10 +537,12 @@ class CopyBatches:
         index = to_device(index, self.device)  # one copy, not awaited
         rows_, j = (index[0], index[1]) if far else (index, None)
         start = self._start[rows_]
-        obs, next_obs = self.frames[start], self.frames[start + 1]
-        far_obs = (
-            next_obs if j is None else self.frames[torch.minimum(start + j, self._last[rows_])]
-        )
+        look = self.frames.__getitem__
+        if history > 1:
+            first = None if self._first is None else self._first[rows_]
+            look = lambda at: stack_frames(self.frames, at, first, history)  # noqa: E731
+        obs, next_obs = look(start), look(start + 1)
+        far_obs = next_obs if j is None else look(torch.minimum(start + j, self._last[rows_]))
         return Transitions(obs, next_obs, far_obs, self._actions[rows_], self._label_mask[rows_])
 
     def sample(
@@ -529,6 +551,7 @@ class CopyBatches:
         offset: int = 1,
         uniform_offset: bool = False,
         labelled_share: float = 0.0,
+        history: int = 1,
     ) -> Transitions:
         """A batch of ``batch_size`` train transitions per copy, drawn with replacement.
 
@@ -537,6 +560,7 @@ class CopyBatches:
             Beyond the episode's end it is the episode's last observation.
         labelled_share: that share of each batch is drawn from the copy's labelled subset
             (rounded; none where a copy has no labels).
+        history: h > 1 stacks each observation with the h − 1 before it (:class:`Part`).
         """
         rows, offsets = [], []
         n_labelled = round(labelled_share * batch_size)
@@ -546,10 +570,10 @@ class CopyBatches:
                 r[:n_labelled] = pool[torch.randint(len(pool), (n_labelled,), generator=g)]
             rows.append(r)
             offsets.append(_offsets(r, offset, uniform_offset, g))
-        return self._gather(rows, offsets)
+        return self._gather(rows, offsets, history)
 
     def sample_labelled(
-        self, batch_size: int, offset: int = 1, uniform_offset: bool = False
+        self, batch_size: int, offset: int = 1, uniform_offset: bool = False, history: int = 1
     ) -> Transitions:
         """``batch_size`` transitions per copy from its labelled subset (with replacement).
         A copy without labels gets arbitrary rows with ``label_mask`` False."""
@@ -561,7 +585,7 @@ class CopyBatches:
                 r = torch.zeros(batch_size, dtype=torch.long)
             rows.append(r)
             offsets.append(_offsets(r, offset, uniform_offset, g))
-        return self._gather(rows, offsets)
+        return self._gather(rows, offsets, history)
 
 
 def _offsets(rows, offset: int, uniform: bool, generator) -> torch.Tensor | None:

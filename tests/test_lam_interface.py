@@ -191,3 +191,32 @@ def test_the_readme_examples_run(lam_datasets, tmp_path, monkeypatch):
     scoring = scoring.replace('"lam_envs/linear-other-agents-2p0-v0"', "DATASET")
     scoring = scoring.replace("MyIDM()", "MyIDM(d_o=16)")
     exec(compile(scoring, "README: scoring any LAM", "exec"), {"DATASET": lam_datasets["linear"]})
+
+
+def test_a_latent_function_with_a_history_is_given_stacked_frames(lam_datasets):
+    seen = []
+
+    class Stacked:
+        history = 3
+
+        def __call__(self, o, o_next):
+            seen.append((o.numpy(), o_next.numpy()))
+            return o.flatten(1)[:, :4]
+
+    lam_models.evaluate(Stacked(), lam_datasets["grid"])
+    o, o_next = (np.concatenate(parts) for parts in zip(*seen, strict=True))
+    assert o.shape[1:] == o_next.shape[1:] == (3, 4, 4)  # 3 frames of (1, 4, 4) on channels
+    np.testing.assert_array_equal(o_next[:, :2], o[:, 1:])  # (t-1, t, t+1) after (t-2, t-1, t)
+    with pytest.raises(ValueError, match="latent_fn.history must be an integer >= 1, got 0"):
+        Stacked.history = 0
+        lam_models.evaluate(Stacked(), lam_datasets["grid"])
+
+
+def test_the_card_passes_laoms_stacked_frames_to_it():
+    from types import SimpleNamespace
+
+    from lam_models.evaluation.suite import LAMLatents
+
+    latents = LAMLatents(SimpleNamespace(frame_stack=3, latents=lambda o, n: (o, n)))
+    assert latents.history == 3 and latents(1, 2) == 1
+    assert LAMLatents(SimpleNamespace(latents=None)).history == 1  # a LAM of single frames

@@ -37,11 +37,10 @@ class RandomData:
         self.rng = np.random.default_rng(0)
         self.calls, self.batches = [], []
 
-    def _batch(self, n: int) -> Transitions:
+    def _batch(self, n: int, history: int = 1) -> Transitions:
+        c, h, w = self.spec.obs_shape
         o, nxt, far = (
-            torch.from_numpy(
-                self.rng.random((self.num_copies, n, *self.spec.obs_shape), np.float32)
-            )
+            torch.from_numpy(self.rng.random((self.num_copies, n, history * c, h, w), np.float32))
             for _ in range(3)
         )
         actions = torch.from_numpy(self.rng.integers(5, size=(self.num_copies, n)))
@@ -51,18 +50,20 @@ class RandomData:
 
     def sample(self, batch_size, **kwargs):
         self.calls.append(("sample", kwargs))
-        return self._batch(batch_size)
+        return self._batch(batch_size, kwargs.get("history", 1))
 
     def sample_labelled(self, batch_size, **kwargs):
         self.calls.append(("labelled", kwargs))
-        return self._batch(batch_size)
+        return self._batch(batch_size, kwargs.get("history", 1))
 
 
-def test_the_future_offset_is_drawn_per_example_from_1_to_k_max():
+@pytest.mark.parametrize(("variant", "history"), [("authors", {"history": 3}), ("package", {})])
+def test_the_future_offset_is_drawn_per_example_from_1_to_k_max(variant, history):
     data = RandomData()
-    LAOMLAM.train(LAOMConfig(**{**TINY.__dict__, "k_max": 7}), data, [0], device="cpu")
+    config = LAOMConfig(**{**TINY.__dict__, "k_max": 7, "variant": variant})
+    LAOMLAM.train(config, data, [0], device="cpu")
     draws = [kw for what, kw in data.calls if what == "sample"]
-    assert draws == [{"offset": 7, "uniform_offset": True}] * TINY.steps
+    assert draws == [{"offset": 7, "uniform_offset": True, **history}] * TINY.steps
 
 
 def test_offsets_are_uniform_over_1_to_k_max():
@@ -147,7 +148,8 @@ def test_every_frame_is_augmented_on_its_own(monkeypatch):
         return out
 
     monkeypatch.setattr("lam_models.lams.laom.augment_frames", spy)
-    LAOMLAM.train(LAOMConfig(**{**TINY.__dict__, "shift": 2}), RandomData(), [0], device="cpu")
+    config = LAOMConfig(**{**TINY.__dict__, "shift": 2, "variant": "package"})
+    LAOMLAM.train(config, RandomData(), [0], device="cpu")
     frames, out, pad = calls[0]
     assert len(frames) == 3 and pad == 2  # o_t, o_{t+j}, o_{t+1}
     # The same image in three frames: shifted differently in each (independent draws).
@@ -181,9 +183,9 @@ def test_copies_trained_together_equal_copies_trained_alone():
             super().__init__(len(seeds))
             self.gens = [np.random.default_rng(s) for s in seeds]
 
-        def _batch(self, n):
+        def _batch(self, n, history=1):
             parts = [
-                [torch.from_numpy(g.random((n, 1, 8, 8), dtype=np.float32)) for _ in range(3)]
+                [torch.from_numpy(g.random((n, history, 8, 8), dtype=np.float32)) for _ in range(3)]
                 + [torch.from_numpy(g.integers(5, size=n))]
                 for g in self.gens
             ]

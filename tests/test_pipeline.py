@@ -11,8 +11,10 @@ from conftest import SNAKING, collect_into
 
 from lam_envs.collect import CollectConfig, collect
 from lam_models.data import LAMDataset
+from lam_models.lams.base import load_lam
 from lam_models.pipeline import PipelineConfig, format_results, main, run_pipeline
 from lam_models.pipeline.rollout import rollout_returns
+from lam_models.split import DataSplit
 
 FAST = {"lam_options": {"steps": 300}, "policy_steps": 300, "rollout_episodes": 8}
 
@@ -209,3 +211,16 @@ def test_a_dataset_collected_again_between_stages_is_refused(tmp_path, capsys):
     collect_as(1)  # the same id, other data
     code, _, err = _cli(capsys, "--out", str(run), "--stage", "bc")
     assert code == 2 and "changed since stage 'lam' ran" in err and err.count("\n") == 1
+
+
+def test_relabelling_gives_laom_its_stacked_frames(datasets, tmp_path):
+    out = tmp_path / "laom"
+    lam_options = {"steps": 20, "channels": (8,), "blocks": 1, "width": 32, "latent_dim": 16}
+    run_pipeline(datasets["none"], lam="laom", out_dir=out, quick=True, lam_options=lam_options)
+    lam = load_lam(out / "lam", device="cpu")
+    assert lam.frame_stack == 3  # the authors' laom stacks 3 frames of the 4×4 images
+    split = DataSplit(datasets["none"], held_out=0.1, seed=0)  # the pipeline's defaults
+    test = split.test
+    expected = lam.latents(test.obs(history=3), test.far_obs(lam.lookahead, history=3))[0]
+    stored = np.load(out / "relabel" / "latents.npz")["z_test"]
+    np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)

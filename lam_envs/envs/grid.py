@@ -45,11 +45,12 @@ from lam_envs.envs.grid_layout import (
     square_positions,
 )
 from lam_envs.envs.grid_policies import GRID_POLICIES
+from lam_envs.envs.grid_scenery import Blobs, Goal, SceneryConfig, distractor_change
 from lam_envs.utils.validate import FLOAT32_MAX, check_float, check_fraction, check_int
 
 
 @dataclass(frozen=True)
-class GridLAMConfig:
+class GridLAMConfig(SceneryConfig):
     """Parameters of ``GridLAM-v0``; validated on construction (values are stored as plain
     ``int``/``float``). Intensities are pixel values; sizes and moves are in pixels unless
     said otherwise. See :class:`GridLAMEnv` for what each does.
@@ -77,6 +78,7 @@ class GridLAMConfig:
     corner_jump: probability that the action "stay" in the top-right cell (0, 3) moves the
         square to (0, 0) (default 0). The published Table 1 snaking data wraps from (0, 3)
         to (0, 0) and stores that move as "stay" (see ``RELEASED_SNAKE_ACTION``).
+    goal, blob_*: the goal task and the flickering blobs (:class:`SceneryConfig`).
     """
 
     pixel_scale: int = 1
@@ -123,6 +125,7 @@ class GridLAMConfig:
         canonical("structure_seed", check_int, 0)
         canonical("start_cell", check_int, -1, ROWS * COLS - 1)
         canonical("corner_jump", check_fraction)
+        self.check_scenery()
         if leak > 0 and noise == 0:
             raise ValueError(
                 f"action_leak = {leak} needs noise_intensity > 0 (the leaked pattern is drawn "
@@ -152,6 +155,7 @@ class GridLAMConfig:
             "background": self.background_intensity > 0,
             "shake": self.shake_bound > 0,
             "colour_drift": self.colour_drift_step > 0,
+            "blobs": self.blob_count > 0,
         }
         return tuple(name for name, is_on in on.items() if is_on)
 
@@ -165,6 +169,8 @@ class GridLAMConfig:
             values.append(self.background_intensity)
         if self.colour_drift_step:
             values.append(self.colour_drift_high)
+        if self.blob_count:
+            values.append(self.blob_intensity)
         return max(values)
 
 
@@ -206,9 +212,10 @@ class GridDynamics(BatchDynamics):
             self.colour = ColourDrift(
                 num_envs, c.colour_drift_step, c.colour_drift_low, c.colour_drift_high
             )
-        self._distractors: list[Distractor] = [
-            d for d in (self.others, self.background, self.shake, self.colour) if d is not None
-        ]
+        self.blobs = Blobs.of(num_envs, c) if c.blob_count else None
+        self.goal = Goal(num_envs, self) if c.goal else None
+        parts = (self.others, self.background, self.shake, self.colour, self.blobs, self.goal)
+        self._distractors: list[Distractor] = [d for d in parts if d is not None]
         self._noise_columns = 4 * (c.noise_intensity > 0) + (c.action_leak > 0)
         self._jump_column = self._noise_columns if c.corner_jump > 0 else None
         width = self._noise_columns + (c.corner_jump > 0)
@@ -254,7 +261,7 @@ class GridDynamics(BatchDynamics):
         self._streams.restart(index, rngs)
         noise, leaked = self._noise_rows(self._streams.next_rows(rngs, index), None)
         self._noise[index] = noise
-        return self._info(index, self._pos[index], noise, leaked)
+        return self._info(index, self._pos[index], noise, leaked, reset=True)
 
     def step(self, actions, rngs, index) -> tuple[np.ndarray, Info]:
         a = actions  # int64 (n,) in [0, 4]: checked by the environment
@@ -263,6 +270,8 @@ class GridDynamics(BatchDynamics):
         new = np.minimum(np.maximum(pos + ACTION_DELTAS[a], 0), self._upper)
         successor = SNAKE_NEXT_CELL[pos[:, 0], pos[:, 1]]
         rewards = (new == successor).all(axis=1).astype(np.float64)
+        if self.goal is not None:  # the goal task's reward instead of the snake's
+            rewards = self.goal.reached(new, index)
         rows = self._streams.next_rows(rngs, index)
         if self._jump_column is not None:  # "stay" at (0, 3) may wrap to (0, 0)
             jump = (a == 0) & (pos[:, 0] == 0) & (pos[:, 1] == COLS - 1)
@@ -276,7 +285,7 @@ class GridDynamics(BatchDynamics):
             self._pos[index], self._noise[index] = new, noise
         return rewards, self._info(index, new, noise, leaked)
 
-    def _info(self, index, pos, noise, leaked) -> Info:
+    def _info(self, index, pos, noise, leaked, reset=False) -> Info:
         cell = pos[:, 0] * COLS + pos[:, 1]
         if index is None:
             clean = self.pool.take("clean_obs", (len(pos), *self._clean.shape[1:]), np.float32)
@@ -288,6 +297,10 @@ class GridDynamics(BatchDynamics):
             info["action_leaked"] = leaked
         for d in self._distractors:
             info.update(d.info(index))
+        if self.blobs is not None or (self.goal is not None and self.others is not None):
+            info["distractor_change"] = distractor_change(
+                self.blobs, self.others, index, len(pos), reset
+            )
         return info
 
     def observations(self, index=None) -> np.ndarray:
@@ -308,12 +321,16 @@ class GridDynamics(BatchDynamics):
         image = self._blank(index, n, size, fill=self.background is None)
         if self.background is not None:
             self.background.picture(index, shift, image)
+        if self.blobs is not None:
+            self.blobs.picture(index, shift, image)
         # Where the scene's top-left pixel lands (the shake may take squares partly out).
         y0, x0 = (0, 0) if shift is None else (shift[:, 0], shift[:, 1])
         clip = shift is not None
         if c.noise_intensity > 0:
             for j in range(COLS):
                 paint(image, y0 + 3 * s, x0 + j * s, s, noise[:, j, None, None], clip)
+        if self.goal is not None:
+            self.goal.picture(index, shift, s, image)
         if self.others is not None:
             side, offset = self._other_side, (s - self._other_side) // 2
             where = self.others.state["other_positions"]
@@ -544,6 +561,11 @@ FAMILY = EnvFamily(
         "GridLAM-Shake-v0": "shake",
         "GridLAM-ColourDrift-v0": "colour_drift",
         "GridLAM-Distracting-v0": "distracting",
+        "GridLAM-Goal-v0": "goal",
+        "GridLAM-GoalBlobs-v0": "goal_blobs",
+        "GridLAM-GoalAgents-v0": "goal_agents",
+        "GridLAM-GoalCorrelatedAgents-v0": "goal_correlated_agents",
+        "GridLAM-GoalDistracting-v0": "goal_distracting",
     },
     policies=GRID_POLICIES,
     oracle_fields=("position", "noise", "clean_obs"),
@@ -555,6 +577,8 @@ FAMILY = EnvFamily(
         "agent_intensity",
         "background_offset",
         "other_positions",
+        "blob_positions",
+        "goal",
     ),  # fmt: skip
     scores=("grid_probe_losses",),
     # GridLAM's noise row showing the action's pattern: not a distractor (it is the action)

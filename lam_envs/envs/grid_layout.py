@@ -73,6 +73,15 @@ _PIXELS = {"pixel_scale": 8, "noise_intensity": 0.0}
 _OTHER_AGENTS = {"other_agents": 2, "other_agent_persistence": 0.5}
 _BACKGROUND = {"background_intensity": 0.5, "background_speed": 1}
 _SHAKE = {"shake_bound": 4, "shake_step": 1}
+_BLOBS = {
+    "blob_count": 2, "blob_width": 7.0, "blob_speed": 6.0, "blob_flicker": 0.5,
+    "blob_persistence": 0.8,
+    "blob_intensity": 1.0,
+}  # fmt: skip
+_SMALL_AGENTS = {
+    "other_agents": 2, "other_agent_persistence": 0.5, "other_agent_size": 0.5,
+    "other_agent_intensity": 0.6,
+}  # fmt: skip
 _COLOUR_DRIFT = {"colour_drift_step": 0.1, "colour_drift_low": 0.5, "colour_drift_high": 1.5}
 
 GRID_PRESETS: dict[str, dict[str, Any]] = {
@@ -87,6 +96,18 @@ GRID_PRESETS: dict[str, dict[str, Any]] = {
     "shake": {**_PIXELS, **_SHAKE},
     "colour_drift": {**_PIXELS, **_COLOUR_DRIFT},
     "distracting": {**_PIXELS, **_OTHER_AGENTS, **_BACKGROUND, **_SHAKE, **_COLOUR_DRIFT},
+    # The goal task (s = 8): its clean control, flickering blobs, other agents that look
+    # unlike the agent (half its side, dimmer), correlated ones, and blobs with agents.
+    "goal": {**_PIXELS, "goal": True},
+    "goal_blobs": {**_PIXELS, "goal": True, **_BLOBS},
+    "goal_agents": {**_PIXELS, "goal": True, **_SMALL_AGENTS},
+    "goal_correlated_agents": {
+        **_PIXELS,
+        "goal": True,
+        **_SMALL_AGENTS,
+        "other_agent_correlation": 0.5,
+    },  # fmt: skip
+    "goal_distracting": {**_PIXELS, "goal": True, **_BLOBS, **_SMALL_AGENTS},
 }
 
 #: The distracting grid's settings for studies ("each distractor alone and all together",

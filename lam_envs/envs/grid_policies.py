@@ -1,4 +1,4 @@
-"""The grid's behaviour policies (``random``, ``snaking``, ``snaking-released``); see
+"""The grid's behaviour policies (``random``, ``snaking``, ``snaking-released``, ``goal``); see
 :mod:`lam_envs.policies` for the policies of every family."""
 
 from __future__ import annotations
@@ -65,6 +65,44 @@ class SnakingPolicy:
         return actions
 
 
+@dataclass(frozen=True)
+class GoalPolicy:
+    """Head for the goal cell (the goal task, ``goal=True``); with probability ``epsilon``
+    act uniformly at random. Reads ``info["position"]`` and ``info["goal"]``: it moves
+    along the axis on which the goal is farther (rows on a tie), one cell a step, and
+    stays on the goal (which the environment redraws as soon as it is reached)."""
+
+    epsilon: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "epsilon", check_fraction("epsilon", self.epsilon))
+
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator, info: Info = None):
+        if info is None or "goal" not in info:
+            raise ValueError(
+                "the goal policy reads info['position'] and info['goal']: call "
+                "policy(observations, rng, info) on a grid with goal=True"
+            )
+        n = len(observations)
+        pos = np.asarray(info["position"]).reshape(n, 2)
+        d = np.asarray(info["goal"]).reshape(n, 2) - pos
+        rows = np.abs(d[:, 0]) >= np.abs(d[:, 1])
+        vertical = np.where(d[:, 0] < 0, 1, 2)  # up, down
+        horizontal = np.where(d[:, 1] < 0, 3, 4)  # left, right
+        actions = np.where(rows, vertical, horizontal)
+        actions = np.where((d == 0).all(axis=1), 0, actions)
+        if self.epsilon > 0:
+            explore = rng.random(n) < self.epsilon
+            actions = np.where(explore, rng.integers(NUM_ACTIONS, size=n), actions)
+        return actions
+
+
+def _goal(dynamics: Any, **knobs: Any) -> GoalPolicy:
+    if not dynamics.config.goal:
+        raise ValueError("the goal policy needs the goal task: a grid with goal=True")
+    return GoalPolicy(**knobs)
+
+
 def _snaking(released: bool):
     def make(dynamics: Any, **knobs: Any) -> SnakingPolicy:
         # Only the colour drift leaves the agent the one bright square of the cells.
@@ -79,4 +117,5 @@ GRID_POLICIES = {
     "random": PolicySpec(lambda dynamics: RandomGridPolicy()),
     "snaking": PolicySpec(_snaking(released=False), knob="epsilon"),
     "snaking-released": PolicySpec(_snaking(released=True), knob="epsilon"),
+    "goal": PolicySpec(_goal, knob="epsilon"),
 }

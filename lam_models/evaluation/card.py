@@ -18,7 +18,7 @@ import torch
 
 from lam_envs.utils.outputs import staged_files
 from lam_models.evaluation.metrics import mean_stderr
-from lam_models.evaluation.scoring import evaluate
+from lam_models.evaluation.scoring import evaluate, latent_history
 from lam_models.evaluation.suite import (
     SUITE_VERSION,
     LatentFn,
@@ -129,13 +129,13 @@ def pipeline_return(latent_fn: LatentFn, split: DataSplit, seed: int, steps: int
     from lam_models.pipeline.rollout import composed, evaluate_policies
 
     train, spec = split.train, split.spec
+    o, o_next = (
+        frames(history=latent_history(latent_fn)) for frames in (train.obs, train.next_obs)
+    )
     z = np.concatenate(
         [
             np.asarray(
-                latent_fn(
-                    torch.from_numpy(train.obs()[i : i + 4096]),
-                    torch.from_numpy(train.next_obs()[i : i + 4096]),
-                )
+                latent_fn(torch.from_numpy(o[i : i + 4096]), torch.from_numpy(o_next[i : i + 4096]))
             )
             for i in range(0, len(train), 4096)
         ]

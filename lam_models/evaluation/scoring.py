@@ -51,6 +51,7 @@ __all__ = [
     "evaluate_latents",
     "format_scores",
     "grid_probe_losses",
+    "latent_history",
     "register_score",
     "score_lam",
 ]
@@ -280,10 +281,11 @@ def score_lam(lam: Any, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
     """:func:`evaluate_latents` for each copy of a trained LAM on its own split."""
     results = []
     k = lam.lookahead
+    h = getattr(lam, "frame_stack", 1)  # stacked frames (laom): each with its history
     for m, split in enumerate(splits):
         z = {}
         for name, part in (("train", split.train), ("test", split.test)):
-            z[name] = lam.latents(part.obs(), part.far_obs(k))[m]
+            z[name] = lam.latents(part.obs(history=h), part.far_obs(k, history=h))[m]
         result = evaluate_latents(
             z["train"],
             z["test"],
@@ -335,6 +337,15 @@ def _latents(z: Any, n: int) -> np.ndarray:
     return z.astype(np.float64)
 
 
+def latent_history(latent_fn: Callable) -> int:
+    """The frames of each observation a latent function reads: its ``history`` attribute
+    (stacked frames, as ``laom``'s encoder), 1 without one."""
+    history = getattr(latent_fn, "history", 1)
+    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+        raise ValueError(f"latent_fn.history must be an integer >= 1, got {history!r}")
+    return history
+
+
 def _apply(latent_fn: Callable, o: np.ndarray, o_next: np.ndarray, batch_size: int) -> np.ndarray:
     """latent_fn over (o, o_next) in chunks, as float64 numpy (N, d_z)."""
     parts = []
@@ -362,7 +373,10 @@ def evaluate(
     """Score any LAM's latent on a lam_envs dataset with the package's metrics.
 
     latent_fn: ``(o, o_next) -> z``, called on float32 CPU tensors (B, *obs_shape) in
-        chunks of ``batch_size``, returning (B, d_z) (a tensor or an array).
+        chunks of ``batch_size``, returning (B, d_z) (a tensor or an array). A function
+        with an integer attribute ``history`` = h > 1 is given h frames of each, oldest
+        first, stacked on the channel axis (an episode's first frame repeated before its
+        start): (B, h·C, H, W) (see :func:`latent_history`).
     dataset: a :class:`~lam_models.split.DataSplit`, or a dataset (id, path or
         :class:`LAMDataset`) split by episode here (``held_out``, ``seed``; at most
         ``eval_transitions`` held-out transitions).
@@ -383,13 +397,13 @@ def evaluate(
         else DataSplit(dataset, held_out=held_out, seed=seed, eval_transitions=eval_transitions)
     )
     rows = _fit_rows(len(split.train), split.seed)
-    train = split.train.subset(rows)
-    z_train = _apply(latent_fn, train.obs(), train.next_obs(), batch_size)
+    train, h = split.train.subset(rows), latent_history(latent_fn)
+    z_train = _apply(latent_fn, train.obs(history=h), train.next_obs(history=h), batch_size)
     if measure_on == "fit":
         test, z_test = train, z_train
     else:
         test = split.test
-        z_test = _apply(latent_fn, test.obs(), test.next_obs(), batch_size)
+        z_test = _apply(latent_fn, test.obs(history=h), test.next_obs(history=h), batch_size)
     result = evaluate_latents(
         z_train, z_test, train, test, split.discrete, split.spec.action_dim, split.seed,
         nuisance=nuisance, family=split.kind,

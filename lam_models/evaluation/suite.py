@@ -192,10 +192,22 @@ class BuiltinMethod:
             raise ValueError(f"{self.name} does not run on these frames at {self.sizes} sizes")
         config = cls.Config(**{**cls.pipeline_defaults, **options, "steps": self.steps})
         lam = cls.train(config, [data], [seed], device=device)
-        return lambda o, o_next: lam.latents(o, o_next)[0]
+        return LAMLatents(lam)
 
     def supports(self, kind: str) -> bool:
         return get_lam(self.lam_name).fits(kind)
+
+
+class LAMLatents:
+    """A trained built-in LAM as a latent function ``(o, o_next) -> z``; ``history``: the
+    frames of each observation its encoder reads (stacked frames, ``laom``: the card passes
+    them so)."""
+
+    def __init__(self, lam: Any):
+        self.lam, self.history = lam, getattr(lam, "frame_stack", 1)
+
+    def __call__(self, o: Any, o_next: Any) -> np.ndarray:
+        return self.lam.latents(o, o_next)[0]
 
 
 def builtin_method(name: str, steps: int, sizes: str = "cpu") -> BuiltinMethod:

@@ -39,6 +39,7 @@ the variant ``laom-mlp`` (:mod:`lam_models.lams.laom_mlp`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lam_envs.utils.config import Checked, option
-from lam_models.augment import augment_frames
+from lam_models.augment import augment_frames, mixed_augment_frames
+from lam_models.encoders import StridedConvEncoder
 from lam_models.lams import fields
 from lam_models.lams.base import LAM, TrainingLog, register_lam
 from lam_models.nn import (
@@ -71,6 +73,30 @@ __all__ = [
     "action_regression_targets",
     "make_encoder",
 ]
+
+
+#: ``variant``: the authors' LAOM (the default) and the package's earlier one.
+LAOM_VARIANTS = ("authors", "package")
+#: What ``variant="package"`` sets: the package's laom before it followed the authors' code.
+PACKAGE_VARIANT = {
+    "encoder": "resnet",
+    "frame_stack": 1,
+    "labelled_offset": "next",
+    "augmentation": "shift",
+}
+SCALES = ("cpu", "paper")
+#: What ``scale="paper"`` sets: the released run's sizes (dunnolab/laom,
+#: configs/laom-labels.yaml: encoder_scale 6 × channels (16, 32, 32), 2 residual blocks,
+#: heads of 1,024, latent 8,192, batch 256, learning rate 1e-4; the labelled batch 128).
+PAPER_SIZES = {
+    "channels": (96, 192, 192),
+    "blocks": 2,
+    "width": 1024,
+    "latent_dim": 8192,
+    "batch_size": 256,
+    "label_batch_size": 128,
+    "lr": 1e-4,
+}
 
 
 @dataclass
@@ -103,6 +129,51 @@ class LAOMConfig(fields.ActionHead, Checked):
     batch_size: int = fields.batch_size()
     steps: int = fields.steps(5000)
     log_every: int = fields.log_every()
+    variant: str = option(
+        "authors",
+        "authors: as the authors' code runs it; package: the package's earlier laom (sets "
+        "encoder=resnet, frame_stack=1, labelled_offset=next, augmentation=shift)",
+        choices=LAOM_VARIANTS,
+    )
+    encoder: str = option(
+        "conv",
+        "conv: strided-conv stages flattened, no LayerNorm (the authors'); resnet: max-pool "
+        "stages, a linear map to embed_dim and a LayerNorm (the package's)",
+        choices=("conv", "resnet"),
+    )
+    frame_stack: int = option(3, "frames o_{t-h+1..t} stacked on channels (images)", low=1)
+    labelled_offset: str = option(
+        "future",
+        "the head's pair: future (o_t, o_{t+j}), j drawn as the IDM's; next (o_t, o_{t+1})",
+        choices=("future", "next"),
+    )
+    augmentation: str = option(
+        "mixed",
+        "images: mixed (per image one of shift/rotate/perspective/two/none) or shift",
+        choices=("mixed", "shift"),
+    )
+    rotate_degrees: float = option(90.0, "largest rotation of the mixed augmentation", low=0.0)
+    perspective: float = option(
+        0.5, "distortion of the mixed augmentation's perspective warp", low=0.0, high=1.0
+    )
+    scale: str = option(
+        "cpu", "cpu: the sizes given; paper: the authors' released sizes", choices=SCALES
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.variant == "package":
+            for name, value in PACKAGE_VARIANT.items():
+                setattr(self, name, value)
+        if self.scale == "paper":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, value in PAPER_SIZES.items():
+                if getattr(self, name) not in (defaults[name], value):
+                    raise ValueError(
+                        f"scale='paper' sets {name} = {value!r}; got {name} = "
+                        f"{getattr(self, name)!r} (give scale='cpu' to choose sizes)"
+                    )
+                setattr(self, name, value)
 
 
 def make_encoder(c: Any, m: int, obs_shape: tuple[int, ...]) -> EnsembleModule:
@@ -113,6 +184,18 @@ def make_encoder(c: Any, m: int, obs_shape: tuple[int, ...]) -> EnsembleModule:
             m, obs_shape[0], c.channels, c.blocks, c.embed_dim, obs_shape[1:], c.stem
         )
     return _Flat(EnsembleMLP(m, math.prod(obs_shape), c.width, c.embed_dim, norm=True))
+
+
+def laom_encoder(c: LAOMConfig, m: int, obs_shape: tuple[int, ...]) -> EnsembleModule:
+    """φ of ``laom``: on images with ``frame_stack`` h frames stacked on channels, the
+    authors' strided-conv encoder (``encoder="conv"``) or the package's ResNet
+    (:func:`make_encoder`); on vectors the MLP."""
+    if len(obs_shape) != 3:
+        return make_encoder(c, m, obs_shape)
+    stacked = (obs_shape[0] * c.frame_stack, *obs_shape[1:])
+    if c.encoder == "resnet":
+        return make_encoder(c, m, stacked)
+    return StridedConvEncoder(m, stacked[0], c.channels, c.blocks, stacked[1:], c.stem)
 
 
 class _Flat(EnsembleModule):
@@ -138,8 +221,9 @@ class TargetEncoderNet(nn.Module):
         super().__init__()
         m = len(seeds)
         self.encoder = encoder
-        self.idm_head = EnsembleMLP(m, 2 * c.embed_dim, c.width, c.latent_dim)
-        self.fdm_head = EnsembleMLP(m, c.embed_dim + c.latent_dim, c.width, c.embed_dim)
+        d_s = getattr(encoder, "out_dim", c.embed_dim)  # a flattened encoder has its own
+        self.idm_head = EnsembleMLP(m, 2 * d_s, c.width, c.latent_dim)
+        self.fdm_head = EnsembleMLP(m, d_s + c.latent_dim, c.width, d_s)
         self.action_head = EnsembleLinear(m, c.latent_dim, action_dim)
         reset_copies(self, seeds)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
@@ -167,7 +251,7 @@ class LAOMNet(TargetEncoderNet):
     rate τ (:meth:`update_target`)."""
 
     def __init__(self, c: LAOMConfig, obs_shape, action_dim, seeds, action_weights):
-        encoder = make_encoder(c, len(seeds), tuple(obs_shape))
+        encoder = laom_encoder(c, len(seeds), tuple(obs_shape))
         super().__init__(c, encoder, action_dim, seeds, action_weights)
         self.target_tau = c.target_tau
 
@@ -210,11 +294,27 @@ class LAOMLAM(LAM):
         """κ of the augmentation: on vectors; None (shifts) on images."""
         return None if len(self.spec.obs_shape) == 3 else self.config.kappa
 
+    @property
+    def frame_stack(self) -> int:
+        """h, the frames stacked into one input of φ (images; 1 on vectors)."""
+        return self.config.frame_stack if len(self.spec.obs_shape) == 3 else 1
+
     def _augment(self, frames: list[torch.Tensor], generators) -> list[torch.Tensor]:
         c = self.config
         if not c.augment:
             return frames
+        if c.augmentation == "mixed" and self._kappa() is None:
+            mixed = (c.shift, c.rotate_degrees, c.perspective)
+            return mixed_augment_frames(frames, generators, *mixed)
         return augment_frames(frames, generators, c.shift, self._kappa())
+
+    def check_batch(self, batch: Any, batch_size: int) -> None:
+        """The base checks, on the newest frame of each stacked input."""
+        c = self.spec.obs_shape[0]
+        if self.frame_stack > 1:
+            newest = [getattr(batch, k)[:, :, -c:] for k in ("obs", "next_obs", "far_obs")]
+            batch = batch._replace(obs=newest[0], next_obs=newest[1], far_obs=newest[2])
+        super().check_batch(batch, batch_size)
 
     def _check_labels(self, data) -> bool:
         """Whether any copy trains its head; refuses a supervised copy without labels."""
@@ -243,9 +343,14 @@ class LAOMLAM(LAM):
                 self.check_batch(batch, c.batch_size)
             latent_loss, target = self._latent_loss(batch, generators)  # (M,), φ̄'s embedding
             action = torch.zeros_like(latent_loss)
+            point = {}
             if supervised:
                 labelled, lo, lo_far = self._labelled(data, generators)
                 action = action_head_loss(net.action_head(net.idm(lo, lo_far)), labelled, self.spec)
+                if log.due(step):  # at log points only: no host sync per update
+                    point["label_grad_ratio"] = gradient_ratio(
+                        weights * action, latent_loss, list(net.encoder.parameters())
+                    )
             loss = latent_loss + weights * action
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()
@@ -257,11 +362,14 @@ class LAOMLAM(LAM):
                 action_loss=action,
                 embed_std=target.std(1).mean(-1),
             )
-            log.step(step)
+            log.step(step, **point)
 
     def _sample(self, data) -> Transitions:
         c = self.config
-        return data.sample(c.batch_size, offset=c.k_max, uniform_offset=True)
+        if self.frame_stack == 1:  # the call of the package's laom
+            return data.sample(c.batch_size, offset=c.k_max, uniform_offset=True)
+        h = self.frame_stack
+        return data.sample(c.batch_size, offset=c.k_max, uniform_offset=True, history=h)
 
     def _latent_loss(self, batch: Transitions, generators) -> tuple[torch.Tensor, torch.Tensor]:
         """‖FDM(sg(φ(o_t)), IDM(φ(o_t), φ(o_{t+j}))) − φ̄(o_{t+1})‖² / d_s per copy, and the
@@ -276,13 +384,52 @@ class LAOMLAM(LAM):
         return (predicted - target).pow(2).mean((1, 2)), target
 
     def _labelled(self, data, generators) -> tuple[Transitions, torch.Tensor, torch.Tensor]:
-        """A labelled batch and the pair the head reads z of: (o_t, o_{t+1}), augmented."""
-        labelled = data.sample_labelled(self.config.label_batch_size)
-        lo, lo_next = self._augment([labelled.obs, labelled.next_obs], generators)
-        return labelled, lo, lo_next
+        """A labelled batch and the pair the head reads z of, augmented: (o_t, o_{t+j}) with
+        j drawn as for the IDM (``labelled_offset="future"``, the authors'), or (o_t,
+        o_{t+1}) (``"next"``)."""
+        c, h = self.config, self.frame_stack
+        if c.labelled_offset == "next":
+            labelled = data.sample_labelled(c.label_batch_size, **({"history": h} if h > 1 else {}))
+            pair = [labelled.obs, labelled.next_obs]
+        else:
+            draw = {"offset": c.k_max, "uniform_offset": True, "history": h}
+            labelled = data.sample_labelled(c.label_batch_size, **draw)
+            pair = [labelled.obs, labelled.far_obs]
+        lo, lo_far = self._augment(pair, generators)
+        return labelled, lo, lo_far
 
     def encode(self, o: torch.Tensor, o_far: torch.Tensor) -> torch.Tensor:
+        """z; with stacked frames, of (M, N, h·C, H, W) inputs, or of single frames (M, N, C,
+        H, W), each repeated h times (no history, as at an episode's start)."""
+        h = self.frame_stack
+        if h > 1:
+            o, o_far = (self._stack_input(x) for x in (o, o_far))
         return self.module.idm(o, o_far)
+
+    def _stack_input(self, x: torch.Tensor) -> torch.Tensor:
+        h, c = self.frame_stack, self.spec.obs_shape[0]
+        if self._folded:  # latents() of stacked inputs: h frames folded into the batch axis
+            return x.reshape(x.shape[0], -1, h * c, *x.shape[-2:])
+        return x.repeat(1, 1, h, 1, 1) if x.shape[2] == c else x
+
+    _folded = False
+
+    @torch.no_grad()
+    def latents(self, o, o_far, chunk: int = 8192) -> np.ndarray:
+        """As :meth:`LAM.latents`; with stacked frames (``frame_stack`` h > 1) o and o_far may
+        also be stacked, (N, h·C, H, W) (:meth:`~lam_models.split.Part.obs` with
+        ``history``); single frames (N, C, H, W) are read as without history."""
+        o, o_far = torch.as_tensor(o), torch.as_tensor(o_far)
+        h, shape = self.frame_stack, self.spec.obs_shape
+        if h == 1 or o.shape[-3] == shape[0] or o.shape != o_far.shape:
+            return super().latents(o, o_far, chunk)
+        lead = o.shape[:-3]
+        fold = (*lead[:-1], lead[-1] * h, *shape) if lead else o.shape
+        self._folded = True
+        try:
+            return super().latents(o.reshape(fold), o_far.reshape(fold), chunk * h)
+        finally:
+            self._folded = False
 
     def metrics(self, splits: list[DataSplit]) -> list[dict[str, Any]]:
         """The package's probes (:func:`lam_models.evaluation.scoring.evaluate_latents`), the head's
@@ -301,8 +448,8 @@ class LAOMLAM(LAM):
 
     @torch.no_grad()
     def _head_metrics(self, m: int, split: DataSplit) -> dict[str, float]:
-        test = split.test
-        z = self.latents(test.obs(), test.far_obs(self.lookahead))
+        test, h = split.test, self.frame_stack
+        z = self.latents(test.obs(history=h), test.far_obs(self.lookahead, history=h))
         z_m = torch.from_numpy(z).to(self.device)
         pred = self.module.action_head(z_m)[m].cpu().numpy()
         truth = test.oracle["action"]
@@ -323,6 +470,20 @@ class LAOMLAM(LAM):
             f"{metrics['embed_std']:.3f} (near 0: collapsed)"
         )
         return "\n".join(lines)
+
+
+def gradient_ratio(
+    head: torch.Tensor, latent: torch.Tensor, shared: list[nn.Parameter]
+) -> torch.Tensor:
+    """Per copy, ‖∂ head/∂θ‖ / ‖∂ latent/∂θ‖ over the ``shared`` parameters θ (the
+    encoder's, leading axis M): how hard the label head's term (λ_a-weighted) pulls on the
+    encoder beside the latent loss. head, latent: (M,) losses; the graph is kept."""
+    norms = []
+    for loss in (head, latent):
+        grads = torch.autograd.grad(loss.sum(), shared, retain_graph=True, allow_unused=True)
+        squares = [g.pow(2).flatten(1).sum(1) for g in grads if g is not None]
+        norms.append(torch.stack(squares).sum(0).sqrt() if squares else torch.zeros_like(loss))
+    return norms[0] / norms[1].clamp_min(1e-30)
 
 
 def action_head_loss(prediction: torch.Tensor, labelled: Transitions, spec: Any) -> torch.Tensor:

@@ -106,6 +106,8 @@ class LAOMMLPLAM(LAOMLAM):
     pipeline_defaults = {}
     Net = LAOMMLPNet
 
+    frame_stack = 1  # one frame per input
+
     @property
     def lookahead(self) -> int:
         return self.config.k
