@@ -1,8 +1,7 @@
 """Behaviour cloning with d3rlpy on a lam-envs dataset, evaluated in the dataset's own
 environment.
 
-    # d3rlpy 2.8.1 pins gymnasium==1.0.0: give it a venv of its own (README, "Plugging a
-    # dataset into another library")
+    # d3rlpy 2.8.1 pins gymnasium==1.0.0: give it a venv of its own (docs/integrations.md)
     python -m lam_envs.collect --policy snaking --epsilon 0.05 --full-labels \\
         --dataset-id lam_envs/snaking-full-v0
     python examples/d3rlpy_bc.py --dataset lam_envs/snaking-full-v0            # every action

@@ -1,6 +1,6 @@
 """Label-budget study on the distracting grid: does supervision during LAM training help?
 
-    python examples/label_budget_study.py                  # default (CPU sizes; see README)
+    python examples/label_budget_study.py                  # default (CPU sizes; docs/reproductions)
     python examples/label_budget_study.py --scale paper    # the published sizes (a GPU)
     python examples/label_budget_study.py --quick          # reduced, for the tests
 

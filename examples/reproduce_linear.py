@@ -27,7 +27,8 @@ value of the papers' grids.
 ``--protocol package`` runs the package's own variants, which answer other questions:
 finite pools of transitions from ``LinearLAM-v0`` with least-squares probes, the package's
 fast schedule (lr 3e-2, cosine), probes on noisy data, Gaussian noise in F6b, and a fixed
-labelled subset of a pool in F6c (``PACKAGE`` below; README, a table per figure).
+labelled subset of a pool in F6c (``PACKAGE`` below; a table per figure in
+docs/reproductions/linear-figures.md).
 
 Copies that share a step count and a latent dimension train together as one batched model
 (they may differ in their data, κ, λ_a and head); the groups spread over ``--workers``
@@ -225,7 +226,8 @@ def fresh_row(run: FreshRun, result: dict) -> dict:
 
 @dataclass(frozen=True)
 class Package:
-    """The package's sweeps (README: what each changes from the published protocol, and why)."""
+    """The package's sweeps (docs/reproductions/linear-figures.md: what each changes from
+    the published protocol, and why)."""
 
     d_o: int = 128
     d_a: int = 8

@@ -10,7 +10,7 @@ Rolls the native vector environment out under a behaviour policy, and writes the
 to a Minari dataset (HDF5) in chunks, so memory does not grow with the dataset. A fraction
 of the transitions (or of whole episodes) keeps its action; the others get a sentinel
 (NaN for continuous actions, -1 for discrete ones). The ground truth of every step sits
-under ``infos/oracle``, for evaluation only. See the README's "Dataset contract".
+under ``infos/oracle``, for evaluation only. See docs/dataset.md (the dataset contract).
 
 What to collect is a ``CollectConfig`` (``lam_envs.collect.config``, validated there).
 Work is cut into blocks of episodes whose randomness depends only on the seed and the

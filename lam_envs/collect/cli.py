@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="python -m lam_envs.collect",
         description="Collect a Minari dataset (HDF5) with partial action labels from a "
-        "lam-envs environment under a behaviour policy. See the README's dataset contract.",
+        "lam-envs environment under a behaviour policy. See docs/dataset.md.",
     )
     add_flags(p, CollectConfig)
     add_flags(p, CollectOptions)
