@@ -254,7 +254,7 @@ def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> 
         lam = get_lam(method.lam).train(
             _lam_config(study, method), group, [s for s, _ in keys], device
         )
-        h = getattr(lam, "frame_stack", 1)  # stacked frames (laom): each with its history
+        h = lam.frame_stack  # stacked frames (laom): each with its history
         for part in ("train", "test"):
             obs = np.stack([getattr(sp, part).obs(history=h) for sp in group])
             nxt = np.stack([getattr(sp, part).next_obs(history=h) for sp in group])

@@ -219,4 +219,6 @@ def test_the_card_passes_laoms_stacked_frames_to_it():
 
     latents = LAMLatents(SimpleNamespace(frame_stack=3, latents=lambda o, n: (o, n)))
     assert latents.history == 3 and latents(1, 2) == 1
-    assert LAMLatents(SimpleNamespace(latents=None)).history == 1  # a LAM of single frames
+    vq = get_lam("vq")  # a LAM of single frames (the LAM interface's default)
+    assert vq.frame_stack == 1
+    assert LAMLatents(SimpleNamespace(frame_stack=vq.frame_stack, latents=None)).history == 1

@@ -281,11 +281,10 @@ def score_lam(lam: Any, splits: Sequence[DataSplit]) -> list[dict[str, Any]]:
     """:func:`evaluate_latents` for each copy of a trained LAM on its own split."""
     results = []
     k = lam.lookahead
-    h = getattr(lam, "frame_stack", 1)  # stacked frames (laom): each with its history
     for m, split in enumerate(splits):
         z = {}
         for name, part in (("train", split.train), ("test", split.test)):
-            z[name] = lam.latents(part.obs(history=h), part.far_obs(k, history=h))[m]
+            z[name] = lam.part_latents(part)[m]
         result = evaluate_latents(
             z["train"],
             z["test"],

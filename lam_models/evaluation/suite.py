@@ -204,7 +204,7 @@ class LAMLatents:
     them so)."""
 
     def __init__(self, lam: Any):
-        self.lam, self.history = lam, getattr(lam, "frame_stack", 1)
+        self.lam, self.history = lam, lam.frame_stack
 
     def __call__(self, o: Any, o_next: Any) -> np.ndarray:
         return self.lam.latents(o, o_next)[0]

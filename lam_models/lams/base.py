@@ -200,6 +200,9 @@ class LAM(abc.ABC):
     Config: ClassVar[type]
     kinds: ClassVar[tuple[str, ...]] = ("grid", "linear")
     per_copy: ClassVar[tuple[str, ...]] = ()
+    #: Frames of each observation the networks read, stacked on the channel axis (laom's
+    #: ``frame_stack``); every reader of latents gives them so (:meth:`part_latents`).
+    frame_stack: ClassVar[int] = 1
     #: A dataclass of options for training on fresh streamed transitions instead of a dataset
     #: (None: datasets only); :meth:`open_stream` turns it into a data source.
     stream_config: ClassVar[type | None] = None
@@ -342,6 +345,13 @@ class LAM(abc.ABC):
         if not all(isinstance(d, DataSplit) for d in data):
             raise TypeError(f"{cls.name} trains on DataSplit objects, got {type(data[0]).__name__}")
         return CopyBatches(data, seeds, device)
+
+    def part_latents(self, part: Any) -> np.ndarray:
+        """z(o_t, o_{t+lookahead}) of every transition of a split's part
+        (:class:`~lam_models.split.Part`), each observation with its ``frame_stack`` frames:
+        (M, N, d_z), one set per copy."""
+        h = self.frame_stack
+        return self.latents(part.obs(history=h), part.far_obs(self.lookahead, history=h))
 
     @torch.no_grad()
     def latents(

@@ -448,8 +448,8 @@ class LAOMLAM(LAM):
 
     @torch.no_grad()
     def _head_metrics(self, m: int, split: DataSplit) -> dict[str, float]:
-        test, h = split.test, self.frame_stack
-        z = self.latents(test.obs(history=h), test.far_obs(self.lookahead, history=h))
+        test = split.test
+        z = self.part_latents(test)
         z_m = torch.from_numpy(z).to(self.device)
         pred = self.module.action_head(z_m)[m].cpu().numpy()
         truth = test.oracle["action"]

@@ -207,14 +207,7 @@ def stage_lam(run: Run, progress: bool) -> dict[str, Any]:
 def stage_relabel(run: Run, progress: bool) -> dict[str, Any]:
     """2. z of every train and held-out transition, z(o_t, o_{t+k})."""
     lam = load_lam(run.need("lam", "run.json", "model.pt"), run.device)
-    h = getattr(lam, "frame_stack", 1)  # stacked frames (laom): each with its history
-    z = {
-        part: lam.latents(
-            getattr(run.split, part).obs(history=h),
-            getattr(run.split, part).far_obs(lam.lookahead, history=h),
-        )[0]
-        for part in ("train", "test")
-    }
+    z = {part: lam.part_latents(getattr(run.split, part))[0] for part in ("train", "test")}
     folder = run.folder("relabel")
     check_finite_latents(z, folder / "latents.npz")  # before anything is written
     folder.mkdir(parents=True, exist_ok=True)
