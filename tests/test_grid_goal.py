@@ -14,6 +14,7 @@ from lam_envs.policies import make_policy
 GOAL_IDS = [
     "GridLAM-Goal-v0",
     "GridLAM-GoalBlobs-v0",
+    "GridLAM-GoalLights-v0",
     "GridLAM-GoalAgents-v0",
     "GridLAM-GoalCorrelatedAgents-v0",
     "GridLAM-GoalDistracting-v0",
@@ -144,10 +145,40 @@ def test_the_goal_policy_seeks_the_goal():
     assert returns[0.0] > 30 and returns[1.0] < returns[0.0] / 3
 
 
-def test_blobs_change_more_pixels_per_step_than_the_agent():
+def test_pulsing_lights_walk_their_brightness_at_random_and_stay_put():
+    """goal_lights: blobs that never move, each amplitude stepping −δ, 0 or +δ (a third
+    each) reflected into [1 − flicker, 1], independently of its last step."""
+    env = gym.make_vec("GridLAM-GoalLights-v0", num_envs=16, max_episode_steps=300)
+    c = env.unwrapped.config
+    assert (c.blob_speed, c.blob_pulse, c.blob_persistence) == (0.0, 0.5, 0.0)
+    _, info = env.reset(seed=1)
+    start = info["blob_positions"].copy()
+    steps, reflected = [], 0
+    for _ in range(200):
+        before = info["blob_amplitudes"].astype(np.float64)
+        *_, info = env.step(np.zeros(16, np.int64))
+        after = info["blob_amplitudes"].astype(np.float64)
+        assert ((after >= 1 - c.blob_flicker - 1e-6) & (after <= 1 + 1e-6)).all()
+        raw = after - before
+        np.testing.assert_allclose(info["blob_flicker"], raw, atol=1e-6)
+        # an unreflected step is exactly -δ, 0 or +δ; a reflected one lands on the far side
+        free = np.isclose(np.abs(raw), 0.0, atol=1e-6) | np.isclose(np.abs(raw), c.blob_pulse)
+        reflected += (~free).sum()
+        steps.append(np.sign(np.round(raw, 5)))
+        np.testing.assert_array_equal(info["blob_positions"], start)  # they stay put
+        np.testing.assert_array_equal(info["blob_moves"], 0)
+    steps = np.stack(steps)
+    assert reflected < 0.5 * steps.size
+    for value in (-1, 1):  # a third each way (reflection swaps some, symmetrically)
+        assert np.mean(steps == value) == pytest.approx(1 / 3, abs=0.05)
+    assert np.mean(steps == 0) == pytest.approx(1 / 3, abs=0.05)
+
+
+@pytest.mark.parametrize("env_id", ["GridLAM-GoalBlobs-v0", "GridLAM-GoalLights-v0"])
+def test_blobs_change_more_pixels_per_step_than_the_agent(env_id):
     """The failure mode's premise: per step the blobs change at least as many pixel values
     (sum of |Δ|) as the agent's moves."""
-    env = gym.make_vec("GridLAM-GoalBlobs-v0", num_envs=8, max_episode_steps=100)
+    env = gym.make_vec(env_id, num_envs=8, max_episode_steps=100)
     _, info = env.reset(seed=0)
     rng, agent, total = np.random.default_rng(0), 0.0, 0.0
     clean = info["clean_obs"]

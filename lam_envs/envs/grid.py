@@ -563,6 +563,7 @@ FAMILY = EnvFamily(
         "GridLAM-Distracting-v0": "distracting",
         "GridLAM-Goal-v0": "goal",
         "GridLAM-GoalBlobs-v0": "goal_blobs",
+        "GridLAM-GoalLights-v0": "goal_lights",
         "GridLAM-GoalAgents-v0": "goal_agents",
         "GridLAM-GoalCorrelatedAgents-v0": "goal_correlated_agents",
         "GridLAM-GoalDistracting-v0": "goal_distracting",

@@ -78,6 +78,11 @@ _BLOBS = {
     "blob_persistence": 0.8,
     "blob_intensity": 1.0,
 }  # fmt: skip
+# Pulsing lights: three wide blobs that stay put while their brightness walks at random.
+_LIGHTS = {
+    "blob_count": 3, "blob_width": 12.0, "blob_speed": 0.0, "blob_flicker": 1.0,
+    "blob_pulse": 0.5, "blob_persistence": 0.0, "blob_intensity": 0.9,
+}  # fmt: skip
 _SMALL_AGENTS = {
     "other_agents": 2, "other_agent_persistence": 0.5, "other_agent_size": 0.5,
     "other_agent_intensity": 0.6,
@@ -100,6 +105,7 @@ GRID_PRESETS: dict[str, dict[str, Any]] = {
     # unlike the agent (half its side, dimmer), correlated ones, and blobs with agents.
     "goal": {**_PIXELS, "goal": True},
     "goal_blobs": {**_PIXELS, "goal": True, **_BLOBS},
+    "goal_lights": {**_PIXELS, "goal": True, **_LIGHTS},
     "goal_agents": {**_PIXELS, "goal": True, **_SMALL_AGENTS},
     "goal_correlated_agents": {
         **_PIXELS,

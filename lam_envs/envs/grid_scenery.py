@@ -19,7 +19,9 @@ Two additions to the grid, both off by default (the grid's other presets are unc
   so the next frame cannot be predicted from the past; like an agent's action, one of 9
   moves), its position wrapping round the image;
   and each blob's amplitude is redrawn uniform in [1 − ``blob_flicker``, 1] (flicker: a
-  change no translation explains). The blobs are drawn over the background (the larger
+  change no translation explains), or, with ``blob_pulse`` δ > 0, takes a random-walk step
+  of −δ, 0 or +δ, reflected into [1 − ``blob_flicker``, 1] (pulsing lights: each step's
+  change is fresh, yet the far future still tells the next step, as for a moving agent). The blobs are drawn over the background (the larger
   value wins) and under the noise row, the goal, the other agents and the agent.
 
 Laws (one step; u are the step's uniforms in [0, 1)):
@@ -27,6 +29,8 @@ Laws (one step; u are the step's uniforms in [0, 1)):
 - Blobs: move_j = speed · MOVES[⌊9u⌋] (MOVES: none, then the 8 compass directions), or
   with probability ``blob_persistence`` the previous move_j;
   position_j ← (position_j + move_j) mod image size; amplitude_j ← 1 − flicker·u'.
+  With pulse δ > 0: amplitude_j ← reflect(amplitude_j + δ·(⌊3u'⌋ − 1)) into
+  [1 − flicker, 1] (with persistence p, the last change repeated with probability p).
 - Goal: reached = (agent's new cell = goal); where reached, goal ← the ⌊11u⌋-th cell of the
   11 cells other than the agent's new cell (in row-major order).
 
@@ -66,10 +70,12 @@ class Blobs(Distractor):
     ``blob_flicker`` (k,), all float32.
     """
 
-    def __init__(self, num_envs, count, size, width, speed, flicker, intensity, persistence=0.0):
+    def __init__(
+        self, num_envs, count, size, width, speed, flicker, intensity, persistence=0.0, pulse=0.0
+    ):
         super().__init__(num_envs)
         self.k, self.size, self.speed, self.flicker = count, size, speed, flicker
-        self.persistence = persistence
+        self.persistence, self.pulse = persistence, np.float32(pulse)
         self.columns = (2 + (persistence > 0)) * count
         self.intensity = np.float32(intensity)
         self._grid = np.arange(size, dtype=np.float32)
@@ -88,7 +94,7 @@ class Blobs(Distractor):
         """The blobs of a grid config ``c`` (a :class:`~lam_envs.envs.grid.GridLAMConfig`)."""
         return cls(
             num_envs, c.blob_count, 4 * c.pixel_scale, c.blob_width, c.blob_speed,
-            c.blob_flicker, c.blob_intensity, c.blob_persistence,
+            c.blob_flicker, c.blob_intensity, c.blob_persistence, c.blob_pulse,
         )  # fmt: skip
 
     def reset(self, i, rng):
@@ -104,7 +110,17 @@ class Blobs(Distractor):
             keep = u[:, 2 * k : 3 * k, None] < self.persistence
             moves = np.where(keep, s["blob_moves"], moves)
         positions = np.mod(s["blob_positions"] + moves, np.float32(self.size))
-        amplitudes = 1 - np.float32(self.flicker) * u[:, k : 2 * k]
+        if self.pulse > 0:  # a random walk of the amplitude in [1 - flicker, 1]
+            rates = self.pulse * (uniform_ints(u[:, k : 2 * k], 3) - 1).astype(np.float32)
+            if self.persistence > 0:
+                rates = np.where(keep[..., 0], s["blob_flicker"], rates)
+            amplitudes = s["blob_amplitudes"] + rates
+            low = np.float32(1 - self.flicker)
+            amplitudes = np.where(amplitudes > 1, 2 - amplitudes, amplitudes)
+            amplitudes = np.where(amplitudes < low, 2 * low - amplitudes, amplitudes)
+            amplitudes = np.clip(amplitudes, low, 1)
+        else:
+            amplitudes = 1 - np.float32(self.flicker) * u[:, k : 2 * k]
         new = {
             "blob_positions": positions.astype(np.float32),
             "blob_moves": moves.astype(np.float32),
@@ -224,6 +240,8 @@ class SceneryConfig:
     blob_intensity: their peak pixel value.
     blob_persistence: probability that a blob repeats its last move (0: a fresh move every
         step; on reset the last move is none).
+    blob_pulse: δ, the step of each amplitude's random walk (0: amplitudes redrawn every
+        step instead).
     """
 
     goal: bool = False
@@ -233,6 +251,7 @@ class SceneryConfig:
     blob_flicker: float = 0.5
     blob_intensity: float = 1.0
     blob_persistence: float = 0.0
+    blob_pulse: float = 0.0
 
     def check_scenery(self) -> None:
         """Validate (and canonicalise) the fields, for ``__post_init__``."""
@@ -245,3 +264,4 @@ class SceneryConfig:
         set_checked(self, "blob_flicker", check_fraction)
         set_checked(self, "blob_intensity", check_float, 0.0, FLOAT32_MAX)
         set_checked(self, "blob_persistence", check_fraction)
+        set_checked(self, "blob_pulse", check_fraction)
