@@ -4,41 +4,48 @@
     python examples/label_budget_study.py --scale paper    # the published sizes (a GPU)
     python examples/label_budget_study.py --quick          # reduced, for the tests
 
-The distractor paper's comparison (docs/protocols.md, "LAOM") on the 32×32 distracting grid:
-the clean grid (control), each distractor alone (other agents, a moving background, camera
-shake, colour drift of the agent) and all four together. In each setting these methods go
-through the LAPO-style pipeline at label fractions {0.5, 1, 2.5, 5, 10}% of the
-trajectories (whole train episodes, nested across fractions), several seeds:
+The distractor paper's comparison (docs/protocols.md, "LAOM") on the goal task of the 32×32
+distracting grid (docs/environments/grid.md): the agent walks to a goal cell drawn in the
+image, a new goal each time it gets there. By default two settings: ``goal``, the clean
+control, and ``goal_lights``, the main distracting preset (three wide lights whose
+brightness walks at random, a fresh step every step). In each setting these methods go
+through the LAPO-style pipeline at label fractions {1, 2.5, 10}% of the trajectories
+(whole train episodes, nested across fractions), three seeds:
 
-- ``vq``: the package's VQ LAM (LAPO-style), unsupervised (at the CPU sizes: LAOM's budget of
-  400 updates of 32);
-- ``laom``: LAOM as published (:mod:`lam_models.lams.laom`), unsupervised;
+- ``vq``: the package's VQ LAM (LAPO-style), unsupervised;
+- ``laom``: LAOM as the authors' code runs it (:mod:`lam_models.lams.laom`), unsupervised;
 - ``laom+labels``: LAOM with its linear action head on a separate labelled batch (λ_a as
   published, 0.001);
 - ``idm``: an inverse dynamics model trained on the labelled transitions alone, its
   predicted actions relabel the data (:mod:`lam_models.lams.idm`);
-- ``labelled_bc``: behaviour cloning on the labelled transitions alone.
+- ``labelled_bc``: behaviour cloning on the labelled transitions alone;
+- ``full_bc``: behaviour cloning on every transition with its true action (the yardstick).
 
-Each LAM relabels the train transitions with z(o_t, o_{t+1}); a latent policy π(z | o) is
-cloned on all of them; a decoder from the policy's output π(o) to the action is fitted on
-the labelled subset (the published pipeline); the composed policy is rolled out. Reported
-per method, setting, fraction and seed: the linear-probe nmse of the true action from z
-(held-out episodes), the probe nmse of the distractors' change over the transition (what
-z holds that it should not), agreement with the behaviour policy, and the return
-normalised by BC on fully labelled data (the same seed's). Writes ``<out>/label_budget.csv``,
-``<out>/label_budget_return.png`` and ``<out>/label_budget_probe.png`` (one panel per
-setting, one line per method), and prints a mean ± s.e. table and the paper's headline
-comparisons. The unsupervised LAMs read no labels: one model per seed serves every
-fraction. Seeds (and fractions) of a method train as one batched model; settings run in
-``--workers`` processes with one torch thread each, or as Ray tasks (``--ray``,
-docs/running-at-scale.md); each setting's rows are cached under ``<out>/cache`` as it ends
-(``--cache``), so a rerun trains only the settings that are missing.
+Each LAM relabels the train transitions with z(o_t, o_{t+1}); a latent policy π(z | o) (a
+CNN on the image) is cloned on all of them; a decoder from the policy's output π(o) to the
+action is fitted on the labelled subset (the published pipeline); the composed policy is
+rolled out. Reported per method, setting, fraction and seed: the linear-probe nmse of the
+true action from z (held-out episodes), the probe nmse of the distractors' change over the
+transition (what z holds that it should not), agreement with the behaviour policy, and the
+return normalised by BC on all labels (the same seed's). BC on all labels is also fitted on
+every ``--well-posed`` preset (the goal task with each distractor) to check that each is
+learnable. Writes ``<out>/label_budget.csv``, ``<out>/label_budget_return.png`` and
+``<out>/label_budget_probe.png`` (one panel per setting, one line per method),
+``<out>/label_budget_summary.txt`` (a mean ± s.e. table, the testbed's checks and the
+paper's two findings), and prints the summary. The unsupervised LAMs read no labels: one
+model per seed serves every fraction. Seeds (and fractions) of a method train as one
+batched model; settings run in ``--workers`` processes with one torch thread each, or as
+Ray tasks (``--ray``, docs/running-at-scale.md); each setting's rows are cached under
+``<out>/cache`` as it ends (``--cache``), so a rerun trains only the settings that are
+missing. The earlier settings on the snaking grid (``clean``, ``other_agents``, ...,
+``all``) stay available with ``--settings``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -46,10 +53,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -59,13 +62,15 @@ from lam_envs.utils.cli import Parser, run_main  # noqa: E402
 from lam_models import sweep  # noqa: E402
 from lam_models._commands import COMMAND_ERRORS, report_error  # noqa: E402
 from lam_models.data import LAMDataset  # noqa: E402
-from lam_models.evaluation.metrics import mean_stderr  # noqa: E402
 from lam_models.evaluation.scoring import evaluate_latents  # noqa: E402
 from lam_models.lams.base import get_lam  # noqa: E402
 from lam_models.pipeline.bc import PolicyFit, actor_outputs, fit_decoder, fit_policy  # noqa: E402
 from lam_models.pipeline.rollout import composed, evaluate_policies  # noqa: E402
 from lam_models.runs import read_csv, write_csv  # noqa: E402
 from lam_models.split import DataSplit  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its report, beside it
+import label_budget_report as report  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -80,28 +85,60 @@ class Method:
 
 
 #: The LAM methods, found by their registered LAM (lam_models.lams.base.get_lam); "labelled_bc"
-#: (BC on the labelled subset) is always run beside them.
+#: (BC on the labelled subset) and "full_bc" (BC on all labels) always run beside them.
 METHODS: dict[str, Method] = {
     "vq": Method("vq", False, {}, "VQ LAM (LAPO-style)"),
     "laom": Method("laom", False, {}, "LAOM, no labels"),
     "laom+labels": Method("laom", True, {"action_head": True}, "LAOM + labels (head, λ_a)"),
     "idm": Method("idm", True, {}, "IDM on the labelled subset"),
 }
-BASELINE = "labelled_bc"
-LABELS = {**{k: m.label for k, m in METHODS.items()}, BASELINE: "BC on the labelled subset"}
-
-#: What each setting's distractors change over a transition (oracle fields; their probe
-#: nmse from z is ``nmse_distractor``: 1 = z holds none of it).
-NUISANCE = {
-    "clean": (),
-    "other_agents": ("other_actions",),
-    "correlated_agents": ("other_actions",),
-    "background": ("background_velocity",),
-    "shake": ("shake:change",),
-    "colour_drift": ("agent_intensity:change",),
-    "all": ("other_actions", "background_velocity", "shake:change", "agent_intensity:change"),
+BASELINE, FULL = "labelled_bc", "full_bc"
+LABELS = {
+    **{k: m.label for k, m in METHODS.items()},
+    BASELINE: "BC on the labelled subset",
+    FULL: "BC on all labels",
 }
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A setting: a grid preset, the behaviour policy that collects it, and what its
+    distractors change over a transition (oracle fields; their probe nmse from z is
+    ``nmse_distractor``: 1 = z holds none of it)."""
+
+    preset: str
+    policy: str = "goal"
+    epsilon: float = 0.2
+    nuisance: tuple[str, ...] = ("distractor_change",)
+
+
+#: The goal task's presets (the policy walks to the goal; ε = 0.2 of random actions), then
+#: the earlier snaking grid's (ε = 0.3), kept as controls.
+_SNAKE = {"policy": "snaking", "epsilon": 0.3}
+SETTINGS: dict[str, Setting] = {
+    "goal": Setting("goal", nuisance=()),
+    "goal_lights": Setting("goal_lights"),
+    "goal_blobs": Setting("goal_blobs"),
+    "goal_agents": Setting("goal_agents"),
+    "goal_correlated_agents": Setting("goal_correlated_agents"),
+    "goal_distracting": Setting("goal_distracting"),
+    "clean": Setting("clean", **_SNAKE, nuisance=()),
+    "other_agents": Setting("other_agents", **_SNAKE, nuisance=("other_actions",)),
+    "correlated_agents": Setting("correlated_agents", **_SNAKE, nuisance=("other_actions",)),
+    "background": Setting("background", **_SNAKE, nuisance=("background_velocity",)),
+    "shake": Setting("shake", **_SNAKE, nuisance=("shake:change",)),
+    "colour_drift": Setting("colour_drift", **_SNAKE, nuisance=("agent_intensity:change",)),
+    "all": Setting(
+        "distracting",
+        **_SNAKE,
+        nuisance=("other_actions", "background_velocity", "shake:change", "agent_intensity:change"),
+    ),
+}
+#: The clean control and the main distracting preset, which the summary's checks read.
+CONTROL, MAIN = "goal", "goal_lights"
 ENV_OF_PRESET = {preset: env_id for env_id, (kind, preset) in ENV_IDS.items() if kind == "grid"}
+assert {s.preset for s in SETTINGS.values()} <= set(ENV_OF_PRESET)
+assert set(DISTRACTOR_SETTINGS) <= set(SETTINGS)
 
 COLUMNS = [
     "setting",
@@ -116,87 +153,67 @@ COLUMNS = [
     "return",
     "full_bc_return",
     "normalised_return",
+    "behaviour_return",
 ]
 
 
 @dataclass(frozen=True)
 class Study:
-    """The study's sizes. ``lam`` holds each registered LAM's options (over its defaults)."""
+    """The study's sizes. ``lam`` holds each registered LAM's options (over its
+    ``cpu_sizes`` and defaults); ``well_posed``: the presets where only BC on all labels
+    runs (a preset of ``settings`` runs everything)."""
 
-    # all distractors first: with 2 workers, clean and all finish first
-    settings: tuple[str, ...] = (
-        "clean",
-        "all",
-        "other_agents",
-        "background",
-        "shake",
-        "colour_drift",
+    settings: tuple[str, ...] = (MAIN, CONTROL)
+    well_posed: tuple[str, ...] = (
+        "goal_blobs",
+        "goal_agents",
+        "goal_correlated_agents",
+        "goal_distracting",
     )
     methods: tuple[str, ...] = ("vq", "laom", "laom+labels", "idm")
-    fractions: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1)
+    fractions: tuple[float, ...] = (0.01, 0.025, 0.1)
     seeds: tuple[int, ...] = (0, 1, 2)
-    epsilon: float = 0.3  # snaking policy's exploration: enough action variety to learn from
-    episodes: int = 100
+    episodes: int = 200
     episode_length: int = 100
-    policy_steps: int = 600
+    policy_steps: int = 2000
     policy_width: int = 64
+    policy_encoder: str = "cnn"  # the policies π(z | o), π(a | o) see the image through a CNN
     rollout_episodes: int = 16
+    lam_steps: int = 2000
+    cpu_sizes: bool = True  # each LAM's cpu_sizes under ``lam``'s options
     lam: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-# The CPU sizes: LAOM's encoder cuts the 32×32 image into 4×4 patches and has one stage
-# (ResNet blocks on 8×8), d_z = 128, batches of 32, 400 updates (the IDM 300); τ, k_max, λ_a, the
-# per-frame augmentation and the separate labelled batch as published.
-_CPU_ENCODER = {"channels": (16,), "blocks": 1, "stem": 4, "embed_dim": 64, "width": 128}
-DEFAULT = Study(
-    lam={
-        "laom": {
-            **_CPU_ENCODER,
-            "latent_dim": 128,
-            "shift": 2,
-            "batch_size": 32,
-            "label_batch_size": 32,
-            "steps": 400,
-        },
-        "idm": {**_CPU_ENCODER, "shift": 2, "batch_size": 32, "steps": 300},
-        # LAOM's budget (400 updates of 32); its grouped convolutions on 32×32 frames take
-        # about 50 ms per update of 32 on one CPU thread (280 at its own batch of 128)
-        "vq": {"steps": 400, "batch_size": 32},
-    }
-)
-# The published sizes (docs/protocols.md): d_z = 8,192, the IMPALA-style encoder at full
-# resolution, batches of 128 and 128 labelled; larger datasets and longer training (a GPU).
+# The CPU sizes: each LAM's own ``cpu_sizes`` (laom: a strided-conv encoder cutting the
+# 32×32 image into 4×4 patches, one 16-channel stage, d_z = 128, batches of 32 and 32
+# labelled; vq: batches of 32), 2,000 updates each; τ, k_max, λ_a, the frame stack and the
+# per-frame augmentation as the authors run them.
+_CPU_IDM = {"channels": (16,), "blocks": 1, "stem": 4, "embed_dim": 64, "width": 128}
+DEFAULT = Study(lam={"idm": {**_CPU_IDM, "shift": 2, "batch_size": 32}})
+# The published sizes (docs/protocols.md): d_z = 8,192, the authors' encoder at full
+# resolution, batches of 256 and 128 labelled; larger datasets and longer training (a GPU).
 PAPER = Study(
-    methods=("vq", "laom", "laom+labels", "idm"),
     episodes=1000,
     policy_steps=5000,
     policy_width=256,
     rollout_episodes=32,
-    lam={
-        "laom": {"steps": 20_000},
-        "idm": {"steps": 10_000},
-        "vq": {"steps": 16_000},
-    },
+    lam_steps=20_000,
+    cpu_sizes=False,
+    lam={"laom": {"scale": "paper"}},
 )
 QUICK = Study(
-    settings=("clean", "shake"),
-    fractions=(0.05, 0.1),
+    well_posed=("goal_agents",),
+    fractions=(0.025, 0.1),
     seeds=(0, 1),
     episodes=24,
     episode_length=40,
-    policy_steps=200,
+    policy_steps=150,
     rollout_episodes=4,
+    lam_steps=30,
     lam={
-        "laom": {
-            **_CPU_ENCODER,
-            "latent_dim": 16,
-            "batch_size": 16,
-            "label_batch_size": 16,
-            "steps": 40,
-            "action_weight": 1.0,
-        },
-        "idm": {**_CPU_ENCODER, "batch_size": 16, "steps": 40},
-        "vq": {"steps": 20, "batch_size": 16},
+        "laom": {"latent_dim": 16, "batch_size": 16, "label_batch_size": 16},
+        "idm": {**_CPU_IDM, "batch_size": 16},
+        "vq": {"batch_size": 16},
     },
 )
 SCALES = {"default": DEFAULT, "paper": PAPER, "quick": QUICK}
@@ -205,10 +222,11 @@ SCALES = {"default": DEFAULT, "paper": PAPER, "quick": QUICK}
 def _dataset(study: Study, setting: str, seed: int, root: Path) -> Path:
     """Collect (or reuse) the dataset of one setting and seed, every transition labelled
     (the split hides all but the chosen episodes' labels)."""
+    spec = SETTINGS[setting]
     config = CollectConfig(
-        env=ENV_OF_PRESET[DISTRACTOR_SETTINGS[setting]],
-        policy="snaking",
-        epsilon=study.epsilon,
+        env=ENV_OF_PRESET[spec.preset],
+        policy=spec.policy,
+        epsilon=spec.epsilon,
         episodes=study.episodes,
         episode_length=study.episode_length,
         label_fraction=1.0,
@@ -222,8 +240,95 @@ def _dataset(study: Study, setting: str, seed: int, root: Path) -> Path:
 
 def _lam_config(study: Study, method: Method):
     cls = get_lam(method.lam)
-    options = {**cls.pipeline_defaults, **study.lam.get(method.lam, {}), **method.options}
+    sizes = getattr(cls, "cpu_sizes", {}) if study.cpu_sizes else {}
+    options = {
+        **cls.pipeline_defaults,
+        **(sizes.get("all") or {}),
+        **(sizes.get("image") or {}),
+        "steps": study.lam_steps,
+        **study.lam.get(method.lam, {}),
+        **method.options,
+    }
     return cls.Config(**options)
+
+
+def _policy_options(study: Study, spec, device: str) -> dict[str, Any]:
+    """The keywords of :func:`fit_policy` for policies on observations."""
+    image = {"image_shape": tuple(spec.obs_shape)} if study.policy_encoder == "cnn" else {}
+    return dict(steps=study.policy_steps, width=study.policy_width, device=device, **image)
+
+
+def _row(setting, split, method, fraction, labelled, seed, probe, result, i, full, behaviour):
+    """One row of the CSV (``result``: a method's agreements and returns, copy ``i``)."""
+    finite = [
+        v
+        for k in SETTINGS[setting].nuisance
+        if math.isfinite(v := probe.get(f"nmse_{k}", math.nan))
+    ]
+    ret = float(result["return"][i])
+    return {
+        "setting": setting,
+        "env": split.data.env_id,
+        "method": method,
+        "label_fraction": fraction,
+        "labelled_transitions": labelled,
+        "seed": seed,
+        "nmse_action": probe.get("nmse_action", math.nan),
+        "nmse_distractor": float(np.mean(finite)) if finite else math.nan,
+        "agreement": float(result["agreement"][i]),
+        "return": ret,
+        "full_bc_return": full,
+        "normalised_return": ret / full if full else math.nan,
+        "behaviour_return": behaviour,
+    }
+
+
+def _behaviour_return(split: DataSplit) -> float:
+    """The behaviour policy's mean return per episode in the dataset."""
+    data = split.data
+    return float(data.outcomes()["reward"].sum() / len(data.episodes))
+
+
+def _test_inputs(test, copies: int) -> torch.Tensor:
+    obs = torch.from_numpy(test.obs().reshape(len(test), -1))
+    return obs[None].expand(copies, *obs.shape)
+
+
+def run_well_posed(study: Study, setting: str, root: Path, device: str = "cpu") -> list[dict]:
+    """BC on all labels alone (one copy per seed): whether the preset is learnable."""
+    if device == "cpu":
+        torch.set_num_threads(1)
+    seeds = list(study.seeds)
+    splits = [
+        DataSplit(_dataset(study, setting, s, root), 0.1, s, label_unit="episode") for s in seeds
+    ]
+    flats = np.stack([sp.train.obs().reshape(len(sp.train), -1) for sp in splits])
+    bc = fit_policy(
+        flats,
+        np.stack([sp.train.oracle["action"] for sp in splits]),
+        np.ones(flats.shape[:2], bool),
+        "classification",
+        seeds=seeds,
+        d_out=splits[0].spec.action_dim,
+        **_policy_options(study, splits[0].spec, device),
+    )
+    rows = []
+    for i, (s, sp) in enumerate(zip(seeds, splits, strict=True)):
+        result = evaluate_policies(
+            sp.data,
+            {FULL: bc.select([i]).act},
+            _test_inputs(sp.test, 1),
+            sp.test.oracle["action"],
+            study.rollout_episodes,
+            seed=12_345,
+        )[FULL]
+        full = float(result["return"][0])
+        rows.append(
+            _row(
+                setting, sp, FULL, 1.0, len(sp.train), s, {}, result, 0, full, _behaviour_return(sp)
+            )
+        )
+    return rows
 
 
 def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> list[dict]:
@@ -269,7 +374,7 @@ def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> 
                 spec.discrete,
                 spec.action_dim,
                 s,
-                nuisance=NUISANCE[setting],
+                nuisance=SETTINGS[setting].nuisance,
             )
         del lam
         print(
@@ -282,9 +387,8 @@ def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> 
     for s in seeds:
         train, test = splits[s].train, splits[s].test
         flat = train.obs().reshape(len(train), -1)
-        common = dict(steps=study.policy_steps, width=study.policy_width, device=device)
+        common = _policy_options(study, spec, device)
         policies: dict[str, Any] = {}
-        row_keys: dict[str, list[tuple]] = {}
         for name in study.methods:
             per_fraction = METHODS[name].per_fraction
             lam_fs = fractions if per_fraction else [None]
@@ -298,7 +402,7 @@ def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> 
             )
             actor = actor_outputs(latent_policy, flat)  # (copies, N, d_z)
             index = [lam_fs.index(f if per_fraction else None) for f in fractions]
-            decoder = fit_decoder(
+            decoder = fit_decoder(  # an MLP on the actor's output, as published
                 actor[index],
                 np.stack([labelled[s, f].train.actions for f in fractions]),
                 np.stack([labelled[s, f].train.label_mask for f in fractions]),
@@ -312,7 +416,6 @@ def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> 
                 ),
             )
             policies[name] = composed(latent_policy.select(index), decoder)
-            row_keys[name] = [(name, s, f) for f in fractions]
         bc = fit_policy(
             flat,
             train.oracle["action"],
@@ -325,148 +428,47 @@ def run_setting(study: Study, setting: str, root: Path, device: str = "cpu") -> 
             **common,
         )
         policies[BASELINE] = bc.select(range(len(fractions))).act
-        test_obs = torch.from_numpy(test.obs().reshape(len(test), -1))
         results = {}
         for group, copies in (
             (policies, len(fractions)),
-            ({"full_bc": bc.select([len(fractions)]).act}, 1),
+            ({FULL: bc.select([len(fractions)]).act}, 1),
         ):
             results |= evaluate_policies(
                 splits[s].data,
                 group,
-                test_obs[None].expand(copies, *test_obs.shape),
+                _test_inputs(test, copies),
                 test.oracle["action"],
                 study.rollout_episodes,
                 seed=12_345,
             )
-        full_return = float(results["full_bc"]["return"][0])
+        full = float(results[FULL]["return"][0])
+        behaviour = _behaviour_return(splits[s])
         for name in (*study.methods, BASELINE):
             for i, f in enumerate(fractions):
                 probe = probes.get(lam_key(name, s, f), {}) if name != BASELINE else {}
-                nuisance = [probe[f"nmse_{k}"] for k in NUISANCE[setting] if f"nmse_{k}" in probe]
-                finite = [v for v in nuisance if math.isfinite(v)]
+                count = labelled[s, f].labelled
                 rows.append(
-                    {
-                        "setting": setting,
-                        "env": splits[s].data.env_id,
-                        "method": name,
-                        "label_fraction": f,
-                        "labelled_transitions": labelled[s, f].labelled,
-                        "seed": s,
-                        "nmse_action": probe.get("nmse_action", math.nan),
-                        "nmse_distractor": float(np.mean(finite)) if finite else math.nan,
-                        "agreement": float(results[name]["agreement"][i]),
-                        "return": float(results[name]["return"][i]),
-                        "full_bc_return": full_return,
-                        "normalised_return": float(results[name]["return"][i]) / full_return
-                        if full_return
-                        else math.nan,
-                    }
+                    _row(
+                        setting,
+                        splits[s],
+                        name,
+                        f,
+                        count,
+                        s,
+                        probe,
+                        results[name],
+                        i,
+                        full,
+                        behaviour,
+                    )
                 )
+        rows.append(
+            _row(
+                setting, splits[s], FULL, 1.0, len(train), s, {}, results[FULL], 0, full, behaviour
+            )
+        )
     print(f"  {setting:<13} done in {time.perf_counter() - start:.1f} s", flush=True)
     return rows
-
-
-def aggregate(rows: list[dict], setting: str, method: str, metric: str):
-    """(label fractions, mean, standard error over seeds) of ``metric``."""
-    by_f = defaultdict(list)
-    for r in rows:
-        if r["setting"] == setting and r["method"] == method:
-            by_f[r["label_fraction"]].append(r[metric])
-    xs = np.array(sorted(by_f))
-    stats = np.array([mean_stderr(by_f[x]) for x in xs]).reshape(-1, 2)
-    return xs, stats[:, 0], stats[:, 1]
-
-
-def _order(values: Sequence[str], reference: Sequence[str]) -> list[str]:
-    return sorted(
-        set(values), key=lambda v: (list(reference).index(v) if v in reference else 99, v)
-    )
-
-
-def plot(rows: list[dict], path: Path, metric: str, ylabel: str) -> None:
-    """One panel per setting, one line per method (mean ± s.e. over seeds)."""
-    settings = _order([r["setting"] for r in rows], list(DISTRACTOR_SETTINGS))
-    methods = _order([r["method"] for r in rows], [*METHODS, BASELINE])
-    if metric.startswith("nmse"):
-        methods = [m for m in methods if m != BASELINE]
-    seeds = len({r["seed"] for r in rows})
-    cols = min(3, len(settings))
-    nrows = math.ceil(len(settings) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.8 * nrows), squeeze=False)
-    for ax, setting in zip(axes.flat, settings, strict=False):
-        for method in methods:
-            xs, m, e = aggregate(rows, setting, method, metric)
-            style = "--" if method == BASELINE else "-"
-            (line,) = ax.plot(xs, m, style, marker="o", label=LABELS.get(method, method))
-            ax.fill_between(xs, m - e, m + e, color=line.get_color(), alpha=0.2)
-        ax.set_xscale("log")
-        ax.set_xticks(xs, [f"{x:.1%}" for x in xs])
-        ax.minorticks_off()
-        ax.set(xlabel="labelled trajectories", ylabel=ylabel, title=setting.replace("_", " "))
-        ax.set_ylim(-0.05, 1.15)
-    for ax in list(axes.flat)[len(settings) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"Label budget on the distracting grid (mean ± s.e., {seeds} seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _mean(rows, setting, method, metric, fraction=None) -> float:
-    values = [
-        r[metric]
-        for r in rows
-        if r["setting"] == setting
-        and r["method"] == method
-        and (fraction is None or r["label_fraction"] == fraction)
-    ]
-    return float(np.mean(values)) if values else math.nan
-
-
-def summary(rows: list[dict]) -> str:
-    """The mean ± s.e. table, and the paper's three headline comparisons per setting."""
-    settings = _order([r["setting"] for r in rows], list(DISTRACTOR_SETTINGS))
-    methods = _order([r["method"] for r in rows], [*METHODS, BASELINE])
-    lines = [
-        f"{'setting':<14}{'method':<13}{'labels':>7}{'probe nmse(a)':>17}"
-        f"{'nmse(distr.)':>14}{'norm. return':>17}"
-    ]
-    for setting in settings:
-        for method in methods:
-            xs, m, e = aggregate(rows, setting, method, "normalised_return")
-            _, pm, pe = aggregate(rows, setting, method, "nmse_action")
-            _, dm, _ = aggregate(rows, setting, method, "nmse_distractor")
-            for i, x in enumerate(xs):
-                probe = "—" if math.isnan(pm[i]) else f"{pm[i]:.3f} ± {pe[i]:.3f}"
-                distr = "—" if math.isnan(dm[i]) else f"{dm[i]:.3f}"
-                lines.append(
-                    f"{setting:<14}{method:<13}{x:>7.1%}{probe:>17}{distr:>14}"
-                    f"{m[i]:>10.3f} ± {e[i]:.3f}"
-                )
-    lines += ["", "The paper's comparisons (means over fractions and seeds unless said):"]
-    for setting in settings:
-        cell = {m: _mean(rows, setting, m, "normalised_return") for m in methods}
-        probe = {m: _mean(rows, setting, m, "nmse_action") for m in methods}
-        parts = [f"  {setting:<13}:"]
-        if "vq" in probe and "laom" in probe:
-            parts.append(f"probe nmse(a) LAOM {probe['laom']:.3f} vs LAPO/VQ {probe['vq']:.3f};")
-        elif "laom" in probe:
-            parts.append(f"probe nmse(a) LAOM {probe['laom']:.3f} (no VQ run);")
-        if "laom+labels" in cell and "laom" in cell:
-            ratio = cell["laom+labels"] / cell["laom"] if cell["laom"] > 0 else math.inf
-            parts.append(
-                f"return LAOM+labels {cell['laom+labels']:.3f} vs LAOM-then-decode "
-                f"{cell['laom']:.3f} (×{ratio:.2f});"
-            )
-        others = ", ".join(
-            f"{m} {cell[m]:.3f}" for m in methods if m not in ("laom", "laom+labels")
-        )
-        best = max(cell, key=lambda m: cell[m])
-        parts.append(f"{others}; best {best} at {cell[best]:.3f} of BC on all labels")
-        lines.append(" ".join(parts))
-    return "\n".join(lines)
 
 
 def _parse_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -489,7 +491,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the same as --scale quick")
     parser.add_argument("--out", type=Path, default=Path("outputs/label_budget"), help="folder")
     parser.add_argument("--methods", help=f"comma-separated, of {', '.join(METHODS)}")
-    parser.add_argument("--settings", help=f"comma-separated, of {', '.join(DISTRACTOR_SETTINGS)}")
+    parser.add_argument(
+        "--settings",
+        help=f"comma-separated, of {', '.join(SETTINGS)} (default: {', '.join(DEFAULT.settings)})",
+    )
+    parser.add_argument(
+        "--well-posed",
+        help="presets where only BC on all labels runs, comma-separated (default: "
+        f"{', '.join(DEFAULT.well_posed)}; 'none' for none)",
+    )
     sweep.add_runner_flags(parser, RUNNER)
     args = parser.parse_args(argv)
     try:
@@ -499,8 +509,15 @@ def main(argv: list[str] | None = None) -> int:
                 study, methods=_parse_list(args.methods, list(METHODS), "method")
             )
         if args.settings:
-            names = _parse_list(args.settings, list(DISTRACTOR_SETTINGS), "setting")
+            names = _parse_list(args.settings, list(SETTINGS), "setting")
             study = dataclasses.replace(study, settings=names)
+        if args.well_posed:
+            names = (
+                ()
+                if args.well_posed == "none"
+                else _parse_list(args.well_posed, list(SETTINGS), "setting")
+            )
+            study = dataclasses.replace(study, well_posed=names)
         runner = sweep.runner_options(args, RUNNER)
         device = runner.resolved_device()
         for name in study.methods:
@@ -517,13 +534,15 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     print(
         f"label-budget study ({'quick' if args.quick else args.scale}): settings "
-        f"{list(study.settings)}, methods {[*study.methods, BASELINE]}, fractions "
+        f"{list(study.settings)} (BC on all labels also on {list(study.well_posed)}), "
+        f"methods {[*study.methods, BASELINE, FULL]}, fractions "
         f"{list(study.fractions)} of trajectories, seeds {list(study.seeds)}, "
         f"{study.episodes}×{study.episode_length} transitions per dataset, device {device}",
         flush=True,
     )
+    bc_only = [p for p in study.well_posed if p not in study.settings]
     fingerprints = defaultdict(list)
-    for setting in study.settings:  # collect first, in this process: workers only read
+    for setting in (*study.settings, *bc_only):  # collect first, here: workers only read
         for seed in study.seeds:
             path = _dataset(study, setting, seed, root)
             fingerprints[setting].append(LAMDataset(path).fingerprint)
@@ -541,6 +560,22 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         for setting in study.settings
+    ] + [
+        sweep.Task(
+            f"{setting} (BC on all labels)",
+            run_well_posed,
+            (study, setting, root, device),
+            kind="setting",
+            detail=f"{len(study.seeds)} seeds",
+            key={
+                "label_budget_bc": dataclasses.asdict(
+                    dataclasses.replace(study, settings=(), well_posed=(), methods=(), lam={})
+                ),
+                "setting": setting,
+                "data": fingerprints[setting],
+            },
+        )
+        for setting in bc_only
     ]
     try:
         parts = sweep.execute(tasks, runner, cache=sweep.ResultCache(runner.cache_folder(args.out)))
@@ -555,10 +590,16 @@ def main(argv: list[str] | None = None) -> int:
         ("normalised_return", "return / BC on all labels", "label_budget_return.png"),
         ("nmse_action", "probe nmse of the action (one-hot)", "label_budget_probe.png"),
     ):
-        plot(rows, args.out / name, metric, ylabel)
-    print(f"wrote {csv_path} ({len(rows)} rows), label_budget_return.png, label_budget_probe.png")
-    print(summary(rows))
-    print(f"elapsed {time.perf_counter() - start:.1f} s")
+        report.plot(rows, args.out / name, metric, ylabel, LABELS, [*SETTINGS])
+    elapsed = time.perf_counter() - start
+    text = report.summary(rows, [*SETTINGS], [*METHODS, BASELINE], CONTROL, MAIN)
+    text += f"\n\nelapsed {elapsed:.1f} s ({runner.workers} workers, device {device})\n"
+    (args.out / "label_budget_summary.txt").write_text(text)
+    print(
+        f"wrote {csv_path} ({len(rows)} rows), label_budget_return.png, label_budget_probe.png, "
+        "label_budget_summary.txt"
+    )
+    print(text, end="")
     return 0
 
 
