@@ -1,13 +1,15 @@
 """The pipeline's policies with a CNN encoder (lam_models.pipeline.bc, ``image_shape``): each
 copy trains as it would alone, they save, load and select like the MLPs, the decoder stays an
-MLP, and the MLP is unchanged."""
+MLP, the pipeline takes ``--policy-encoder cnn`` on images only, and the MLP is unchanged."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import SNAKING, collect_into
 
+from lam_models.pipeline import main, run_pipeline
 from lam_models.pipeline.bc import (
     Policy,
     PolicyFit,
@@ -126,3 +128,23 @@ def test_the_mlp_policies_are_as_they_were():
         "net.hidden.weight", "net.hidden.bias", "net.out.weight", "net.out.bias",
     }  # fmt: skip
     assert "image_shape" not in fitted["c"].spec()
+
+
+def test_the_pipeline_clones_with_cnns_on_images_only(tmp_path, capsys):
+    grid = dict(SNAKING, env_kwargs={"noise_intensity": 0.0}, episodes=12, episode_length=30)
+    grid_path = collect_into(tmp_path / "minari", **grid, label_fraction=0.2, seed=0)
+    linear = dict(env="LinearLAM-v0", env_kwargs={"d_o": 8, "d_a": 2, "d_b": 2}, episodes=6)
+    linear.update(episode_length=20, label_fraction=0.2)
+    linear_path = collect_into(tmp_path / "minari", **linear, seed=0)
+    fast = {"lam_options": {"steps": 30}, "policy_steps": 30, "rollout_episodes": 2}
+    out = tmp_path / "cnn"
+    summary = run_pipeline(grid_path, "linear", out, policy_encoder="cnn", **fast)
+    assert np.isfinite(summary["composed_return"])
+    for name in ("latent_policy", "labelled_bc", "full_bc"):
+        assert load_policy(out / "bc" / f"{name}.pt").spec()["image_shape"] == [1, 4, 4]
+    assert load_policy(out / "decoder" / "decoder.pt").encoder is None
+    args = ["--dataset", str(linear_path), "--out", str(tmp_path / "lin"), "--lam", "linear"]
+    assert main([*args, "--policy-encoder", "cnn", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--policy-encoder cnn needs image observations (C, H, W)" in err
+    assert err.count("\n") == 1 and not (tmp_path / "lin" / "lam").exists()
