@@ -12,7 +12,8 @@ so running them one by one gives exactly what ``--stage all`` gives:
 2. ``relabel``: z for every train and held-out transition (no augmentation).
 3. ``bc``: the latent policy π(z | o) on every train transition, and the two baselines
    π(a | o) cloned from the labelled subset alone and from fully labelled data
-   (:mod:`lam_models.pipeline.bc`).
+   (:mod:`lam_models.pipeline.bc`): MLPs on the flattened observation, or on image
+   observations CNNs (``policy_encoder="cnn"``).
 4. ``decoder``: an MLP to the real action, fitted on the labelled subset only, from z
    (``decoder_input="latent"``, the default) or from the latent policy's output π(o)
    (``"actor"``, the published LAOM pipeline: the decoder learns the inputs it will get).
@@ -48,13 +49,19 @@ from lam_models.pipeline.bc import (
     load_policy,
     save_policy,
 )
-from lam_models.pipeline.config import DECODER_INPUTS, PipelineConfig, PipelineError
+from lam_models.pipeline.config import (
+    DECODER_INPUTS,
+    POLICY_ENCODERS,
+    PipelineConfig,
+    PipelineError,
+)
 from lam_models.pipeline.rollout import composed, evaluate_policies
 from lam_models.runs import check_out_dir, plot_history, save_run
 from lam_models.split import DataSplit
 
 __all__ = [
     "DECODER_INPUTS",
+    "POLICY_ENCODERS",
     "STAGES",
     "PipelineConfig",
     "PipelineError",
@@ -155,8 +162,22 @@ class Run:
         check_finite_latents(z, path)
         return z
 
+    def image_shape(self) -> tuple[int, ...] | None:
+        """The observations' (C, H, W) when the policies are CNNs (``policy_encoder``
+        ``"cnn"``), None for MLPs; refused on observations that are not images."""
+        if self.config.policy_encoder == "mlp":
+            return None
+        shape = tuple(self.spec.obs_shape)
+        if len(shape) != 3:
+            raise PipelineError(
+                f"--policy-encoder cnn needs image observations (C, H, W); dataset "
+                f"{self.data.dataset_id!r} has observations of shape {shape}"
+            )
+        return shape
+
     def policy_fit(self, progress: bool) -> PolicyFit:
-        """How stages bc and decoder fit their policies: the run's seed, steps and width."""
+        """How stages bc and decoder fit their policies: the run's seed, steps, width and
+        policy encoder."""
         c = self.config
         return PolicyFit(
             self.spec.discrete,
@@ -166,6 +187,7 @@ class Run:
             c.width,
             self.device,
             progress,
+            self.image_shape(),
         )
 
     def check_labels(self) -> None:
@@ -384,6 +406,7 @@ def _run_stage(stage, out, config, progress, device, overwrite, trust, tensorboa
     run = Run(out, config, device, trust, tensorboard)
     if first:
         run.check_labels()  # before anything is written: the decoder will need labels
+        run.image_shape()  # and the policies, images when they are CNNs
         run.check_environment()
         text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
         write_atomically(out / "config.json", lambda tmp: tmp.write_text(text))

@@ -1,13 +1,19 @@
 """Behaviour cloning for the LAPO-style pipeline: the latent policy π(z | o), the decoder
 z -> a, and the two baselines π(a | o), all ensembles of M small MLPs trained together.
 
-Copy m draws its initial weights and its minibatches from its own streams
-(:class:`~lam_models.seeding.Stream` ``POLICY_INIT`` and ``POLICY_BATCHES`` of its seed),
-so its result does not depend on the copies it is trained with.
+On image observations the policies may see the image through convolutions first
+(``image_shape=(C, H, W)``, :class:`ConvTrunk`): M small strided CNNs, then the MLP head.
+
+Copy m draws its minibatches from its own stream (:class:`~lam_models.seeding.Stream`
+``POLICY_BATCHES`` of its seed); a CNN policy's copy m also draws its initial weights from
+its own ``POLICY_INIT`` stream, so its result does not depend on the copies it is trained
+with. (An MLP policy's copy m starts from the initialisation of index m, whatever its
+seed: see :func:`fit_policy`.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +27,12 @@ from torch import nn
 from lam_envs.utils.outputs import write_atomically
 from lam_envs.utils.validate import check_choice
 from lam_models.lams.training import progress_bar
-from lam_models.nn import EnsembleMLP
+from lam_models.nn import EnsembleConv2d, EnsembleMLP, EnsembleModule, reset_copies
 from lam_models.seeding import Stream, torch_generator
 
 __all__ = [
+    "CNN_CHANNELS",
+    "ConvTrunk",
     "Policy",
     "PolicyFit",
     "actor_outputs",
@@ -36,6 +44,50 @@ __all__ = [
 ]
 
 
+#: The channels of :class:`ConvTrunk`'s stride-2 3×3 convolutions (ReLU after each): a
+#: 32×32 image becomes 32 channels of 4×4, 512 features for the MLP head.
+CNN_CHANNELS = (16, 32, 32)
+
+
+class ConvTrunk(EnsembleModule):
+    """M small strided CNNs: flattened images (M, B, C·H·W) -> features (M, B, out_dim).
+
+    Each of :data:`CNN_CHANNELS` is a 3×3 convolution with stride 2 and zero padding 1
+    (halving H and W, rounding up), then a ReLU; the last feature map is flattened. The
+    convolutions are grouped over the M copies (:class:`~lam_models.nn.EnsembleConv2d`).
+    """
+
+    def __init__(self, num_models: int, image_shape: Sequence[int]) -> None:
+        super().__init__(num_models)
+        channels, h, w = (int(s) for s in image_shape)
+        self.image_shape = (channels, h, w)
+        size, convs = (h, w), []
+        for out in CNN_CHANNELS:
+            conv = EnsembleConv2d(num_models, channels, out, 3, size, 2, 1, grouped=True)
+            convs.append(conv)
+            size, channels = conv.out_size, out
+        self.convs = nn.ModuleList(convs)
+        self.out_dim = channels * size[0] * size[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.unflatten(-1, self.image_shape)
+        for conv in self.convs:
+            h = F.relu(conv(h))
+        return h.flatten(2)
+
+
+def _image_shape(image_shape: Sequence[int] | None, d_in: int) -> tuple[int, int, int] | None:
+    """``image_shape`` as (C, H, W) ints, checked against the flattened input size."""
+    if image_shape is None:
+        return None
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or min(shape) < 1 or shape[0] * shape[1] * shape[2] != d_in:
+        raise ValueError(
+            f"image_shape must be (C, H, W) with C·H·W = {d_in} inputs, got {image_shape!r:.80}"
+        )
+    return shape
+
+
 class Policy(nn.Module):
     """M MLPs from an input x (M, N, d_in) to a regression output or action logits.
 
@@ -43,13 +95,30 @@ class Policy(nn.Module):
     of x, labelled or not); regression outputs are fitted standardised and returned in their
     own units. ``kind``: ``"regression"`` (MSE) or ``"classification"`` (cross-entropy,
     ``forward`` gives logits).
+
+    ``image_shape`` (C, H, W), with C·H·W = d_in: x holds flattened images, which a
+    :class:`ConvTrunk` turns into features for the MLP (a CNN policy). Its inputs are
+    standardised by one mean and one standard deviation per copy over all pixels (a
+    per-pixel scale would change the relative contrast the convolutions share across
+    positions, and a pixel constant in the data would divide by ~0 where it is not).
     """
 
-    def __init__(self, num_models: int, d_in: int, d_out: int, width: int, kind: str) -> None:
+    def __init__(
+        self,
+        num_models: int,
+        d_in: int,
+        d_out: int,
+        width: int,
+        kind: str,
+        image_shape: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         check_choice("policy kind", kind, ("regression", "classification"))
         self.kind, self.d_in, self.d_out, self.width = kind, d_in, d_out, width
-        self.net = EnsembleMLP(num_models, d_in, width, d_out)
+        self.image_shape = _image_shape(image_shape, d_in)
+        self.encoder = None if self.image_shape is None else ConvTrunk(num_models, self.image_shape)
+        features = d_in if self.encoder is None else self.encoder.out_dim
+        self.net = EnsembleMLP(num_models, features, width, d_out)
         for name, dim in (
             ("in_mean", d_in),
             ("in_std", d_in),
@@ -64,20 +133,25 @@ class Policy(nn.Module):
         return self.in_mean.device
 
     def spec(self) -> dict[str, Any]:
-        return {
+        """The constructor's arguments (``image_shape`` only for a CNN policy)."""
+        spec = {
             "num_models": self.net.num_models,
             "d_in": self.d_in,
             "d_out": self.d_out,
             "width": self.width,
             "kind": self.kind,
         }
+        if self.image_shape is not None:
+            spec["image_shape"] = list(self.image_shape)
+        return spec
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.in_mean) / self.in_std)
+        x = (x - self.in_mean) / self.in_std
+        return self.net(x if self.encoder is None else self.encoder(x))
 
     def select(self, index: Sequence[int]) -> Policy:
         """A new ensemble of the copies ``index`` (repeats allowed), in that order."""
-        policy = Policy(len(index), self.d_in, self.d_out, self.width, self.kind).to(self.device)
+        policy = Policy(**{**self.spec(), "num_models": len(index)}).to(self.device)
         policy.load_state_dict({k: v[list(index)] for k, v in self.state_dict().items()})
         return policy.eval()
 
@@ -119,6 +193,7 @@ def fit_policy(
     device: torch.device | str = "cpu",
     progress: bool = False,
     name: str = "policy",
+    image_shape: Sequence[int] | None = None,
 ) -> Policy:
     """Fit M policies: copy m on the rows ``support[m]`` of its (x[m], y[m]).
 
@@ -126,6 +201,14 @@ def fit_policy(
     (N,)/(M, N) int class indices (classification, ``d_out`` classes); support (M, N) bool.
     Each update draws ``batch_size`` of each copy's own rows (with replacement). The
     settings after ``kind`` are keywords.
+
+    ``image_shape`` (C, H, W): x holds flattened images and the policies are CNNs
+    (:class:`Policy`); copy m's weights, convolutions and head, are drawn from its seed's
+    ``POLICY_INIT`` stream. Without it, copy m of the MLP keeps the initialisation that
+    :class:`~lam_models.nn.EnsembleLinear` gives index m (``reset_copy`` on the
+    :class:`~lam_models.nn.EnsembleMLP` re-draws nothing): the MLP policies' results are
+    kept as they have been, but their initial weights depend on the copy's place, not its
+    seed.
     """
     m = len(seeds)
     support = np.asarray(support, bool).reshape(m, -1)
@@ -140,14 +223,18 @@ def fit_policy(
     inside = torch.from_numpy(support).to(device)
     y_t = torch.where(inside if classification else inside[..., None], y_t, 0)
     d_out = d_out if classification else y_t.shape[-1]
-    policy = Policy(m, x_t.shape[-1], d_out, width, kind)
-    for index, seed in enumerate(seeds):
-        policy.net.reset_copy(index, torch_generator(seed, Stream.POLICY_INIT))
+    policy = Policy(m, x_t.shape[-1], d_out, width, kind, image_shape)
+    if policy.encoder is None:
+        for index, seed in enumerate(seeds):  # a no-op, kept as it was (see above)
+            policy.net.reset_copy(index, torch_generator(seed, Stream.POLICY_INIT))
+    else:
+        reset_copies(policy, seeds, lambda seed: torch_generator(seed, Stream.POLICY_INIT))
     policy.to(device)
     rows = torch.arange(m, device=device)[:, None]
     with torch.no_grad():
-        policy.in_mean.copy_(x_t.mean(1, keepdim=True))
-        policy.in_std.copy_(x_t.std(1, keepdim=True).clamp(min=1e-6))
+        over = 1 if policy.encoder is None else (1, 2)  # per input, or one scale per image
+        policy.in_mean.copy_(x_t.mean(over, keepdim=True).expand_as(policy.in_mean))
+        policy.in_std.copy_(x_t.std(over, keepdim=True).clamp(min=1e-6).expand_as(policy.in_std))
         if not classification:
             w = inside[..., None].float()
             mean = (y_t * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
@@ -156,7 +243,7 @@ def fit_policy(
             policy.out_std.copy_(var.sqrt().clamp(min=1e-6))
     generators = [torch_generator(seed, Stream.POLICY_BATCHES) for seed in seeds]
     pools = [torch.from_numpy(np.flatnonzero(s)) for s in support]
-    optimiser = torch.optim.Adam(policy.net.parameters(), lr=lr)
+    optimiser = torch.optim.Adam(policy.parameters(), lr=lr)
     bar = progress_bar(steps, f"{name} ×{m}", "step", progress)
     for _ in range(steps):
         index = torch.stack(
@@ -186,7 +273,9 @@ def fit_policy(
 class PolicyFit:
     """How stages 3 and 4 fit their M policies (:func:`bc_policies`, :func:`fit_decoder`):
     the action space (``discrete``, ``num_actions``), the updates, one seed per copy, the
-    MLPs' width, the device and whether a progress bar shows."""
+    MLPs' width, the device and whether a progress bar shows. ``image_shape`` (C, H, W):
+    the policies on observations are CNNs (:func:`fit_policy`); the decoder, which reads
+    latents, stays an MLP."""
 
     discrete: bool
     num_actions: int
@@ -195,6 +284,7 @@ class PolicyFit:
     width: int
     device: torch.device | str = "cpu"
     progress: bool = False
+    image_shape: Sequence[int] | None = None
 
     @property
     def action_kind(self) -> str:
@@ -217,6 +307,7 @@ class PolicyFit:
             device=self.device,
             progress=self.progress,
             name=name,
+            image_shape=self.image_shape,
         )
 
 
@@ -251,6 +342,7 @@ def fit_decoder(z: np.ndarray, actions: np.ndarray, labelled: np.ndarray, fit: P
     """
     if not np.asarray(labelled).reshape(len(fit.seeds), -1).any(1).all():
         raise ValueError("the decoder needs labelled transitions; a copy has none")
+    fit = dataclasses.replace(fit, image_shape=None)  # z is no image
     return fit(z, actions, labelled, fit.action_kind, "decoder")
 
 

@@ -17,10 +17,12 @@ from lam_envs.utils.validate import check_fraction
 from lam_models.lams.base import LAM, config_from_dict, get_lam
 from lam_models.split import held_out_option
 
-__all__ = ["DECODER_INPUTS", "PipelineConfig", "PipelineError"]
+__all__ = ["DECODER_INPUTS", "POLICY_ENCODERS", "PipelineConfig", "PipelineError"]
 
 #: What the decoder may read: the relabelled latent z, or the latent policy's output π(o).
 DECODER_INPUTS = ("latent", "actor")
+#: What the policies on observations are (the decoder is an MLP either way).
+POLICY_ENCODERS = ("mlp", "cnn")
 
 
 class PipelineError(ValueError):
@@ -57,6 +59,12 @@ class PipelineConfig(Checked):
     seed: int = option(0, "seed of split, label subset, models and rollouts", low=0)
     policy_steps: int = option(1500, "updates of each policy and of the decoder", low=1)
     width: int = option(64, "hidden units of the policies and the decoder", low=1)
+    policy_encoder: str = option(
+        "mlp",
+        "what the policies on observations are: mlp (on the flattened observation) or cnn "
+        "(strided convolutions, then the mlp; image observations (C, H, W) only)",
+        choices=POLICY_ENCODERS,
+    )
     rollout_episodes: int = option(32, "episodes each policy is rolled out for", low=1)
     decoder_input: str = option(
         "latent",
