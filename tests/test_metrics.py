@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lam_models.evaluation.metrics import (
+    PROBE_RCOND,
     code_action_accuracy,
     controllable_stochastic_loss,
     grid_mse,
@@ -62,6 +63,34 @@ def test_probe_accepts_torch_and_numpy_alike_and_is_nan_for_a_constant_target():
     assert math.isnan(probe_nmse(z[:250], np.full((250, 2), 3.0), z[250:], np.full((250, 2), 3.0)))
     with pytest.raises(ValueError, match="same number"):
         probe_nmse(z[:10], y[:11], z, y)
+
+
+def test_a_rank_deficient_latent_gets_no_weight_where_it_does_not_vary():
+    # A 128-d float32 latent of 4 underlying dimensions (a network's wide output after a
+    # narrow layer): on the training transitions its other 124 directions hold only
+    # float32 rounding, about 1e-8 of its largest singular value; the held-out latents vary
+    # along them (inputs never seen in training). The probe must not read the rounding.
+    rng = np.random.default_rng(5)
+    n, rank, width = 2000, 4, 128
+    lift = rng.standard_normal((rank, width))
+    outside = np.linalg.svd(lift)[2][rank:]  # the 124 directions the training latents lack
+    weights = rng.standard_normal((rank, 3))
+    s_train, s_test = rng.standard_normal((n, rank)), rng.standard_normal((n, rank))
+    y_train = s_train @ weights + 0.1 * rng.standard_normal((n, 3))
+    y_test = s_test @ weights + 0.1 * rng.standard_normal((n, 3))
+    z_train = (s_train @ lift).astype(np.float32)
+    z_test = (s_test @ lift + rng.standard_normal((n, width - rank)) @ outside).astype(np.float32)
+    singular = np.linalg.svd(z_train - z_train.mean(0, dtype=np.float64), compute_uv=False)
+    assert singular[rank] < 1e-7 * singular[0] and singular[rank - 1] > PROBE_RCOND * singular[0]
+    # What the 4 dimensions hold of y: all but the noise (0.01 / (‖w‖² + 0.01) per column).
+    assert probe_nmse(z_train, y_train, z_test, y_test) < 0.01
+    # The solver's own cut-off (float64's ε × rows) kept the rounding: nmse in the billions.
+    centred = torch.from_numpy(z_train.astype(np.float64) - z_train.mean(0, dtype=np.float64))
+    y_centred = torch.from_numpy(y_train - y_train.mean(0))
+    w = torch.linalg.lstsq(centred, y_centred, driver="gelsd").solution.numpy()
+    z_mean = z_train.mean(0, dtype=np.float64)
+    blown = ((z_test - z_mean) @ w + y_train.mean(0) - y_test) ** 2
+    assert blown.sum(1).mean() / y_test.var(0).sum() > 1e3
 
 
 def test_llo_is_two_for_the_perfect_latent():

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "PROBE_RCOND",
     "PUBLISHED_CONTROLLABLE_SCALE",
     "published_table1_losses",
     "GridLosses",
@@ -47,6 +48,19 @@ LATENT_KINDS = ("true", "surrogate")
 # A target whose total variance is below this fraction of its mean square E‖y‖² is treated as
 # constant (e.g. ε = 0 up to rounding): nmse is then undefined and reported as NaN.
 _ZERO_VARIANCE_RTOL = 1e-12
+
+#: The probes' relative cut-off on singular values: directions of the centred training
+#: latents whose singular value is below this fraction of the largest one are treated as
+#: absent (the least-squares solution gives them no weight). A float32 latent (what
+#: networks return) resolves about 7 significant digits (float32's ε = 1.2e-7), so a
+#: direction 10⁶ times weaker than its strongest is at the level of its rounding: an
+#: exactly rank-deficient latent (a 128-d output of a lower-rank layer) shows such
+#: directions at about 1e-8 of the largest. The solver's default cut-off (float64's ε times
+#: the number of rows, about 1e-12) keeps them, and the probe's weights along them grow as
+#: the inverse of their singular values: held-out latents that vary along them then blow
+#: the nmse up (a 128-d latent gave 6.3). 1e-6 leaves a well-conditioned latent's probe
+#: unchanged (its smallest singular values are far above it).
+PROBE_RCOND = 1e-6
 
 
 def _as_float64_2d(name: str, x: ArrayLike) -> torch.Tensor:
@@ -86,7 +100,9 @@ def probe_nmse(
         NaN when y_test has zero total variance (nmse is undefined; callers decide).
 
     The probe is fitted in float64 by least squares on centred data (equivalent to a bias
-    column, better conditioned); the SVD-based solver handles rank-deficient latents.
+    column, better conditioned) with the SVD-based solver, which gives no weight to the
+    directions of z_train whose singular value is below :data:`PROBE_RCOND` times the
+    largest (rank-deficient latents: their held-out copies may vary along those directions).
     """
     z_train, y_train = _as_float64_2d("z_train", z_train), _as_float64_2d("y_train", y_train)
     z_test, y_test = _as_float64_2d("z_test", z_test), _as_float64_2d("y_test", y_test)
@@ -108,8 +124,11 @@ def probe_nmse(
     z_mean, y_mean = z_train.mean(0), y_train.mean(0)
     y_hat = y_mean.expand_as(y_test)
     if z_train.shape[1] > 0:
-        # gelsd: SVD solver, minimum-norm solution when z has redundant or constant columns.
-        W = torch.linalg.lstsq(z_train - z_mean, y_train - y_mean, driver="gelsd").solution
+        # gelsd: SVD solver, minimum-norm solution when z has redundant or constant columns;
+        # rcond: relative to the largest singular value (PROBE_RCOND).
+        W = torch.linalg.lstsq(
+            z_train - z_mean, y_train - y_mean, rcond=PROBE_RCOND, driver="gelsd"
+        ).solution
         y_hat = (z_test - z_mean) @ W + y_mean
     mse = float((y_hat - y_test).square().sum(-1).mean())
     return mse / total_variance
