@@ -108,7 +108,9 @@ def test_two_benchmarks_into_one_out_at_once_never_both_write_a_card(
         textwrap.dedent(
             f"""
             import lam_models.benchmark as b
-            b.ensure_dataset = lambda recipe, root, **kw: {data!r}[recipe.split("-")[0]]
+            b.ensure_dataset = lambda recipe, root, **kw: {data!r}[
+                "linear" if "linear" in recipe else "grid"
+            ]
             """
         )
     )
