@@ -38,6 +38,9 @@ def test_a_falling_loss_is_unconverged_and_a_levelled_one_is_not():
     assert unconverged(-np.log(STEPS))
     assert not unconverged([1.0]) and not unconverged([]) and not unconverged(None)
     assert unconverged([2.0, 1.0])  # 2 points: a tenth is one point
+    for bad in ("falling", [[1.0, 0.5]], [1.0, "x"]):
+        with pytest.raises(ValueError, match="a loss history is a sequence of numbers"):
+            unconverged(bad)
 
 
 def test_a_loss_that_fell_to_its_floor_of_zero_is_levelled():

@@ -80,7 +80,14 @@ def unconverged(losses: Sequence[float] | None) -> bool:
     before, unless it is already below :data:`LEVELLED_BELOW` (10⁻⁴) times its mean over
     the first tenth. A log of fewer than two points, or none (a method without a loss
     history), is never marked."""
-    values = np.asarray(losses if losses is not None else [], dtype=np.float64)
+    try:
+        values = np.asarray(losses if losses is not None else [], dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.zeros((0, 0))
+    if values.ndim != 1:
+        raise ValueError(
+            f"a loss history is a sequence of numbers, one per log point; got {losses!r:.60}"
+        )
     tenth = max(1, len(values) // 10)
     if len(values) < 2 * tenth or not np.isfinite(values).all():
         return False
