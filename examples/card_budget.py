@@ -12,8 +12,9 @@ one setting of the suite: it trains the built-in method at each budget of ``--st
 setting's training episodes and fits the action probe of the card, then reports that probe's
 nmse on the transitions it was fitted on (in sample) and on the held-out episodes (the
 card's number). Held-out ≈ in-sample: the budget is what limits it. On the linear process it
-also prints the spectrum of o's covariance, whose spread (the episodes are random walks: o
-wanders along X's columns) sets how fast a gradient method converges.
+also prints the spectrum of o's covariance, whose spread (o wanders along X's columns over
+an episode: far on the figures' 200-step walks, little on the card's 10-step episodes)
+sets how fast a gradient method converges.
 
 Writes ``<out>/card_budget.csv`` (one row per budget) and ``card_budget.png``. Each budget
 is a job of the package's runner (``--workers``, ``--ray``: docs/running-at-scale.md),

@@ -35,7 +35,10 @@ labels.
 
 The card: ``card.csv`` (one row per method × setting × seed), ``card.md`` (mean ± s.e.) and
 ``card.png`` (methods × settings; colour: the share of the action the latent holds,
-1 − nmse(a); a mark where it holds more of a nuisance than of the action).
+1 − nmse(a); a mark where it holds more of a nuisance than of the action). A cell whose
+training loss was still falling when the method stopped is marked unconverged, not shown
+as a finding (:func:`lam_models.evaluation.card.unconverged`: a built-in's loss log, or
+the ``loss_history`` attribute your ``latent_fn`` may offer; without one, never marked).
 
 This module is the command and :func:`run_benchmark`; the suite (settings, methods) lives in
 :mod:`lam_models.evaluation.suite`, the scoring and the card's files in
@@ -140,7 +143,7 @@ def run_benchmark(
         root = Path(data_root) if data_root is not None else out / "datasets"
         paths, images, fingerprints = {}, {}, {}
         for setting in suite.settings:  # collected here, before any worker reads
-            overrides = {"episodes": suite.episodes} if suite.episodes else {}
+            overrides = {"transitions": suite.transitions} if suite.transitions else {}
             paths[setting.name] = str(ensure_dataset(setting.recipe, root, **overrides))
             data = LAMDataset(paths[setting.name])
             images[setting.name] = int(np.prod(data.observation_shape)) > IMAGE_PIXELS

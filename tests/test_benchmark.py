@@ -12,6 +12,8 @@ import pytest
 
 import lam_models
 from lam_models import benchmark
+from lam_models.evaluation.suite import MAIN_DISTRACTING, standard_settings
+from lam_models.recipes import recipe_config
 from lam_models.split import DataSplit
 
 
@@ -43,7 +45,7 @@ def test_a_users_method_gets_a_card_that_matches_evaluate(tmp_path):
     for row in card:
         setting = next(s for s in suite.settings if s.name == row["setting"])
         path = benchmark.ensure_dataset(
-            setting.recipe, tmp_path / "datasets", episodes=suite.episodes
+            setting.recipe, tmp_path / "datasets", transitions=suite.transitions
         )
         split = DataSplit(path, seed=int(row["seed"]), eval_transitions=20_000)
         scores = lam_models.evaluate(
@@ -60,7 +62,11 @@ def test_a_users_method_gets_a_card_that_matches_evaluate(tmp_path):
     assert float(grid["action_held"]) > 0.3 and float(grid["nuisance_held"]) < 0.05
     linear = by["linear/agents-strong", "0"]
     assert float(linear["action_held"]) > 0.99 and float(linear["nuisance_held"]) > 0.99
-    assert "✗" not in (tmp_path / "card.md").read_text()  # the mark lives in the picture
+    markdown = (tmp_path / "card.md").read_text()
+    assert "✗" not in markdown  # the mark lives in the picture
+    # A function without a loss history is never marked unconverged.
+    assert {r["unconverged"] for r in card} == {"False"} and "**unconverged**" not in markdown
+    assert f"suite v{benchmark.SUITE_VERSION}" in markdown and benchmark.SUITE_VERSION == "2"
 
 
 def test_a_builtin_method_and_a_module_function_by_name(tmp_path, capsys, monkeypatch):
@@ -102,7 +108,7 @@ def test_the_published_vq_is_a_builtin_method(tmp_path):
     # path as a user's method (a few updates here: the card's plumbing, not its numbers).
     method = benchmark.builtin_method("vq-published", steps=3)
     assert method.supports("grid") and not method.supports("linear")
-    suite = benchmark.Suite(benchmark.SUITES["tiny"].settings, 12, 3, seeds=1)
+    suite = benchmark.Suite(benchmark.SUITES["tiny"].settings, 2400, 3, seeds=1)
     rows = benchmark.run_benchmark(["vq-published"], suite, out=tmp_path, workers=1)
     assert [(r["method"], r["setting"]) for r in rows] == [("vq-published", "grid/low")]
     assert math.isfinite(rows[0]["nmse_action"]) and 0 <= rows[0]["nuisance_held"] <= 1
@@ -164,11 +170,18 @@ def test_the_cpu_sizes_are_each_lams_own(monkeypatch):
 
 def test_on_the_distracting_grid_the_cpu_sizes_leave_out_the_published_vq(tmp_path):
     # 32×32 frames: laom trains at its CPU image sizes; vq-published (dozens of times
-    # slower per update there) has no row, and the card says which sizes it used.
-    clean = next(s for s in benchmark.STANDARD if s.name == "distracting/clean")
-    suite = benchmark.Suite((clean,), 4, 2, seeds=1)
+    # slower per update there) has no row, and the card says which sizes it used. The
+    # goal task with its main distractors probes their low-dimensional change.
+    goal = standard_settings("distracting/goal-clean", "distracting/goal-blobs")
+    assert goal[1].recipe == MAIN_DISTRACTING and goal[1].nuisance == ("distractor_change",)
+    suite = benchmark.Suite(goal, 400, 2, seeds=1)  # 4 episodes of 100 steps
     rows = benchmark.run_benchmark(["vq-published", "laom"], suite, out=tmp_path, workers=1)
-    assert [(r["method"], r["setting"]) for r in rows] == [("laom", "distracting/clean")]
+    assert [(r["method"], r["setting"]) for r in rows] == [
+        ("laom", "distracting/goal-clean"),
+        ("laom", "distracting/goal-blobs"),
+    ]
+    assert math.isnan(rows[0]["nuisance_held"]) and 0 <= rows[1]["nuisance_held"] <= 1
+    assert math.isfinite(rows[1]["nmse_distractor_change"])
     assert "built-in methods at cpu sizes" in (tmp_path / "card.md").read_text()
 
 
@@ -184,13 +197,21 @@ def test_the_full_suite_covers_the_standard_settings():
         "grid/low",
         "grid/high",
         "grid/correlated",
+        "distracting/goal-clean",
+        "distracting/goal-blobs",
     ):
         assert wanted in names
     assert benchmark.SUITES["full"].seeds == 3
+    # The card's linear settings have their own data: short episodes, not the figures'
+    # random walks of 200 steps.
+    for setting in benchmark.STANDARD:
+        if setting.name.startswith("linear/"):
+            config = recipe_config(setting.recipe)
+            assert setting.recipe.startswith("card-linear-") and config.episode_length == 10
 
 
 def test_with_the_pipeline_the_card_reports_the_normalised_return(tmp_path):
-    suite = benchmark.Suite((benchmark.STANDARD[6],), episodes=12, steps=60, seeds=1)
+    suite = benchmark.Suite(standard_settings("grid/low"), transitions=2400, steps=60, seeds=1)
     (row,) = benchmark.run_benchmark(
         [change_of_the_top_rows], suite, out=tmp_path, with_pipeline=True
     )
@@ -216,7 +237,7 @@ def test_the_readme_example_of_a_users_lam_gets_a_card(tmp_path, monkeypatch, ca
 
 
 def test_a_rerun_reads_every_cell_from_the_cache(tmp_path, capsys):
-    suite = benchmark.Suite(benchmark.SUITES["tiny"].settings, 12, 3, seeds=1)
+    suite = benchmark.Suite(benchmark.SUITES["tiny"].settings, 2400, 3, seeds=1)
     first = benchmark.run_benchmark([change_of_the_top_rows], suite, out=tmp_path)
     assert "0 cached, 2 to run, 1 worker(s)" in capsys.readouterr().out
     again = benchmark.run_benchmark([change_of_the_top_rows], suite, out=tmp_path, overwrite=True)

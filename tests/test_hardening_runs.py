@@ -103,7 +103,7 @@ def test_two_benchmarks_into_one_out_at_once_never_both_write_a_card(
     (methods / "delta_method.py").write_text(
         "def train(data, seed):\n    return lambda o, o_next: (o_next - o).flatten(1)\n"
     )
-    data = {"linear": lam_datasets["linear_unlabelled"], "grid": lam_datasets["grid"]}
+    data = {"card": lam_datasets["linear_unlabelled"], "grid": lam_datasets["grid"]}
     (methods / "sitecustomize.py").write_text(
         textwrap.dedent(
             f"""

@@ -1,7 +1,9 @@
 """The report card: a method scored on the suite's settings (:mod:`.suite`), and the card's
 files: ``card.csv`` (one row per method × setting × seed), ``card.md`` (mean ± s.e.) and
 ``card.png`` (methods × settings; colour: the share of the action the latent holds,
-1 − nmse(a); a mark where it holds more of a nuisance than of the action).
+1 − nmse(a); a mark where it holds more of a nuisance than of the action). A cell whose
+method's training loss was still falling when it stopped is marked unconverged
+(:func:`unconverged`, the rule) instead of shown as a finding.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ from lam_models.split import DataSplit
 __all__ = [
     "CARD_FILES",
     "COLUMNS",
+    "LEVELLED_BELOW",
+    "STILL_FALLING",
     "card_markdown",
     "pipeline_return",
     "plot_card",
     "read_card",
     "score_setting",
     "setting_split",
+    "unconverged",
     "write_card",
 ]
 
@@ -53,8 +58,47 @@ COLUMNS = [
     "nuisance_held",
     "obs_leakage",
     "normalised_return",
+    "unconverged",
     "seconds",
 ]
+
+# ------------------------------------------------------------------------ the unconverged rule
+
+#: A training loss whose mean over the last tenth of its log is more than this fraction
+#: below its mean over the tenth before is still falling: the method had not converged.
+STILL_FALLING = 0.02
+#: ... unless that last tenth's mean is already below this fraction of the first tenth's:
+#: a loss whose optimum is 0 (a noiseless process) falls geometrically towards it for as
+#: long as it trains, and would be marked for ever by a relative rule alone.
+LEVELLED_BELOW = 1e-4
+
+
+def unconverged(losses: Sequence[float] | None) -> bool:
+    """The card's convergence rule, on a training loss at each log point, oldest first:
+    True when its mean over the last tenth of the points (the last ``len // 10``, at least
+    the last one) is more than :data:`STILL_FALLING` (2%) below its mean over the tenth
+    before, unless it is already below :data:`LEVELLED_BELOW` (10⁻⁴) times its mean over
+    the first tenth. A log of fewer than two points, or none (a method without a loss
+    history), is never marked."""
+    try:
+        values = np.asarray(losses if losses is not None else [], dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.zeros((0, 0))
+    if values.ndim != 1:
+        raise ValueError(
+            f"a loss history is a sequence of numbers, one per log point; got {losses!r:.60}"
+        )
+    tenth = max(1, len(values) // 10)
+    if len(values) < 2 * tenth or not np.isfinite(values).all():
+        return False
+    first, before, last = (
+        values[:tenth].mean(),
+        values[-2 * tenth : -tenth].mean(),
+        values[-tenth:].mean(),
+    )
+    if 0 <= last < LEVELLED_BELOW * first:
+        return False
+    return bool(before - last > STILL_FALLING * abs(before))
 
 
 # --------------------------------------------------------------------------------- scoring
@@ -96,6 +140,8 @@ def score_setting(
             "setting": setting.name,
             "seed": seed,
             **_card_metrics(scores, setting),
+            # a built-in's loss log (LAMLatents), or one a user's latent_fn offers
+            "unconverged": unconverged(getattr(latent_fn, "loss_history", None)),
         }
         if with_pipeline:
             row["normalised_return"] = pipeline_return(latent_fn, split, seed)
@@ -162,8 +208,13 @@ def pipeline_return(latent_fn: LatentFn, split: DataSplit, seed: int, steps: int
 
 
 def read_card(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``card.csv``."""
-    return read_csv(path, text=("suite_version", "method", "setting"), integers=("seed",))
+    """The rows of a ``card.csv`` (``unconverged`` a bool; False on cards before it)."""
+    rows = read_csv(
+        path, text=("suite_version", "method", "setting", "unconverged"), integers=("seed",)
+    )
+    for row in rows:
+        row["unconverged"] = row.get("unconverged") == "True"
+    return rows
 
 
 def write_card(rows: list[dict[str, Any]], out: Path, suite: Suite, sizes: str = "cpu") -> None:
@@ -190,6 +241,25 @@ def _methods(rows) -> list[str]:
     return list(dict.fromkeys(r["method"] for r in rows))
 
 
+def _unconverged_seeds(rows) -> dict[tuple[str, str], tuple[int, int]]:
+    """(seeds marked unconverged, seeds) of each method × setting with a mark."""
+    counts = defaultdict(lambda: [0, 0])
+    for r in rows:
+        count = counts[r["method"], r["setting"]]
+        count[0] += bool(r.get("unconverged", False))
+        count[1] += 1
+    return {k: (marked, n) for k, (marked, n) in counts.items() if marked}
+
+
+#: What the mark means, on the card's files.
+UNCONVERGED_NOTE = (
+    "unconverged: the method's training loss was still falling when it stopped (in k of n "
+    f"seeds its mean over the last tenth of the log was more than {STILL_FALLING:.0%} below "
+    "the tenth before: lam_models.evaluation.card.unconverged); the cell says where "
+    "training stopped, not a finding"
+)
+
+
 def card_markdown(rows: list[dict[str, Any]], suite: Suite, sizes: str = "cpu") -> str:
     """One table: a row per method and setting, mean ± s.e. over seeds."""
     seeds = len({r["seed"] for r in rows})
@@ -201,13 +271,14 @@ def card_markdown(rows: list[dict[str, Any]], suite: Suite, sizes: str = "cpu") 
     ]
     metrics = [(k, t) for k, t in metrics if any(math.isfinite(r.get(k, math.nan)) for r in rows)]
     cells = {k: _cells(rows, k) for k, _ in metrics}
+    marks = _unconverged_seeds(rows)
     lines = [
         f"LAM report card (suite v{SUITE_VERSION}, mean ± s.e. over {seeds} seeds; held = "
         f"1 − nmse of a probe from z, on held-out episodes; built-in methods at {sizes} "
         f"sizes, {suite.steps:,} updates)",
         "",
-        "| method | setting | " + " | ".join(t for _, t in metrics) + " |",
-        "|---|---|" + "---|" * len(metrics),
+        "| method | setting | " + " | ".join(t for _, t in metrics) + " | unconverged |",
+        "|---|---|" + "---|" * len(metrics) + "---|",
     ]
     for method in _methods(rows):
         for setting in suite.settings:
@@ -217,8 +288,10 @@ def card_markdown(rows: list[dict[str, Any]], suite: Suite, sizes: str = "cpu") 
             for key, _ in metrics:
                 m, e = cells[key].get((method, setting.name), (math.nan, 0.0))
                 values.append("—" if math.isnan(m) else f"{m:.3f} ± {e:.3f}")
+            marked, n = marks.get((method, setting.name), (0, 0))
+            values.append(f"**unconverged** ({marked}/{n} seeds)" if marked else "")
             lines.append(f"| {method} | {setting.name} | " + " | ".join(values) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", UNCONVERGED_NOTE + "."])
 
 
 def plot_card(rows: list[dict[str, Any]], suite: Suite, path: Path) -> Path:
@@ -231,6 +304,7 @@ def plot_card(rows: list[dict[str, Any]], suite: Suite, path: Path) -> Path:
 
     methods, settings = _methods(rows), [s.name for s in suite.settings]
     action, nuisance = _cells(rows, "action_held"), _cells(rows, "nuisance_held")
+    marks = _unconverged_seeds(rows)
     grid = np.full((len(methods), len(settings)), np.nan)
     for i, m in enumerate(methods):
         for j, s in enumerate(settings):
@@ -242,24 +316,26 @@ def plot_card(rows: list[dict[str, Any]], suite: Suite, path: Path) -> Path:
             if np.isnan(grid[i, j]):
                 ax.text(j, i, "n/a", ha="center", va="center", color="gray", fontsize=8)
                 continue
-            worse = nuisance.get((m, s), (np.nan, 0))[0] > grid[i, j]
-            text = f"{grid[i, j]:.2f}" + (" ✗" if worse else "")
-            ax.text(
-                j,
-                i,
-                text,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if grid[i, j] < 0.5 else "black",
-            )
+            colour = "white" if grid[i, j] < 0.5 else "black"
+            if (m, s) in marks:  # not a finding: hatched, the number in brackets, no ✗
+                ax.add_patch(
+                    plt.Rectangle(
+                        (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", color="gray", lw=0
+                    )
+                )
+                text, style = f"({grid[i, j]:.2f})\nunconverged", "italic"
+            else:
+                worse = nuisance.get((m, s), (np.nan, 0))[0] > grid[i, j]
+                text, style = f"{grid[i, j]:.2f}" + (" ✗" if worse else ""), "normal"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour, style=style)
     ax.set_xticks(range(len(settings)), settings, rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(len(methods)), methods, fontsize=9)
     fig.colorbar(image, ax=ax, label="action held by z (1 − probe nmse)")
     seeds = len({r["seed"] for r in rows})
     ax.set_title(
-        f"What the latent holds (suite v{SUITE_VERSION}, {seeds} seeds); "
-        "✗: more of a nuisance than of the action",
+        f"What the latent holds (suite v{SUITE_VERSION}, {seeds} seeds)\n"
+        "✗: more of a nuisance than of the action\n"
+        "hatched: unconverged (its loss still falling), not a finding",
         fontsize=9,
     )
     fig.tight_layout()
