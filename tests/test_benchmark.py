@@ -172,13 +172,13 @@ def test_on_the_distracting_grid_the_cpu_sizes_leave_out_the_published_vq(tmp_pa
     # 32×32 frames: laom trains at its CPU image sizes; vq-published (dozens of times
     # slower per update there) has no row, and the card says which sizes it used. The
     # goal task with its main distractors probes their low-dimensional change.
-    goal = standard_settings("distracting/goal-clean", "distracting/goal-blobs")
+    goal = standard_settings("distracting/goal-clean", "distracting/goal-lights")
     assert goal[1].recipe == MAIN_DISTRACTING and goal[1].nuisance == ("distractor_change",)
     suite = benchmark.Suite(goal, 400, 2, seeds=1)  # 4 episodes of 100 steps
     rows = benchmark.run_benchmark(["vq-published", "laom"], suite, out=tmp_path, workers=1)
     assert [(r["method"], r["setting"]) for r in rows] == [
         ("laom", "distracting/goal-clean"),
-        ("laom", "distracting/goal-blobs"),
+        ("laom", "distracting/goal-lights"),
     ]
     assert math.isnan(rows[0]["nuisance_held"]) and 0 <= rows[1]["nuisance_held"] <= 1
     assert math.isfinite(rows[1]["nmse_distractor_change"])
@@ -198,7 +198,7 @@ def test_the_full_suite_covers_the_standard_settings():
         "grid/high",
         "grid/correlated",
         "distracting/goal-clean",
-        "distracting/goal-blobs",
+        "distracting/goal-lights",
     ):
         assert wanted in names
     assert benchmark.SUITES["full"].seeds == 3

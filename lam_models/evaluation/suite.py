@@ -76,9 +76,9 @@ def setting_family(setting: Setting) -> str:
     return family_of(recipe_config(setting.recipe).env).name
 
 
-#: The recipe of the main distracting setting (``distracting/goal-blobs``): the goal task
+#: The recipe of the main distracting setting (``distracting/goal-lights``): the goal task
 #: with its main distractors. Swapping the main distracting preset is this one line.
-MAIN_DISTRACTING = "grid-goal-blobs"
+MAIN_DISTRACTING = "grid-goal-lights"
 
 #: The full suite, version :data:`SUITE_VERSION`. The linear settings run on short episodes
 #: (``card-linear-*``: 2,000 episodes of 10 steps), where o's variance along X's columns
@@ -98,7 +98,7 @@ STANDARD = (
     # distractors, whose low-dimensional change over a transition is the nuisance.
     Setting("distracting/goal-clean", "grid-goal", (), None, "the goal task, no distractor"),
     Setting(
-        "distracting/goal-blobs",
+        "distracting/goal-lights",
         MAIN_DISTRACTING,
         ("distractor_change",),
         None,
