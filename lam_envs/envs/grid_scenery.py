@@ -21,8 +21,9 @@ Two additions to the grid, both off by default (the grid's other presets are unc
   and each blob's amplitude is redrawn uniform in [1 − ``blob_flicker``, 1] (flicker: a
   change no translation explains), or, with ``blob_pulse`` δ > 0, takes a random-walk step
   of −δ, 0 or +δ, reflected into [1 − ``blob_flicker``, 1] (pulsing lights: each step's
-  change is fresh, yet the far future still tells the next step, as for a moving agent). The blobs are drawn over the background (the larger
-  value wins) and under the noise row, the goal, the other agents and the agent.
+  change is fresh, yet the far future still tells the next step, as for a moving agent).
+  The blobs are drawn over the background (the larger value wins) and under the noise
+  row, the goal, the other agents and the agent.
 
 Laws (one step; u are the step's uniforms in [0, 1)):
 
