@@ -125,7 +125,8 @@ def test_the_goal_rewards_reaching_it_and_moves_on():
         np.testing.assert_array_equal(reward, hit.astype(float))
         np.testing.assert_array_equal(info["goal_reached"], hit)
         assert ((info["goal"] != info["position"]).any(axis=1)).all()
-        np.testing.assert_array_equal(info["goal"][~hit], goal[~hit])  # kept until reached
+        kept = ~hit & (info["goal_age"] > 0)  # kept until reached, or 8 steps unreached
+        np.testing.assert_array_equal(info["goal"][kept], goal[kept])
         reached += hit.sum()
     assert reached > 50
 
@@ -225,3 +226,30 @@ def test_nmse_distractor_probes_the_distractors_low_dimensional_change(tmp_path)
         z_train, z_test, train, test, True, 5, nuisance=("distractor_change",)
     )
     assert scores["nmse_distractor_change"] < 1e-6 and scores["nmse_action"] > 0.9
+
+
+def test_an_unreached_goal_moves_after_its_timeout():
+    """goal_timeout = 8 on the goal presets: a policy that stands still sees a new goal
+    every 8 steps (never on the agent), and earns nothing for it."""
+    env = gym.make_vec("GridLAM-Goal-v0", num_envs=4, max_episode_steps=100)
+    assert env.unwrapped.config.goal_timeout == 8
+    _, info = env.reset(seed=0)
+    goals, rewards = [info["goal"].copy()], []
+    for t in range(1, 25):
+        _, reward, _, _, info = env.step(np.zeros(4, np.int64))  # stay
+        rewards.append(reward)
+        assert (info["goal_age"] == t % 8).all()
+        goals.append(info["goal"].copy())
+        assert ((info["goal"] != info["position"]).any(axis=1)).all()
+    goals = np.stack(goals)
+    assert not np.any(rewards)
+    for t in range(1, 25):  # moved exactly at ages 8, 16, 24 (a redraw may land on it again)
+        if t % 8:
+            np.testing.assert_array_equal(goals[t], goals[t - 1])
+    assert (goals[8] != goals[7]).any() and (goals[16] != goals[15]).any()
+    untimed = gym.make_vec("GridLAM-Goal-v0", num_envs=4, goal_timeout=0)
+    _, info = untimed.reset(seed=0)
+    first = info["goal"].copy()
+    for _ in range(30):
+        *_, info = untimed.step(np.zeros(4, np.int64))
+    np.testing.assert_array_equal(info["goal"], first)

@@ -78,6 +78,8 @@ _BLOBS = {
     "blob_persistence": 0.8,
     "blob_intensity": 1.0,
 }  # fmt: skip
+# The goal task; a goal unreached for 8 steps moves (the farthest cell is 5 moves away).
+_GOAL = {"goal": True, "goal_timeout": 8}
 # Pulsing lights: three wide blobs that stay put while their brightness walks at random.
 _LIGHTS = {
     "blob_count": 3, "blob_width": 12.0, "blob_speed": 0.0, "blob_flicker": 1.0,
@@ -103,17 +105,17 @@ GRID_PRESETS: dict[str, dict[str, Any]] = {
     "distracting": {**_PIXELS, **_OTHER_AGENTS, **_BACKGROUND, **_SHAKE, **_COLOUR_DRIFT},
     # The goal task (s = 8): its clean control, flickering blobs, other agents that look
     # unlike the agent (half its side, dimmer), correlated ones, and blobs with agents.
-    "goal": {**_PIXELS, "goal": True},
-    "goal_blobs": {**_PIXELS, "goal": True, **_BLOBS},
-    "goal_lights": {**_PIXELS, "goal": True, **_LIGHTS},
-    "goal_agents": {**_PIXELS, "goal": True, **_SMALL_AGENTS},
+    "goal": {**_PIXELS, **_GOAL},
+    "goal_blobs": {**_PIXELS, **_GOAL, **_BLOBS},
+    "goal_lights": {**_PIXELS, **_GOAL, **_LIGHTS},
+    "goal_agents": {**_PIXELS, **_GOAL, **_SMALL_AGENTS},
     "goal_correlated_agents": {
         **_PIXELS,
-        "goal": True,
+        **_GOAL,
         **_SMALL_AGENTS,
         "other_agent_correlation": 0.5,
     },  # fmt: skip
-    "goal_distracting": {**_PIXELS, "goal": True, **_BLOBS, **_SMALL_AGENTS},
+    "goal_distracting": {**_PIXELS, **_GOAL, **_BLOBS, **_SMALL_AGENTS},
 }
 
 #: The distracting grid's settings for studies ("each distractor alone and all together",

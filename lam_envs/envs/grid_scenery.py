@@ -32,8 +32,9 @@ Laws (one step; u are the step's uniforms in [0, 1)):
   position_j ← (position_j + move_j) mod image size; amplitude_j ← 1 − flicker·u'.
   With pulse δ > 0: amplitude_j ← reflect(amplitude_j + δ·(⌊3u'⌋ − 1)) into
   [1 − flicker, 1] (with persistence p, the last change repeated with probability p).
-- Goal: reached = (agent's new cell = goal); where reached, goal ← the ⌊11u⌋-th cell of the
-  11 cells other than the agent's new cell (in row-major order).
+- Goal: reached = (agent's new cell = goal); where reached, or where the goal has stood
+  ``goal_timeout`` steps unreached (its age; 0: never), goal ← the ⌊11u⌋-th cell of the 11
+  cells other than the agent's new cell (in row-major order), and its age ← 0.
 
 Ground truth (``info``, so each is an oracle field of a dataset):
 
@@ -41,7 +42,8 @@ Ground truth (``info``, so each is an oracle field of a dataset):
   ``blob_moves`` (k, 2) float32, this step's move (zeros on reset); ``blob_amplitudes``
   (k,) float32; ``blob_flicker`` (k,) float32, this step's change of the amplitude (zeros
   on reset).
-- ``goal`` (2,) int64, the goal cell after the step (row, col); ``goal_reached`` bool.
+- ``goal`` (2,) int64, the goal cell after the step (row, col); ``goal_reached`` bool;
+  ``goal_age`` int64, the steps the goal has stood unreached.
 - ``distractor_change`` (d,) float32, on every grid with blobs: the distractors'
   low-dimensional change over the step, the probe target of ``nmse_distractor``: the blobs'
   moves (2k numbers) and amplitude changes (k), then, with other agents, each one's move
@@ -159,12 +161,14 @@ class Goal(Distractor):
 
     columns = 1
 
-    def __init__(self, num_envs, agent):
+    def __init__(self, num_envs, agent, timeout: int = 0):
         super().__init__(num_envs)
         self._agent = agent  # the dynamics, whose ``_pos`` is the agent's cell on reset
+        self.timeout = timeout  # steps a goal stays unreached before it moves (0: never)
         self.state = {
             "goal": np.zeros((num_envs, 2), np.int64),
             "goal_reached": np.zeros(num_envs, bool),
+            "goal_age": np.zeros(num_envs, np.int64),
         }
 
     @staticmethod
@@ -177,6 +181,7 @@ class Goal(Distractor):
         cell = self.other_cell(agent[0] * COLS + agent[1], rng.integers(CELLS - 1))
         self.state["goal"][i] = divmod(int(cell), COLS)
         self.state["goal_reached"][i] = False
+        self.state["goal_age"][i] = 0
 
     def reached(self, new_pos: np.ndarray, index) -> np.ndarray:
         """Whether each env's agent, now at ``new_pos``, reached its goal: the reward."""
@@ -190,8 +195,10 @@ class Goal(Distractor):
         s, pos = _select(self.state, index), self._new_pos
         cell = self.other_cell(pos[:, 0] * COLS + pos[:, 1], uniform_ints(u[:, 0], CELLS - 1))
         redrawn = np.stack([cell // COLS, cell % COLS], axis=1)
-        goal = np.where(s["goal_reached"][:, None], redrawn, s["goal"])
-        _store(self.state, index, {"goal": goal})
+        age = s["goal_age"] + 1
+        new = s["goal_reached"] | ((age >= self.timeout) if self.timeout else False)
+        goal = np.where(new[:, None], redrawn, s["goal"])
+        _store(self.state, index, {"goal": goal, "goal_age": np.where(new, 0, age)})
 
     def picture(self, index, shift, side: int, out: np.ndarray) -> None:
         """Draw each goal's outline (value 1) into ``out`` (n, size, size)."""
@@ -234,6 +241,9 @@ class SceneryConfig:
 
     goal: the goal task (reward 1 for reaching a goal cell drawn in the image) instead of
         the snake reward.
+    goal_timeout: a goal unreached for this many steps moves to a new cell (0: never).
+        Without it a deterministic policy that errs once can stand still or pace forever,
+        so a return would measure whether it ever errs rather than how often.
     blob_count: k, flickering blobs (0 = off).
     blob_width: their standard deviation, pixels.
     blob_speed: the length of a blob's jump per axis, pixels (along one of 8 directions).
@@ -246,6 +256,7 @@ class SceneryConfig:
     """
 
     goal: bool = False
+    goal_timeout: int = 0
     blob_count: int = 0
     blob_width: float = 3.0
     blob_speed: float = 4.0
@@ -259,6 +270,7 @@ class SceneryConfig:
         if not isinstance(self.goal, bool | np.bool_):
             raise ValueError(f"goal must be True or False, got {self.goal!r}")
         object.__setattr__(self, "goal", bool(self.goal))
+        set_checked(self, "goal_timeout", check_int, 0, 1_000_000)
         set_checked(self, "blob_count", check_int, 0, 64)
         set_checked(self, "blob_width", check_float, 0.25, 64.0)
         set_checked(self, "blob_speed", check_float, 0.0, 64.0)
