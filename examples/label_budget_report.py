@@ -47,7 +47,8 @@ def plot(
     settings_order: Sequence[str],
 ) -> None:
     """One panel per setting that ran the LAMs, one line per method (mean ± s.e. over
-    seeds); BC on all labels is the dashed line at its own return."""
+    seeds); BC on all labels is the dotted line at its own return. The action's probe
+    (``nmse_action``) has the distractors' probe beside it, dotted with crosses."""
     lam_rows = [r for r in rows if r["method"] != "full_bc"]
     settings = order([r["setting"] for r in lam_rows], settings_order)
     methods = order([r["method"] for r in lam_rows], list(labels))
@@ -63,6 +64,11 @@ def plot(
             style = "--" if method == "labelled_bc" else "-"
             (line,) = ax.plot(xs, m, style, marker="o", label=labels.get(method, method))
             ax.fill_between(xs, m - e, m + e, color=line.get_color(), alpha=0.2)
+            if metric == "nmse_action":  # beside it, what z holds of the distractors
+                _, dm, de = aggregate(lam_rows, setting, method, "nmse_distractor")
+                if not np.isnan(dm).all():
+                    ax.plot(xs, dm, ":", marker="x", color=line.get_color())
+                    ax.fill_between(xs, dm - de, dm + de, color=line.get_color(), alpha=0.1)
         if metric == "normalised_return":
             ax.axhline(1.0, color="k", lw=0.8, ls=":", label=labels.get("full_bc", "full_bc"))
         ax.set_xscale("log")

@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_csv(csv_path, text=("setting", "env", "method"))
     for metric, ylabel, name in (
         ("normalised_return", "return / BC on all labels", "label_budget_return.png"),
-        ("nmse_action", "probe nmse of the action (one-hot)", "label_budget_probe.png"),
+        ("nmse_action", "probe nmse: action (—), distractors (⋯×)", "label_budget_probe.png"),
     ):
         report.plot(rows, args.out / name, metric, ylabel, LABELS, [*SETTINGS])
     elapsed = time.perf_counter() - start
