@@ -22,23 +22,16 @@ through the LAPO-style pipeline at label fractions {1, 2.5, 10}% of the trajecto
 - ``full_bc``: behaviour cloning on every transition with its true action (the yardstick).
 
 Each LAM relabels the train transitions with z(o_t, o_{t+1}); a latent policy π(z | o) (a
-CNN on the image) is cloned on all of them; a decoder from the policy's output π(o) to the
-action is fitted on the labelled subset (the published pipeline); the composed policy is
-rolled out. Reported per method, setting, fraction and seed: the linear-probe nmse of the
-true action from z (held-out episodes), the probe nmse of the distractors' change over the
-transition (what z holds that it should not), agreement with the behaviour policy, and the
-return normalised by BC on all labels (the same seed's). BC on all labels is also fitted on
-every ``--well-posed`` preset (the goal task with each distractor) to check that each is
-learnable. Writes ``<out>/label_budget.csv``, ``<out>/label_budget_return.png`` and
-``<out>/label_budget_probe.png`` (one panel per setting, one line per method),
-``<out>/label_budget_summary.txt`` (a mean ± s.e. table, the testbed's checks and the
-paper's two findings), and prints the summary. The unsupervised LAMs read no labels: one
-model per seed serves every fraction. Seeds (and fractions) of a method train as one
-batched model; settings run in ``--workers`` processes with one torch thread each, or as
-Ray tasks (``--ray``, docs/running-at-scale.md); each setting's rows are cached under
-``<out>/cache`` as it ends (``--cache``), so a rerun trains only the settings that are
-missing. The earlier settings on the snaking grid (``clean``, ``other_agents``, ...,
-``all``) stay available with ``--settings``.
+CNN on the image) is cloned on all of them; a decoder from its output to the action is
+fitted on the labelled subset (the published pipeline); the composed policy is rolled out.
+BC on all labels also runs on every ``--well-posed`` preset. Writes ``<out>/label_budget.csv``
+(probe nmse of the action and of the distractors' change, agreement, return normalised by
+BC on all labels), ``label_budget_return.png``, ``label_budget_probe.png`` and
+``label_budget_summary.txt`` (the table, the testbed's checks and the paper's two findings).
+Seeds and fractions of a method train as one batched model; settings run in ``--workers``
+processes or as Ray tasks (``--ray``), each cached under ``<out>/cache`` as it ends. The
+earlier snaking-grid settings (``clean`` … ``all``) stay available with ``--settings``.
+docs/reproductions/label-budget.md says more.
 """
 
 from __future__ import annotations
