@@ -172,7 +172,7 @@ class Study:
     policy_width: int = 64
     policy_encoder: str = "cnn"  # the policies π(z | o), π(a | o) see the image through a CNN
     rollout_episodes: int = 16
-    lam_steps: int = 2000
+    lam_steps: int = 4000
     cpu_sizes: bool = True  # each LAM's cpu_sizes under ``lam``'s options
     lam: dict[str, dict[str, Any]] = field(default_factory=dict)
 
