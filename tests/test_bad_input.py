@@ -370,7 +370,11 @@ BAD_EXAMPLE_FLAGS = [
     ("card_budget", ["--steps", "10,x"], "--steps must be integers"),
     ("card_budget", ["--steps", "0"], "steps"),
     ("label_budget_study", ["--methods", "laom,lapo"], "unknown method lapo; choose from vq, laom"),
-    ("label_budget_study", ["--settings", "fog"], "unknown setting fog; choose from goal, goal_lights"),
+    (
+        "label_budget_study",
+        ["--settings", "fog"],
+        "unknown setting fog; choose from goal, goal_lights",
+    ),
     ("label_budget_study", ["--workers", "0"], "--workers must be >= 1, got 0"),
     ("label_budget_study", ["--scale", "huge"], "argument --scale: invalid choice: 'huge'"),
     ("label_budget_study", ["--device", "tpu"], "unknown device 'tpu'"),
