@@ -179,7 +179,7 @@ class Study:
 
 # The CPU sizes: each LAM's own ``cpu_sizes`` (laom: a strided-conv encoder cutting the
 # 32×32 image into 4×4 patches, one 16-channel stage, d_z = 128, batches of 32 and 32
-# labelled; vq: batches of 32), 2,000 updates each; τ, k_max, λ_a, the frame stack and the
+# labelled; vq: batches of 32), 4,000 updates each; τ, k_max, λ_a, the frame stack and the
 # per-frame augmentation as the authors run them.
 _CPU_IDM = {"channels": (16,), "blocks": 1, "stem": 4, "embed_dim": 64, "width": 128}
 DEFAULT = Study(lam={"idm": {**_CPU_IDM, "shift": 2, "batch_size": 32}})
