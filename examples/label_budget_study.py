@@ -233,11 +233,10 @@ def _dataset(study: Study, setting: str, seed: int, root: Path) -> Path:
 
 def _lam_config(study: Study, method: Method):
     cls = get_lam(method.lam)
-    sizes = getattr(cls, "cpu_sizes", {}) if study.cpu_sizes else {}
+    sizes = (cls.cpu_options(image=True) or {}) if study.cpu_sizes else {}
     options = {
         **cls.pipeline_defaults,
-        **(sizes.get("all") or {}),
-        **(sizes.get("image") or {}),
+        **sizes,
         "steps": study.lam_steps,
         **study.lam.get(method.lam, {}),
         **method.options,

@@ -173,12 +173,9 @@ class BuiltinMethod:
         """Its config overrides on a setting (``image``: frames of more than
         :data:`IMAGE_PIXELS` pixels); None where the sizes leave it out. At ``cpu`` sizes:
         the LAM's ``cpu_sizes["all"]``, and on images its ``cpu_sizes["image"]`` on top."""
-        table = getattr(get_lam(self.lam_name), "cpu_sizes", {}) if self.sizes == "cpu" else {}
-        options = dict(table.get("all") or {})
-        if image:
-            if "image" in table and table["image"] is None:
-                return None
-            options.update(table.get("image") or {})
+        options = get_lam(self.lam_name).cpu_options(image) if self.sizes == "cpu" else {}
+        if options is None:
+            return None
         return {**options, **BUILTIN_VARIANTS.get(self.name, (self.name, {}))[1]}
 
     def __call__(self, data: DataSplit, seed: int, device: str = "cpu") -> LatentFn:

@@ -214,6 +214,17 @@ class LAM(abc.ABC):
     #: on images).
     cpu_sizes: ClassVar[dict[str, dict[str, Any] | None]] = {}
 
+    @classmethod
+    def cpu_options(cls, image: bool) -> dict[str, Any] | None:
+        """Its :attr:`cpu_sizes` on a setting: ``"all"``, with ``"image"`` on top where the
+        frames are images (``image``); None where the sizes leave images out."""
+        options = dict(cls.cpu_sizes.get("all") or {})
+        if image:
+            if "image" in cls.cpu_sizes and cls.cpu_sizes["image"] is None:
+                return None
+            options.update(cls.cpu_sizes.get("image") or {})
+        return options
+
     def __init__(
         self,
         configs: Any | Sequence[Any],
