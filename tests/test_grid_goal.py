@@ -41,7 +41,7 @@ def _reference(config: GridLAMConfig, info, i: int) -> np.ndarray:
     gr, gc = info["goal"][i]
     ring = np.ones((s, s), bool)
     ring[1:-1, 1:-1] = False
-    scene[gr * s : (gr + 1) * s, gc * s : (gc + 1) * s][ring] = 1.0
+    scene[gr * s : (gr + 1) * s, gc * s : (gc + 1) * s][ring] = config.goal_intensity
     if "other_positions" in info:
         side = max(1, round(config.other_agent_size * s))
         offset = (s - side) // 2
@@ -197,6 +197,9 @@ def test_goal_and_blob_fields_are_checked():
         GridLAMConfig(goal="yes")
     with pytest.raises(ValueError, match="blob_count"):
         GridLAMConfig(blob_count=-1)
+    for bad in (0.0, -0.5, float("inf"), "bright"):  # an invisible goal is no task
+        with pytest.raises(ValueError, match="goal_intensity"):
+            GridLAMConfig(goal=True, goal_intensity=bad)
     with pytest.raises(ValueError, match="the goal task"):
         make_policy("goal", gym.make("GridLAM-Clean-v0"))
 

@@ -213,7 +213,7 @@ class GridDynamics(BatchDynamics):
                 num_envs, c.colour_drift_step, c.colour_drift_low, c.colour_drift_high
             )
         self.blobs = Blobs.of(num_envs, c) if c.blob_count else None
-        self.goal = Goal(num_envs, self, c.goal_timeout) if c.goal else None
+        self.goal = Goal(num_envs, self, c.goal_timeout, c.goal_intensity) if c.goal else None
         parts = (self.others, self.background, self.shake, self.colour, self.blobs, self.goal)
         self._distractors: list[Distractor] = [d for d in parts if d is not None]
         self._noise_columns = 4 * (c.noise_intensity > 0) + (c.action_leak > 0)

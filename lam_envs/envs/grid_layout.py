@@ -78,8 +78,9 @@ _BLOBS = {
     "blob_persistence": 0.8,
     "blob_intensity": 1.0,
 }  # fmt: skip
-# The goal task; a goal unreached for 8 steps moves (the farthest cell is 5 moves away).
-_GOAL = {"goal": True, "goal_timeout": 8}
+# The goal task; a goal unreached for 8 steps moves (the farthest cell is 5 moves away);
+# its outline at half the agent's intensity.
+_GOAL = {"goal": True, "goal_timeout": 8, "goal_intensity": 0.5}
 # Pulsing lights: three wide blobs that stay put while their brightness walks at random.
 _LIGHTS = {
     "blob_count": 3, "blob_width": 12.0, "blob_speed": 0.0, "blob_flicker": 1.0,

@@ -3,12 +3,13 @@
 Two additions to the grid, both off by default (the grid's other presets are unchanged):
 
 - :class:`Goal` (``goal = True``): a task. A goal cell, drawn as a hollow square (its
-  outline, one pixel wide at ``pixel_scale`` ≥ 3, at intensity 1; the agent is a solid
-  square), is drawn on reset uniformly among the 11 cells the agent is not in. When the
-  agent moves into it the step earns reward 1 and a new goal is drawn uniformly among the
-  11 other cells; every other step earns 0. The policy has to read two squares from the
-  image (where the agent is, where the goal is), which a handful of labelled episodes does
-  not teach; the action stays as easy to read from two frames as on the plain grid.
+  outline, one pixel wide at ``pixel_scale`` ≥ 3, at ``goal_intensity``; the agent is a
+  solid square of intensity 1), is drawn on reset uniformly among the 11 cells the agent
+  is not in. When the agent moves into it the step earns reward 1 and a new goal is drawn
+  uniformly among the 11 other cells; every other step earns 0. The policy has to read
+  two squares from the image (where the agent is, where the goal is), which a handful of
+  labelled episodes does not teach; the action stays as easy to read from two frames as
+  on the plain grid.
 - :class:`Blobs` (``blob_count`` = k > 0): an exogenous distractor that changes
   unpredictably at every step. k Gaussian blobs on the periodic image plane, each of peak
   value ``blob_intensity`` × its amplitude; blob j (0 … k − 1) has its own standard
@@ -161,10 +162,11 @@ class Goal(Distractor):
 
     columns = 1
 
-    def __init__(self, num_envs, agent, timeout: int = 0):
+    def __init__(self, num_envs, agent, timeout: int = 0, intensity: float = 1.0):
         super().__init__(num_envs)
         self._agent = agent  # the dynamics, whose ``_pos`` is the agent's cell on reset
         self.timeout = timeout  # steps a goal stays unreached before it moves (0: never)
+        self.intensity = intensity  # the outline's pixel value
         self.state = {
             "goal": np.zeros((num_envs, 2), np.int64),
             "goal_reached": np.zeros(num_envs, bool),
@@ -201,7 +203,7 @@ class Goal(Distractor):
         _store(self.state, index, {"goal": goal, "goal_age": np.where(new, 0, age)})
 
     def picture(self, index, shift, side: int, out: np.ndarray) -> None:
-        """Draw each goal's outline (value 1) into ``out`` (n, size, size)."""
+        """Draw each goal's outline (value ``intensity``) into ``out`` (n, size, size)."""
         goal = _select(self.state, index)["goal"]
         n, size = len(goal), out.shape[-1]
         top, left = goal[:, 0] * side, goal[:, 1] * side
@@ -217,7 +219,7 @@ class Goal(Distractor):
         env = np.broadcast_to(np.arange(n)[:, None, None], mask.shape)
         r = np.broadcast_to(np.clip(rows, 0, size - 1)[:, :, None], mask.shape)
         c = np.broadcast_to(np.clip(cols, 0, size - 1)[:, None, :], mask.shape)
-        out[env[mask], r[mask], c[mask]] = 1.0
+        out[env[mask], r[mask], c[mask]] = self.intensity
 
 
 def distractor_change(blobs: Blobs | None, others, index, n: int, reset: bool) -> np.ndarray:
@@ -244,6 +246,9 @@ class SceneryConfig:
     goal_timeout: a goal unreached for this many steps moves to a new cell (0: never).
         Without it a deterministic policy that errs once can stand still or pace forever,
         so a return would measure whether it ever errs rather than how often.
+    goal_intensity: the pixel value of the goal's outline (the agent's is 1). Below 1 the
+        goal moving on is a smaller share of a step's pixel change than the agent's move,
+        and under lights a fainter signal for a policy to find.
     blob_count: k, flickering blobs (0 = off).
     blob_width: their standard deviation, pixels.
     blob_speed: the length of a blob's jump per axis, pixels (along one of 8 directions).
@@ -257,6 +262,7 @@ class SceneryConfig:
 
     goal: bool = False
     goal_timeout: int = 0
+    goal_intensity: float = 1.0
     blob_count: int = 0
     blob_width: float = 3.0
     blob_speed: float = 4.0
@@ -271,6 +277,8 @@ class SceneryConfig:
             raise ValueError(f"goal must be True or False, got {self.goal!r}")
         object.__setattr__(self, "goal", bool(self.goal))
         set_checked(self, "goal_timeout", check_int, 0, 1_000_000)
+        value = check_float("goal_intensity", self.goal_intensity, None, FLOAT32_MAX, above=0.0)
+        object.__setattr__(self, "goal_intensity", value)  # > 0: an invisible goal is no task
         set_checked(self, "blob_count", check_int, 0, 64)
         set_checked(self, "blob_width", check_float, 0.25, 64.0)
         set_checked(self, "blob_speed", check_float, 0.0, 64.0)
