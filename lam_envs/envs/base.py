@@ -48,10 +48,10 @@ def config_from_preset(
     return cls(**{**base, **overrides})
 
 
-def set_checked(config: Any, name: str, check, *bounds) -> Any:
-    """``check(name, value, *bounds)`` of a frozen config's field, stored back (a plain
-    int/float from then on) and returned; for a config's ``__post_init__``."""
-    value = check(name, getattr(config, name), *bounds)
+def set_checked(config: Any, name: str, check, *bounds, **options) -> Any:
+    """``check(name, value, *bounds, **options)`` of a frozen config's field, stored back
+    (a plain int/float from then on) and returned; for a config's ``__post_init__``."""
+    value = check(name, getattr(config, name), *bounds, **options)
     object.__setattr__(config, name, value)
     return value
 

@@ -277,8 +277,8 @@ class SceneryConfig:
             raise ValueError(f"goal must be True or False, got {self.goal!r}")
         object.__setattr__(self, "goal", bool(self.goal))
         set_checked(self, "goal_timeout", check_int, 0, 1_000_000)
-        value = check_float("goal_intensity", self.goal_intensity, None, FLOAT32_MAX, above=0.0)
-        object.__setattr__(self, "goal_intensity", value)  # > 0: an invisible goal is no task
+        # > 0: an invisible goal is no task
+        set_checked(self, "goal_intensity", check_float, None, FLOAT32_MAX, above=0.0)
         set_checked(self, "blob_count", check_int, 0, 64)
         set_checked(self, "blob_width", check_float, 0.25, 64.0)
         set_checked(self, "blob_speed", check_float, 0.0, 64.0)
