@@ -115,6 +115,9 @@ def checks(rows: list[dict], control: str, main: str) -> list[str]:
     def verdict(ok: bool | None) -> str:
         return "not run" if ok is None else ("holds" if ok else "FAILS")
 
+    def finding(shown: bool | None) -> str:
+        return "not run" if shown is None else ("shown" if shown else "not shown")
+
     # 1. Failure mode: the unsupervised latents hold more of the distractors than the action.
     for method in ("laom", "vq"):
         a = _values(rows, main, method, "nmse_action", f)
@@ -155,15 +158,14 @@ def checks(rows: list[dict], control: str, main: str) -> list[str]:
     shown = None if not (lp and vp) else _mean(lp) < _mean(vp)
     lines.append(
         f"  a. LAOM's latent probes the action better than LAPO/VQ's: nmse {_stat(lp)} vs "
-        f"{_stat(vp)}: {'shown' if shown else 'not shown' if shown is False else 'not run'}"
+        f"{_stat(vp)}: {finding(shown)}"
     )
     lab, plain = (_values(rows, main, m, "normalised_return", f) for m in ("laom+labels", "laom"))
     shown = None if not (lab and plain) else _mean(lab) > _mean(plain)
     ratio = _mean(lab) / _mean(plain) if lab and plain and _mean(plain) > 0 else math.nan
     lines.append(
         f"  b. LAOM + labels returns more than LAOM then the decoder at {f:.1%}: {_stat(lab)} "
-        f"vs {_stat(plain)} (×{ratio:.2f}): "
-        f"{'shown' if shown else 'not shown' if shown is False else 'not run'}"
+        f"vs {_stat(plain)} (×{ratio:.2f}): {finding(shown)}"
     )
     return lines
 

@@ -255,7 +255,8 @@ def _unconverged_seeds(rows) -> dict[tuple[str, str], tuple[int, int]]:
 UNCONVERGED_NOTE = (
     "unconverged: the method's training loss was still falling when it stopped (in k of n "
     f"seeds its mean over the last tenth of the log was more than {STILL_FALLING:.0%} below "
-    "the tenth before: lam_models.evaluation.card.unconverged); the cell says where "
+    f"the tenth before, and not yet below {LEVELLED_BELOW:g} of the first tenth's: "
+    "lam_models.evaluation.card.unconverged); the cell says where "
     "training stopped, not a finding"
 )
 

@@ -224,10 +224,7 @@ def fit_policy(
     y_t = torch.where(inside if classification else inside[..., None], y_t, 0)
     d_out = d_out if classification else y_t.shape[-1]
     policy = Policy(m, x_t.shape[-1], d_out, width, kind, image_shape)
-    if policy.encoder is None:
-        for index, seed in enumerate(seeds):  # a no-op, kept as it was (see above)
-            policy.net.reset_copy(index, torch_generator(seed, Stream.POLICY_INIT))
-    else:
+    if policy.encoder is not None:  # an MLP keeps its index's initialisation (see above)
         reset_copies(policy, seeds, lambda seed: torch_generator(seed, Stream.POLICY_INIT))
     policy.to(device)
     rows = torch.arange(m, device=device)[:, None]
